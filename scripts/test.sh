@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian packages, when root) and runs every test:
+# formatting, clippy, unit tests, doc tests, and the integration suites against real nginx and
+# cgi-fcgi. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real peers the integration tests start: nginx, cgi-fcgi (libfcgi-bin), curl.
+packages=(nginx libfcgi-bin curl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "test.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "test.sh: missing packages ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+# The nginx package starts a system nginx on port 80 where it can; the tests run their own.
+
+# Tests that open many streams need file descriptors.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+FASTSSE_REQUIRE_PEERS=1 cargo test -- --test-threads=2

@@ -1,0 +1,413 @@
+//! The application: routes, responses, the stream limit and counters. It knows nothing of
+//! FastCGI or CGI: a transport hands it a [`Request`] and writes the [`Response`] it returns.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::{Config, RouteConfig, RouteKind};
+use crate::request::Request;
+use crate::source::{ClockSource, PingSource, Source, StreamTiming};
+
+/// Builds a source for one request to a custom route; an `Err` response is sent instead.
+pub type SourceFactory = Arc<dyn Fn(&Request) -> Result<Box<dyn Source>, Response> + Send + Sync>;
+
+enum Handler {
+    Builtin(RouteConfig),
+    Custom(SourceFactory),
+}
+
+struct Route {
+    path: String,
+    handler: Handler,
+}
+
+/// Counters shown by the status route.
+#[derive(Debug, Default)]
+pub struct Stats {
+    active_streams: AtomicUsize,
+    total_streams: AtomicU64,
+    rejected_streams: AtomicU64,
+    active_connections: AtomicUsize,
+    total_connections: AtomicU64,
+}
+
+/// Holds one of the `max_streams` slots; dropping it frees the slot.
+#[derive(Debug)]
+pub struct StreamPermit(Arc<Stats>);
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        self.0.active_streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts one open transport connection while alive.
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<Stats>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.active_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Stats {
+    /// Streams open now.
+    pub fn active_streams(&self) -> usize {
+        self.active_streams.load(Ordering::Acquire)
+    }
+
+    /// Connections open now.
+    pub fn active_connections(&self) -> usize {
+        self.active_connections.load(Ordering::Acquire)
+    }
+}
+
+/// A complete (non-streaming) response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FullResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Header fields besides `Status`.
+    pub headers: Vec<(String, String)>,
+    /// Body (not sent for HEAD).
+    pub body: Bytes,
+}
+
+/// An open SSE stream: the header block is [`stream_head`]; then [`crate::source::run_stream`].
+pub struct StreamResponse {
+    /// Where events come from.
+    pub source: Box<dyn Source>,
+    /// Heartbeat, retry and lifetime.
+    pub timing: StreamTiming,
+    /// The route path, for logs.
+    pub route: String,
+    _permit: StreamPermit,
+}
+
+/// What the application answers.
+pub enum Response {
+    /// Headers and a body, then the end.
+    Full(FullResponse),
+    /// A stream.
+    Stream(StreamResponse),
+}
+
+/// Reason phrase for the statuses this server sends.
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// The CGI header block (`Status:` line, fields, blank line) shared by both transports.
+pub fn header_block(status: u16, headers: &[(String, String)]) -> Bytes {
+    let mut s = String::with_capacity(128);
+    let _ = write!(s, "Status: {status} {}\r\n", reason(status));
+    for (k, v) in headers {
+        let _ = write!(s, "{k}: {v}\r\n");
+    }
+    s.push_str("\r\n");
+    Bytes::from(s)
+}
+
+/// The header block of every SSE stream.
+pub fn stream_head() -> Bytes {
+    header_block(200, &stream_headers())
+}
+
+fn stream_headers() -> Vec<(String, String)> {
+    [
+        ("Content-Type", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+        ("X-Accel-Buffering", "no"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl FullResponse {
+    /// A `text/plain` response with a one-line reason.
+    pub fn text(status: u16, message: impl Into<String>) -> Self {
+        let mut body = message.into();
+        body.push('\n');
+        FullResponse {
+            status,
+            headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
+            body: Bytes::from(body),
+        }
+    }
+
+    /// Adds a header field.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// Header block plus body (no body for HEAD) as one buffer.
+    pub fn to_bytes(&self, head_only: bool) -> Bytes {
+        let head = header_block(self.status, &self.headers);
+        if head_only || self.body.is_empty() {
+            return head;
+        }
+        let mut all = Vec::with_capacity(head.len() + self.body.len());
+        all.extend_from_slice(&head);
+        all.extend_from_slice(&self.body);
+        Bytes::from(all)
+    }
+}
+
+impl From<FullResponse> for Response {
+    fn from(r: FullResponse) -> Self {
+        Response::Full(r)
+    }
+}
+
+/// The application shared by every connection: config, routes and counters.
+pub struct App {
+    config: Config,
+    routes: Vec<Route>,
+    stats: Arc<Stats>,
+    started: Instant,
+}
+
+impl App {
+    /// An application serving the routes in `config`.
+    pub fn new(config: Config) -> Self {
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                path: r.path.get_ref().clone(),
+                handler: Handler::Builtin(r.clone()),
+            })
+            .collect();
+        App {
+            config,
+            routes,
+            stats: Arc::new(Stats::default()),
+            started: Instant::now(),
+        }
+    }
+
+    /// Adds (or replaces) a route served by a custom [`Source`].
+    pub fn add_source(&mut self, path: &str, factory: SourceFactory) {
+        self.routes.retain(|r| r.path != path);
+        self.routes.push(Route {
+            path: path.to_string(),
+            handler: Handler::Custom(factory),
+        });
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The shared counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Counts a transport connection until the guard is dropped.
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        self.stats.active_connections.fetch_add(1, Ordering::AcqRel);
+        self.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.stats.clone())
+    }
+
+    fn timing(&self) -> StreamTiming {
+        StreamTiming {
+            heartbeat: self.config.stream.heartbeat,
+            retry: self.config.stream.retry,
+            max_lifetime: self.config.stream.max_lifetime,
+        }
+    }
+
+    /// Takes a stream slot, or `None` when `max_streams` are open.
+    fn try_acquire_stream(&self) -> Option<StreamPermit> {
+        let max = self.config.server.max_streams;
+        let mut cur = self.stats.active_streams.load(Ordering::Acquire);
+        loop {
+            if cur >= max {
+                return None;
+            }
+            match self.stats.active_streams.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.stats.total_streams.fetch_add(1, Ordering::Relaxed);
+                    return Some(StreamPermit(self.stats.clone()));
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// The `503` sent when every stream slot is taken.
+    pub fn server_full(&self) -> FullResponse {
+        let secs = self.config.stream.retry_after_secs;
+        FullResponse::text(
+            503,
+            format!(
+                "server full: {} streams open (max_streams); retry after {secs} s",
+                self.stats.active_streams()
+            ),
+        )
+        .with_header("Retry-After", secs.to_string())
+        .with_header("Cache-Control", "no-cache")
+    }
+
+    /// Routes a request to its response.
+    pub fn handle(&self, req: &Request) -> Response {
+        let Some(route) = self.routes.iter().find(|r| r.path == req.path) else {
+            return FullResponse::text(404, format!("no route for {}", req.path)).into();
+        };
+        if req.method != "GET" && req.method != "HEAD" {
+            return FullResponse::text(405, format!("{} does not accept {}", route.path, req.method))
+                .with_header("Allow", "GET, HEAD")
+                .into();
+        }
+        let source: Box<dyn Source> = match &route.handler {
+            Handler::Builtin(r) => match r.kind {
+                RouteKind::Status => return self.status().into(),
+                RouteKind::Clock => Box::new(ClockSource::new(r.interval)),
+                RouteKind::Ping => Box::new(PingSource::new(r.interval)),
+            },
+            Handler::Custom(factory) => match factory(req) {
+                Ok(s) => s,
+                Err(resp) => return resp,
+            },
+        };
+        if req.is_head() {
+            return FullResponse {
+                status: 200,
+                headers: stream_headers(),
+                body: Bytes::new(),
+            }
+            .into();
+        }
+        let Some(permit) = self.try_acquire_stream() else {
+            self.stats.rejected_streams.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "route={} peer={}: 503, all {} stream slots taken",
+                route.path,
+                req.peer,
+                self.config.server.max_streams
+            );
+            return self.server_full().into();
+        };
+        Response::Stream(StreamResponse {
+            source,
+            timing: self.timing(),
+            route: route.path.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// The status document.
+    fn status(&self) -> FullResponse {
+        let s = &self.stats;
+        let c = &self.config.server;
+        let doc = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "active_streams": s.active_streams(),
+            "total_streams": s.total_streams.load(Ordering::Relaxed),
+            "rejected_streams": s.rejected_streams.load(Ordering::Relaxed),
+            "active_connections": s.active_connections(),
+            "total_connections": s.total_connections.load(Ordering::Relaxed),
+            "limits": {
+                "max_streams": c.max_streams,
+                "max_connections": c.max_connections,
+                "max_params_bytes": c.max_params_bytes,
+                "max_body_bytes": c.max_body_bytes,
+            },
+        });
+        FullResponse {
+            status: 200,
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("Cache-Control".into(), "no-cache".into()),
+            ],
+            body: Bytes::from(doc.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::PathFrom;
+
+    fn get(path: &str, method: &str) -> Request {
+        let vars = [("REQUEST_METHOD", method), ("REQUEST_URI", path)]
+            .iter()
+            .map(|(k, v)| (Bytes::from(k.to_string()), Bytes::from(v.to_string())))
+            .collect();
+        Request::from_vars(vars, Bytes::new(), PathFrom::RequestUri)
+    }
+
+    fn full(r: Response) -> FullResponse {
+        match r {
+            Response::Full(f) => f,
+            Response::Stream(_) => panic!("expected a full response"),
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_methods_and_limit() {
+        let mut config = Config::default();
+        config.server.max_streams = 2;
+        let app = App::new(config);
+        assert_eq!(full(app.handle(&get("/nope", "GET"))).status, 404);
+        let r = full(app.handle(&get("/clock", "POST")));
+        assert_eq!(r.status, 405);
+        assert!(r.headers.contains(&("Allow".into(), "GET, HEAD".into())));
+        let head = full(app.handle(&get("/clock", "HEAD")));
+        assert_eq!((head.status, head.body.len()), (200, 0));
+        let a = app.handle(&get("/clock", "GET"));
+        let b = app.handle(&get("/ping", "GET"));
+        assert!(matches!(a, Response::Stream(_)) && matches!(b, Response::Stream(_)));
+        let full503 = full(app.handle(&get("/clock", "GET")));
+        assert_eq!(full503.status, 503);
+        assert!(full503.headers.iter().any(|(k, v)| k == "Retry-After" && v == "5"));
+        drop(a);
+        assert!(matches!(app.handle(&get("/clock", "GET")), Response::Stream(_)));
+        let status = full(app.handle(&get("/status", "GET")));
+        let doc: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
+        assert_eq!(doc["active_streams"], 1);
+        assert_eq!(doc["rejected_streams"], 1);
+        assert_eq!(doc["limits"]["max_streams"], 2);
+    }
+
+    #[test]
+    fn header_blocks() {
+        assert_eq!(
+            &stream_head()[..],
+            b"Status: 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n"
+        );
+        let r = FullResponse::text(404, "x");
+        assert!(r.to_bytes(true).ends_with(b"\r\n\r\n"));
+        assert!(r.to_bytes(false).ends_with(b"\r\n\r\nx\n"));
+    }
+}

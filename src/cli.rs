@@ -1,0 +1,132 @@
+//! The command line: subcommands, start-up mode detection, and turning errors into exit codes.
+
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::app::App;
+use crate::config::{Config, ListenAddr};
+use crate::listen;
+use crate::server;
+
+/// Server-Sent Events behind the web server you already run (FastCGI daemon or CGI program).
+#[derive(Debug, Parser)]
+#[command(name = "fastsse", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run; with none, fastsse detects how it was started (a listening socket on fd 0:
+    /// FastCGI on it; a CGI environment: CGI) or prints this help.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Force the start-up mode instead of detecting it.
+    #[arg(long, value_enum, global = true)]
+    pub mode: Option<Mode>,
+}
+
+/// Forced start-up modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// FastCGI on the listening socket inherited on fd 0.
+    Fastcgi,
+    /// A CGI program (one request from the environment and stdin).
+    Cgi,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the FastCGI daemon.
+    Serve(ServeArgs),
+    /// Check a config file and print the routes it defines.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+/// `fastsse serve` options.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file (default: FASTSSE_CONFIG, else the embedded default).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Listen address, `unix:PATH` or `HOST:PORT`; repeatable; replaces the config's `listen`.
+    #[arg(long, short, value_parser = |s: &str| s.parse::<ListenAddr>())]
+    pub listen: Vec<ListenAddr>,
+}
+
+fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
+    let path = path.or_else(|| std::env::var_os("FASTSSE_CONFIG").map(PathBuf::from));
+    match path {
+        Some(p) => Config::load(&p).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
+    let mut config = load_config(args.config)?;
+    if !args.listen.is_empty() {
+        config.server.listen = args.listen;
+    }
+    let mut listeners = Vec::new();
+    if inherited_only || config.server.listen.is_empty() {
+        match listen::inherited(0) {
+            Some(l) => listeners.push(l.map_err(|e| e.to_string())?),
+            None if inherited_only => return Err("fd 0 is not a listening socket".into()),
+            None => {
+                return Err("nothing to listen on: pass --listen unix:PATH or HOST:PORT, or set [server] listen in the config".into())
+            }
+        }
+    }
+    for addr in &config.server.listen {
+        if !inherited_only {
+            listeners.push(listen::bind(addr, &config.server).map_err(|e| e.to_string())?);
+        }
+    }
+    server::run_daemon(App::new(config), listeners).map_err(|e| format!("runtime: {e}"))
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    listen::ensure_std_fds();
+    let result = match (cli.command, cli.mode) {
+        (Some(Command::Serve(args)), _) => serve(args, false),
+        (Some(Command::CheckConfig { file }), _) => Config::load(&file)
+            .map(|c| {
+                for r in &c.routes {
+                    println!("{} -> {:?} every {:?}", r.path.get_ref(), r.kind, r.interval);
+                }
+            })
+            .map_err(|e| e.to_string()),
+        (None, mode) => {
+            // SAFETY: fd 0 stays open for the life of the process (ensure_std_fds).
+            let fd0 = unsafe { BorrowedFd::borrow_raw(0) };
+            let cgi_env = std::env::var("GATEWAY_INTERFACE").is_ok_and(|g| g.starts_with("CGI/"));
+            match mode {
+                Some(Mode::Fastcgi) => serve(ServeArgs { config: None, listen: vec![] }, true),
+                None if listen::is_listening_socket(fd0) => serve(ServeArgs { config: None, listen: vec![] }, true),
+                Some(Mode::Cgi) => Err(cgi_unavailable()),
+                None if cgi_env => Err(cgi_unavailable()),
+                None => {
+                    let _ = Cli::command().print_help();
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("fastsse: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// CGI mode arrives with the CGI transport; until then answer the web server properly.
+fn cgi_unavailable() -> String {
+    println!("Status: 501 Not Implemented\r\nContent-Type: text/plain\r\n\r\nfastsse: CGI mode is not available in this build");
+    "CGI mode is not available in this build".into()
+}

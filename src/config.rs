@@ -1,0 +1,471 @@
+//! The TOML configuration: types, defaults (the embedded default config), validation, and errors
+//! that name the file, line and key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Where the daemon listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A unix socket path (`unix:/run/fastsse.sock`).
+    Unix(PathBuf),
+    /// A TCP address (`127.0.0.1:9000`, `[::1]:9000`).
+    Tcp(String),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs a socket path, as in unix:/run/fastsse/fastsse.sock".into());
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        match s.parse::<std::net::SocketAddr>() {
+            Ok(_) => Ok(ListenAddr::Tcp(s.to_string())),
+            Err(_) => Err(format!(
+                "`{s}` is neither unix:PATH nor HOST:PORT with a numeric host (127.0.0.1:9000, [::1]:9000)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ListenAddr::Tcp(a) => f.write_str(a),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `"15s"`, `"500ms"`, `"2m"`, `"1h"` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (examples: \"15s\", \"500ms\", \"2m\")"))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m or h)")),
+    };
+    Ok(d)
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(n) => Ok(Duration::from_secs(n)),
+        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v = de_duration(d)?;
+    if v.is_zero() {
+        return Err(serde::de::Error::custom("must be greater than zero"));
+    }
+    Ok(v)
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_positive_duration(d).map(Some)
+}
+
+fn de_positive<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if v == 0 {
+        return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(v)
+}
+
+fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let s = String::deserialize(d)?;
+    match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
+        Ok(m) if m <= 0o777 => Ok(Some(m)),
+        _ => Err(serde::de::Error::custom(format!(
+            "`{s}` is not an octal file mode such as \"0660\""
+        ))),
+    }
+}
+
+/// `[server]`: listening sockets and resource limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses to listen on (`unix:PATH` or `HOST:PORT`). `--listen` replaces them.
+    pub listen: Vec<ListenAddr>,
+    /// Unix socket file mode, octal string.
+    #[serde(deserialize_with = "de_mode")]
+    pub socket_mode: Option<u32>,
+    /// Unix socket owner (user name).
+    pub socket_owner: Option<String>,
+    /// Unix socket group (group name).
+    pub socket_group: Option<String>,
+    /// Most concurrent streams; one more gets `503` with `Retry-After`.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_streams: usize,
+    /// Most concurrent FastCGI connections; more are closed at once.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_connections: usize,
+    /// Most concurrent requests multiplexed on one connection.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_requests_per_connection: usize,
+    /// Most bytes of PARAMS (request headers and CGI variables) per request.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_params_bytes: usize,
+    /// Most name-value pairs per request.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_params_pairs: usize,
+    /// Most request body bytes (publish bodies).
+    #[serde(deserialize_with = "de_positive")]
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for streams to end before exiting anyway.
+    #[serde(deserialize_with = "de_positive_duration")]
+    pub shutdown_timeout: Duration,
+    /// Peers allowed on TCP listeners (FCGI_WEB_SERVER_ADDRS); empty = any. The environment
+    /// variable FCGI_WEB_SERVER_ADDRS, when set, is added.
+    pub web_server_addrs: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: Vec::new(),
+            socket_mode: Some(0o660),
+            socket_owner: None,
+            socket_group: None,
+            max_streams: 10_000,
+            max_connections: 10_500,
+            max_requests_per_connection: 100,
+            max_params_bytes: 64 * 1024,
+            max_params_pairs: 1024,
+            max_body_bytes: 64 * 1024,
+            shutdown_timeout: Duration::from_secs(3),
+            web_server_addrs: Vec::new(),
+        }
+    }
+}
+
+/// `[stream]`: how every SSE stream behaves.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Interval of `:` heartbeat comments while a stream is idle.
+    #[serde(deserialize_with = "de_positive_duration")]
+    pub heartbeat: Duration,
+    /// `retry:` hint sent at the start of every stream and before it is ended by the server.
+    #[serde(deserialize_with = "de_positive_duration")]
+    pub retry: Duration,
+    /// Seconds in the `Retry-After` header of a 503 when the server is full.
+    pub retry_after_secs: u32,
+    /// End streams cleanly after this long (for CGI and mod_fcgid time limits); unset = never.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub max_lifetime: Option<Duration>,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            heartbeat: Duration::from_secs(15),
+            retry: Duration::from_secs(3),
+            retry_after_secs: 5,
+            max_lifetime: None,
+        }
+    }
+}
+
+/// What a route serves.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    /// The server time every `interval`, with an `id:`.
+    Clock,
+    /// The MDN example: `event: ping` every `interval`, plain messages at random intervals.
+    Ping,
+    /// JSON counters and limits.
+    Status,
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// One `[[route]]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Request path, starting with `/`.
+    pub path: toml::Spanned<String>,
+    /// What the route serves (`type = "clock"`).
+    #[serde(rename = "type")]
+    pub kind: RouteKind,
+    /// Tick interval of `clock` and `ping`.
+    #[serde(default = "one_second", deserialize_with = "de_positive_duration")]
+    pub interval: Duration,
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[stream]`.
+    #[serde(default)]
+    pub stream: StreamConfig,
+    /// `[[route]]` tables; the built-in demo routes when absent.
+    #[serde(default = "default_routes", rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn route(path: &str, kind: RouteKind) -> RouteConfig {
+    RouteConfig {
+        path: toml::Spanned::new(0..0, path.to_string()),
+        kind,
+        interval: one_second(),
+    }
+}
+
+/// The built-in routes: `/clock`, `/ping`, `/status`.
+pub fn default_routes() -> Vec<RouteConfig> {
+    vec![
+        route("/clock", RouteKind::Clock),
+        route("/ping", RouteKind::Ping),
+        route("/status", RouteKind::Status),
+    ]
+}
+
+impl Default for Config {
+    /// The embedded default config: demo routes, default limits, no listen address.
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            stream: StreamConfig::default(),
+            routes: default_routes(),
+        }
+    }
+}
+
+/// A configuration error naming the file, line and key.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file (or `<embedded>`).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The key at fault, when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The line number (1-based) of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The key written on a `key = value` line, if the line has one.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let l = text.lines().nth(line - 1)?;
+    let (k, _) = l.split_once('=')?;
+    let k = k.trim();
+    (!k.is_empty() && !k.starts_with('[')).then(|| k.trim_matches('"').to_string())
+}
+
+impl Config {
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            let message = e.message().to_string();
+            // serde names the key itself for unknown and missing fields; else take it from the line.
+            let key = line.and_then(|l| key_on_line(text, l));
+            ConfigError {
+                file: file.to_string(),
+                line,
+                key,
+                message,
+            }
+        })?;
+        config.validate(text, file)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let err = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError {
+            file: file.to_string(),
+            line: Some(line_of(text, span.start)),
+            key: Some(key.to_string()),
+            message,
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for r in &self.routes {
+            let path = r.path.get_ref().as_str();
+            if !path.starts_with('/') {
+                return Err(err(r.path.span(), "path", format!("route path `{path}` must start with `/`")));
+            }
+            if seen.contains(&path) {
+                return Err(err(r.path.span(), "path", format!("route path `{path}` is configured twice")));
+            }
+            seen.push(path);
+        }
+        if self.server.max_connections < self.server.max_streams {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("max_connections"))
+                .map(|i| i + 1);
+            return Err(ConfigError {
+                file: file.to_string(),
+                line,
+                key: Some("server.max_connections".into()),
+                message: format!(
+                    "max_connections ({}) must be at least max_streams ({}): each stream needs a connection",
+                    self.server.max_connections, self.server.max_streams
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_default() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.routes, default_routes());
+        assert_eq!(c.stream.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.server.max_streams, 10_000);
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = include_str!("../conf/fastsse.toml");
+        let c = Config::parse(text, "conf/fastsse.toml").unwrap();
+        assert!(!c.server.listen.is_empty());
+        assert!(c.routes.len() >= 3);
+    }
+
+    #[test]
+    fn full_config() {
+        let text = r#"
+[server]
+listen = ["unix:/tmp/x.sock", "127.0.0.1:9000"]
+socket_mode = "0600"
+max_streams = 5
+max_connections = 6
+
+[stream]
+heartbeat = "500ms"
+retry = 2
+max_lifetime = "4m"
+
+[[route]]
+path = "/t"
+type = "clock"
+interval = "250ms"
+"#;
+        let c = Config::parse(text, "t.toml").unwrap();
+        assert_eq!(
+            c.server.listen,
+            vec![ListenAddr::Unix("/tmp/x.sock".into()), ListenAddr::Tcp("127.0.0.1:9000".into())]
+        );
+        assert_eq!(c.server.socket_mode, Some(0o600));
+        assert_eq!(c.stream.heartbeat, Duration::from_millis(500));
+        assert_eq!(c.stream.retry, Duration::from_secs(2));
+        assert_eq!(c.stream.max_lifetime, Some(Duration::from_secs(240)));
+        assert_eq!(c.routes[0].kind, RouteKind::Clock);
+        assert_eq!(c.routes[0].interval, Duration::from_millis(250));
+    }
+
+    fn error_of(text: &str) -> ConfigError {
+        Config::parse(text, "bad.toml").unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = error_of("[server]\n\nmax_streams = 0\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("max_streams")));
+        assert!(e.to_string().starts_with("bad.toml:3: key `max_streams`: "), "{e}");
+
+        let e = error_of("[stream]\nheartbeat = \"10 parsecs\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("heartbeat")));
+        assert!(e.message.contains("unit"), "{e}");
+
+        let e = error_of("[server]\nlisten = [\"nowhere\"]\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("listen")));
+
+        let e = error_of("[server]\nmax_stream = 3\n");
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("unknown field `max_stream`"), "{e}");
+
+        let e = error_of("[[route]]\npath = \"/a\"\ntype = \"clock\"\n[[route]]\npath = \"/a\"\ntype = \"ping\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(5), Some("path")));
+
+        let e = error_of("[[route]]\npath = \"a\"\ntype = \"clock\"\n");
+        assert_eq!(e.line, Some(2));
+
+        let e = error_of("[[route]]\npath = \"/a\"\ntype = \"teleport\"\n");
+        assert!(e.message.contains("teleport"), "{e}");
+
+        let e = error_of("[server]\nmax_streams = 10\nmax_connections = 5\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("server.max_connections")));
+
+        let e = error_of("[server\n");
+        assert_eq!(e.line, Some(1));
+    }
+}

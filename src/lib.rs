@@ -1,0 +1,25 @@
+//! fastsse: Server-Sent Events behind the web server you already run.
+//!
+//! A FastCGI responder for nginx, Apache, lighttpd and h2o (and, later, a CGI program) that holds
+//! thousands of SSE streams in one small process, flushes every event at once, and stops a
+//! stream the moment its browser leaves.
+//!
+//! # Layout
+//! - Wire: [`fcgi::codec`] (records, a pure `Decoder`/`Encoder`) and [`fcgi::params`]
+//!   (name-value pairs), [`sse`] (event encoding and the client parser). No I/O.
+//! - Connection: [`fcgi::conn`] drives one FastCGI connection; [`listen`] and [`server`] own
+//!   sockets, accept loops, signals and shutdown.
+//! - Application: [`request`], [`app`] (routes, limits, status) and [`source`] (where events
+//!   come from). It knows nothing of FastCGI: a transport hands it a [`request::Request`] and
+//!   writes the [`app::Response`] through a [`source::BodyWriter`].
+//! - [`config`] (TOML) and [`cli`] (the command line) tie it together.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod fcgi;
+pub mod listen;
+pub mod request;
+pub mod server;
+pub mod source;
+pub mod sse;

@@ -1,0 +1,9 @@
+//! The `fastsse` binary: parse the command line, start logging, run.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = fastsse::cli::Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    fastsse::cli::run(cli)
+}

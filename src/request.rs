@@ -1,0 +1,203 @@
+//! The transport-neutral request: method, routing path, query, headers and body, built from
+//! CGI-style variables. FastCGI PARAMS and a CGI environment both become a [`Request`].
+
+use bytes::Bytes;
+
+/// Which variable names the path that routes are matched against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathFrom {
+    /// FastCGI daemons: `REQUEST_URI` (path part), else `DOCUMENT_URI`, else
+    /// `SCRIPT_NAME` + `PATH_INFO`. Works the same under nginx, Apache and lighttpd.
+    RequestUri,
+    /// CGI programs: `PATH_INFO` (`/cgi-bin/events.cgi/clock` routes as `/clock`).
+    PathInfo,
+}
+
+/// Longest `Last-Event-ID` accepted; longer ones are treated as absent (never trusted).
+pub const MAX_LAST_EVENT_ID: usize = 256;
+
+/// One request as the application sees it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// `REQUEST_METHOD` as given (case-sensitive).
+    pub method: String,
+    /// Percent-decoded path used for routing.
+    pub path: String,
+    /// Raw `QUERY_STRING`.
+    pub query: String,
+    /// Request body (at most the configured `max_body_bytes`).
+    pub body: Bytes,
+    /// The browser's address as the web server reports it (`REMOTE_ADDR:REMOTE_PORT`).
+    pub peer: String,
+    vars: Vec<(Bytes, Bytes)>,
+}
+
+/// Decodes `%XX` escapes (and `+` as space when `plus_is_space`), lossily into UTF-8.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h * 16 + l);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits an `application/x-www-form-urlencoded` string into decoded pairs.
+pub fn parse_form(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect()
+}
+
+impl Request {
+    /// Builds a request from CGI-style variables (FastCGI PARAMS or a CGI environment).
+    pub fn from_vars(vars: Vec<(Bytes, Bytes)>, body: Bytes, path_from: PathFrom) -> Request {
+        let mut r = Request {
+            method: String::new(),
+            path: String::new(),
+            query: String::new(),
+            body,
+            peer: String::new(),
+            vars,
+        };
+        r.method = r.var("REQUEST_METHOD").unwrap_or("GET").to_string();
+        r.query = r.var("QUERY_STRING").unwrap_or("").to_string();
+        r.peer = match (r.var("REMOTE_ADDR"), r.var("REMOTE_PORT")) {
+            (Some(a), Some(p)) => format!("{a}:{p}"),
+            (Some(a), None) => a.to_string(),
+            _ => "-".to_string(),
+        };
+        let non_empty = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(str::to_string);
+        let raw = match path_from {
+            PathFrom::PathInfo => non_empty(r.var("PATH_INFO")).unwrap_or_default(),
+            PathFrom::RequestUri => non_empty(r.var("REQUEST_URI"))
+                .map(|u| u.split('?').next().unwrap_or("").to_string())
+                .or_else(|| non_empty(r.var("DOCUMENT_URI")))
+                .unwrap_or_else(|| {
+                    format!(
+                        "{}{}",
+                        r.var("SCRIPT_NAME").unwrap_or(""),
+                        r.var("PATH_INFO").unwrap_or("")
+                    )
+                }),
+        };
+        // An absolute-form request target (`http://host/path`) routes by its path.
+        let raw = match raw.find("://") {
+            Some(p) if !raw.starts_with('/') => {
+                let rest = &raw[p + 3..];
+                rest.find('/').map(|s| rest[s..].to_string()).unwrap_or_else(|| "/".into())
+            }
+            _ => raw,
+        };
+        r.path = percent_decode(&raw, false);
+        r
+    }
+
+    /// A variable as UTF-8, if present and valid UTF-8 (the first of duplicates).
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(k, _)| &k[..] == name.as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// An HTTP request header by its HTTP name (`Last-Event-ID` reads `HTTP_LAST_EVENT_ID`).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let var: String = "HTTP_"
+            .chars()
+            .chain(name.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }))
+            .collect();
+        self.var(&var)
+    }
+
+    /// Decoded values of query parameter `key`, in order.
+    pub fn query_values(&self, key: &str) -> Vec<String> {
+        parse_form(&self.query)
+            .into_iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// The id the client last saw: the `Last-Event-ID` header, else `?lastEventId=`. Absent
+    /// when longer than [`MAX_LAST_EVENT_ID`] or containing control characters.
+    pub fn last_event_id(&self) -> Option<String> {
+        self.header("Last-Event-ID")
+            .map(str::to_string)
+            .or_else(|| self.query_values("lastEventId").into_iter().next())
+            .filter(|id| id.len() <= MAX_LAST_EVENT_ID && !id.chars().any(char::is_control))
+    }
+
+    /// Whether the client asked for headers only.
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(vars: &[(&str, &str)], from: PathFrom) -> Request {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), Bytes::copy_from_slice(v.as_bytes())))
+            .collect();
+        Request::from_vars(vars, Bytes::new(), from)
+    }
+
+    #[test]
+    fn path_from_each_server_style() {
+        let nginx = req(&[("REQUEST_URI", "/cl%6Fck?x=1"), ("DOCUMENT_URI", "/clock")], PathFrom::RequestUri);
+        assert_eq!(nginx.path, "/clock");
+        let apache = req(&[("SCRIPT_NAME", "/events"), ("PATH_INFO", "/a")], PathFrom::RequestUri);
+        assert_eq!(apache.path, "/events/a");
+        let cgi = req(&[("SCRIPT_NAME", "/cgi-bin/e.cgi"), ("PATH_INFO", "/clock")], PathFrom::PathInfo);
+        assert_eq!(cgi.path, "/clock");
+        let proxy = req(&[("REQUEST_URI", "http://h/ping?q")], PathFrom::RequestUri);
+        assert_eq!(proxy.path, "/ping");
+    }
+
+    #[test]
+    fn headers_query_and_last_event_id() {
+        let r = req(
+            &[("HTTP_LAST_EVENT_ID", "42"), ("QUERY_STRING", "topic=a&topic=b%20c&x")],
+            PathFrom::RequestUri,
+        );
+        assert_eq!(r.last_event_id().as_deref(), Some("42"));
+        assert_eq!(r.query_values("topic"), vec!["a", "b c"]);
+        let r = req(&[("QUERY_STRING", "lastEventId=7")], PathFrom::RequestUri);
+        assert_eq!(r.last_event_id().as_deref(), Some("7"));
+        let long = "9".repeat(10_000);
+        let r = req(&[("HTTP_LAST_EVENT_ID", &long)], PathFrom::RequestUri);
+        assert_eq!(r.last_event_id(), None);
+    }
+
+    #[test]
+    fn percent_decoding_is_total() {
+        assert_eq!(percent_decode("a%2", false), "a%2");
+        assert_eq!(percent_decode("%", false), "%");
+        assert_eq!(percent_decode("%zz+", true), "%zz ");
+        assert_eq!(percent_decode("%ff", false), "\u{fffd}");
+    }
+}

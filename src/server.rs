@@ -1,0 +1,189 @@
+//! The FastCGI daemon: accept loops over every listener, the connection limit, signals, and
+//! graceful shutdown (a `CancellationToken` for the server and a `TaskTracker` for every task).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
+use crate::fcgi::conn::{serve_connection, ConnContext};
+use crate::listen::BoundListener;
+
+/// Counter for connection ids in logs.
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Peers allowed on TCP listeners: `server.web_server_addrs` plus `FCGI_WEB_SERVER_ADDRS`.
+fn allowed_peers(app: &App) -> Vec<IpAddr> {
+    let mut names = app.config().server.web_server_addrs.clone();
+    if let Ok(env) = std::env::var("FCGI_WEB_SERVER_ADDRS") {
+        names.extend(env.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()));
+    }
+    names
+        .iter()
+        .filter_map(|n| match n.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                log::warn!("ignoring web server address `{n}`: not an IP address");
+                None
+            }
+        })
+        .collect()
+}
+
+struct Acceptor {
+    app: Arc<App>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    allowed: Arc<Vec<IpAddr>>,
+}
+
+impl Acceptor {
+    /// True when the connection may be served; logs and refuses over the connection limit.
+    fn admit(&self, peer: &str) -> bool {
+        let max = self.app.config().server.max_connections;
+        if self.app.stats().active_connections() >= max {
+            log::warn!("peer={peer}: refusing connection, {max} open (max_connections)");
+            return false;
+        }
+        true
+    }
+
+    fn spawn<S>(&self, io: S, peer: String)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let ctx = ConnContext {
+            app: self.app.clone(),
+            shutdown: self.shutdown.clone(),
+            tracker: self.tracker.clone(),
+            peer,
+            conn_id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+        };
+        self.tracker.spawn(serve_connection(io, ctx));
+    }
+
+    /// Waits a little after an accept error (EMFILE and friends) so the loop does not spin.
+    async fn back_off(&self, e: std::io::Error, listener: &str) {
+        log::warn!("accept on {listener}: {e}");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+
+    async fn run(self, listener: BoundListener) {
+        let name = listener.to_string();
+        match listener {
+            BoundListener::Unix { listener, .. } => {
+                let listener = match tokio::net::UnixListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return log::error!("cannot register {name}: {e}"),
+                };
+                loop {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => break,
+                        r = listener.accept() => match r {
+                            Ok((io, _)) => {
+                                if self.admit(&name) {
+                                    self.spawn(io, name.clone());
+                                }
+                            }
+                            Err(e) => self.back_off(e, &name).await,
+                        }
+                    }
+                }
+            }
+            BoundListener::Tcp(listener) => {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return log::error!("cannot register {name}: {e}"),
+                };
+                loop {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => break,
+                        r = listener.accept() => match r {
+                            Ok((io, addr)) => {
+                                let peer = addr.to_string();
+                                if !self.allowed.is_empty() && !self.allowed.contains(&addr.ip()) {
+                                    log::warn!("peer={peer}: not in FCGI_WEB_SERVER_ADDRS, closing");
+                                    continue;
+                                }
+                                if self.admit(&peer) {
+                                    let _ = io.set_nodelay(true);
+                                    self.spawn(io, peer);
+                                }
+                            }
+                            Err(e) => self.back_off(e, &name).await,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Serves FastCGI on `listeners` until `shutdown` fires, then lets streams end (each gets a
+/// `retry:` hint and a clean END_REQUEST) for at most `server.shutdown_timeout`.
+pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let allowed = Arc::new(allowed_peers(&app));
+    let mut cleanup = Vec::new();
+    for l in listeners {
+        log::info!("listening on {l}");
+        if let BoundListener::Unix { cleanup: Some(p), .. } = &l {
+            cleanup.push(p.clone());
+        }
+        let acceptor = Acceptor {
+            app: app.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+            allowed: allowed.clone(),
+        };
+        tracker.spawn(acceptor.run(l));
+    }
+    shutdown.cancelled().await;
+    let streams = app.stats().active_streams();
+    log::info!("shutting down: ending {streams} streams");
+    tracker.close();
+    let grace = app.config().server.shutdown_timeout;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        log::warn!(
+            "{} streams still open after {grace:?}; exiting anyway",
+            app.stats().active_streams()
+        );
+    }
+    for p in cleanup {
+        let _ = std::fs::remove_file(&p);
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+pub async fn cancel_on_signals(shutdown: CancellationToken) {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        log::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM received"),
+        _ = int.recv() => log::info!("SIGINT received"),
+        _ = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}
+
+/// Runs the daemon on a new runtime until a signal ends it.
+pub fn run_daemon(app: App, listeners: Vec<BoundListener>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signals(shutdown.clone()));
+        serve(Arc::new(app), listeners, shutdown).await;
+    });
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! Stream sources: the [`Source`] trait a route's events come from, the built-in sources, and
+//! [`run_stream`], the transport-neutral loop that writes a source's events, heartbeats and
+//! `retry:` hints to a [`BodyWriter`] until the source ends, the client leaves or the server stops.
+//!
+//! A source is the PHP loop (`while (true) { echo "data: …\n\n"; flush(); sleep(1); }`) turned
+//! inside out: each call to [`Source::next`] is one turn of the loop. Writing, flushing, heartbeats
+//! and noticing that the browser left are done for it.
+
+pub mod clock;
+pub mod ping;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::sse::EncodedEvent;
+
+pub use clock::ClockSource;
+pub use ping::PingSource;
+
+/// The future returned by [`Source::next`].
+pub type NextEvent<'a> = Pin<Box<dyn Future<Output = Option<EncodedEvent>> + Send + 'a>>;
+
+/// Where a stream's events come from.
+///
+/// `next` waits for the next event and returns it, or `None` to end the stream. It must be
+/// cancel-safe: the returned future may be dropped at any await (a heartbeat is due, the client
+/// left) and `next` called again, so keep state in `self`, not in the future.
+///
+/// ```
+/// use fastsse::source::{NextEvent, Source};
+/// use fastsse::sse::Event;
+///
+/// /// Counts down once a second, then ends the stream.
+/// struct Countdown {
+///     left: u32,
+///     tick: tokio::time::Interval,
+/// }
+///
+/// impl Source for Countdown {
+///     fn next(&mut self) -> NextEvent<'_> {
+///         Box::pin(async move {
+///             if self.left == 0 {
+///                 return None;
+///             }
+///             self.tick.tick().await; // cancel-safe: a dropped tick is not lost
+///             self.left -= 1;
+///             Event::new().id(self.left.to_string()).data(format!("{} left", self.left)).encode().ok()
+///         })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut s = Countdown { left: 2, tick: tokio::time::interval(std::time::Duration::from_millis(1)) };
+/// assert_eq!(s.next().await.unwrap().as_bytes(), b"id: 1\ndata: 1 left\n\n");
+/// assert!(s.next().await.is_some());
+/// assert!(s.next().await.is_none());
+/// # }
+/// ```
+///
+/// Register it with [`crate::app::App::add_source`].
+pub trait Source: Send + 'static {
+    /// One turn of the loop: the next event, or `None` when the stream is over.
+    fn next(&mut self) -> NextEvent<'_>;
+}
+
+/// The client is gone: the body can no longer be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyClosed;
+
+/// A transport's writer for one response body. Each `write` is one flush: when it returns, the
+/// bytes have been handed to the socket (or queued to the connection's writer in order).
+pub trait BodyWriter: Send {
+    /// Writes and flushes `chunk`; an error means the client is gone.
+    fn write(&mut self, chunk: Bytes) -> impl Future<Output = Result<(), BodyClosed>> + Send;
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The source returned `None`.
+    SourceDone,
+    /// The client left (write failed, connection closed, request aborted).
+    ClientGone,
+    /// The server is shutting down; a `retry:` hint was sent.
+    Shutdown,
+    /// The configured maximum lifetime passed; a `retry:` hint was sent.
+    Lifetime,
+}
+
+/// Timing of one stream.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTiming {
+    /// Idle interval after which a heartbeat comment is sent.
+    pub heartbeat: Duration,
+    /// `retry:` hint value.
+    pub retry: Duration,
+    /// End the stream after this long.
+    pub max_lifetime: Option<Duration>,
+}
+
+/// Writes `chunk` unless the stream is aborted first.
+async fn write_or_abort<W: BodyWriter>(
+    w: &mut W,
+    chunk: Bytes,
+    abort: &CancellationToken,
+) -> Result<(), BodyClosed> {
+    tokio::select! {
+        r = w.write(chunk) => r,
+        _ = abort.cancelled() => Err(BodyClosed),
+    }
+}
+
+/// Runs a stream after its header block has been written: a `retry:` hint, then each event the
+/// source yields, a heartbeat whenever the stream was idle for `timing.heartbeat`, until the
+/// source ends, `abort` fires (client gone: nothing more is written) or `shutdown` fires / the
+/// lifetime passes (a final `retry:` hint is written).
+pub async fn run_stream<W: BodyWriter>(
+    source: &mut dyn Source,
+    w: &mut W,
+    timing: StreamTiming,
+    abort: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> StreamEnd {
+    let retry_hint = EncodedEvent::retry_hint(timing.retry.as_millis() as u64).into_bytes();
+    if write_or_abort(w, retry_hint.clone(), abort).await.is_err() {
+        return StreamEnd::ClientGone;
+    }
+    let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+    let end_at = timing.max_lifetime.map_or(far_future, |l| Instant::now() + l);
+    let mut heartbeat_at = Instant::now() + timing.heartbeat;
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = abort.cancelled() => return StreamEnd::ClientGone,
+            _ = shutdown.cancelled() => {
+                let _ = write_or_abort(w, retry_hint, abort).await;
+                return StreamEnd::Shutdown;
+            }
+            _ = sleep_until(end_at) => {
+                let _ = write_or_abort(w, retry_hint, abort).await;
+                return StreamEnd::Lifetime;
+            }
+            _ = sleep_until(heartbeat_at) => EncodedEvent::heartbeat().into_bytes(),
+            ev = source.next() => match ev {
+                Some(ev) => ev.into_bytes(),
+                None => return StreamEnd::SourceDone,
+            },
+        };
+        if write_or_abort(w, chunk, abort).await.is_err() {
+            return StreamEnd::ClientGone;
+        }
+        heartbeat_at = Instant::now() + timing.heartbeat;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::Event;
+    use tokio::sync::mpsc;
+
+    struct ChanWriter(mpsc::UnboundedSender<Bytes>);
+
+    impl BodyWriter for ChanWriter {
+        async fn write(&mut self, chunk: Bytes) -> Result<(), BodyClosed> {
+            self.0.send(chunk).map_err(|_| BodyClosed)
+        }
+    }
+
+    struct Every(tokio::time::Interval, u32);
+
+    impl Source for Every {
+        fn next(&mut self) -> NextEvent<'_> {
+            Box::pin(async move {
+                self.0.tick().await;
+                self.1 += 1;
+                Event::new().id(self.1.to_string()).data("x").encode().ok()
+            })
+        }
+    }
+
+    fn timing(heartbeat_ms: u64) -> StreamTiming {
+        StreamTiming {
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            retry: Duration::from_millis(1500),
+            max_lifetime: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_when_idle_and_ends_on_shutdown() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut src = Every(tokio::time::interval_at(Instant::now() + Duration::from_secs(100), Duration::from_secs(100)), 0);
+        let abort = CancellationToken::new();
+        let shutdown = CancellationToken::new();
+        let s2 = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(3500)).await;
+            s2.cancel();
+        });
+        let end = run_stream(&mut src, &mut ChanWriter(tx), timing(1000), &abort, &shutdown).await;
+        assert_eq!(end, StreamEnd::Shutdown);
+        let mut got = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            got.push(String::from_utf8(b.to_vec()).unwrap());
+        }
+        assert_eq!(got, vec!["retry: 1500\n\n", ":\n\n", ":\n\n", ":\n\n", "retry: 1500\n\n"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abort_stops_an_idle_stream_and_writes_nothing_more() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut src = Every(tokio::time::interval(Duration::from_secs(1000)), 0);
+        let abort = CancellationToken::new();
+        let a2 = abort.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            a2.cancel();
+        });
+        let end = run_stream(&mut src, &mut ChanWriter(tx), timing(60_000), &abort, &CancellationToken::new()).await;
+        assert_eq!(end, StreamEnd::ClientGone);
+        rx.recv().await.unwrap(); // retry hint
+        rx.recv().await.unwrap(); // first tick fires at once
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lifetime_ends_with_a_retry_hint() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut src = Every(tokio::time::interval(Duration::from_secs(1)), 0);
+        let mut t = timing(60_000);
+        t.max_lifetime = Some(Duration::from_millis(2500));
+        let end = run_stream(&mut src, &mut ChanWriter(tx), t, &CancellationToken::new(), &CancellationToken::new()).await;
+        assert_eq!(end, StreamEnd::Lifetime);
+        let mut all = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            all.extend_from_slice(&b);
+        }
+        assert_eq!(
+            String::from_utf8(all).unwrap(),
+            "retry: 1500\n\nid: 1\ndata: x\n\nid: 2\ndata: x\n\nid: 3\ndata: x\n\nretry: 1500\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_client_gone() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        drop(rx);
+        let mut src = Every(tokio::time::interval(Duration::from_secs(1)), 0);
+        let end = run_stream(&mut src, &mut ChanWriter(tx), timing(1000), &CancellationToken::new(), &CancellationToken::new()).await;
+        assert_eq!(end, StreamEnd::ClientGone);
+    }
+}

@@ -1,0 +1,469 @@
+//! Test support: FastCGI fixtures encoded by hand (independent of `src/`), a temp dir, the
+//! fastsse daemon, a real nginx, and a raw HTTP/1.0 client that reads a stream as it arrives.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// FastCGI fixtures, written from the spec.
+
+pub const BEGIN: u8 = 1;
+pub const ABORT: u8 = 2;
+pub const END: u8 = 3;
+pub const PARAMS: u8 = 4;
+pub const STDIN: u8 = 5;
+pub const STDOUT: u8 = 6;
+pub const GET_VALUES: u8 = 9;
+pub const GET_VALUES_RESULT: u8 = 10;
+pub const UNKNOWN_TYPE: u8 = 11;
+
+/// One record with explicit padding.
+pub fn record_padded(t: u8, id: u16, content: &[u8], pad: u8) -> Vec<u8> {
+    assert!(content.len() <= 65535);
+    let mut v = vec![1, t];
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend_from_slice(&(content.len() as u16).to_be_bytes());
+    v.push(pad);
+    v.push(0);
+    v.extend_from_slice(content);
+    v.extend(std::iter::repeat(0x5a).take(pad as usize));
+    v
+}
+
+pub fn record(t: u8, id: u16, content: &[u8]) -> Vec<u8> {
+    record_padded(t, id, content, 0)
+}
+
+pub fn begin(id: u16, role: u16, flags: u8) -> Vec<u8> {
+    let r = role.to_be_bytes();
+    record(BEGIN, id, &[r[0], r[1], flags, 0, 0, 0, 0, 0])
+}
+
+fn nv_len(v: &mut Vec<u8>, n: usize) {
+    if n < 128 {
+        v.push(n as u8);
+    } else {
+        v.extend_from_slice(&((n as u32) | 0x8000_0000).to_be_bytes());
+    }
+}
+
+/// Name-value pairs.
+pub fn pairs(kv: &[(&str, &str)]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (k, val) in kv {
+        nv_len(&mut v, k.len());
+        nv_len(&mut v, val.len());
+        v.extend_from_slice(k.as_bytes());
+        v.extend_from_slice(val.as_bytes());
+    }
+    v
+}
+
+/// A whole GET request as nginx sends it: BEGIN, one PARAMS record, empty PARAMS, empty STDIN.
+pub fn get_request(id: u16, path: &str, keep_conn: bool, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut kv = vec![("REQUEST_METHOD", "GET"), ("REQUEST_URI", path), ("SERVER_PROTOCOL", "HTTP/1.1")];
+    kv.extend_from_slice(extra);
+    let mut v = begin(id, 1, keep_conn as u8);
+    v.extend(record(PARAMS, id, &pairs(&kv)));
+    v.extend(record(PARAMS, id, b""));
+    v.extend(record(STDIN, id, b""));
+    v
+}
+
+/// A decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub t: u8,
+    pub id: u16,
+    pub content: Vec<u8>,
+}
+
+/// A FastCGI client connection that reads records as they come.
+pub struct FcgiClient {
+    pub sock: UnixStream,
+}
+
+impl FcgiClient {
+    pub fn connect(path: &Path) -> FcgiClient {
+        let sock = UnixStream::connect(path).expect("connect to fastsse");
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        FcgiClient { sock }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.sock.write_all(bytes).expect("write to fastsse");
+    }
+
+    /// The next record; `None` at EOF. Panics on timeout.
+    pub fn read_record(&mut self) -> Option<Rec> {
+        let mut h = [0u8; 8];
+        match self.sock.read_exact(&mut h) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("reading a record: {e}"),
+        }
+        assert_eq!(h[0], 1, "version");
+        let len = u16::from_be_bytes([h[4], h[5]]) as usize;
+        let mut body = vec![0u8; len + h[6] as usize];
+        self.sock.read_exact(&mut body).expect("record body");
+        body.truncate(len);
+        Some(Rec {
+            t: h[1],
+            id: u16::from_be_bytes([h[2], h[3]]),
+            content: body,
+        })
+    }
+
+    /// Reads until END_REQUEST for `id`; returns (stdout bytes, protocolStatus).
+    pub fn read_response(&mut self, id: u16) -> (Vec<u8>, u8) {
+        let mut out = Vec::new();
+        loop {
+            let r = self.read_record().expect("connection closed before END_REQUEST");
+            if r.id != id {
+                continue;
+            }
+            match r.t {
+                STDOUT => out.extend_from_slice(&r.content),
+                END => return (out, r.content[4]),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads STDOUT for `id` until `needle` has arrived; returns everything read.
+    pub fn read_stdout_until(&mut self, id: u16, needle: &str) -> String {
+        let mut out = String::new();
+        while !out.contains(needle) {
+            let r = self.read_record().expect("connection closed");
+            if r.id == id && r.t == STDOUT {
+                out.push_str(&String::from_utf8_lossy(&r.content));
+            }
+            assert!(!(r.id == id && r.t == END), "request ended before {needle:?}: {out}");
+        }
+        out
+    }
+
+    /// True when the server closed the connection (EOF) within `within`.
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        self.sock.set_read_timeout(Some(within)).unwrap();
+        let mut b = [0u8; 4096];
+        loop {
+            match self.sock.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes and files.
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "fastsse-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn fastsse_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fastsse")
+}
+
+/// Whether a peer program is installed; when `FASTSSE_REQUIRE_PEERS` is set (CI), a missing
+/// peer fails the test instead of skipping it.
+pub fn have(program: &str) -> bool {
+    let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(program).exists());
+    if !found {
+        if std::env::var_os("FASTSSE_REQUIRE_PEERS").is_some() {
+            panic!("{program} is not installed (scripts/test.sh installs it)");
+        }
+        eprintln!("skipping: {program} is not installed");
+    }
+    found
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running fastsse daemon on a unix socket in its own temp dir, killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub dir: TempDir,
+}
+
+impl Daemon {
+    /// Starts `fastsse serve` with `config` (TOML text) on `<dir>/fastsse.sock`.
+    pub fn start(config: &str) -> Daemon {
+        let dir = TempDir::new("daemon");
+        let socket = dir.path("fastsse.sock");
+        let conf = dir.path("fastsse.toml");
+        std::fs::write(&conf, config).unwrap();
+        let child = Command::new(fastsse_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&conf)
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(dir.path("fastsse.log")).unwrap())
+            .spawn()
+            .expect("start fastsse");
+        let d = Daemon { child, socket, dir };
+        wait_for("the fastsse socket", Duration::from_secs(10), || UnixStream::connect(&d.socket).is_ok());
+        d
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("fastsse.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit; returns its status and how long it took.
+    pub fn wait_exit(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s, start.elapsed());
+            }
+            assert!(start.elapsed() < within, "fastsse did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Reads `/status` over FastCGI and returns the JSON text.
+    pub fn status(&self) -> String {
+        let mut c = FcgiClient::connect(&self.socket);
+        c.send(&get_request(1, "/status", false, &[]));
+        let (out, _) = c.read_response(1);
+        let text = String::from_utf8(out).unwrap();
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+    }
+
+    /// A number from `/status`.
+    pub fn status_number(&self, key: &str) -> u64 {
+        let doc = self.status();
+        let at = doc.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} in {doc}"));
+        doc[at + key.len() + 3..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- fastsse log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real nginx from Debian's package, in front of `upstream` (`unix:/path` or `127.0.0.1:9000`).
+pub struct Nginx {
+    pub child: Child,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx with the `location` block the project ships in `conf/nginx.conf`, pointed
+    /// at `upstream`, plus `extra_http` lines.
+    pub fn start(upstream: &str, extra_http: &str) -> Nginx {
+        let dir = TempDir::new("nginx");
+        let port = free_port();
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/nginx.conf"))
+            .expect("conf/nginx.conf");
+        let shipped = shipped
+            .replace("unix:/run/fastsse/fastsse.sock", upstream)
+            .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+            .replace("server_name example.com;", "server_name localhost;");
+        let user = if nix_is_root() { "user root;" } else { "" };
+        let d = dir.0.display();
+        let conf = format!(
+            "{user}
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/client_body;
+    fastcgi_temp_path {d}/fastcgi_temp;
+    proxy_temp_path {d}/proxy_temp;
+    uwsgi_temp_path {d}/uwsgi_temp;
+    scgi_temp_path {d}/scgi_temp;
+    {extra_http}
+{shipped}
+}}
+"
+        );
+        let conf_path = dir.path("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-g")
+            .arg("daemon off;")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path("stderr.log")).unwrap())
+            .spawn()
+            .expect("start nginx");
+        let n = Nginx { child, port, dir };
+        wait_for("nginx to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        n
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("error.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-QUIT").arg(self.child.id().to_string()).status();
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- nginx error.log ---\n{}", self.error_log());
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP client.
+
+/// An HTTP/1.0 response being read as it arrives.
+pub struct HttpStream {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub reader: BufReader<TcpStream>,
+}
+
+impl HttpStream {
+    /// Sends `method path` with `headers` and reads the status line and headers.
+    pub fn open(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpStream {
+        let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        (&sock).write_all(req.as_bytes()).unwrap();
+        let mut reader = BufReader::new(sock);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("status line");
+        let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').unwrap();
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+        HttpStream { status, headers, reader }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == &name.to_ascii_lowercase()).map(|(_, v)| v.as_str())
+    }
+
+    /// Reads one SSE block (up to a blank line), without the blank line. `None` at EOF.
+    pub fn next_block(&mut self) -> Option<String> {
+        let mut block = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).ok()?;
+            if n == 0 {
+                return None;
+            }
+            if line == "\n" || line == "\r\n" {
+                return Some(block);
+            }
+            block.push_str(&line);
+        }
+    }
+
+    /// The rest of the body until EOF.
+    pub fn rest(&mut self) -> String {
+        let mut s = String::new();
+        let _ = self.reader.read_to_string(&mut s);
+        s
+    }
+}
