@@ -283,9 +283,12 @@ impl App {
             return FullResponse::text(404, format!("no route for {}", req.path)).into();
         };
         if req.method != "GET" && req.method != "HEAD" {
-            return FullResponse::text(405, format!("{} does not accept {}", route.path, req.method))
-                .with_header("Allow", "GET, HEAD")
-                .into();
+            return FullResponse::text(
+                405,
+                format!("{} does not accept {}", route.path, req.method),
+            )
+            .with_header("Allow", "GET, HEAD")
+            .into();
         }
         let source: Box<dyn Source> = match &route.handler {
             Handler::Builtin(r) => match r.kind {
@@ -390,9 +393,15 @@ mod tests {
         assert!(matches!(a, Response::Stream(_)) && matches!(b, Response::Stream(_)));
         let full503 = full(app.handle(&get("/clock", "GET")));
         assert_eq!(full503.status, 503);
-        assert!(full503.headers.iter().any(|(k, v)| k == "Retry-After" && v == "5"));
+        assert!(full503
+            .headers
+            .iter()
+            .any(|(k, v)| k == "Retry-After" && v == "5"));
         drop(a);
-        assert!(matches!(app.handle(&get("/clock", "GET")), Response::Stream(_)));
+        assert!(matches!(
+            app.handle(&get("/clock", "GET")),
+            Response::Stream(_)
+        ));
         let status = full(app.handle(&get("/status", "GET")));
         let doc: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
         assert_eq!(doc["active_streams"], 1);

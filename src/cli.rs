@@ -95,7 +95,12 @@ pub fn run(cli: Cli) -> ExitCode {
         (Some(Command::CheckConfig { file }), _) => Config::load(&file)
             .map(|c| {
                 for r in &c.routes {
-                    println!("{} -> {:?} every {:?}", r.path.get_ref(), r.kind, r.interval);
+                    println!(
+                        "{} -> {:?} every {:?}",
+                        r.path.get_ref(),
+                        r.kind,
+                        r.interval
+                    );
                 }
             })
             .map_err(|e| e.to_string()),
@@ -104,8 +109,20 @@ pub fn run(cli: Cli) -> ExitCode {
             let fd0 = unsafe { BorrowedFd::borrow_raw(0) };
             let cgi_env = std::env::var("GATEWAY_INTERFACE").is_ok_and(|g| g.starts_with("CGI/"));
             match mode {
-                Some(Mode::Fastcgi) => serve(ServeArgs { config: None, listen: vec![] }, true),
-                None if listen::is_listening_socket(fd0) => serve(ServeArgs { config: None, listen: vec![] }, true),
+                Some(Mode::Fastcgi) => serve(
+                    ServeArgs {
+                        config: None,
+                        listen: vec![],
+                    },
+                    true,
+                ),
+                None if listen::is_listening_socket(fd0) => serve(
+                    ServeArgs {
+                        config: None,
+                        listen: vec![],
+                    },
+                    true,
+                ),
                 Some(Mode::Cgi) => Err(cgi_unavailable()),
                 None if cgi_env => Err(cgi_unavailable()),
                 None => {

@@ -23,7 +23,9 @@ impl FromStr for ListenAddr {
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
-                return Err("`unix:` needs a socket path, as in unix:/run/fastsse/fastsse.sock".into());
+                return Err(
+                    "`unix:` needs a socket path, as in unix:/run/fastsse/fastsse.sock".into(),
+                );
             }
             return Ok(ListenAddr::Unix(PathBuf::from(path)));
         }
@@ -65,7 +67,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` (use ms, s, m or h)"
+            ))
+        }
     };
     Ok(d)
 }
@@ -354,10 +360,18 @@ impl Config {
         for r in &self.routes {
             let path = r.path.get_ref().as_str();
             if !path.starts_with('/') {
-                return Err(err(r.path.span(), "path", format!("route path `{path}` must start with `/`")));
+                return Err(err(
+                    r.path.span(),
+                    "path",
+                    format!("route path `{path}` must start with `/`"),
+                ));
             }
             if seen.contains(&path) {
-                return Err(err(r.path.span(), "path", format!("route path `{path}` is configured twice")));
+                return Err(err(
+                    r.path.span(),
+                    "path",
+                    format!("route path `{path}` is configured twice"),
+                ));
             }
             seen.push(path);
         }
@@ -422,7 +436,10 @@ interval = "250ms"
         let c = Config::parse(text, "t.toml").unwrap();
         assert_eq!(
             c.server.listen,
-            vec![ListenAddr::Unix("/tmp/x.sock".into()), ListenAddr::Tcp("127.0.0.1:9000".into())]
+            vec![
+                ListenAddr::Unix("/tmp/x.sock".into()),
+                ListenAddr::Tcp("127.0.0.1:9000".into())
+            ]
         );
         assert_eq!(c.server.socket_mode, Some(0o600));
         assert_eq!(c.stream.heartbeat, Duration::from_millis(500));
@@ -440,7 +457,10 @@ interval = "250ms"
     fn errors_name_file_line_and_key() {
         let e = error_of("[server]\n\nmax_streams = 0\n");
         assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("max_streams")));
-        assert!(e.to_string().starts_with("bad.toml:3: key `max_streams`: "), "{e}");
+        assert!(
+            e.to_string().starts_with("bad.toml:3: key `max_streams`: "),
+            "{e}"
+        );
 
         let e = error_of("[stream]\nheartbeat = \"10 parsecs\"\n");
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("heartbeat")));
@@ -463,7 +483,10 @@ interval = "250ms"
         assert!(e.message.contains("teleport"), "{e}");
 
         let e = error_of("[server]\nmax_streams = 10\nmax_connections = 5\n");
-        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("server.max_connections")));
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("server.max_connections"))
+        );
 
         let e = error_of("[server\n");
         assert_eq!(e.line, Some(1));

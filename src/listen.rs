@@ -67,7 +67,11 @@ impl fmt::Display for ListenError {
                 "{}: another process is listening on this socket (stop it first)",
                 p.display()
             ),
-            ListenError::NotASocket(p) => write!(f, "{}: exists and is not a socket; refusing to replace it", p.display()),
+            ListenError::NotASocket(p) => write!(
+                f,
+                "{}: exists and is not a socket; refusing to replace it",
+                p.display()
+            ),
             ListenError::UnknownUser(u) => write!(f, "socket owner/group `{u}` does not exist"),
             ListenError::Io { what, source } => write!(f, "{what}: {source}"),
         }
@@ -102,15 +106,22 @@ fn bind_tcp(addr: &str) -> Result<BoundListener, ListenError> {
         what: format!("listen {addr}"),
         source: io::Error::new(io::ErrorKind::InvalidInput, "not an address"),
     })?;
-    let family = if sa.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let family = if sa.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
         .map_err(io_err(format!("socket for {addr}")))?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io_err(format!("SO_REUSEADDR on {addr}")))?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)
+        .map_err(io_err(format!("SO_REUSEADDR on {addr}")))?;
     let sockaddr = socket::SockaddrStorage::from(sa);
     socket::bind(fd.as_raw_fd(), &sockaddr).map_err(io_err(format!("bind {addr}")))?;
-    socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN)).map_err(io_err(format!("listen {addr}")))?;
+    socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))
+        .map_err(io_err(format!("listen {addr}")))?;
     let l = std::net::TcpListener::from(fd);
-    l.set_nonblocking(true).map_err(std_err(format!("O_NONBLOCK on {addr}")))?;
+    l.set_nonblocking(true)
+        .map_err(std_err(format!("O_NONBLOCK on {addr}")))?;
     Ok(BoundListener::Tcp(l))
 }
 
@@ -126,9 +137,13 @@ fn clear_stale_socket(path: &Path) -> Result<(), ListenError> {
     }
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => Err(ListenError::InUse(path.to_path_buf())),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused || e.kind() == io::ErrorKind::NotFound => {
+        Err(e)
+            if e.kind() == io::ErrorKind::ConnectionRefused
+                || e.kind() == io::ErrorKind::NotFound =>
+        {
             log::info!("removing stale socket {}", path.display());
-            std::fs::remove_file(path).map_err(std_err(format!("remove stale socket {}", path.display())))
+            std::fs::remove_file(path)
+                .map_err(std_err(format!("remove stale socket {}", path.display())))
         }
         Err(e) => Err(std_err(format!("probe {}", path.display()))(e)),
     }
@@ -137,11 +152,17 @@ fn clear_stale_socket(path: &Path) -> Result<(), ListenError> {
 fn bind_unix(path: &Path, server: &ServerConfig) -> Result<BoundListener, ListenError> {
     let shown = path.display().to_string();
     clear_stale_socket(path)?;
-    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(io_err(format!("socket for {shown}")))?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io_err(format!("socket for {shown}")))?;
     let addr = socket::UnixAddr::new(path).map_err(io_err(format!("socket path {shown}")))?;
     socket::bind(fd.as_raw_fd(), &addr).map_err(io_err(format!("bind {shown}")))?;
-    socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN)).map_err(io_err(format!("listen {shown}")))?;
+    socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))
+        .map_err(io_err(format!("listen {shown}")))?;
     if let Some(mode) = server.socket_mode {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(std_err(format!("chmod {mode:o} {shown}")))?;
@@ -168,7 +189,9 @@ fn bind_unix(path: &Path, server: &ServerConfig) -> Result<BoundListener, Listen
         nix::unistd::chown(path, uid, gid).map_err(io_err(format!("chown {shown}")))?;
     }
     let listener = std::os::unix::net::UnixListener::from(fd);
-    listener.set_nonblocking(true).map_err(std_err(format!("O_NONBLOCK on {shown}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(std_err(format!("O_NONBLOCK on {shown}")))?;
     Ok(BoundListener::Unix {
         listener,
         cleanup: Some(path.to_path_buf()),
@@ -202,16 +225,22 @@ fn take_inherited(fd: RawFd) -> Result<BoundListener, ListenError> {
     let flags = nix::fcntl::fcntl(owned.as_fd().as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD)
         .map_err(io_err("F_GETFD"))?;
     let flags = nix::fcntl::FdFlag::from_bits_truncate(flags) | nix::fcntl::FdFlag::FD_CLOEXEC;
-    nix::fcntl::fcntl(owned.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(flags)).map_err(io_err("FD_CLOEXEC"))?;
+    nix::fcntl::fcntl(owned.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(flags))
+        .map_err(io_err("FD_CLOEXEC"))?;
     let l = match family {
         Some(AddressFamily::Unix) => {
             let l = std::os::unix::net::UnixListener::from(owned);
-            l.set_nonblocking(true).map_err(std_err("O_NONBLOCK on inherited socket"))?;
-            BoundListener::Unix { listener: l, cleanup: None }
+            l.set_nonblocking(true)
+                .map_err(std_err("O_NONBLOCK on inherited socket"))?;
+            BoundListener::Unix {
+                listener: l,
+                cleanup: None,
+            }
         }
         _ => {
             let l = std::net::TcpListener::from(owned);
-            l.set_nonblocking(true).map_err(std_err("O_NONBLOCK on inherited socket"))?;
+            l.set_nonblocking(true)
+                .map_err(std_err("O_NONBLOCK on inherited socket"))?;
             BoundListener::Tcp(l)
         }
     };
@@ -224,7 +253,11 @@ pub fn ensure_std_fds() {
     for fd in 0..=2 {
         if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
             // The lowest free descriptor is `fd` itself.
-            if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
                 let raw = f.as_raw_fd();
                 if raw == fd {
                     std::mem::forget(f);

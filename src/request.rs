@@ -40,16 +40,14 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' if plus_is_space => out.push(b' '),
             c => out.push(c),
         }
@@ -105,7 +103,9 @@ impl Request {
         let raw = match raw.find("://") {
             Some(p) if !raw.starts_with('/') => {
                 let rest = &raw[p + 3..];
-                rest.find('/').map(|s| rest[s..].to_string()).unwrap_or_else(|| "/".into())
+                rest.find('/')
+                    .map(|s| rest[s..].to_string())
+                    .unwrap_or_else(|| "/".into())
             }
             _ => raw,
         };
@@ -125,7 +125,13 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         let var: String = "HTTP_"
             .chars()
-            .chain(name.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }))
+            .chain(name.chars().map(|c| {
+                if c == '-' {
+                    '_'
+                } else {
+                    c.to_ascii_uppercase()
+                }
+            }))
             .collect();
         self.var(&var)
     }
@@ -161,18 +167,32 @@ mod tests {
     fn req(vars: &[(&str, &str)], from: PathFrom) -> Request {
         let vars = vars
             .iter()
-            .map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), Bytes::copy_from_slice(v.as_bytes())))
+            .map(|(k, v)| {
+                (
+                    Bytes::copy_from_slice(k.as_bytes()),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
             .collect();
         Request::from_vars(vars, Bytes::new(), from)
     }
 
     #[test]
     fn path_from_each_server_style() {
-        let nginx = req(&[("REQUEST_URI", "/cl%6Fck?x=1"), ("DOCUMENT_URI", "/clock")], PathFrom::RequestUri);
+        let nginx = req(
+            &[("REQUEST_URI", "/cl%6Fck?x=1"), ("DOCUMENT_URI", "/clock")],
+            PathFrom::RequestUri,
+        );
         assert_eq!(nginx.path, "/clock");
-        let apache = req(&[("SCRIPT_NAME", "/events"), ("PATH_INFO", "/a")], PathFrom::RequestUri);
+        let apache = req(
+            &[("SCRIPT_NAME", "/events"), ("PATH_INFO", "/a")],
+            PathFrom::RequestUri,
+        );
         assert_eq!(apache.path, "/events/a");
-        let cgi = req(&[("SCRIPT_NAME", "/cgi-bin/e.cgi"), ("PATH_INFO", "/clock")], PathFrom::PathInfo);
+        let cgi = req(
+            &[("SCRIPT_NAME", "/cgi-bin/e.cgi"), ("PATH_INFO", "/clock")],
+            PathFrom::PathInfo,
+        );
         assert_eq!(cgi.path, "/clock");
         let proxy = req(&[("REQUEST_URI", "http://h/ping?q")], PathFrom::RequestUri);
         assert_eq!(proxy.path, "/ping");
@@ -181,7 +201,10 @@ mod tests {
     #[test]
     fn headers_query_and_last_event_id() {
         let r = req(
-            &[("HTTP_LAST_EVENT_ID", "42"), ("QUERY_STRING", "topic=a&topic=b%20c&x")],
+            &[
+                ("HTTP_LAST_EVENT_ID", "42"),
+                ("QUERY_STRING", "topic=a&topic=b%20c&x"),
+            ],
             PathFrom::RequestUri,
         );
         assert_eq!(r.last_event_id().as_deref(), Some("42"));

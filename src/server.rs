@@ -21,7 +21,11 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 fn allowed_peers(app: &App) -> Vec<IpAddr> {
     let mut names = app.config().server.web_server_addrs.clone();
     if let Ok(env) = std::env::var("FCGI_WEB_SERVER_ADDRS") {
-        names.extend(env.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()));
+        names.extend(
+            env.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+        );
     }
     names
         .iter()
@@ -135,7 +139,10 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
     let mut cleanup = Vec::new();
     for l in listeners {
         log::info!("listening on {l}");
-        if let BoundListener::Unix { cleanup: Some(p), .. } = &l {
+        if let BoundListener::Unix {
+            cleanup: Some(p), ..
+        } = &l
+        {
             cleanup.push(p.clone());
         }
         let acceptor = Acceptor {
@@ -164,7 +171,10 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.
 pub async fn cancel_on_signals(shutdown: CancellationToken) {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         log::error!("cannot install signal handlers");
         return;
     };
@@ -178,7 +188,9 @@ pub async fn cancel_on_signals(shutdown: CancellationToken) {
 
 /// Runs the daemon on a new runtime until a signal ends it.
 pub fn run_daemon(app: App, listeners: Vec<BoundListener>) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signals(shutdown.clone()));

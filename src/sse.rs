@@ -182,7 +182,11 @@ fn split_lines(s: &str) -> Vec<&str> {
             }
             b'\r' => {
                 lines.push(&s[start..i]);
-                i += if bytes.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                i += if bytes.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
                 start = i;
             }
             _ => i += 1,
@@ -351,11 +355,20 @@ mod tests {
 
     #[test]
     fn invalid_fields_are_refused() {
-        assert_eq!(Event::new().event("a\nb").encode(), Err(EventError::BadEventName));
-        assert_eq!(Event::new().event("a\rb").encode(), Err(EventError::BadEventName));
+        assert_eq!(
+            Event::new().event("a\nb").encode(),
+            Err(EventError::BadEventName)
+        );
+        assert_eq!(
+            Event::new().event("a\rb").encode(),
+            Err(EventError::BadEventName)
+        );
         assert_eq!(Event::new().id("1\n").encode(), Err(EventError::BadId));
         assert_eq!(Event::new().id("1\0").encode(), Err(EventError::BadId));
-        assert_eq!(Event::new().comment("x\ry").encode(), Err(EventError::BadComment));
+        assert_eq!(
+            Event::new().comment("x\ry").encode(),
+            Err(EventError::BadComment)
+        );
     }
 
     #[test]
@@ -404,8 +417,16 @@ mod tests {
 
     #[test]
     fn retry_and_comment_encoding() {
-        let e = Event::new().comment("hi").retry(2500).data("d").encode().unwrap();
+        let e = Event::new()
+            .comment("hi")
+            .retry(2500)
+            .data("d")
+            .encode()
+            .unwrap();
         assert_eq!(e.as_bytes(), b": hi\nretry: 2500\ndata: d\n\n");
-        assert_eq!(EncodedEvent::retry_hint(3000).as_bytes(), b"retry: 3000\n\n");
+        assert_eq!(
+            EncodedEvent::retry_hint(3000).as_bytes(),
+            b"retry: 3000\n\n"
+        );
     }
 }

@@ -288,7 +288,10 @@ mod tests {
         RecordCodec
             .encode(Record::new(FCGI_STDOUT, 3, &b"abc"[..]), &mut dst)
             .unwrap();
-        assert_eq!(&dst[..], &[1, 6, 0, 3, 0, 3, 5, 0, b'a', b'b', b'c', 0, 0, 0, 0, 0]);
+        assert_eq!(
+            &dst[..],
+            &[1, 6, 0, 3, 0, 3, 5, 0, b'a', b'b', b'c', 0, 0, 0, 0, 0]
+        );
         assert_eq!(dst.len() % 8, 0);
     }
 

@@ -152,7 +152,8 @@ where
     };
     let cancel = CancellationToken::new();
     let (out, out_rx) = mpsc::channel(OUTGOING_QUEUE);
-    ctx.tracker.spawn(write_loop(wr, out_rx, cancel.clone(), ctx.conn_id));
+    ctx.tracker
+        .spawn(write_loop(wr, out_rx, cancel.clone(), ctx.conn_id));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let shutdown = ctx.shutdown.clone();
     let mut conn = Conn {
@@ -281,7 +282,11 @@ impl Conn {
             let mut body = vec![0u8; 8];
             body[0] = r.record_type;
             return self
-                .send(Outgoing::Management(Record::new(FCGI_UNKNOWN_TYPE, 0, body)))
+                .send(Outgoing::Management(Record::new(
+                    FCGI_UNKNOWN_TYPE,
+                    0,
+                    body,
+                )))
                 .await;
         }
         let asked = decode_params(&r.content, ParamsLimits { max_pairs: 64 }).unwrap_or_default();
@@ -359,7 +364,8 @@ impl Conn {
             }
             _ => {
                 let keep_conn = slot.keep_conn;
-                self.end_unstarted(id, keep_conn, FCGI_REQUEST_COMPLETE).await
+                self.end_unstarted(id, keep_conn, FCGI_REQUEST_COMPLETE)
+                    .await
             }
         }
     }
@@ -404,19 +410,34 @@ impl Conn {
             Ok(v) => v,
             Err(e) => {
                 log::warn!("conn={} id={id}: bad PARAMS: {e}", self.ctx.conn_id);
-                return self.dispatch(id, Err(FullResponse::text(400, format!("malformed FastCGI PARAMS: {e}"))));
+                return self.dispatch(
+                    id,
+                    Err(FullResponse::text(
+                        400,
+                        format!("malformed FastCGI PARAMS: {e}"),
+                    )),
+                );
             }
         };
         let content_length = vars
             .iter()
             .find(|(k, _)| &k[..] == b"CONTENT_LENGTH")
-            .map(|(_, v)| std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<usize>().ok()));
+            .map(|(_, v)| std::str::from_utf8(v).ok().map(str::trim))
+            // nginx sends CONTENT_LENGTH empty when the request has no body.
+            .filter(|v| v != &Some(""))
+            .map(|v| v.and_then(|s| s.parse::<usize>().ok()));
         match content_length {
             None | Some(Some(0)) => self.dispatch(id, Ok((vars, Bytes::new()))),
-            Some(None) => self.dispatch(id, Err(FullResponse::text(400, "CONTENT_LENGTH is not a number"))),
+            Some(None) => self.dispatch(
+                id,
+                Err(FullResponse::text(400, "CONTENT_LENGTH is not a number")),
+            ),
             Some(Some(n)) if n > max_body => self.dispatch(
                 id,
-                Err(FullResponse::text(413, format!("request body of {n} bytes exceeds max_body_bytes ({max_body})"))),
+                Err(FullResponse::text(
+                    413,
+                    format!("request body of {n} bytes exceeds max_body_bytes ({max_body})"),
+                )),
             ),
             Some(Some(n)) => {
                 slot.phase = Phase::Body {
@@ -441,14 +462,20 @@ impl Conn {
         if !r.content.is_empty() && body.len() < *expected {
             return Flow::Continue;
         }
-        let Phase::Body { vars, body, .. } = std::mem::replace(&mut slot.phase, Phase::Params(None)) else {
+        let Phase::Body { vars, body, .. } =
+            std::mem::replace(&mut slot.phase, Phase::Params(None))
+        else {
             unreachable!("matched above")
         };
         self.dispatch(r.request_id, Ok((vars, body.freeze())))
     }
 
     /// Starts the handler task for a request whose input is complete (or already refused).
-    fn dispatch(&mut self, id: u16, input: Result<(Vec<(Bytes, Bytes)>, Bytes), FullResponse>) -> Flow {
+    fn dispatch(
+        &mut self,
+        id: u16,
+        input: Result<(Vec<(Bytes, Bytes)>, Bytes), FullResponse>,
+    ) -> Flow {
         let Some(slot) = self.slots.get_mut(&id) else {
             return Flow::Continue;
         };
@@ -494,7 +521,12 @@ impl RequestTask {
         };
         match response {
             Response::Full(full) => {
-                log::debug!("conn={} id={} peer={peer}: {}", self.conn_id, self.id, full.status);
+                log::debug!(
+                    "conn={} id={} peer={peer}: {}",
+                    self.conn_id,
+                    self.id,
+                    full.status
+                );
                 let bytes = full.to_bytes(head_only);
                 tokio::select! {
                     _ = body.write(bytes) => {}
@@ -502,7 +534,12 @@ impl RequestTask {
                 }
             }
             Response::Stream(mut stream) => {
-                log::debug!("conn={} id={} peer={peer} route={}: stream open", self.conn_id, self.id, stream.route);
+                log::debug!(
+                    "conn={} id={} peer={peer} route={}: stream open",
+                    self.conn_id,
+                    self.id,
+                    stream.route
+                );
                 let end = tokio::select! {
                     r = body.write(stream_head()) => match r {
                         Ok(()) => run_stream(stream.source.as_mut(), &mut body, stream.timing, &self.abort, &self.shutdown).await,
@@ -535,7 +572,9 @@ impl RequestTask {
 
 fn encode(msg: Outgoing, buf: &mut BytesMut) -> Result<(), CodecError> {
     match msg {
-        Outgoing::Stdout { id, data } => RecordCodec.encode(Record::new(FCGI_STDOUT, id, data), buf),
+        Outgoing::Stdout { id, data } => {
+            RecordCodec.encode(Record::new(FCGI_STDOUT, id, data), buf)
+        }
         Outgoing::End {
             id,
             protocol_status,
@@ -555,7 +594,12 @@ fn encode(msg: Outgoing, buf: &mut BytesMut) -> Result<(), CodecError> {
 /// The connection's writer: takes every queued message, encodes them into one buffer and writes
 /// it with one syscall; flushes as soon as the queue is empty, so each event reaches the wire at
 /// once while bursts share syscalls.
-async fn write_loop<W: AsyncWrite>(wr: W, mut rx: mpsc::Receiver<Outgoing>, cancel: CancellationToken, conn_id: u64) {
+async fn write_loop<W: AsyncWrite>(
+    wr: W,
+    mut rx: mpsc::Receiver<Outgoing>,
+    cancel: CancellationToken,
+    conn_id: u64,
+) {
     let mut wr = std::pin::pin!(wr);
     let mut buf = BytesMut::with_capacity(4096);
     loop {

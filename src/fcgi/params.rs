@@ -70,14 +70,14 @@ fn read_len(buf: &[u8], pos: usize) -> Result<(u32, usize), ParamsError> {
     let b = buf
         .get(pos..pos + 4)
         .ok_or(ParamsError::TruncatedLength { offset: pos })?;
-    Ok((
-        u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]),
-        pos + 4,
-    ))
+    Ok((u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]), pos + 4))
 }
 
 /// Decodes a complete (concatenated) PARAMS stream into pairs, in order, duplicates kept.
-pub fn decode_params(buf: &Bytes, limits: ParamsLimits) -> Result<Vec<(Bytes, Bytes)>, ParamsError> {
+pub fn decode_params(
+    buf: &Bytes,
+    limits: ParamsLimits,
+) -> Result<Vec<(Bytes, Bytes)>, ParamsError> {
     let mut pairs = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
@@ -172,11 +172,23 @@ mod tests {
     fn hostile_lengths_do_not_overflow() {
         // 0x7FFFFFFF + 0x7FFFFFFF would overflow a u32 sum.
         let input = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, b'a'];
-        assert!(matches!(dec(&input), Err(ParamsError::LengthPastEnd { .. })));
+        assert!(matches!(
+            dec(&input),
+            Err(ParamsError::LengthPastEnd { .. })
+        ));
         let input = [0x80, 0, 0, 0x10, 2, b'a'];
-        assert!(matches!(dec(&input), Err(ParamsError::LengthPastEnd { .. })));
-        assert!(matches!(dec(&[0x80, 0]), Err(ParamsError::TruncatedLength { .. })));
-        assert!(matches!(dec(&[5]), Err(ParamsError::TruncatedLength { .. })));
+        assert!(matches!(
+            dec(&input),
+            Err(ParamsError::LengthPastEnd { .. })
+        ));
+        assert!(matches!(
+            dec(&[0x80, 0]),
+            Err(ParamsError::TruncatedLength { .. })
+        ));
+        assert!(matches!(
+            dec(&[5]),
+            Err(ParamsError::TruncatedLength { .. })
+        ));
     }
 
     #[test]

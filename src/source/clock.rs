@@ -83,6 +83,8 @@ mod tests {
         let _ = c.next().await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(1));
         assert!(a.as_bytes().starts_with(b"id: "));
-        assert!(std::str::from_utf8(a.as_bytes()).unwrap().contains("\ndata: 20"));
+        assert!(std::str::from_utf8(a.as_bytes())
+            .unwrap()
+            .contains("\ndata: 20"));
     }
 }

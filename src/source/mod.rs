@@ -132,7 +132,9 @@ pub async fn run_stream<W: BodyWriter>(
         return StreamEnd::ClientGone;
     }
     let far_future = Instant::now() + Duration::from_secs(86400 * 365);
-    let end_at = timing.max_lifetime.map_or(far_future, |l| Instant::now() + l);
+    let end_at = timing
+        .max_lifetime
+        .map_or(far_future, |l| Instant::now() + l);
     let mut heartbeat_at = Instant::now() + timing.heartbeat;
     loop {
         let chunk = tokio::select! {
@@ -196,7 +198,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn heartbeats_when_idle_and_ends_on_shutdown() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut src = Every(tokio::time::interval_at(Instant::now() + Duration::from_secs(100), Duration::from_secs(100)), 0);
+        let mut src = Every(
+            tokio::time::interval_at(
+                Instant::now() + Duration::from_secs(100),
+                Duration::from_secs(100),
+            ),
+            0,
+        );
         let abort = CancellationToken::new();
         let shutdown = CancellationToken::new();
         let s2 = shutdown.clone();
@@ -204,13 +212,29 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(3500)).await;
             s2.cancel();
         });
-        let end = run_stream(&mut src, &mut ChanWriter(tx), timing(1000), &abort, &shutdown).await;
+        let end = run_stream(
+            &mut src,
+            &mut ChanWriter(tx),
+            timing(1000),
+            &abort,
+            &shutdown,
+        )
+        .await;
         assert_eq!(end, StreamEnd::Shutdown);
         let mut got = Vec::new();
         while let Ok(b) = rx.try_recv() {
             got.push(String::from_utf8(b.to_vec()).unwrap());
         }
-        assert_eq!(got, vec!["retry: 1500\n\n", ":\n\n", ":\n\n", ":\n\n", "retry: 1500\n\n"]);
+        assert_eq!(
+            got,
+            vec![
+                "retry: 1500\n\n",
+                ":\n\n",
+                ":\n\n",
+                ":\n\n",
+                "retry: 1500\n\n"
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -223,7 +247,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
             a2.cancel();
         });
-        let end = run_stream(&mut src, &mut ChanWriter(tx), timing(60_000), &abort, &CancellationToken::new()).await;
+        let end = run_stream(
+            &mut src,
+            &mut ChanWriter(tx),
+            timing(60_000),
+            &abort,
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(end, StreamEnd::ClientGone);
         rx.recv().await.unwrap(); // retry hint
         rx.recv().await.unwrap(); // first tick fires at once
@@ -236,7 +267,14 @@ mod tests {
         let mut src = Every(tokio::time::interval(Duration::from_secs(1)), 0);
         let mut t = timing(60_000);
         t.max_lifetime = Some(Duration::from_millis(2500));
-        let end = run_stream(&mut src, &mut ChanWriter(tx), t, &CancellationToken::new(), &CancellationToken::new()).await;
+        let end = run_stream(
+            &mut src,
+            &mut ChanWriter(tx),
+            t,
+            &CancellationToken::new(),
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(end, StreamEnd::Lifetime);
         let mut all = Vec::new();
         while let Ok(b) = rx.try_recv() {
@@ -253,7 +291,14 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         drop(rx);
         let mut src = Every(tokio::time::interval(Duration::from_secs(1)), 0);
-        let end = run_stream(&mut src, &mut ChanWriter(tx), timing(1000), &CancellationToken::new(), &CancellationToken::new()).await;
+        let end = run_stream(
+            &mut src,
+            &mut ChanWriter(tx),
+            timing(1000),
+            &CancellationToken::new(),
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(end, StreamEnd::ClientGone);
     }
 }

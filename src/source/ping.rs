@@ -88,6 +88,9 @@ mod tests {
                 messages += 1;
             }
         }
-        assert!(pings >= 20 && messages >= 2, "{pings} pings, {messages} messages");
+        assert!(
+            pings >= 20 && messages >= 2,
+            "{pings} pings, {messages} messages"
+        );
     }
 }

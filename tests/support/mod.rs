@@ -67,7 +67,11 @@ pub fn pairs(kv: &[(&str, &str)]) -> Vec<u8> {
 
 /// A whole GET request as nginx sends it: BEGIN, one PARAMS record, empty PARAMS, empty STDIN.
 pub fn get_request(id: u16, path: &str, keep_conn: bool, extra: &[(&str, &str)]) -> Vec<u8> {
-    let mut kv = vec![("REQUEST_METHOD", "GET"), ("REQUEST_URI", path), ("SERVER_PROTOCOL", "HTTP/1.1")];
+    let mut kv = vec![
+        ("REQUEST_METHOD", "GET"),
+        ("REQUEST_URI", path),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+    ];
     kv.extend_from_slice(extra);
     let mut v = begin(id, 1, keep_conn as u8);
     v.extend(record(PARAMS, id, &pairs(&kv)));
@@ -125,7 +129,9 @@ impl FcgiClient {
     pub fn read_response(&mut self, id: u16) -> (Vec<u8>, u8) {
         let mut out = Vec::new();
         loop {
-            let r = self.read_record().expect("connection closed before END_REQUEST");
+            let r = self
+                .read_record()
+                .expect("connection closed before END_REQUEST");
             if r.id != id {
                 continue;
             }
@@ -145,7 +151,10 @@ impl FcgiClient {
             if r.id == id && r.t == STDOUT {
                 out.push_str(&String::from_utf8_lossy(&r.content));
             }
-            assert!(!(r.id == id && r.t == END), "request ended before {needle:?}: {out}");
+            assert!(
+                !(r.id == id && r.t == END),
+                "request ended before {needle:?}: {out}"
+            );
         }
         out
     }
@@ -233,23 +242,39 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `fastsse serve` with `config` (TOML text) on `<dir>/fastsse.sock`.
     pub fn start(config: &str) -> Daemon {
+        Daemon::start_also(config, None)
+    }
+
+    /// Like `start`, also listening on TCP `127.0.0.1:tcp_port` when given.
+    pub fn start_also(config: &str, tcp_port: Option<u16>) -> Daemon {
         let dir = TempDir::new("daemon");
         let socket = dir.path("fastsse.sock");
         let conf = dir.path("fastsse.toml");
         std::fs::write(&conf, config).unwrap();
-        let child = Command::new(fastsse_bin())
-            .arg("serve")
+        let mut cmd = Command::new(fastsse_bin());
+        cmd.arg("serve")
             .arg("--config")
             .arg(&conf)
             .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .arg(format!("unix:{}", socket.display()));
+        if let Some(port) = tcp_port {
+            cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
+        }
+        // stdout/stderr never go to the test's own pipes: a leaked child would hold them open.
+        let child = cmd
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path("fastsse.log")).unwrap())
             .spawn()
             .expect("start fastsse");
         let d = Daemon { child, socket, dir };
-        wait_for("the fastsse socket", Duration::from_secs(10), || UnixStream::connect(&d.socket).is_ok());
+        wait_for("the fastsse socket", Duration::from_secs(10), || {
+            UnixStream::connect(&d.socket).is_ok()
+        });
         d
     }
 
@@ -262,7 +287,11 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -273,7 +302,10 @@ impl Daemon {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return (s, start.elapsed());
             }
-            assert!(start.elapsed() < within, "fastsse did not exit within {within:?}");
+            assert!(
+                start.elapsed() < within,
+                "fastsse did not exit within {within:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -290,7 +322,9 @@ impl Daemon {
     /// A number from `/status`.
     pub fn status_number(&self, key: &str) -> u64 {
         let doc = self.status();
-        let at = doc.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} in {doc}"));
+        let at = doc
+            .find(&format!("\"{key}\":"))
+            .unwrap_or_else(|| panic!("{key} in {doc}"));
         doc[at + key.len() + 3..]
             .chars()
             .take_while(|c| c.is_ascii_digit())
@@ -312,7 +346,11 @@ impl Drop for Daemon {
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A real nginx from Debian's package, in front of `upstream` (`unix:/path` or `127.0.0.1:9000`).
@@ -328,8 +366,9 @@ impl Nginx {
     pub fn start(upstream: &str, extra_http: &str) -> Nginx {
         let dir = TempDir::new("nginx");
         let port = free_port();
-        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/nginx.conf"))
-            .expect("conf/nginx.conf");
+        let shipped =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/nginx.conf"))
+                .expect("conf/nginx.conf");
         let shipped = shipped
             .replace("unix:/run/fastsse/fastsse.sock", upstream)
             .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
@@ -369,7 +408,9 @@ http {{
             .spawn()
             .expect("start nginx");
         let n = Nginx { child, port, dir };
-        wait_for("nginx to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        wait_for("nginx to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         n
     }
 
@@ -384,9 +425,14 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-QUIT").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-QUIT")
+            .arg(self.child.id().to_string())
+            .status();
         let start = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(3) {
+        while self.child.try_wait().ok().flatten().is_none()
+            && start.elapsed() < Duration::from_secs(3)
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
@@ -398,7 +444,11 @@ impl Drop for Nginx {
 }
 
 fn nix_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,7 +465,8 @@ impl HttpStream {
     /// Sends `method path` with `headers` and reads the status line and headers.
     pub fn open(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpStream {
         let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
-        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
@@ -425,7 +476,11 @@ impl HttpStream {
         let mut reader = BufReader::new(sock);
         let mut line = String::new();
         reader.read_line(&mut line).expect("status line");
-        let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
         let mut headers = Vec::new();
         loop {
             line.clear();
@@ -437,11 +492,18 @@ impl HttpStream {
             let (k, v) = l.split_once(':').unwrap();
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
-        HttpStream { status, headers, reader }
+        HttpStream {
+            status,
+            headers,
+            reader,
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == &name.to_ascii_lowercase()).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
     }
 
     /// Reads one SSE block (up to a blank line), without the blank line. `None` at EOF.
