@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real peers the integration tests start: nginx, cgi-fcgi (libfcgi-bin), curl.
+# Real peers the integration tests start: nginx, cgi-fcgi (libfcgi-bin), curl; node and npm for
+# the npm `eventsource` client (a WHATWG EventSource) when the machine has no node of its own.
 packages=(nginx libfcgi-bin curl)
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +25,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 # The nginx package starts a system nginx on port 80 where it can; the tests run their own.
+
+# The npm eventsource client (pinned in tests/node/package-lock.json).
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
 # Tests that open many streams need file descriptors.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

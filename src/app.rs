@@ -9,6 +9,8 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::{Config, RouteConfig, RouteKind};
+use crate::hub::{Hub, HubSettings, Resume};
+use crate::publish::{parse_publication, token_matches, validate_topics};
 use crate::request::Request;
 use crate::source::{ClockSource, PingSource, Source, StreamTiming};
 
@@ -17,6 +19,7 @@ pub type SourceFactory = Arc<dyn Fn(&Request) -> Result<Box<dyn Source>, Respons
 
 enum Handler {
     Builtin(RouteConfig),
+    Topics(RouteConfig, Arc<Hub>),
     Custom(SourceFactory),
 }
 
@@ -188,22 +191,37 @@ pub struct App {
 }
 
 impl App {
-    /// An application serving the routes in `config`.
-    pub fn new(config: Config) -> Self {
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| Route {
+    /// An application serving the routes in `config`. Opens the journal of every topics route
+    /// (blocking file I/O: call it before serving).
+    pub fn new(config: Config) -> Result<Self, String> {
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            let handler = match r.kind {
+                RouteKind::Topics => {
+                    let journal = config.journal.settings_for(r);
+                    let settings = HubSettings {
+                        history_events: r.history_events,
+                        history_age: r.history_age,
+                        subscriber_queue: r.subscriber_queue,
+                        retry: config.stream.retry,
+                    };
+                    let hub = Hub::open(r.path.get_ref(), journal, settings)
+                        .map_err(|e| format!("route {}: {e}", r.path.get_ref()))?;
+                    Handler::Topics(r.clone(), hub)
+                }
+                _ => Handler::Builtin(r.clone()),
+            };
+            routes.push(Route {
                 path: r.path.get_ref().clone(),
-                handler: Handler::Builtin(r.clone()),
-            })
-            .collect();
-        App {
+                handler,
+            });
+        }
+        Ok(App {
             config,
             routes,
             stats: Arc::new(Stats::default()),
             started: Instant::now(),
-        }
+        })
     }
 
     /// Adds (or replaces) a route served by a custom [`Source`].
@@ -278,16 +296,26 @@ impl App {
     }
 
     /// Routes a request to its response.
-    pub fn handle(&self, req: &Request) -> Response {
+    pub async fn handle(&self, req: &Request) -> Response {
         let Some(route) = self.routes.iter().find(|r| r.path == req.path) else {
             return FullResponse::text(404, format!("no route for {}", req.path)).into();
         };
+        if let Handler::Topics(conf, hub) = &route.handler {
+            if req.method == "POST" {
+                return self.publish(conf, hub, req).await.into();
+            }
+        }
         if req.method != "GET" && req.method != "HEAD" {
+            let allow = if matches!(route.handler, Handler::Topics(..)) {
+                "GET, HEAD, POST"
+            } else {
+                "GET, HEAD"
+            };
             return FullResponse::text(
                 405,
                 format!("{} does not accept {}", route.path, req.method),
             )
-            .with_header("Allow", "GET, HEAD")
+            .with_header("Allow", allow)
             .into();
         }
         let source: Box<dyn Source> = match &route.handler {
@@ -295,30 +323,63 @@ impl App {
                 RouteKind::Status => return self.status().into(),
                 RouteKind::Clock => Box::new(ClockSource::new(r.interval)),
                 RouteKind::Ping => Box::new(PingSource::new(r.interval)),
+                RouteKind::Topics => unreachable!("topics routes have a hub"),
             },
+            Handler::Topics(conf, hub) => {
+                let topics = req.query_values("topic");
+                if let Err(refusal) = validate_topics(&topics, conf.max_topics) {
+                    return refusal.into();
+                }
+                if req.is_head() {
+                    return self.stream_head_only();
+                }
+                let Some(permit) = self.try_acquire_stream() else {
+                    return self.refuse_full(route, req);
+                };
+                let resume = Resume::parse(req.last_event_id().as_deref());
+                let source = hub.subscribe(topics, resume);
+                return self.open_stream(route, Box::new(source), permit);
+            }
             Handler::Custom(factory) => match factory(req) {
                 Ok(s) => s,
                 Err(resp) => return resp,
             },
         };
         if req.is_head() {
-            return FullResponse {
-                status: 200,
-                headers: stream_headers(),
-                body: Bytes::new(),
-            }
-            .into();
+            return self.stream_head_only();
         }
         let Some(permit) = self.try_acquire_stream() else {
-            self.stats.rejected_streams.fetch_add(1, Ordering::Relaxed);
-            log::warn!(
-                "route={} peer={}: 503, all {} stream slots taken",
-                route.path,
-                req.peer,
-                self.config.server.max_streams
-            );
-            return self.server_full().into();
+            return self.refuse_full(route, req);
         };
+        self.open_stream(route, source, permit)
+    }
+
+    fn stream_head_only(&self) -> Response {
+        FullResponse {
+            status: 200,
+            headers: stream_headers(),
+            body: Bytes::new(),
+        }
+        .into()
+    }
+
+    fn refuse_full(&self, route: &Route, req: &Request) -> Response {
+        self.stats.rejected_streams.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "route={} peer={}: 503, all {} stream slots taken",
+            route.path,
+            req.peer,
+            self.config.server.max_streams
+        );
+        self.server_full().into()
+    }
+
+    fn open_stream(
+        &self,
+        route: &Route,
+        source: Box<dyn Source>,
+        permit: StreamPermit,
+    ) -> Response {
         Response::Stream(StreamResponse {
             source,
             timing: self.timing(),
@@ -327,11 +388,68 @@ impl App {
         })
     }
 
+    /// `POST` to a topics route: authorise, parse, journal, answer with the id.
+    async fn publish(&self, conf: &RouteConfig, hub: &Hub, req: &Request) -> FullResponse {
+        if let Some(expected) = &conf.publish_token {
+            let presented = req
+                .header("Authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !token_matches(presented.trim(), expected) {
+                log::warn!(
+                    "route={} peer={}: publish refused, missing or wrong token",
+                    conf.path.get_ref(),
+                    req.peer
+                );
+                return FullResponse::text(
+                    401,
+                    "publishing needs Authorization: Bearer <publish_token>",
+                )
+                .with_header("WWW-Authenticate", "Bearer");
+            }
+        }
+        let publication = match parse_publication(req, conf.max_topics) {
+            Ok(p) => p,
+            Err(refusal) => return refusal,
+        };
+        match hub.publish(publication).await {
+            Ok(id) => {
+                FullResponse::text(200, id.to_string()).with_header("Cache-Control", "no-cache")
+            }
+            Err(e) => {
+                log::error!(
+                    "route={} peer={}: publish failed: {e}",
+                    conf.path.get_ref(),
+                    req.peer
+                );
+                FullResponse::text(500, format!("publish failed: {e}"))
+            }
+        }
+    }
+
     /// The status document.
     fn status(&self) -> FullResponse {
         let s = &self.stats;
         let c = &self.config.server;
+        let topics: serde_json::Map<String, serde_json::Value> = self
+            .routes
+            .iter()
+            .filter_map(|r| match &r.handler {
+                Handler::Topics(_, hub) => Some((
+                    r.path.clone(),
+                    serde_json::json!({
+                        "subscribers": hub.subscribers(),
+                        "last_id": hub.last_id(),
+                        "retained": hub.retained(),
+                        "published": hub.stats.published.load(Ordering::Relaxed),
+                        "lagged_subscribers": hub.stats.lagged.load(Ordering::Relaxed),
+                    }),
+                )),
+                _ => None,
+            })
+            .collect();
         let doc = serde_json::json!({
+            "topics": topics,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.started.elapsed().as_secs(),
             "active_streams": s.active_streams(),
@@ -381,17 +499,18 @@ mod tests {
     async fn routes_methods_and_limit() {
         let mut config = Config::default();
         config.server.max_streams = 2;
-        let app = App::new(config);
-        assert_eq!(full(app.handle(&get("/nope", "GET"))).status, 404);
-        let r = full(app.handle(&get("/clock", "POST")));
+        config.routes.retain(|r| r.kind != RouteKind::Topics);
+        let app = App::new(config).unwrap();
+        assert_eq!(full(app.handle(&get("/nope", "GET")).await).status, 404);
+        let r = full(app.handle(&get("/clock", "POST")).await);
         assert_eq!(r.status, 405);
         assert!(r.headers.contains(&("Allow".into(), "GET, HEAD".into())));
-        let head = full(app.handle(&get("/clock", "HEAD")));
+        let head = full(app.handle(&get("/clock", "HEAD")).await);
         assert_eq!((head.status, head.body.len()), (200, 0));
-        let a = app.handle(&get("/clock", "GET"));
-        let b = app.handle(&get("/ping", "GET"));
+        let a = app.handle(&get("/clock", "GET")).await;
+        let b = app.handle(&get("/ping", "GET")).await;
         assert!(matches!(a, Response::Stream(_)) && matches!(b, Response::Stream(_)));
-        let full503 = full(app.handle(&get("/clock", "GET")));
+        let full503 = full(app.handle(&get("/clock", "GET")).await);
         assert_eq!(full503.status, 503);
         assert!(full503
             .headers
@@ -399,10 +518,10 @@ mod tests {
             .any(|(k, v)| k == "Retry-After" && v == "5"));
         drop(a);
         assert!(matches!(
-            app.handle(&get("/clock", "GET")),
+            app.handle(&get("/clock", "GET")).await,
             Response::Stream(_)
         ));
-        let status = full(app.handle(&get("/status", "GET")));
+        let status = full(app.handle(&get("/status", "GET")).await);
         let doc: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
         assert_eq!(doc["active_streams"], 1);
         assert_eq!(doc["rejected_streams"], 1);

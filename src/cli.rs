@@ -43,6 +43,34 @@ pub enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Publish one event to a topics route's journal (works with or without a running daemon:
+    /// every process on this host serving that route delivers it).
+    Publish(PublishArgs),
+}
+
+/// `fastsse publish` options.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// Topic; repeatable.
+    #[arg(long, short, required = true)]
+    pub topic: Vec<String>,
+    /// Event name (`event:` field).
+    #[arg(long, short)]
+    pub event: Option<String>,
+    /// `retry:` hint in milliseconds.
+    #[arg(long)]
+    pub retry: Option<u64>,
+    /// The topics route to publish to (default: the first one in the config).
+    #[arg(long)]
+    pub route: Option<String>,
+    /// TOML config file (default: FASTSSE_CONFIG, else the embedded default).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Data directory holding the journals (overrides [journal] dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The data; `-` reads it from standard input.
+    pub data: String,
 }
 
 /// `fastsse serve` options.
@@ -54,6 +82,9 @@ pub struct ServeArgs {
     /// Listen address, `unix:PATH` or `HOST:PORT`; repeatable; replaces the config's `listen`.
     #[arg(long, short, value_parser = |s: &str| s.parse::<ListenAddr>())]
     pub listen: Vec<ListenAddr>,
+    /// Data directory holding the topic journals (overrides [journal] dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
@@ -69,6 +100,11 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
     if !args.listen.is_empty() {
         config.server.listen = args.listen;
     }
+    if let Some(dir) = args.data_dir {
+        config.journal.dir = dir;
+    }
+    // Journals are opened (and recovered) before anything listens.
+    let app = App::new(config.clone())?;
     let mut listeners = Vec::new();
     if inherited_only || config.server.listen.is_empty() {
         match listen::inherited(0) {
@@ -84,7 +120,55 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
             listeners.push(listen::bind(addr, &config.server).map_err(|e| e.to_string())?);
         }
     }
-    server::run_daemon(App::new(config), listeners).map_err(|e| format!("runtime: {e}"))
+    server::run_daemon(app, listeners).map_err(|e| format!("runtime: {e}"))
+}
+
+fn publish(args: PublishArgs) -> Result<(), String> {
+    use crate::config::RouteKind;
+    use crate::hub::journal::{JournalWriter, Publication};
+    use crate::publish::validate_topics;
+    let mut config = load_config(args.config)?;
+    if let Some(dir) = args.data_dir {
+        config.journal.dir = dir;
+    }
+    let route = config
+        .routes
+        .iter()
+        .filter(|r| r.kind == RouteKind::Topics)
+        .find(|r| args.route.as_deref().is_none_or(|p| r.path.get_ref() == p))
+        .ok_or_else(|| match &args.route {
+            Some(p) => format!("no topics route {p} in the config"),
+            None => "the config has no topics route".to_string(),
+        })?;
+    validate_topics(&args.topic, route.max_topics)
+        .map_err(|e| String::from_utf8_lossy(&e.body).trim().to_string())?;
+    if args
+        .event
+        .as_deref()
+        .is_some_and(|e| e.contains(['\r', '\n']))
+    {
+        return Err("event name must not contain CR or LF".into());
+    }
+    let data = if args.data == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| format!("reading standard input: {e}"))?;
+        s
+    } else {
+        args.data
+    };
+    let mut writer =
+        JournalWriter::open(config.journal.settings_for(route)).map_err(|e| e.to_string())?;
+    let ids = writer
+        .append(&[Publication {
+            topics: args.topic,
+            event: args.event,
+            retry_ms: args.retry,
+            data,
+        }])
+        .map_err(|e| e.to_string())?;
+    println!("{}", ids[0]);
+    Ok(())
 }
 
 /// Runs the parsed command line.
@@ -92,6 +176,7 @@ pub fn run(cli: Cli) -> ExitCode {
     listen::ensure_std_fds();
     let result = match (cli.command, cli.mode) {
         (Some(Command::Serve(args)), _) => serve(args, false),
+        (Some(Command::Publish(args)), _) => publish(args),
         (Some(Command::CheckConfig { file }), _) => Config::load(&file)
             .map(|c| {
                 for r in &c.routes {
@@ -113,6 +198,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     ServeArgs {
                         config: None,
                         listen: vec![],
+                        data_dir: None,
                     },
                     true,
                 ),
@@ -120,6 +206,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     ServeArgs {
                         config: None,
                         listen: vec![],
+                        data_dir: None,
                     },
                     true,
                 ),

@@ -67,9 +67,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
         other => {
             return Err(format!(
-                "unknown duration unit `{other}` (use ms, s, m or h)"
+                "unknown duration unit `{other}` (use ms, s, m, h or d)"
             ))
         }
     };
@@ -215,6 +216,8 @@ pub enum RouteKind {
     Ping,
     /// JSON counters and limits.
     Status,
+    /// Publish/subscribe topics with replay (`GET ?topic=` subscribes, `POST` publishes).
+    Topics,
 }
 
 fn one_second() -> Duration {
@@ -233,6 +236,114 @@ pub struct RouteConfig {
     /// Tick interval of `clock` and `ping`.
     #[serde(default = "one_second", deserialize_with = "de_positive_duration")]
     pub interval: Duration,
+    /// `topics`: most events kept for Last-Event-ID replay.
+    #[serde(default = "default_history_events", deserialize_with = "de_positive")]
+    pub history_events: usize,
+    /// `topics`: oldest event kept for replay.
+    #[serde(
+        default = "default_history_age",
+        deserialize_with = "de_positive_duration"
+    )]
+    pub history_age: Duration,
+    /// `topics`: events queued per subscriber before it is cut off as too slow.
+    #[serde(default = "default_subscriber_queue", deserialize_with = "de_positive")]
+    pub subscriber_queue: usize,
+    /// `topics`: most topics per subscription or publication.
+    #[serde(default = "default_max_topics", deserialize_with = "de_positive")]
+    pub max_topics: usize,
+    /// `topics`: when set, publishing needs `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub publish_token: Option<String>,
+}
+
+fn default_history_events() -> usize {
+    10_000
+}
+fn default_history_age() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_subscriber_queue() -> usize {
+    1024
+}
+fn default_max_topics() -> usize {
+    16
+}
+
+/// `[journal]`: the durable event journal of `topics` routes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Data directory; each topics route journals to a folder in it. `--data-dir` overrides.
+    pub dir: PathBuf,
+    /// `always` (fsync each event), `batch` (one fsync per group of concurrent publishes) or
+    /// `never`.
+    pub fsync: crate::hub::journal::FsyncPolicy,
+    /// Segment size before a new segment file is started.
+    #[serde(deserialize_with = "de_positive_u64")]
+    pub segment_bytes: u64,
+    /// Total journal size kept per route; the oldest segments go first.
+    #[serde(deserialize_with = "de_positive_u64")]
+    pub max_bytes: u64,
+    /// Segments older than this are deleted.
+    #[serde(deserialize_with = "de_positive_duration")]
+    pub max_age: Duration,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            dir: PathBuf::from("fastsse-data"),
+            fsync: crate::hub::journal::FsyncPolicy::Batch,
+            segment_bytes: 16 << 20,
+            max_bytes: 1 << 30,
+            max_age: Duration::from_secs(7 * 86400),
+        }
+    }
+}
+
+fn de_positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v == 0 {
+        return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(v)
+}
+
+impl JournalConfig {
+    /// The journal of one topics route: its own folder in the data directory.
+    pub fn settings_for(&self, route: &RouteConfig) -> crate::hub::journal::JournalSettings {
+        crate::hub::journal::JournalSettings {
+            dir: self.dir.join(route.journal_name()),
+            fsync: self.fsync,
+            segment_bytes: self.segment_bytes,
+            max_bytes: self.max_bytes,
+            max_age: self.max_age,
+        }
+    }
+}
+
+impl RouteConfig {
+    /// The folder name of this route's journal: the path without slashes (`/events` -> `events`).
+    pub fn journal_name(&self) -> String {
+        let name: String = self
+            .path
+            .get_ref()
+            .trim_matches('/')
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if name.is_empty() {
+            "root".into()
+        } else {
+            name
+        }
+    }
 }
 
 /// The whole configuration file.
@@ -245,6 +356,9 @@ pub struct Config {
     /// `[stream]`.
     #[serde(default)]
     pub stream: StreamConfig,
+    /// `[journal]`.
+    #[serde(default)]
+    pub journal: JournalConfig,
     /// `[[route]]` tables; the built-in demo routes when absent.
     #[serde(default = "default_routes", rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -255,15 +369,21 @@ fn route(path: &str, kind: RouteKind) -> RouteConfig {
         path: toml::Spanned::new(0..0, path.to_string()),
         kind,
         interval: one_second(),
+        history_events: default_history_events(),
+        history_age: default_history_age(),
+        subscriber_queue: default_subscriber_queue(),
+        max_topics: default_max_topics(),
+        publish_token: None,
     }
 }
 
-/// The built-in routes: `/clock`, `/ping`, `/status`.
+/// The built-in routes: `/clock`, `/ping`, `/status`, `/events` (topics).
 pub fn default_routes() -> Vec<RouteConfig> {
     vec![
         route("/clock", RouteKind::Clock),
         route("/ping", RouteKind::Ping),
         route("/status", RouteKind::Status),
+        route("/events", RouteKind::Topics),
     ]
 }
 
@@ -273,6 +393,7 @@ impl Default for Config {
         Config {
             server: ServerConfig::default(),
             stream: StreamConfig::default(),
+            journal: JournalConfig::default(),
             routes: default_routes(),
         }
     }
@@ -374,6 +495,28 @@ impl Config {
                 ));
             }
             seen.push(path);
+        }
+        let topic_routes: Vec<&RouteConfig> = self
+            .routes
+            .iter()
+            .filter(|r| r.kind == RouteKind::Topics)
+            .collect();
+        for (i, a) in topic_routes.iter().enumerate() {
+            if let Some(b) = topic_routes[..i]
+                .iter()
+                .find(|b| b.journal_name() == a.journal_name())
+            {
+                return Err(err(
+                    a.path.span(),
+                    "path",
+                    format!(
+                        "topics routes {} and {} would share the journal folder `{}`",
+                        b.path.get_ref(),
+                        a.path.get_ref(),
+                        a.journal_name()
+                    ),
+                ));
+            }
         }
         if self.server.max_connections < self.server.max_streams {
             let line = text

@@ -9,8 +9,8 @@
 //!   (name-value pairs), [`sse`] (event encoding and the client parser). No I/O.
 //! - Connection: [`fcgi::conn`] drives one FastCGI connection; [`listen`] and [`server`] own
 //!   sockets, accept loops, signals and shutdown.
-//! - Application: [`request`], [`app`] (routes, limits, status) and [`source`] (where events
-//!   come from). It knows nothing of FastCGI: a transport hands it a [`request::Request`] and
+//! - Application: [`request`], [`app`] (routes, limits, status), [`source`] (where events
+//!   come from), [`hub`] (topics, replay, the durable journal) and [`publish`] (publish bodies). It knows nothing of FastCGI: a transport hands it a [`request::Request`] and
 //!   writes the [`app::Response`] through a [`source::BodyWriter`].
 //! - [`config`] (TOML) and [`cli`] (the command line) tie it together.
 
@@ -18,7 +18,9 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod fcgi;
+pub mod hub;
 pub mod listen;
+pub mod publish;
 pub mod request;
 pub mod server;
 pub mod source;

@@ -59,6 +59,11 @@ impl EncodedEvent {
         self.0
     }
 
+    /// Wraps bytes that are already a complete event in wire format.
+    pub fn from_shared(bytes: Bytes) -> Self {
+        EncodedEvent(bytes)
+    }
+
     /// A `retry:` hint alone (no event is dispatched by it).
     pub fn retry_hint(ms: u64) -> Self {
         EncodedEvent(Bytes::from(format!("retry: {ms}\n\n")))

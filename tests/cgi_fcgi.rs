@@ -84,7 +84,8 @@ fn cgi_fcgi_start_spawns_fastsse_on_an_inherited_socket() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\necho $$ > {}\nexec {} >/dev/null 2>{}\n",
+            "#!/bin/sh\ncd {}\necho $$ > {}\nexec {} >/dev/null 2>{}\n",
+            dir.0.display(),
             pidfile.display(),
             fastsse_bin(),
             dir.path("log").display()

@@ -503,6 +503,7 @@ fn fd0_listening_socket_is_detected() {
     // environment: help, exit status 2.
     let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
     let out = std::process::Command::new(fastsse_bin())
+        .current_dir(&dir.0)
         .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(a)))
         .env_remove("GATEWAY_INTERFACE")
         .output()
@@ -533,6 +534,7 @@ fn bad_config_fails_before_listening() {
 fn a_live_socket_is_refused_and_a_stale_one_replaced() {
     let d = Daemon::start(CONFIG);
     let out = std::process::Command::new(fastsse_bin())
+        .current_dir(&d.dir.0)
         .args(["serve", "--listen"])
         .arg(format!("unix:{}", d.socket.display()))
         .output()
@@ -545,6 +547,7 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced() {
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(stale.exists());
     let mut child = std::process::Command::new(fastsse_bin())
+        .current_dir(&dir.0)
         .args(["serve", "--listen"])
         .arg(format!("unix:{}", stale.display()))
         .stderr(std::process::Stdio::null())

@@ -199,7 +199,7 @@ mod tests {
         v.push(pad);
         v.push(0);
         v.extend_from_slice(content);
-        v.extend(std::iter::repeat(0xAA).take(pad as usize));
+        v.extend(std::iter::repeat_n(0xAA, pad as usize));
         v
     }
 

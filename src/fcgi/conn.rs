@@ -516,7 +516,7 @@ impl RequestTask {
             out: self.out.clone(),
         };
         let (response, head_only, peer) = match input {
-            Ok(req) => (self.app.handle(&req), req.is_head(), req.peer.clone()),
+            Ok(req) => (self.app.handle(&req).await, req.is_head(), req.peer.clone()),
             Err(refusal) => (Response::Full(refusal), false, "-".to_string()),
         };
         match response {

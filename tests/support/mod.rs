@@ -32,7 +32,7 @@ pub fn record_padded(t: u8, id: u16, content: &[u8], pad: u8) -> Vec<u8> {
     v.push(pad);
     v.push(0);
     v.extend_from_slice(content);
-    v.extend(std::iter::repeat(0x5a).take(pad as usize));
+    v.extend(std::iter::repeat_n(0x5a, pad as usize));
     v
 }
 
@@ -146,7 +146,12 @@ impl FcgiClient {
     /// Reads STDOUT for `id` until `needle` has arrived; returns everything read.
     pub fn read_stdout_until(&mut self, id: u16, needle: &str) -> String {
         let mut out = String::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
         while !out.contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within 10 s in {out:?}"
+            );
             let r = self.read_record().expect("connection closed");
             if r.id == id && r.t == STDOUT {
                 out.push_str(&String::from_utf8_lossy(&r.content));
@@ -237,6 +242,7 @@ pub struct Daemon {
     pub child: Child,
     pub socket: PathBuf,
     pub dir: TempDir,
+    tcp_port: Option<u16>,
 }
 
 impl Daemon {
@@ -249,33 +255,66 @@ impl Daemon {
     pub fn start_also(config: &str, tcp_port: Option<u16>) -> Daemon {
         let dir = TempDir::new("daemon");
         let socket = dir.path("fastsse.sock");
-        let conf = dir.path("fastsse.toml");
-        std::fs::write(&conf, config).unwrap();
+        std::fs::write(dir.path("fastsse.toml"), config).unwrap();
+        let mut d = Daemon {
+            child: Daemon::spawn(&dir, tcp_port),
+            socket,
+            dir,
+            tcp_port,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn spawn(dir: &TempDir, tcp_port: Option<u16>) -> Child {
         let mut cmd = Command::new(fastsse_bin());
         cmd.arg("serve")
             .arg("--config")
-            .arg(&conf)
+            .arg(dir.path("fastsse.toml"))
             .arg("--listen")
-            .arg(format!("unix:{}", socket.display()));
+            .arg(format!("unix:{}", dir.path("fastsse.sock").display()))
+            .arg("--data-dir")
+            .arg(dir.path("data"))
+            .current_dir(&dir.0);
         if let Some(port) = tcp_port {
             cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
         }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path("fastsse.log"))
+            .unwrap();
         // stdout/stderr never go to the test's own pipes: a leaked child would hold them open.
-        let child = cmd
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path("fastsse.log")).unwrap())
-            .spawn()
-            .expect("start fastsse");
-        let d = Daemon { child, socket, dir };
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start fastsse")
+    }
+
+    fn wait_ready(&mut self) {
+        let sock = self.socket.clone();
         wait_for("the fastsse socket", Duration::from_secs(10), || {
-            UnixStream::connect(&d.socket).is_ok()
+            UnixStream::connect(&sock).is_ok()
         });
-        d
+    }
+
+    /// Kills the daemon with `signal` (`KILL`, `TERM`), then starts it again on the same socket,
+    /// config and data directory.
+    pub fn restart(&mut self, signal: &str) {
+        self.signal(signal);
+        self.wait_exit(Duration::from_secs(5));
+        self.child = Daemon::spawn(&self.dir, self.tcp_port);
+        self.wait_ready();
+    }
+
+    /// The data directory (journals).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path("data")
     }
 
     pub fn log(&self) -> String {
@@ -464,6 +503,17 @@ pub struct HttpStream {
 impl HttpStream {
     /// Sends `method path` with `headers` and reads the status line and headers.
     pub fn open(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpStream {
+        HttpStream::send(port, method, path, headers, b"")
+    }
+
+    /// Sends a request with a body (Content-Length added when the body is not empty).
+    pub fn send(
+        port: u16,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpStream {
         let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
         sock.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -471,8 +521,13 @@ impl HttpStream {
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
+        if !body.is_empty() {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         req.push_str("\r\n");
-        (&sock).write_all(req.as_bytes()).unwrap();
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        (&sock).write_all(&bytes).unwrap();
         let mut reader = BufReader::new(sock);
         let mut line = String::new();
         reader.read_line(&mut line).expect("status line");
@@ -519,6 +574,30 @@ impl HttpStream {
                 return Some(block);
             }
             block.push_str(&line);
+        }
+    }
+
+    /// Reads the next SSE event block, skipping comments and retry-only blocks; returns
+    /// (id, event, data) with data lines joined by LF.
+    pub fn next_event(&mut self) -> Option<(String, String, String)> {
+        // Heartbeats keep the socket busy: give up after 10 s without an event.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no event within 10 s");
+            let block = self.next_block()?;
+            let (mut id, mut event, mut data) = (String::new(), String::new(), Vec::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_string();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push(v.to_string());
+                }
+            }
+            if !data.is_empty() {
+                return Some((id, event, data.join("\n")));
+            }
         }
     }
 

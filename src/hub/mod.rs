@@ -1,0 +1,507 @@
+//! The topic hub: publish/subscribe over a durable [`journal`], with a bounded in-memory
+//! [`ReplayBuffer`] for `Last-Event-ID` replay, bounded per-subscriber queues, and an event
+//! encoded once and shared by every subscriber.
+//!
+//! Threads: an appender thread owns the [`journal::JournalWriter`] (group commit); a follower
+//! thread wakes on inotify and delivers whatever any process appended, in id order. Async tasks
+//! only exchange messages with them; no lock is held across an `.await`.
+
+pub mod journal;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::source::{NextEvent, Source};
+use crate::sse::{EncodedEvent, Event};
+use journal::{
+    now_ms, JournalError, JournalReader, JournalRecord, JournalSettings, JournalWriter, Publication,
+};
+
+/// Name of the event sent when a subscriber's `Last-Event-ID` cannot be resumed from.
+pub const RESET_EVENT: &str = "fastsse-reset";
+
+/// Bounds of one hub.
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    /// Most events kept for replay.
+    pub history_events: usize,
+    /// Oldest event kept for replay.
+    pub history_age: Duration,
+    /// Events queued per subscriber before it is cut off as too slow.
+    pub subscriber_queue: usize,
+    /// `retry:` hint sent to a subscriber that is cut off.
+    pub retry: Duration,
+}
+
+/// An event as delivered: id, topics and its wire bytes, encoded once.
+#[derive(Debug)]
+pub struct StoredEvent {
+    /// Id.
+    pub id: u64,
+    /// Publish time (ms since the epoch).
+    pub unix_ms: u64,
+    /// Topics.
+    pub topics: Vec<String>,
+    /// `id:`/`event:`/`retry:`/`data:` lines and the blank line, shared by all subscribers.
+    pub wire: Bytes,
+}
+
+impl StoredEvent {
+    fn from_record(r: JournalRecord) -> StoredEvent {
+        let mut ev = Event::new().id(r.id.to_string()).data(r.data);
+        if let Some(e) = r.event {
+            ev = ev.event(e);
+        }
+        if let Some(ms) = r.retry_ms {
+            ev = ev.retry(ms);
+        }
+        // Publications are validated before they reach the journal; a record that still
+        // cannot be encoded (written by another tool) is sent as a comment, never broken SSE.
+        let wire = ev
+            .encode()
+            .map(EncodedEvent::into_bytes)
+            .unwrap_or_else(|_| Bytes::from(format!(": event {} could not be encoded\n\n", r.id)));
+        StoredEvent {
+            id: r.id,
+            unix_ms: r.unix_ms,
+            topics: r.topics,
+            wire,
+        }
+    }
+}
+
+/// Recent events, oldest first, bounded by count and age.
+#[derive(Debug, Default)]
+pub struct ReplayBuffer {
+    events: VecDeque<Arc<StoredEvent>>,
+    /// Highest id no longer retained (everything at or below it may have been dropped).
+    evicted_up_to: u64,
+}
+
+impl ReplayBuffer {
+    fn push(&mut self, ev: Arc<StoredEvent>, s: &HubSettings) {
+        self.events.push_back(ev);
+        self.trim(s);
+    }
+
+    fn trim(&mut self, s: &HubSettings) {
+        let oldest_ok = now_ms().saturating_sub(s.history_age.as_millis() as u64);
+        while let Some(front) = self.events.front() {
+            if self.events.len() <= s.history_events && front.unix_ms >= oldest_ok {
+                break;
+            }
+            self.evicted_up_to = front.id;
+            self.events.pop_front();
+        }
+    }
+
+    /// Events after `id` on any of `topics`, oldest first.
+    fn after(&self, id: u64, topics: &[String]) -> VecDeque<Arc<StoredEvent>> {
+        let start = self.events.partition_point(|e| e.id <= id);
+        self.events
+            .range(start..)
+            .filter(|e| e.topics.iter().any(|t| topics.contains(t)))
+            .cloned()
+            .collect()
+    }
+}
+
+struct Subscriber {
+    topics: Vec<String>,
+    tx: mpsc::Sender<Arc<StoredEvent>>,
+}
+
+#[derive(Default)]
+struct HubState {
+    history: ReplayBuffer,
+    last_id: u64,
+    by_topic: HashMap<String, Vec<u64>>,
+    subscribers: HashMap<u64, Subscriber>,
+    next_subscriber: u64,
+}
+
+/// A hub failure seen by a publisher.
+#[derive(Debug)]
+pub enum HubError {
+    /// The journal could not be written.
+    Journal(JournalError),
+    /// The appender thread is gone (process shutting down).
+    Closed,
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HubError::Journal(e) => write!(f, "{e}"),
+            HubError::Closed => f.write_str("the hub is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for HubError {}
+
+impl From<JournalError> for HubError {
+    fn from(e: JournalError) -> Self {
+        HubError::Journal(e)
+    }
+}
+
+struct AppendJob {
+    publication: Publication,
+    reply: oneshot::Sender<Result<u64, HubError>>,
+}
+
+/// Counters of one hub.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Events published through this process.
+    pub published: AtomicU64,
+    /// Events delivered into the hub (from any process).
+    pub delivered: AtomicU64,
+    /// Subscribers cut off for falling behind.
+    pub lagged: AtomicU64,
+}
+
+/// A topic hub for one route.
+pub struct Hub {
+    name: String,
+    settings: HubSettings,
+    state: Mutex<HubState>,
+    appender: std::sync::mpsc::SyncSender<AppendJob>,
+    /// Counters.
+    pub stats: HubStats,
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// No `Last-Event-ID`: live events only.
+    Live,
+    /// Resume after this id.
+    After(u64),
+    /// A `Last-Event-ID` that is not an id this server issued.
+    Invalid,
+}
+
+impl Resume {
+    /// Interprets a `Last-Event-ID` value (untrusted).
+    pub fn parse(last_event_id: Option<&str>) -> Resume {
+        match last_event_id {
+            None | Some("") => Resume::Live,
+            Some(s) if s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse().map(Resume::After).unwrap_or(Resume::Invalid)
+            }
+            Some(_) => Resume::Invalid,
+        }
+    }
+}
+
+impl Hub {
+    /// Opens the journal (recovering a torn tail), loads the retained history, and starts the
+    /// appender and follower threads.
+    pub fn open(
+        name: &str,
+        journal: JournalSettings,
+        settings: HubSettings,
+    ) -> Result<Arc<Hub>, JournalError> {
+        let mut writer = JournalWriter::open(journal.clone())?;
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC).map_err(|e| JournalError::Io {
+            what: "inotify_init".into(),
+            source: e.into(),
+        })?;
+        inotify
+            .add_watch(
+                &journal.dir,
+                AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO,
+            )
+            .map_err(|e| JournalError::Io {
+                what: format!("inotify watch {}", journal.dir.display()),
+                source: e.into(),
+            })?;
+        let mut reader = JournalReader::at_end(&journal.dir)?;
+        let mut state = HubState::default();
+        for r in journal::read_all(&journal.dir)? {
+            state.last_id = state.last_id.max(r.id);
+            state
+                .history
+                .push(Arc::new(StoredEvent::from_record(r)), &settings);
+        }
+        state.last_id = state.last_id.max(writer.last_id());
+        state.history.evicted_up_to = match state.history.events.front() {
+            Some(first) => first.id - 1,
+            None => state.last_id,
+        };
+        log::info!(
+            "topics {name}: journal {} at id {}, {} events retained for replay",
+            journal.dir.display(),
+            state.last_id,
+            state.history.events.len()
+        );
+        let (tx, rx) = std::sync::mpsc::sync_channel::<AppendJob>(1024);
+        let hub = Arc::new(Hub {
+            name: name.to_string(),
+            settings,
+            state: Mutex::new(state),
+            appender: tx,
+            stats: HubStats::default(),
+        });
+        std::thread::Builder::new()
+            .name(format!("journal-append {name}"))
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < 512 {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let batch: Vec<Publication> =
+                        jobs.iter().map(|j| j.publication.clone()).collect();
+                    match writer.append(&batch) {
+                        Ok(ids) => {
+                            for (job, id) in jobs.into_iter().zip(ids) {
+                                let _ = job.reply.send(Ok(id));
+                            }
+                        }
+                        Err(e) => {
+                            log::error!("{e}");
+                            let msg = e.to_string();
+                            for job in jobs {
+                                let _ = job.reply.send(Err(HubError::Journal(JournalError::Io {
+                                    what: msg.clone(),
+                                    source: std::io::Error::other("append failed"),
+                                })));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| JournalError::Io {
+                what: "spawn appender thread".into(),
+                source: e,
+            })?;
+        let follower = Arc::downgrade(&hub);
+        let dir = journal.dir.clone();
+        std::thread::Builder::new()
+            .name(format!("journal-follow {name}"))
+            .spawn(move || loop {
+                match reader.read_new() {
+                    Ok(records) if !records.is_empty() => match follower.upgrade() {
+                        Some(hub) => hub.deliver(records),
+                        None => return,
+                    },
+                    Ok(_) => {}
+                    Err(e) => log::error!("journal {}: {e}", dir.display()),
+                }
+                if follower.strong_count() == 0 {
+                    return;
+                }
+                if let Err(e) = inotify.read_events() {
+                    log::error!("inotify on {}: {e}", dir.display());
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+            .map_err(|e| JournalError::Io {
+                what: "spawn follower thread".into(),
+                source: e,
+            })?;
+        Ok(hub)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends to the journal; resolves to the assigned id once it is written (per fsync policy).
+    pub async fn publish(&self, publication: Publication) -> Result<u64, HubError> {
+        let (reply, rx) = oneshot::channel();
+        let job = AppendJob { publication, reply };
+        // A full queue means the disk is behind: wait for room on a blocking thread, never here.
+        let sender = self.appender.clone();
+        match sender.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || sender.send(job))
+                    .await
+                    .map_err(|_| HubError::Closed)?
+                    .map_err(|_| HubError::Closed)?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(HubError::Closed),
+        }
+        let id = rx.await.map_err(|_| HubError::Closed)??;
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Delivers records (in id order) to history and subscribers; records already seen are
+    /// skipped. Never blocks: a subscriber whose queue is full is cut off.
+    fn deliver(&self, records: Vec<JournalRecord>) {
+        let mut st = self.lock();
+        let mut cut = Vec::new();
+        for r in records {
+            if r.id <= st.last_id {
+                continue;
+            }
+            st.last_id = r.id;
+            let ev = Arc::new(StoredEvent::from_record(r));
+            st.history.push(ev.clone(), &self.settings);
+            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            let mut targets: Vec<u64> = ev
+                .topics
+                .iter()
+                .filter_map(|t| st.by_topic.get(t))
+                .flatten()
+                .copied()
+                .collect();
+            if ev.topics.len() > 1 {
+                targets.sort_unstable();
+                targets.dedup();
+            }
+            for sid in targets {
+                let Some(sub) = st.subscribers.get(&sid) else {
+                    continue;
+                };
+                if sub.tx.try_send(ev.clone()).is_err() {
+                    cut.push(sid);
+                }
+            }
+            for sid in cut.drain(..) {
+                if Self::remove(&mut st, sid) {
+                    self.stats.lagged.fetch_add(1, Ordering::Relaxed);
+                    log::info!(
+                        "topics {}: subscriber {sid} fell {} events behind; cut off",
+                        self.name,
+                        self.settings.subscriber_queue
+                    );
+                }
+            }
+        }
+    }
+
+    fn remove(st: &mut HubState, sid: u64) -> bool {
+        let Some(sub) = st.subscribers.remove(&sid) else {
+            return false;
+        };
+        for t in &sub.topics {
+            if let Some(v) = st.by_topic.get_mut(t) {
+                v.retain(|&s| s != sid);
+                if v.is_empty() {
+                    st.by_topic.remove(t);
+                }
+            }
+        }
+        true
+    }
+
+    /// Subscribes to `topics`: replays what the client missed after `resume`, then live events,
+    /// with no gap and no duplicate (both are taken under one lock).
+    pub fn subscribe(self: &Arc<Self>, topics: Vec<String>, resume: Resume) -> TopicSource {
+        let (tx, rx) = mpsc::channel(self.settings.subscriber_queue);
+        let mut st = self.lock();
+        st.history.trim(&self.settings);
+        let last_id = st.last_id;
+        let (preamble, replay) = match resume {
+            Resume::Live => (None, VecDeque::new()),
+            Resume::After(id) if id > last_id => {
+                (Some(self.reset_event("unknown", last_id)), VecDeque::new())
+            }
+            Resume::After(id) if id < st.history.evicted_up_to => {
+                (Some(self.reset_event("expired", last_id)), VecDeque::new())
+            }
+            Resume::After(id) => (None, st.history.after(id, &topics)),
+            Resume::Invalid => (Some(self.reset_event("invalid", last_id)), VecDeque::new()),
+        };
+        let sid = st.next_subscriber;
+        st.next_subscriber += 1;
+        for t in &topics {
+            st.by_topic.entry(t.clone()).or_default().push(sid);
+        }
+        st.subscribers.insert(sid, Subscriber { topics, tx });
+        drop(st);
+        TopicSource {
+            hub: self.clone(),
+            sid,
+            preamble,
+            replay,
+            rx,
+            finished: false,
+        }
+    }
+
+    fn reset_event(&self, reason: &str, last_id: u64) -> Bytes {
+        let data = serde_json::json!({ "reason": reason, "last_id": last_id }).to_string();
+        Event::new()
+            .event(RESET_EVENT)
+            .id(last_id.to_string())
+            .data(data)
+            .encode()
+            .map(EncodedEvent::into_bytes)
+            .unwrap_or_default()
+    }
+
+    /// Subscribers now.
+    pub fn subscribers(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+
+    /// The last id delivered into the hub.
+    pub fn last_id(&self) -> u64 {
+        self.lock().last_id
+    }
+
+    /// Events retained for replay.
+    pub fn retained(&self) -> usize {
+        self.lock().history.events.len()
+    }
+}
+
+/// One subscriber's stream: reset event (if any), replay, then live events; cut off with a
+/// `retry:` hint when it falls `subscriber_queue` events behind.
+pub struct TopicSource {
+    hub: Arc<Hub>,
+    sid: u64,
+    preamble: Option<Bytes>,
+    replay: VecDeque<Arc<StoredEvent>>,
+    rx: mpsc::Receiver<Arc<StoredEvent>>,
+    finished: bool,
+}
+
+impl Source for TopicSource {
+    fn next(&mut self) -> NextEvent<'_> {
+        Box::pin(async move {
+            if let Some(p) = self.preamble.take() {
+                return Some(EncodedEvent::from_shared(p));
+            }
+            if let Some(ev) = self.replay.pop_front() {
+                return Some(EncodedEvent::from_shared(ev.wire.clone()));
+            }
+            match self.rx.recv().await {
+                Some(ev) => Some(EncodedEvent::from_shared(ev.wire.clone())),
+                // The hub dropped this subscriber for falling behind: tell the browser to come
+                // back (it resumes from history with Last-Event-ID), then end.
+                None if !self.finished => {
+                    self.finished = true;
+                    Some(EncodedEvent::retry_hint(
+                        self.hub.settings.retry.as_millis() as u64,
+                    ))
+                }
+                None => None,
+            }
+        })
+    }
+}
+
+impl Drop for TopicSource {
+    fn drop(&mut self) {
+        let mut st = self.hub.lock();
+        Hub::remove(&mut st, self.sid);
+    }
+}

@@ -1,0 +1,266 @@
+//! Publish requests: the body forms a topics route accepts (Mercure-style form fields, JSON, raw
+//! text with `?topic=`), validated into a [`Publication`] or refused with a 4xx and a reason.
+
+use crate::app::FullResponse;
+use crate::hub::journal::Publication;
+use crate::request::{parse_form, Request};
+
+/// Longest topic name accepted.
+pub const MAX_TOPIC_LEN: usize = 256;
+
+fn bad(reason: impl Into<String>) -> FullResponse {
+    FullResponse::text(400, reason)
+}
+
+/// Checks a topic list from a publisher or subscriber.
+pub fn validate_topics(topics: &[String], max: usize) -> Result<(), FullResponse> {
+    if topics.is_empty() {
+        return Err(bad("missing topic: give at least one `topic`"));
+    }
+    if topics.len() > max {
+        return Err(bad(format!(
+            "{} topics given; at most {max} (max_topics)",
+            topics.len()
+        )));
+    }
+    for t in topics {
+        if t.is_empty() || t.len() > MAX_TOPIC_LEN || t.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "invalid topic {:?}: 1 to {MAX_TOPIC_LEN} bytes, no control characters",
+                t.chars().take(40).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_event_name(e: &Option<String>) -> Result<(), FullResponse> {
+    match e {
+        Some(e) if e.contains(['\r', '\n']) => Err(bad("event name must not contain CR or LF")),
+        Some(e) if e.len() > 256 => Err(bad("event name longer than 256 bytes")),
+        _ => Ok(()),
+    }
+}
+
+fn parse_retry(v: &str) -> Result<u64, FullResponse> {
+    if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(format!(
+            "retry must be milliseconds in ASCII digits, not {v:?}"
+        )));
+    }
+    v.parse().map_err(|_| bad("retry out of range"))
+}
+
+/// Parses and validates a publish request. `max_topics` bounds the topic list.
+pub fn parse_publication(req: &Request, max_topics: usize) -> Result<Publication, FullResponse> {
+    let body = std::str::from_utf8(&req.body)
+        .map_err(|e| bad(format!("body is not valid UTF-8 ({e})")))?;
+    let content_type = req.var("CONTENT_TYPE").unwrap_or("").to_ascii_lowercase();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let mut p = Publication {
+        topics: Vec::new(),
+        event: None,
+        retry_ms: None,
+        data: String::new(),
+    };
+    match mime.as_str() {
+        "application/x-www-form-urlencoded" => {
+            for (k, v) in parse_form(body) {
+                match k.as_str() {
+                    "topic" => p.topics.push(v),
+                    "data" => p.data = v,
+                    "type" | "event" => p.event = Some(v),
+                    "retry" => p.retry_ms = Some(parse_retry(&v)?),
+                    // Mercure's other fields (id, private) have no meaning here: ids are
+                    // assigned by the server.
+                    _ => {}
+                }
+            }
+        }
+        "application/json" => {
+            let doc: serde_json::Value =
+                serde_json::from_str(body).map_err(|e| bad(format!("body is not valid JSON: {e}")))?;
+            let obj = doc.as_object().ok_or_else(|| bad("JSON body must be an object"))?;
+            match obj.get("topic") {
+                Some(serde_json::Value::String(t)) => p.topics.push(t.clone()),
+                Some(serde_json::Value::Array(a)) => {
+                    for t in a {
+                        p.topics.push(t.as_str().ok_or_else(|| bad("topic array must hold strings"))?.to_string());
+                    }
+                }
+                Some(_) => return Err(bad("topic must be a string or an array of strings")),
+                None => {}
+            }
+            p.data = match obj.get("data") {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                // Any other JSON value is sent as its compact JSON text.
+                Some(v) => v.to_string(),
+            };
+            for key in ["event", "type"] {
+                match obj.get(key) {
+                    Some(serde_json::Value::String(e)) => p.event = Some(e.clone()),
+                    Some(serde_json::Value::Null) | None => {}
+                    Some(_) => return Err(bad(format!("{key} must be a string"))),
+                }
+            }
+            match obj.get("retry") {
+                Some(serde_json::Value::Number(n)) => {
+                    p.retry_ms = Some(n.as_u64().ok_or_else(|| bad("retry must be a whole number of milliseconds"))?)
+                }
+                None | Some(serde_json::Value::Null) => {}
+                Some(_) => return Err(bad("retry must be a number")),
+            }
+        }
+        "" | "text/plain" | "application/octet-stream" => {
+            p.topics = req.query_values("topic");
+            p.event = req.query_values("event").into_iter().next().or_else(|| req.query_values("type").into_iter().next());
+            if let Some(r) = req.query_values("retry").into_iter().next() {
+                p.retry_ms = Some(parse_retry(&r)?);
+            }
+            p.data = body.to_string();
+        }
+        other => {
+            return Err(FullResponse::text(
+                415,
+                format!("unsupported Content-Type {other:?}: use application/x-www-form-urlencoded, application/json or text/plain"),
+            ))
+        }
+    }
+    validate_topics(&p.topics, max_topics)?;
+    check_event_name(&p.event)?;
+    Ok(p)
+}
+
+/// Compares a presented token with the configured one in time independent of where they differ.
+pub fn token_matches(presented: &str, expected: &str) -> bool {
+    let (a, b) = (presented.as_bytes(), expected.as_bytes());
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for (i, &expected_byte) in b.iter().enumerate() {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ expected_byte) as u64;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::PathFrom;
+    use bytes::Bytes;
+
+    fn req(content_type: &str, query: &str, body: &[u8]) -> Request {
+        let vars = [
+            ("REQUEST_METHOD", "POST"),
+            ("CONTENT_TYPE", content_type),
+            ("QUERY_STRING", query),
+        ]
+        .iter()
+        .map(|(k, v)| (Bytes::from(k.to_string()), Bytes::from(v.to_string())))
+        .collect();
+        Request::from_vars(vars, Bytes::copy_from_slice(body), PathFrom::RequestUri)
+    }
+
+    fn status(r: Result<Publication, FullResponse>) -> u16 {
+        r.err().map(|e| e.status).unwrap_or(200)
+    }
+
+    #[test]
+    fn form_json_and_raw_bodies() {
+        let p = parse_publication(
+            &req(
+                "application/x-www-form-urlencoded",
+                "",
+                b"topic=a&topic=b%2Fc&data=x%0Ay&type=greet&retry=500",
+            ),
+            8,
+        )
+        .unwrap();
+        assert_eq!(p.topics, vec!["a", "b/c"]);
+        assert_eq!(
+            (p.data.as_str(), p.event.as_deref(), p.retry_ms),
+            ("x\ny", Some("greet"), Some(500))
+        );
+        let p = parse_publication(
+            &req(
+                "application/json; charset=utf-8",
+                "",
+                br#"{"topic":["a"],"data":{"n":1},"event":"e"}"#,
+            ),
+            8,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.data.as_str(), p.event.as_deref()),
+            (r#"{"n":1}"#, Some("e"))
+        );
+        let p =
+            parse_publication(&req("text/plain", "topic=t&event=e", b"raw\r\nbody"), 8).unwrap();
+        assert_eq!(
+            (p.topics[0].as_str(), p.data.as_str()),
+            ("t", "raw\r\nbody")
+        );
+    }
+
+    #[test]
+    fn refusals_have_reasons() {
+        assert_eq!(
+            status(parse_publication(&req("text/plain", "", b"x"), 8)),
+            400
+        );
+        assert_eq!(
+            status(parse_publication(
+                &req("application/json", "", br#"{"topic":"a","event":"a\nb"}"#),
+                8
+            )),
+            400
+        );
+        assert_eq!(
+            status(parse_publication(
+                &req("text/plain", "topic=a", b"\xff\xfe"),
+                8
+            )),
+            400
+        );
+        assert_eq!(
+            status(parse_publication(&req("application/json", "", b"{"), 8)),
+            400
+        );
+        assert_eq!(
+            status(parse_publication(&req("image/png", "topic=a", b"x"), 8)),
+            415
+        );
+        assert_eq!(
+            status(parse_publication(
+                &req("text/plain", "topic=a&topic=b&topic=c", b"x"),
+                2
+            )),
+            400
+        );
+        assert_eq!(
+            status(parse_publication(
+                &req(
+                    "application/x-www-form-urlencoded",
+                    "",
+                    b"topic=a&retry=1e3"
+                ),
+                8
+            )),
+            400
+        );
+        let e = parse_publication(&req("text/plain", "", b"x"), 8).unwrap_err();
+        assert!(String::from_utf8_lossy(&e.body).contains("missing topic"));
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(token_matches("s3cret", "s3cret"));
+        assert!(!token_matches("s3cret!", "s3cret"));
+        assert!(!token_matches("", "s3cret"));
+        assert!(!token_matches("s3creT", "s3cret"));
+    }
+}
