@@ -43,9 +43,19 @@ pub enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Publish one event to a topics route's journal (works with or without a running daemon:
     /// every process on this host serving that route delivers it).
     Publish(PublishArgs),
+}
+
+/// `fastsse bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Publish throughput and acknowledgement latency of the journal under each fsync policy.
+    Journal(crate::bench::JournalBenchArgs),
 }
 
 /// `fastsse publish` options.
@@ -177,6 +187,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match (cli.command, cli.mode) {
         (Some(Command::Serve(args)), _) => serve(args, false),
         (Some(Command::Publish(args)), _) => publish(args),
+        (Some(Command::Bench(BenchCommand::Journal(args))), _) => crate::bench::journal(args),
         (Some(Command::CheckConfig { file }), _) => Config::load(&file)
             .map(|c| {
                 for r in &c.routes {

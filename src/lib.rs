@@ -15,6 +15,7 @@
 //! - [`config`] (TOML) and [`cli`] (the command line) tie it together.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod fcgi;

@@ -293,6 +293,9 @@ impl Hub {
         std::thread::Builder::new()
             .name(format!("journal-follow {name}"))
             .spawn(move || loop {
+                if follower.strong_count() == 0 {
+                    return;
+                }
                 match reader.read_new() {
                     Ok(records) if !records.is_empty() => match follower.upgrade() {
                         Some(hub) => hub.deliver(records),
@@ -300,9 +303,6 @@ impl Hub {
                     },
                     Ok(_) => {}
                     Err(e) => log::error!("journal {}: {e}", dir.display()),
-                }
-                if follower.strong_count() == 0 {
-                    return;
                 }
                 if let Err(e) = inotify.read_events() {
                     log::error!("inotify on {}: {e}", dir.display());
