@@ -297,7 +297,12 @@ impl App {
 
     /// Routes a request to its response.
     pub async fn handle(&self, req: &Request) -> Response {
-        let Some(route) = self.routes.iter().find(|r| r.path == req.path) else {
+        let route = self.routes.iter().find(|r| r.path == req.path).or_else(|| {
+            (!req.path_info.is_empty())
+                .then(|| self.routes.iter().find(|r| r.path == req.path_info))
+                .flatten()
+        });
+        let Some(route) = route else {
             return FullResponse::text(404, format!("no route for {}", req.path)).into();
         };
         if let Handler::Topics(conf, hub) = &route.handler {

@@ -181,6 +181,16 @@ fn publish(args: PublishArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The log level when `RUST_LOG` is unset: `warn` for a CGI program (its stderr is the web
+/// server's error log, one line per request would flood it), `info` otherwise.
+pub fn default_log_level() -> &'static str {
+    if std::env::var("GATEWAY_INTERFACE").is_ok_and(|g| g.starts_with("CGI/")) {
+        "warn"
+    } else {
+        "info"
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     listen::ensure_std_fds();
@@ -221,8 +231,8 @@ pub fn run(cli: Cli) -> ExitCode {
                     },
                     true,
                 ),
-                Some(Mode::Cgi) => Err(cgi_unavailable()),
-                None if cgi_env => Err(cgi_unavailable()),
+                Some(Mode::Cgi) => cgi(),
+                None if cgi_env => cgi(),
                 None => {
                     let _ = Cli::command().print_help();
                     return ExitCode::from(2);
@@ -240,8 +250,20 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// CGI mode arrives with the CGI transport; until then answer the web server properly.
-fn cgi_unavailable() -> String {
-    println!("Status: 501 Not Implemented\r\nContent-Type: text/plain\r\n\r\nfastsse: CGI mode is not available in this build");
-    "CGI mode is not available in this build".into()
+/// CGI mode: config from FASTSSE_CONFIG, a `.toml` beside the program, or the default.
+fn cgi() -> Result<(), String> {
+    let config = match crate::cgi::config_path() {
+        Some(p) => Config::load(&p).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    };
+    match config {
+        Ok(c) => crate::cgi::run(c),
+        Err(e) => {
+            // Tell the web server (and the browser) what is wrong, not just the error log.
+            println!(
+                "Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nfastsse: {e}"
+            );
+            Err(e)
+        }
+    }
 }

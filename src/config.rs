@@ -346,6 +346,22 @@ impl RouteConfig {
     }
 }
 
+/// `[cgi]`: CGI mode.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgiConfig {
+    /// The route served when PATH_INFO is empty (`/cgi-bin/events.cgi` with nothing after it).
+    pub default_route: String,
+}
+
+impl Default for CgiConfig {
+    fn default() -> Self {
+        CgiConfig {
+            default_route: "/clock".into(),
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -359,6 +375,9 @@ pub struct Config {
     /// `[journal]`.
     #[serde(default)]
     pub journal: JournalConfig,
+    /// `[cgi]`.
+    #[serde(default)]
+    pub cgi: CgiConfig,
     /// `[[route]]` tables; the built-in demo routes when absent.
     #[serde(default = "default_routes", rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -394,6 +413,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             stream: StreamConfig::default(),
             journal: JournalConfig::default(),
+            cgi: CgiConfig::default(),
             routes: default_routes(),
         }
     }

@@ -8,7 +8,8 @@
 //! - Wire: [`fcgi::codec`] (records, a pure `Decoder`/`Encoder`) and [`fcgi::params`]
 //!   (name-value pairs), [`sse`] (event encoding and the client parser). No I/O.
 //! - Connection: [`fcgi::conn`] drives one FastCGI connection; [`listen`] and [`server`] own
-//!   sockets, accept loops, signals and shutdown.
+//!   sockets, accept loops, signals and shutdown. [`cgi`] is the other transport: one request
+//!   from the environment, the response on stdout.
 //! - Application: [`request`], [`app`] (routes, limits, status), [`source`] (where events
 //!   come from), [`hub`] (topics, replay, the durable journal) and [`publish`] (publish bodies). It knows nothing of FastCGI: a transport hands it a [`request::Request`] and
 //!   writes the [`app::Response`] through a [`source::BodyWriter`].
@@ -16,6 +17,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod cgi;
 pub mod cli;
 pub mod config;
 pub mod fcgi;

@@ -4,6 +4,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = fastsse::cli::Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(fastsse::cli::default_log_level()),
+    )
+    .init();
     fastsse::cli::run(cli)
 }

@@ -22,6 +22,9 @@ pub struct Request {
     pub path: String,
     /// Raw `QUERY_STRING`.
     pub query: String,
+    /// `PATH_INFO`, tried when `path` matches no route (a FastCGI app mounted as a script, as
+    /// mod_fcgid does: `/fastsse.fcgi/clock` routes as `/clock`).
+    pub path_info: String,
     /// Request body (at most the configured `max_body_bytes`).
     pub body: Bytes,
     /// The browser's address as the web server reports it (`REMOTE_ADDR:REMOTE_PORT`).
@@ -71,6 +74,7 @@ impl Request {
             method: String::new(),
             path: String::new(),
             query: String::new(),
+            path_info: String::new(),
             body,
             peer: String::new(),
             vars,
@@ -107,6 +111,7 @@ impl Request {
             _ => raw,
         };
         r.path = percent_decode(&raw, false);
+        r.path_info = r.var("PATH_INFO").unwrap_or("").to_string();
         r
     }
 

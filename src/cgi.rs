@@ -1,0 +1,145 @@
+//! The CGI transport: one request from the environment and stdin, the response written to
+//! stdout and flushed per event, until the stream ends, a write fails (the client left: EPIPE)
+//! or the web server sends SIGTERM. Same application, routes and sources as FastCGI.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncWriteExt, Stdout};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{stream_head, App, FullResponse, Response};
+use crate::config::Config;
+use crate::request::{PathFrom, Request};
+use crate::source::{run_stream, BodyClosed, BodyWriter};
+
+/// Where CGI mode finds its config: `FASTSSE_CONFIG`, else a `.toml` beside the program named
+/// like it (`events.cgi` -> `events.toml`), else the embedded default.
+pub fn config_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FASTSSE_CONFIG") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::args_os().next().map(PathBuf::from)?;
+    let beside = exe.with_extension("toml");
+    beside.is_file().then_some(beside)
+}
+
+/// stdout as a response body: each write is written and flushed before it returns.
+struct CgiBody(Stdout);
+
+impl BodyWriter for CgiBody {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), BodyClosed> {
+        // Rust ignores SIGPIPE: a browser that left shows up here as EPIPE.
+        self.0.write_all(&chunk).await.map_err(|_| BodyClosed)?;
+        self.0.flush().await.map_err(|_| BodyClosed)
+    }
+}
+
+/// Reads the request body: exactly CONTENT_LENGTH bytes of stdin, at most `max` (RFC 3875 4.2).
+fn read_body(max: usize) -> Result<Bytes, FullResponse> {
+    let len = match std::env::var("CONTENT_LENGTH")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+    {
+        None => return Ok(Bytes::new()),
+        Some(s) => s
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| FullResponse::text(400, "CONTENT_LENGTH is not a number"))?,
+    };
+    if len > max {
+        return Err(FullResponse::text(
+            413,
+            format!("request body of {len} bytes exceeds max_body_bytes ({max})"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    std::io::stdin()
+        .take(len as u64)
+        .read_exact(&mut body)
+        .map_err(|e| {
+            FullResponse::text(
+                400,
+                format!("request body shorter than CONTENT_LENGTH: {e}"),
+            )
+        })?;
+    Ok(Bytes::from(body))
+}
+
+/// The CGI environment as name-value pairs.
+fn environment() -> Vec<(Bytes, Bytes)> {
+    std::env::vars_os()
+        .map(|(k, v): (OsString, OsString)| (Bytes::from(k.into_vec()), Bytes::from(v.into_vec())))
+        .collect()
+}
+
+/// Serves one CGI request with `config`. Returns when the response is complete or the client left.
+pub fn run(config: Config) -> Result<(), String> {
+    let default_route = config.cgi.default_route.clone();
+    let max_body = config.server.max_body_bytes;
+    // The body is read before the runtime starts: plain blocking I/O in a one-request process.
+    let body = read_body(max_body);
+    let app = Arc::new(App::new(config)?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async move {
+        let mut out = CgiBody(tokio::io::stdout());
+        let (response, head_only) = match body {
+            Err(refusal) => (Response::Full(refusal), false),
+            Ok(body) => {
+                let mut req = Request::from_vars(environment(), body, PathFrom::PathInfo);
+                if req.path.is_empty() || req.path == "/" {
+                    req.path = default_route;
+                }
+                log::debug!("cgi {} {} peer={}", req.method, req.path, req.peer);
+                (app.handle(&req).await, req.is_head())
+            }
+        };
+        match response {
+            Response::Full(full) => {
+                let _ = out.write(full.to_bytes(head_only)).await;
+            }
+            Response::Stream(mut stream) => {
+                let shutdown = CancellationToken::new();
+                let abort = CancellationToken::new();
+                tokio::spawn(cancel_on_term(shutdown.clone()));
+                if out.write(stream_head()).await.is_ok() {
+                    let end = run_stream(
+                        stream.source.as_mut(),
+                        &mut out,
+                        stream.timing,
+                        &abort,
+                        &shutdown,
+                    )
+                    .await;
+                    log::debug!("cgi stream {} ended: {end:?}", stream.route);
+                }
+            }
+        }
+    });
+    // Do not wait for the journal threads: the process is done.
+    rt.shutdown_timeout(std::time::Duration::from_millis(50));
+    Ok(())
+}
+
+/// SIGTERM (Apache's cleanup, a script timeout) or SIGINT ends the stream with a retry hint.
+async fn cancel_on_term(shutdown: CancellationToken) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,414 @@
+//! Every way a web server runs fastsse, each with the real server from Debian's packages and the
+//! config file shipped in conf/: Apache mod_proxy_fcgi (daemon), mod_fcgid (spawned on fd 0),
+//! mod_cgid with the shipped .htaccess (CGI), lighttpd mod_fastcgi `bin-path` and mod_cgi, h2o
+//! `fastcgi.spawn`. Each proves streaming (event N arrives before event N+1 is produced), the
+//! headers, that a client abort ends the stream, and that a publish from another process arrives.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Routes used everywhere: a fast clock (so streaming vs buffering shows), topics, status.
+const ROUTES: &str = r#"
+[server]
+socket_mode = "0666"
+
+[stream]
+retry = "1s"
+heartbeat = "2s"
+
+[cgi]
+default_route = "/clock"
+
+[[route]]
+path = "/clock"
+type = "clock"
+interval = "300ms"
+
+[[route]]
+path = "/events"
+type = "topics"
+
+[[route]]
+path = "/status"
+type = "status"
+"#;
+
+fn shipped(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("conf")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A web server process started from a generated config, stopped when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+    name: &'static str,
+    error_log: PathBuf,
+}
+
+impl Server {
+    fn start(
+        name: &'static str,
+        dir: TempDir,
+        port: u16,
+        cmd: &mut Command,
+        error_log: PathBuf,
+    ) -> Server {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path("server.out")).unwrap())
+            .stderr(std::fs::File::create(dir.path("server.err")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let s = Server {
+            child,
+            port,
+            dir,
+            name,
+            error_log,
+        };
+        wait_for(name, Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        s
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "--- {} error log ---\n{}\n--- stderr ---\n{}",
+            self.name,
+            std::fs::read_to_string(&self.error_log).unwrap_or_default(),
+            std::fs::read_to_string(self.dir.path("server.err")).unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none()
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// Number of running processes whose executable is `exe`.
+fn processes_of(exe: &Path) -> usize {
+    let exe = std::fs::canonicalize(exe).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_link(e.path().join("exe"))
+                .map(|p| p == exe)
+                .unwrap_or(false)
+        })
+        .filter(|e| {
+            // Zombies (exited, not yet reaped) do not count.
+            std::fs::read_to_string(e.path().join("stat"))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// Streaming, not buffering: each event arrives on its own, spaced like the clock (300 ms).
+fn assert_streams(port: u16, path: &str) {
+    let mut s = HttpStream::open(port, "GET", path, &[]);
+    assert_eq!(s.status, 200, "{path}");
+    assert_eq!(
+        s.header("content-type"),
+        Some("text/event-stream"),
+        "{path}"
+    );
+    assert_eq!(s.header("cache-control"), Some("no-cache"), "{path}");
+    assert_eq!(s.header("content-length"), None);
+    assert_eq!(s.next_block().unwrap(), "retry: 1000\n");
+    let mut last = None;
+    for i in 0..5 {
+        let (id, _, data) = s.next_event().expect("event");
+        assert!(
+            data.starts_with("20") && id.parse::<u64>().is_ok(),
+            "{data}"
+        );
+        let now = Instant::now();
+        if let Some(prev) = last {
+            let gap: Duration = now - prev;
+            assert!(
+                gap >= Duration::from_millis(150),
+                "{path}: event {i} came {gap:?} after the previous one: buffered"
+            );
+        }
+        last = Some(now);
+    }
+}
+
+/// A publish by `publish` (another process) reaches a subscriber on `events_path`.
+fn assert_publish_arrives(port: u16, events_path: &str, publish: impl FnOnce(&str) -> String) {
+    let mut s = HttpStream::open(port, "GET", &format!("{events_path}?topic=cross"), &[]);
+    assert_eq!(s.status, 200);
+    assert_eq!(s.next_block().unwrap(), "retry: 1000\n");
+    // Give the subscription a moment to register before publishing.
+    std::thread::sleep(Duration::from_millis(300));
+    let id = publish("cross-process hello");
+    let start = Instant::now();
+    assert_eq!(
+        s.next_event().unwrap(),
+        (id, String::new(), "cross-process hello".to_string())
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+/// POSTs an event through the web server (handled by another fastsse process there).
+fn publish_via_http(port: u16, events_path: &str, data: &str) -> String {
+    let mut s = HttpStream::send(
+        port,
+        "POST",
+        &format!("{events_path}?topic=cross"),
+        &[("Content-Type", "text/plain")],
+        data.as_bytes(),
+    );
+    let body = s.rest();
+    assert_eq!(s.status, 200, "{body}");
+    body.trim().to_string()
+}
+
+/// `fastsse publish` as its own process into `data_dir`.
+fn publish_via_cli(data_dir: &Path, config: &Path, data: &str) -> String {
+    let out = Command::new(fastsse_bin())
+        .args(["publish", "--topic", "cross", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apache httpd 2.4
+
+const APACHE_MODULES: &[&str] = &["authz_core", "alias", "mime", "env", "setenvif", "dir"];
+
+fn apache(dir: TempDir, mpm: &str, modules: &[&str], body: &str) -> Server {
+    let port = free_port();
+    let d = dir.0.display().to_string();
+    let mut conf = format!(
+        "ServerName localhost\nListen 127.0.0.1:{port}\nPidFile {d}/httpd.pid\nDefaultRuntimeDir {d}\n\
+         Mutex file:{d} default\nErrorLog {d}/error.log\nLogLevel info\n\
+         LogFormat \"%h \\\"%r\\\" %>s\" common\nCustomLog {d}/access.log common\n\
+         User www-data\nGroup www-data\nTimeout 60\nTypesConfig /dev/null\n"
+    );
+    for m in std::iter::once(&format!("mpm_{mpm}").as_str())
+        .chain(APACHE_MODULES.iter())
+        .chain(modules.iter())
+    {
+        conf.push_str(&format!(
+            "LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"
+        ));
+    }
+    conf.push_str(&format!("DocumentRoot {d}/htdocs\n<Directory {d}/htdocs>\n    AllowOverride All\n    Require all granted\n</Directory>\n"));
+    conf.push_str(body);
+    std::fs::create_dir_all(dir.path("htdocs")).unwrap();
+    chmod(&dir.0, 0o755);
+    std::fs::write(dir.path("httpd.conf"), conf).unwrap();
+    let conf_path = dir.path("httpd.conf");
+    let log = dir.path("error.log");
+    Server::start(
+        "apache2",
+        dir,
+        port,
+        Command::new("apache2")
+            .arg("-f")
+            .arg(conf_path)
+            .arg("-DFOREGROUND"),
+        log,
+    )
+}
+
+#[test]
+fn apache_mod_proxy_fcgi_to_the_daemon() {
+    if !have("apache2") {
+        return;
+    }
+    let d = Daemon::start(ROUTES);
+    let conf = shipped("apache-proxy-fcgi.conf")
+        .replace("/run/fastsse/fastsse.sock", &d.socket.display().to_string());
+    assert!(conf.contains("flushpackets=on"));
+    let web = apache(
+        TempDir::new("apache-proxy"),
+        "event",
+        &["proxy", "proxy_fcgi"],
+        &conf,
+    );
+    assert_streams(web.port, "/clock");
+    // A browser leaving: Apache notices on its next write and closes the FastCGI connection.
+    wait_for("the first stream to end", Duration::from_secs(2), || {
+        d.status_number("active_streams") == 0
+    });
+    let mut s = HttpStream::open(web.port, "GET", "/clock", &[]);
+    s.next_event().unwrap();
+    assert_eq!(d.status_number("active_streams"), 1);
+    drop(s);
+    wait_for("the stream to end", Duration::from_secs(2), || {
+        d.status_number("active_streams") == 0
+    });
+    assert_publish_arrives(web.port, "/events", |data| {
+        publish_via_cli(&d.data_dir(), &d.dir.path("fastsse.toml"), data)
+    });
+    // Apache splits PARAMS over several records; a POST body goes through STDIN.
+    assert_publish_arrives(web.port, "/events", |data| {
+        publish_via_http(web.port, "/events", data)
+    });
+}
+
+/// Copies the fastsse binary where a web server user can run it.
+fn install_binary(dir: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let to = dir.join(name);
+    std::fs::copy(fastsse_bin(), &to).unwrap();
+    chmod(&to, 0o755);
+    to
+}
+
+fn give_to_www_data(p: &Path) {
+    let _ = Command::new("chown")
+        .arg("-R")
+        .arg("www-data:www-data")
+        .arg(p)
+        .status();
+}
+
+#[test]
+fn apache_mod_cgid_with_the_shipped_htaccess() {
+    if !have("apache2") {
+        return;
+    }
+    let dir = TempDir::new("apache-cgi");
+    let sse = dir.path("htdocs/sse");
+    let exe = install_binary(&sse, "events.cgi");
+    std::fs::write(sse.join(".htaccess"), shipped("htaccess")).unwrap();
+    std::fs::write(sse.join("events.toml"), ROUTES).unwrap();
+    give_to_www_data(&sse);
+    let d = dir.0.display().to_string();
+    let web = apache(
+        dir,
+        "event",
+        &["cgid"],
+        &format!("ScriptSock {d}/cgid.sock\n"),
+    );
+    assert_streams(web.port, "/sse/events.cgi/clock");
+    // PATH_INFO empty: the default route.
+    let s = HttpStream::open(web.port, "GET", "/sse/events.cgi", &[]);
+    assert_eq!(s.header("content-type"), Some("text/event-stream"));
+    drop(s);
+    // The config beside the program is not served to browsers.
+    assert_eq!(
+        HttpStream::open(web.port, "GET", "/sse/events.toml", &[]).status,
+        403
+    );
+    // The client leaving ends the CGI process (on its next write: a clock tick or heartbeat).
+    wait_for("no CGI process left", Duration::from_secs(5), || {
+        processes_of(&exe) == 0
+    });
+    let mut s = HttpStream::open(web.port, "GET", "/sse/events.cgi/clock", &[]);
+    s.next_event().unwrap();
+    assert_eq!(processes_of(&exe), 1);
+    drop(s);
+    let start = Instant::now();
+    wait_for("the CGI process to exit", Duration::from_secs(5), || {
+        processes_of(&exe) == 0
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    // Publish through another CGI process; the subscriber's process delivers it (journal).
+    assert_publish_arrives(web.port, "/sse/events.cgi/events", |data| {
+        publish_via_http(web.port, "/sse/events.cgi/events", data)
+    });
+    assert!(!web.logs().contains("panicked"), "{}", web.logs());
+}
+
+#[test]
+fn apache_mod_fcgid_spawns_fastsse_on_fd_0() {
+    if !have("apache2") || !Path::new("/usr/lib/apache2/modules/mod_fcgid.so").exists() {
+        assert!(
+            std::env::var_os("FASTSSE_REQUIRE_PEERS").is_none(),
+            "mod_fcgid missing"
+        );
+        return;
+    }
+    let dir = TempDir::new("apache-fcgid");
+    let www = dir.path("www");
+    let exe = install_binary(&www, "fastsse.fcgi");
+    let config = dir.path("fcgid.toml");
+    std::fs::write(
+        &config,
+        ROUTES.replace("[cgi]", "[journal]\ndir = \"fastsse-data\"\n\n[cgi]"),
+    )
+    .unwrap();
+    give_to_www_data(&www);
+    let d = dir.0.display().to_string();
+    let conf = shipped("apache-fcgid.conf")
+        .replace("/var/www/fastsse", &www.display().to_string())
+        .replace("/etc/fastsse/fcgid.toml", &config.display().to_string());
+    assert!(conf.contains("FcgidOutputBufferSize 0"));
+    let web = apache(
+        dir,
+        "event",
+        &["fcgid"],
+        &format!("FcgidIPCDir {d}/fcgid\nFcgidProcessTableFile {d}/fcgid-shm\n{conf}"),
+    );
+    assert_streams(web.port, "/fastsse/fastsse.fcgi/clock");
+    assert!(processes_of(&exe) >= 1);
+    // Publish through another request (another fastsse process under mod_fcgid, each stream
+    // pins one) and see it arrive on the subscriber's process.
+    assert_publish_arrives(web.port, "/fastsse/fastsse.fcgi/events", |data| {
+        publish_via_http(web.port, "/fastsse/fastsse.fcgi/events", data)
+    });
+    // A client leaving: the stream's process becomes free again and serves the next stream.
+    let mut s = HttpStream::open(web.port, "GET", "/fastsse/fastsse.fcgi/clock", &[]);
+    s.next_event().unwrap();
+    drop(s);
+    assert_streams(web.port, "/fastsse/fastsse.fcgi/clock");
+}
