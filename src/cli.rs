@@ -130,7 +130,13 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
             listeners.push(listen::bind(addr, &config.server).map_err(|e| e.to_string())?);
         }
     }
-    server::run_daemon(app, listeners).map_err(|e| format!("runtime: {e}"))
+    // Spawned by a web server on fd 0: h2o adds a lifeline pipe on fd 5.
+    let lifeline = if inherited_only {
+        listen::lifeline_fd()
+    } else {
+        None
+    };
+    server::run_daemon(app, listeners, lifeline).map_err(|e| format!("runtime: {e}"))
 }
 
 fn publish(args: PublishArgs) -> Result<(), String> {

@@ -268,3 +268,15 @@ pub fn ensure_std_fds() {
         }
     }
 }
+
+/// h2o's lifeline: when spawned by `fastcgi.spawn`, fd 5 is the read end of a pipe whose EOF
+/// means "the server is gone, exit". Returns it if fd 5 is a pipe.
+pub fn lifeline_fd() -> Option<OwnedFd> {
+    const LIFELINE: RawFd = 5;
+    let stat = nix::sys::stat::fstat(LIFELINE).ok()?;
+    if stat.st_mode & nix::libc::S_IFMT != nix::libc::S_IFIFO {
+        return None;
+    }
+    // SAFETY: fd 5 is an open FIFO inherited from the spawning server and used nowhere else.
+    Some(unsafe { OwnedFd::from_raw_fd(LIFELINE) })
+}

@@ -186,14 +186,42 @@ pub async fn cancel_on_signals(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// Runs the daemon on a new runtime until a signal ends it.
-pub fn run_daemon(app: App, listeners: Vec<BoundListener>) -> std::io::Result<()> {
+/// Cancels `shutdown` when the lifeline pipe (h2o's fd 5) reaches EOF.
+async fn cancel_on_lifeline_eof(fd: std::os::fd::OwnedFd, shutdown: CancellationToken) {
+    use tokio::io::AsyncReadExt;
+    let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        Ok(p) => p,
+        Err(e) => return log::warn!("lifeline pipe on fd 5 unusable: {e}"),
+    };
+    let mut buf = [0u8; 64];
+    loop {
+        tokio::select! {
+            r = pipe.read(&mut buf) => match r {
+                Ok(n) if n > 0 => continue,
+                _ => break,
+            },
+            _ = shutdown.cancelled() => return,
+        }
+    }
+    log::info!("lifeline (fd 5) closed: the web server is gone, shutting down");
+    shutdown.cancel();
+}
+
+/// Runs the daemon on a new runtime until a signal (or the lifeline's EOF) ends it.
+pub fn run_daemon(
+    app: App,
+    listeners: Vec<BoundListener>,
+    lifeline: Option<std::os::fd::OwnedFd>,
+) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signals(shutdown.clone()));
+        if let Some(fd) = lifeline {
+            tokio::spawn(cancel_on_lifeline_eof(fd, shutdown.clone()));
+        }
         serve(Arc::new(app), listeners, shutdown).await;
     });
     rt.shutdown_timeout(Duration::from_millis(100));

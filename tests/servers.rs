@@ -120,7 +120,8 @@ impl Drop for Server {
 
 /// Number of running processes whose executable is `exe`.
 fn processes_of(exe: &Path) -> usize {
-    let exe = std::fs::canonicalize(exe).unwrap();
+    let exe = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
+    let exe_str = exe.display().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok())
@@ -131,8 +132,9 @@ fn processes_of(exe: &Path) -> usize {
                 .all(|c| c.is_ascii_digit())
         })
         .filter(|e| {
+            // A deleted executable reads as "<path> (deleted)".
             std::fs::read_link(e.path().join("exe"))
-                .map(|p| p == exe)
+                .map(|p| p.display().to_string().trim_end_matches(" (deleted)") == exe_str)
                 .unwrap_or(false)
         })
         .filter(|e| {
@@ -411,4 +413,182 @@ fn apache_mod_fcgid_spawns_fastsse_on_fd_0() {
     s.next_event().unwrap();
     drop(s);
     assert_streams(web.port, "/fastsse/fastsse.fcgi/clock");
+}
+
+// ---------------------------------------------------------------------------------------------
+// lighttpd
+
+fn lighttpd(dir: TempDir, shipped_conf: &str) -> Server {
+    let port = free_port();
+    let d = dir.0.display().to_string();
+    std::fs::create_dir_all(dir.path("htdocs")).unwrap();
+    chmod(&dir.0, 0o755);
+    // lighttpd opens its log after dropping to www-data.
+    std::fs::create_dir_all(dir.path("logs")).unwrap();
+    give_to_www_data(&dir.path("logs"));
+    let conf = format!(
+        "server.document-root = \"{d}/htdocs\"\nserver.bind = \"127.0.0.1\"\nserver.port = {port}\n\
+         server.errorlog = \"{d}/logs/error.log\"\nserver.pid-file = \"{d}/lighttpd.pid\"\n\
+         server.username = \"www-data\"\nserver.groupname = \"www-data\"\nserver.modules = ( )\n{shipped_conf}\n"
+    );
+    std::fs::write(dir.path("lighttpd.conf"), conf).unwrap();
+    let conf_path = dir.path("lighttpd.conf");
+    let log = dir.path("logs/error.log");
+    Server::start(
+        "lighttpd",
+        dir,
+        port,
+        Command::new("lighttpd").arg("-D").arg("-f").arg(conf_path),
+        log,
+    )
+}
+
+#[test]
+fn lighttpd_mod_fastcgi_bin_path_spawns_fastsse() {
+    if !have("lighttpd") {
+        return;
+    }
+    let dir = TempDir::new("lighttpd-fcgi");
+    let bin = dir.path("bin");
+    let exe = install_binary(&bin, "fastsse");
+    let data = dir.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    give_to_www_data(&data);
+    let config = dir.path("fastsse.toml");
+    std::fs::write(
+        &config,
+        format!("[journal]\ndir = \"{}\"\n{ROUTES}", data.display()),
+    )
+    .unwrap();
+    let run = dir.path("run");
+    std::fs::create_dir_all(&run).unwrap();
+    give_to_www_data(&run);
+    let conf = shipped("lighttpd.conf")
+        .replace("/usr/local/bin/fastsse", &exe.display().to_string())
+        .replace(
+            "/run/lighttpd/fastsse.sock",
+            &run.join("fastsse.sock").display().to_string(),
+        )
+        .replace("/etc/fastsse/fastsse.toml", &config.display().to_string());
+    assert!(conf.contains("server.stream-response-body = 2"));
+    let web = lighttpd(dir, &conf);
+    assert_streams(web.port, "/clock");
+    assert_eq!(
+        processes_of(&exe),
+        1,
+        "one fastsse process serves every stream"
+    );
+    assert_publish_arrives(web.port, "/events", |d| publish_via_cli(&data, &config, d));
+    // A client leaving frees its stream in the spawned process (seen through /status).
+    let status = || -> String {
+        let mut s = HttpStream::open(web.port, "GET", "/status", &[]);
+        s.rest()
+    };
+    wait_for("streams to end", Duration::from_secs(3), || {
+        status().contains("\"active_streams\":0")
+    });
+    let mut s = HttpStream::open(web.port, "GET", "/clock", &[]);
+    s.next_event().unwrap();
+    assert!(status().contains("\"active_streams\":1"));
+    drop(s);
+    wait_for("the stream to end", Duration::from_secs(2), || {
+        status().contains("\"active_streams\":0")
+    });
+}
+
+#[test]
+fn lighttpd_mod_cgi() {
+    if !have("lighttpd") {
+        return;
+    }
+    let dir = TempDir::new("lighttpd-cgi");
+    let sse = dir.path("htdocs/sse");
+    let exe = install_binary(&sse, "events.cgi");
+    std::fs::write(sse.join("events.toml"), ROUTES).unwrap();
+    give_to_www_data(&sse);
+    let web = lighttpd(dir, &shipped("lighttpd-cgi.conf"));
+    assert_streams(web.port, "/sse/events.cgi/clock");
+    assert_eq!(
+        HttpStream::open(web.port, "GET", "/sse/events.toml", &[]).status,
+        403
+    );
+    wait_for("no CGI process left", Duration::from_secs(5), || {
+        processes_of(&exe) == 0
+    });
+    let mut s = HttpStream::open(web.port, "GET", "/sse/events.cgi/clock", &[]);
+    s.next_event().unwrap();
+    assert_eq!(processes_of(&exe), 1);
+    drop(s);
+    wait_for("the CGI process to exit", Duration::from_secs(2), || {
+        processes_of(&exe) == 0
+    });
+    assert_publish_arrives(web.port, "/sse/events.cgi/events", |d| {
+        publish_via_http(web.port, "/sse/events.cgi/events", d)
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// h2o
+
+#[test]
+fn h2o_fastcgi_spawn_with_the_lifeline() {
+    if !have("h2o") {
+        return;
+    }
+    let dir = TempDir::new("h2o");
+    chmod(&dir.0, 0o755);
+    let exe = install_binary(&dir.path("bin"), "fastsse");
+    let data = dir.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    give_to_www_data(&data);
+    let config = dir.path("fastsse.toml");
+    std::fs::write(
+        &config,
+        format!("[journal]\ndir = \"{}\"\n{ROUTES}", data.display()),
+    )
+    .unwrap();
+    let port = free_port();
+    let conf = shipped("h2o.conf")
+        .replace("/usr/local/bin/fastsse", &exe.display().to_string())
+        .replace("/etc/fastsse/fastsse.toml", &config.display().to_string())
+        .replace("\"example.com\"", "\"127.0.0.1\"")
+        .replace(
+            "      port: 80",
+            &format!("      port: {port}\n      host: 127.0.0.1"),
+        );
+    let d = dir.0.display().to_string();
+    std::fs::create_dir_all(dir.path("logs")).unwrap();
+    give_to_www_data(&dir.path("logs"));
+    let full = format!(
+        "user: www-data\npid-file: {d}/logs/h2o.pid\nerror-log: {d}/logs/error.log\n{conf}"
+    );
+    std::fs::write(dir.path("h2o.conf"), full).unwrap();
+    let conf_path = dir.path("h2o.conf");
+    let log = dir.path("logs/error.log");
+    let web = Server::start(
+        "h2o",
+        dir,
+        port,
+        Command::new("h2o").arg("-c").arg(conf_path),
+        log,
+    );
+    assert_streams(web.port, "/clock");
+    assert_eq!(processes_of(&exe), 1);
+    assert_publish_arrives(web.port, "/events", |d| publish_via_cli(&data, &config, d));
+    // h2o splits PARAMS at 65535 bytes, even inside a pair: a 70 KB header still routes.
+    // (h2o caps request headers itself; a large cookie is enough to exercise the split.)
+    let big = "c".repeat(60_000);
+    let mut s = HttpStream::open(web.port, "GET", "/status", &[("Cookie", &big)]);
+    let body = s.rest();
+    assert_eq!(s.status, 200, "{body}");
+    assert!(body.contains("active_streams"), "{body}");
+    // The lifeline: when h2o dies (SIGKILL: it cannot stop its children itself), the pipe on
+    // fd 5 closes and the spawned fastsse exits too.
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .arg(web.child.id().to_string())
+        .status();
+    wait_for("fastsse to follow h2o out", Duration::from_secs(5), || {
+        processes_of(&exe) == 0
+    });
 }
