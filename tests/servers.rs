@@ -69,7 +69,8 @@ impl Server {
         cmd: &mut Command,
         error_log: PathBuf,
     ) -> Server {
-        let child = cmd
+        // Its own process group: Apache's prefork MPM signals its whole group when it stops.
+        let child = std::os::unix::process::CommandExt::process_group(cmd, 0)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path("server.out")).unwrap())
             .stderr(std::fs::File::create(dir.path("server.err")).unwrap())
@@ -321,22 +322,32 @@ fn give_to_www_data(p: &Path) {
 
 #[test]
 fn apache_mod_cgid_with_the_shipped_htaccess() {
+    apache_cgi("event", "cgid");
+}
+
+#[test]
+fn apache_mod_cgi_with_the_shipped_htaccess() {
+    apache_cgi("prefork", "cgi");
+}
+
+/// Apache running fastsse as a CGI program in a folder with the shipped .htaccess.
+fn apache_cgi(mpm: &str, module: &str) {
     if !have("apache2") {
         return;
     }
-    let dir = TempDir::new("apache-cgi");
+    let dir = TempDir::new(&format!("apache-{module}"));
     let sse = dir.path("htdocs/sse");
     let exe = install_binary(&sse, "events.cgi");
     std::fs::write(sse.join(".htaccess"), shipped("htaccess")).unwrap();
     std::fs::write(sse.join("events.toml"), ROUTES).unwrap();
     give_to_www_data(&sse);
     let d = dir.0.display().to_string();
-    let web = apache(
-        dir,
-        "event",
-        &["cgid"],
-        &format!("ScriptSock {d}/cgid.sock\n"),
-    );
+    let extra = if module == "cgid" {
+        format!("ScriptSock {d}/cgid.sock\n")
+    } else {
+        String::new()
+    };
+    let web = apache(dir, mpm, &[module], &extra);
     assert_streams(web.port, "/sse/events.cgi/clock");
     // PATH_INFO empty: the default route.
     let s = HttpStream::open(web.port, "GET", "/sse/events.cgi", &[]);

@@ -1,0 +1,214 @@
+//! fastsse as a CGI program, run the way a web server runs it (environment, stdin, stdout):
+//! SIGTERM and a client that left (EPIPE) end the process within a second, request bodies and
+//! publishing work, and the maximum stream lifetime ends a stream cleanly so the reconnect
+//! with Last-Event-ID loses nothing.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const CONFIG: &str = r#"
+[stream]
+retry = "1s"
+heartbeat = "1s"
+max_lifetime = "1500ms"
+
+[server]
+max_body_bytes = 100
+
+[[route]]
+path = "/clock"
+type = "clock"
+interval = "200ms"
+
+[[route]]
+path = "/events"
+type = "topics"
+"#;
+
+struct Cgi {
+    dir: TempDir,
+}
+
+impl Cgi {
+    fn new() -> Cgi {
+        let dir = TempDir::new("cgi");
+        std::fs::write(dir.path("fastsse.toml"), CONFIG).unwrap();
+        Cgi { dir }
+    }
+
+    fn command(&self, method: &str, path_info: &str, query: &str) -> Command {
+        let mut c = Command::new(fastsse_bin());
+        c.current_dir(&self.dir.0)
+            .env_clear()
+            .env("GATEWAY_INTERFACE", "CGI/1.1")
+            .env("REQUEST_METHOD", method)
+            .env("PATH_INFO", path_info)
+            .env("QUERY_STRING", query)
+            .env("SCRIPT_NAME", "/cgi-bin/events.cgi")
+            .env("FASTSSE_CONFIG", self.dir.path("fastsse.toml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Starts a streaming request and reads its header block.
+    fn open(
+        &self,
+        path_info: &str,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> (Child, BufReader<ChildStdout>) {
+        let mut c = self.command("GET", path_info, query);
+        if let Some(id) = last_event_id {
+            c.env("HTTP_LAST_EVENT_ID", id);
+        }
+        let mut child = c.stdin(Stdio::null()).spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            assert!(
+                out.read_line(&mut head).unwrap() > 0,
+                "no header block: {head:?}"
+            );
+        }
+        assert!(
+            head.starts_with("Status: 200 OK\r\nContent-Type: text/event-stream\r\n"),
+            "{head}"
+        );
+        (child, out)
+    }
+
+    fn post(&self, query: &str, body: &[u8]) -> String {
+        let mut child = self
+            .command("POST", "/events", query)
+            .env("CONTENT_TYPE", "text/plain")
+            .env("CONTENT_LENGTH", body.len().to_string())
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(body).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn block(out: &mut BufReader<ChildStdout>) -> String {
+    let mut b = String::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 || line == "\n" {
+            return b;
+        }
+        b.push_str(&line);
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Duration {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < within,
+            "CGI process still running after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn sigterm_ends_the_cgi_process_within_a_second() {
+    let cgi = Cgi::new();
+    let (mut child, mut out) = cgi.open("/clock", "", None);
+    assert_eq!(block(&mut out), "retry: 1000\n");
+    assert!(block(&mut out).starts_with("id: "));
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let took = wait_exit(&mut child, Duration::from_secs(1));
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.ends_with("retry: 1000\n\n"), "{rest:?}");
+    assert!(child.wait().unwrap().success(), "after {took:?}");
+}
+
+#[test]
+fn a_client_that_left_ends_the_cgi_process() {
+    let cgi = Cgi::new();
+    let (mut child, mut out) = cgi.open("/clock", "", None);
+    block(&mut out);
+    block(&mut out);
+    // The web server closes the pipe when the browser leaves: the next write fails (EPIPE).
+    drop(out);
+    let took = wait_exit(&mut child, Duration::from_secs(1));
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(took < Duration::from_secs(1));
+}
+
+#[test]
+fn publishing_and_body_limits_over_cgi() {
+    let cgi = Cgi::new();
+    let ok = cgi.post("topic=a", b"hello");
+    assert!(
+        ok.starts_with("Status: 200 OK\r\n") && ok.ends_with("\r\n\r\n1\n"),
+        "{ok}"
+    );
+    let big = cgi.post("topic=a", &[b'x'; 101]);
+    assert!(
+        big.starts_with("Status: 413 ") && big.contains("max_body_bytes"),
+        "{big}"
+    );
+    let none = cgi.post("", b"no topic");
+    assert!(
+        none.starts_with("Status: 400 ") && none.contains("missing topic"),
+        "{none}"
+    );
+    // An unknown route, and the 405 for a stream route.
+    let out = cgi
+        .command("GET", "/nope", "")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Status: 404 "));
+}
+
+#[test]
+fn max_lifetime_ends_the_stream_and_the_reconnect_loses_nothing() {
+    let cgi = Cgi::new();
+    let (mut child, mut out) = cgi.open("/events", "topic=t", None);
+    assert_eq!(block(&mut out), "retry: 1000\n");
+    let first = cgi.post("topic=t", b"one");
+    let first_id = first.rsplit("\r\n\r\n").next().unwrap().trim().to_string();
+    let ev = block(&mut out);
+    assert_eq!(ev, format!("id: {first_id}\ndata: one\n"));
+    // The lifetime (1.5 s) ends the stream with a retry hint; the process exits.
+    let start = Instant::now();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.ends_with("retry: 1000\n\n"), "{rest:?}");
+    wait_exit(&mut child, Duration::from_secs(1));
+    assert!(start.elapsed() < Duration::from_secs(3));
+    // Published while no subscriber was connected.
+    cgi.post("topic=t", b"two");
+    cgi.post("topic=t", b"three");
+    let (mut child, mut out) = cgi.open("/events", "topic=t", Some(&first_id));
+    block(&mut out);
+    assert!(block(&mut out).ends_with("data: two\n"));
+    assert!(block(&mut out).ends_with("data: three\n"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
