@@ -54,6 +54,13 @@ pub enum Command {
 /// `fastsse bench` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Load-test any SSE server: N subscribers (through a web server or straight to a FastCGI
+    /// socket), a publisher, churn; reports delivery and latency. Exits 1 when events were lost
+    /// or connections failed.
+    Sse(crate::bench::load::LoadArgs),
+    /// The least possible FastCGI SSE upstream (for comparisons): one pre-encoded record per
+    /// tick to every connection.
+    Floor(crate::bench::floor::FloorArgs),
     /// Publish throughput and acknowledgement latency of the journal under each fsync policy.
     Journal(crate::bench::JournalBenchArgs),
 }
@@ -204,6 +211,24 @@ pub fn run(cli: Cli) -> ExitCode {
         (Some(Command::Serve(args)), _) => serve(args, false),
         (Some(Command::Publish(args)), _) => publish(args),
         (Some(Command::Bench(BenchCommand::Journal(args))), _) => crate::bench::journal(args),
+        (Some(Command::Bench(BenchCommand::Floor(args))), _) => crate::bench::floor::run(args),
+        (Some(Command::Bench(BenchCommand::Sse(args))), _) => {
+            let json = args.json;
+            match crate::bench::load::run(args) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                    } else {
+                        report.print();
+                    }
+                    if report.failed() {
+                        return ExitCode::FAILURE;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
         (Some(Command::CheckConfig { file }), _) => Config::load(&file)
             .map(|c| {
                 for r in &c.routes {

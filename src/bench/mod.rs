@@ -1,5 +1,10 @@
-//! Benchmarks printed as figures, never asserted: `fastsse bench journal` measures publish
-//! throughput and acknowledgement latency of the durable journal under each fsync policy.
+//! Benchmarks printed as figures, never asserted: `fastsse bench sse` load-tests any SSE server
+//! ([`load`]), `fastsse bench floor` is the least possible FastCGI SSE upstream for comparison
+//! ([`floor`]), and `fastsse bench journal` measures publish throughput of the journal under
+//! each fsync policy.
+
+pub mod floor;
+pub mod load;
 
 use std::path::PathBuf;
 use std::sync::Arc;
