@@ -50,7 +50,8 @@ trap cleanup EXIT INT TERM
 user=""
 [ "$(id -u)" = 0 ] && user="user root;"
 phpfpm=$(ls /usr/sbin/php-fpm* | head -1)
-port_base=$((20000 + RANDOM % 20000))
+# Below the ephemeral range (32768+), which the bench client's own connections use.
+port_base=$((10000 + RANDOM % 20000))
 p_fastsse=$((port_base)); p_floor=$((port_base + 1)); p_nchan=$((port_base + 2))
 p_php_static=$((port_base + 3)); p_php_default=$((port_base + 4)); p_apache=$((port_base + 5))
 
@@ -153,6 +154,7 @@ CONF
 nginx -c "$work/nginx.conf" -p "$work" -g "daemon off;" &
 pids+=($!)
 sleep 0.5
+kill -0 "${pids[-1]}" 2>/dev/null || { echo "compare.sh: nginx did not start" >&2; cat "$work/nginx-error.log" >&2; exit 1; }
 
 # ---- measurement helpers ------------------------------------------------------------------
 descendants() { # pid -> pid and all its descendants

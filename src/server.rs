@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::App;
-use crate::fcgi::conn::{serve_connection, ConnContext};
+use crate::fcgi::conn::{serve_connection, ConnContext, FcgiSocket};
 use crate::listen::BoundListener;
 
 /// Counter for connection ids in logs.
@@ -57,10 +57,7 @@ impl Acceptor {
         true
     }
 
-    fn spawn<S>(&self, io: S, peer: String)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-    {
+    fn spawn<S: FcgiSocket>(&self, io: S, peer: String) {
         let ctx = ConnContext {
             app: self.app.clone(),
             shutdown: self.shutdown.clone(),

@@ -1,12 +1,16 @@
 //! The FastCGI connection driver: one reader for the connection's whole life, a request table by
-//! id (multiplexing), a writer task that batches and flushes records, KEEP_CONN, GET_VALUES,
-//! ABORT_REQUEST, and cancellation of every request the moment the peer closes the connection.
+//! id (multiplexing), KEEP_CONN, GET_VALUES, ABORT_REQUEST, and cancellation of every request the
+//! moment the peer closes the connection.
+//!
+//! Writes go straight to the socket: a request encodes its records and writes them with one
+//! non-blocking `try_write` (one event, one syscall, no task hand-off); only when the socket is
+//! full do bytes wait in a small per-connection queue, flushed in order when it is writable.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::io;
+use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +23,7 @@ use crate::app::{stream_head, App, FullResponse, Response};
 use crate::request::{PathFrom, Request};
 use crate::source::{run_stream, BodyClosed, BodyWriter, StreamEnd};
 
-/// Messages queued to the connection's writer, in the order they must reach the wire.
+/// What a connection writes, encoded to records by [`encode`].
 #[derive(Debug)]
 enum Outgoing {
     /// Response bytes for one request (never empty).
@@ -32,16 +36,115 @@ enum Outgoing {
     },
     /// A management record.
     Management(Record),
-    /// Flush and close the connection.
-    Close,
 }
 
-/// Queue between a connection's requests and its writer, in messages.
-const OUTGOING_QUEUE: usize = 64;
-/// Initial read buffer: enough for nginx's usual PARAMS record.
+/// Read buffer growth step while a request arrives.
 const READ_BUFFER: usize = 2048;
-/// The writer flushes at least this often while messages keep coming.
-const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+/// A connected socket the driver reads and writes through `&self`, without splitting it.
+pub trait FcgiSocket: Send + Sync + 'static {
+    /// Waits until the socket may be readable.
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    /// Reads what is there without blocking.
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    /// Waits until the socket may be writable.
+    fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    /// Writes what fits without blocking.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+macro_rules! fcgi_socket {
+    ($t:ty) => {
+        impl FcgiSocket for $t {
+            async fn readable(&self) -> io::Result<()> {
+                <$t>::readable(self).await
+            }
+            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+                <$t>::try_read_buf(self, buf)
+            }
+            async fn writable(&self) -> io::Result<()> {
+                <$t>::writable(self).await
+            }
+            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                <$t>::try_write(self, buf)
+            }
+        }
+    };
+}
+fcgi_socket!(tokio::net::UnixStream);
+fcgi_socket!(tokio::net::TcpStream);
+
+/// The write side of a connection, shared by its requests. Bytes are written at once when
+/// nothing is queued; otherwise they queue behind earlier bytes (order is kept) and the caller
+/// flushes until the queue is empty. The lock is never held across an `.await`.
+struct ConnWriter<S> {
+    io: Arc<S>,
+    pending: Mutex<BytesMut>,
+    /// Cancelled when a write fails: the peer is gone.
+    cancel: CancellationToken,
+}
+
+impl<S: FcgiSocket> ConnWriter<S> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BytesMut> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn broken(&self, e: io::Error) -> BodyClosed {
+        log::debug!("write failed, client gone: {e}");
+        self.cancel.cancel();
+        BodyClosed
+    }
+
+    /// Encodes and writes `msg`; returns once its bytes are in the kernel.
+    async fn send(&self, msg: Outgoing) -> Result<(), BodyClosed> {
+        if self.cancel.is_cancelled() {
+            return Err(BodyClosed);
+        }
+        let mut bytes = BytesMut::new();
+        if let Err(e) = encode(msg, &mut bytes) {
+            log::error!("cannot encode a record: {e}");
+            return Ok(());
+        }
+        {
+            let mut pending = self.lock();
+            if pending.is_empty() {
+                match self.io.try_write(&bytes) {
+                    Ok(n) if n == bytes.len() => return Ok(()),
+                    Ok(n) => pending.extend_from_slice(&bytes[n..]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => pending.extend_from_slice(&bytes),
+                    Err(e) => return Err(self.broken(e)),
+                }
+            } else {
+                pending.extend_from_slice(&bytes);
+            }
+        }
+        self.flush().await
+    }
+
+    /// Writes queued bytes until none are left (whoever queued them).
+    async fn flush(&self) -> Result<(), BodyClosed> {
+        loop {
+            {
+                let mut pending = self.lock();
+                while !pending.is_empty() {
+                    match self.io.try_write(&pending) {
+                        Ok(n) => pending.advance(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(self.broken(e)),
+                    }
+                }
+                if pending.is_empty() {
+                    *pending = BytesMut::new();
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                r = self.io.writable() => r.map_err(|e| self.broken(e))?,
+                _ = self.cancel.cancelled() => return Err(BodyClosed),
+            }
+        }
+    }
+}
 
 /// Everything a connection needs from the server.
 #[derive(Clone)]
@@ -82,84 +185,87 @@ struct Slot {
     phase: Phase,
 }
 
-/// Reads whole records from the connection, with the codec doing the framing.
-struct RecordReader<R> {
-    io: R,
+/// Reads whole records from the connection, with the codec doing the framing. Holds no buffer
+/// while waiting: thousands of idle streams wait here.
+struct RecordReader<S> {
+    io: Arc<S>,
     buf: BytesMut,
 }
 
-impl<R: AsyncRead + Unpin> RecordReader<R> {
+impl<S: FcgiSocket> RecordReader<S> {
     /// The next record; `Ok(None)` at a clean EOF. Cancel-safe.
     async fn next(&mut self) -> Result<Option<Record>, CodecError> {
         loop {
             if let Some(record) = RecordCodec.decode(&mut self.buf)? {
-                if self.buf.is_empty() && self.buf.capacity() > 16 * READ_BUFFER {
-                    self.buf = BytesMut::with_capacity(READ_BUFFER);
+                if self.buf.is_empty() {
+                    self.buf = BytesMut::new();
                 }
                 return Ok(Some(record));
             }
+            self.io.readable().await?;
             if self.buf.capacity() == self.buf.len() {
                 self.buf.reserve(READ_BUFFER);
             }
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return RecordCodec.decode_eof(&mut self.buf);
+            match self.io.try_read_buf(&mut self.buf) {
+                Ok(0) => return RecordCodec.decode_eof(&mut self.buf),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
 }
 
-/// Writes one request's body as STDOUT records through the connection's writer.
-struct FcgiBody {
+/// Writes one request's body as STDOUT records.
+struct FcgiBody<S> {
     id: u16,
-    out: mpsc::Sender<Outgoing>,
+    writer: Arc<ConnWriter<S>>,
 }
 
-impl BodyWriter for FcgiBody {
+impl<S: FcgiSocket> BodyWriter for FcgiBody<S> {
     async fn write(&mut self, chunk: Bytes) -> Result<(), BodyClosed> {
         if chunk.is_empty() {
             // An empty STDOUT record would end the stream: an empty write is a no-op.
             return Ok(());
         }
-        self.out
+        self.writer
             .send(Outgoing::Stdout {
                 id: self.id,
                 data: chunk,
             })
             .await
-            .map_err(|_| BodyClosed)
     }
 }
 
-struct Conn {
+struct Conn<S> {
     ctx: ConnContext,
     slots: HashMap<u16, Slot>,
-    out: mpsc::Sender<Outgoing>,
+    writer: Arc<ConnWriter<S>>,
     done_tx: mpsc::UnboundedSender<u16>,
     cancel: CancellationToken,
     close_when_idle: bool,
 }
 
 /// Serves one FastCGI connection until the peer closes it, a protocol error, or shutdown.
-pub async fn serve_connection<S>(io: S, ctx: ConnContext)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
+pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext) {
     let _counted = ctx.app.connection_opened();
-    let (rd, wr) = tokio::io::split(io);
+    let io = Arc::new(io);
     let mut reader = RecordReader {
-        io: rd,
-        buf: BytesMut::with_capacity(READ_BUFFER),
+        io: io.clone(),
+        buf: BytesMut::new(),
     };
     let cancel = CancellationToken::new();
-    let (out, out_rx) = mpsc::channel(OUTGOING_QUEUE);
-    ctx.tracker
-        .spawn(write_loop(wr, out_rx, cancel.clone(), ctx.conn_id));
+    let writer = Arc::new(ConnWriter {
+        io,
+        pending: Mutex::new(BytesMut::new()),
+        cancel: cancel.clone(),
+    });
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let shutdown = ctx.shutdown.clone();
     let mut conn = Conn {
         ctx,
         slots: HashMap::new(),
-        out,
+        writer,
         done_tx,
         cancel,
         close_when_idle: false,
@@ -170,11 +276,11 @@ where
         let flow = tokio::select! {
             biased;
             _ = conn.cancel.cancelled() => Flow::Close,
-            Some(id) = done_rx.recv() => conn.finished(id).await,
+            Some(id) = done_rx.recv() => conn.finished(id),
             _ = shutdown.cancelled(), if !draining => {
                 draining = true;
                 conn.close_when_idle = true;
-                conn.close_if_idle().await
+                conn.close_if_idle()
             }
             record = reader.next() => match record {
                 Ok(Some(record)) => conn.on_record(record).await,
@@ -203,14 +309,15 @@ where
         // Streams still running lose their connection: stop them now.
         conn.cancel.cancel();
     }
+    // The socket closes when the last request task lets go of it.
     log::debug!("conn={}: closed", conn.ctx.conn_id);
 }
 
-impl Conn {
+impl<S: FcgiSocket> Conn<S> {
     async fn send(&self, msg: Outgoing) -> Flow {
-        tokio::select! {
-            r = self.out.send(msg) => if r.is_ok() { Flow::Continue } else { Flow::Close },
-            _ = self.cancel.cancelled() => Flow::Close,
+        match self.writer.send(msg).await {
+            Ok(()) => Flow::Continue,
+            Err(BodyClosed) => Flow::Close,
         }
     }
 
@@ -224,22 +331,22 @@ impl Conn {
         Flow::Close
     }
 
-    async fn close_if_idle(&mut self) -> Flow {
+    /// Closes the connection (by leaving the loop) when asked to and no request is left.
+    fn close_if_idle(&mut self) -> Flow {
         if self.close_when_idle && self.slots.is_empty() {
-            self.send(Outgoing::Close).await;
             return Flow::Close;
         }
         Flow::Continue
     }
 
-    /// A request ended (END_REQUEST already queued): apply KEEP_CONN.
-    async fn finished(&mut self, id: u16) -> Flow {
+    /// A request ended (END_REQUEST already written): apply KEEP_CONN.
+    fn finished(&mut self, id: u16) -> Flow {
         if let Some(slot) = self.slots.remove(&id) {
             if !slot.keep_conn {
                 self.close_when_idle = true;
             }
         }
-        self.close_if_idle().await
+        self.close_if_idle()
     }
 
     /// Ends a request that never started a handler.
@@ -259,7 +366,7 @@ impl Conn {
         if !keep_conn {
             self.close_when_idle = true;
         }
-        self.close_if_idle().await
+        self.close_if_idle()
     }
 
     async fn on_record(&mut self, r: Record) -> Flow {
@@ -485,7 +592,7 @@ impl Conn {
             app: self.ctx.app.clone(),
             id,
             conn_id: self.ctx.conn_id,
-            out: self.out.clone(),
+            writer: self.writer.clone(),
             abort,
             conn_cancel: self.cancel.clone(),
             shutdown: self.ctx.shutdown.clone(),
@@ -498,22 +605,22 @@ impl Conn {
 }
 
 /// One request's handler: route it, write the response, end it.
-struct RequestTask {
+struct RequestTask<S> {
     app: Arc<App>,
     id: u16,
     conn_id: u64,
-    out: mpsc::Sender<Outgoing>,
+    writer: Arc<ConnWriter<S>>,
     abort: CancellationToken,
     conn_cancel: CancellationToken,
     shutdown: CancellationToken,
     done: mpsc::UnboundedSender<u16>,
 }
 
-impl RequestTask {
+impl<S: FcgiSocket> RequestTask<S> {
     async fn run(self, input: Result<Request, FullResponse>) {
         let mut body = FcgiBody {
             id: self.id,
-            out: self.out.clone(),
+            writer: self.writer.clone(),
         };
         let (response, head_only, peer) = match input {
             Ok(req) => (self.app.handle(&req).await, req.is_head(), req.peer.clone()),
@@ -561,10 +668,7 @@ impl RequestTask {
                 protocol_status: FCGI_REQUEST_COMPLETE,
                 terminate_stdout: true,
             };
-            tokio::select! {
-                _ = self.out.send(end) => {}
-                _ = self.conn_cancel.cancelled() => {}
-            }
+            let _ = self.writer.send(end).await;
         }
         let _ = self.done.send(self.id);
     }
@@ -587,60 +691,5 @@ fn encode(msg: Outgoing, buf: &mut BytesMut) -> Result<(), CodecError> {
             RecordCodec.encode(Record::new(FCGI_END_REQUEST, id, body), buf)
         }
         Outgoing::Management(r) => RecordCodec.encode(r, buf),
-        Outgoing::Close => Ok(()),
     }
-}
-
-/// The connection's writer: takes every queued message, encodes them into one buffer and writes
-/// it with one syscall; flushes as soon as the queue is empty, so each event reaches the wire at
-/// once while bursts share syscalls.
-async fn write_loop<W: AsyncWrite>(
-    wr: W,
-    mut rx: mpsc::Receiver<Outgoing>,
-    cancel: CancellationToken,
-    conn_id: u64,
-) {
-    let mut wr = std::pin::pin!(wr);
-    let mut buf = BytesMut::with_capacity(4096);
-    loop {
-        let first = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            m = rx.recv() => m,
-        };
-        let Some(mut msg) = first else { break };
-        let mut close = false;
-        loop {
-            if matches!(msg, Outgoing::Close) {
-                close = true;
-                break;
-            }
-            if let Err(e) = encode(msg, &mut buf) {
-                log::error!("conn={conn_id}: cannot encode a record: {e}");
-            }
-            if buf.len() >= WRITE_BATCH_BYTES {
-                break;
-            }
-            match rx.try_recv() {
-                Ok(m) => msg = m,
-                Err(_) => break,
-            }
-        }
-        let written = tokio::select! {
-            r = async { wr.write_all_buf(&mut buf).await?; wr.flush().await } => r,
-            _ = cancel.cancelled() => return,
-        };
-        if let Err(e) = written {
-            log::debug!("conn={conn_id}: write failed, client gone: {e}");
-            cancel.cancel();
-            return;
-        }
-        if buf.capacity() > 4 * WRITE_BATCH_BYTES {
-            buf = BytesMut::with_capacity(4096);
-        }
-        if close {
-            break;
-        }
-    }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wr.shutdown()).await;
 }
