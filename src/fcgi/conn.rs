@@ -11,7 +11,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -82,11 +82,29 @@ struct ConnWriter<S> {
     pending: Mutex<BytesMut>,
     /// Cancelled when a write fails: the peer is gone.
     cancel: CancellationToken,
+    /// Ids of requests that ended (END_REQUEST written), for the reader to retire.
+    finished: Mutex<Vec<u16>>,
+    /// Wakes the reader when `finished` gains an id. (Lighter than a channel per connection.)
+    finished_notify: Notify,
 }
 
 impl<S: FcgiSocket> ConnWriter<S> {
     fn lock(&self) -> std::sync::MutexGuard<'_, BytesMut> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reports a request as ended to the connection's reader.
+    fn request_finished(&self, id: u16) {
+        self.finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+        self.finished_notify.notify_one();
+    }
+
+    /// Takes the ids of requests that ended.
+    fn take_finished(&self) -> Vec<u16> {
+        std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn broken(&self, e: io::Error) -> BodyClosed {
@@ -111,7 +129,9 @@ impl<S: FcgiSocket> ConnWriter<S> {
                 match self.io.try_write(&bytes) {
                     Ok(n) if n == bytes.len() => return Ok(()),
                     Ok(n) => pending.extend_from_slice(&bytes[n..]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => pending.extend_from_slice(&bytes),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        pending.extend_from_slice(&bytes)
+                    }
                     Err(e) => return Err(self.broken(e)),
                 }
             } else {
@@ -241,7 +261,6 @@ struct Conn<S> {
     ctx: ConnContext,
     slots: HashMap<u16, Slot>,
     writer: Arc<ConnWriter<S>>,
-    done_tx: mpsc::UnboundedSender<u16>,
     cancel: CancellationToken,
     close_when_idle: bool,
 }
@@ -259,14 +278,14 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext) {
         io,
         pending: Mutex::new(BytesMut::new()),
         cancel: cancel.clone(),
+        finished: Mutex::new(Vec::new()),
+        finished_notify: Notify::new(),
     });
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let shutdown = ctx.shutdown.clone();
     let mut conn = Conn {
         ctx,
         slots: HashMap::new(),
         writer,
-        done_tx,
         cancel,
         close_when_idle: false,
     };
@@ -276,7 +295,13 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext) {
         let flow = tokio::select! {
             biased;
             _ = conn.cancel.cancelled() => Flow::Close,
-            Some(id) = done_rx.recv() => conn.finished(id),
+            _ = conn.writer.finished_notify.notified() => {
+                let mut flow = Flow::Continue;
+                for id in conn.writer.take_finished() {
+                    flow = conn.finished(id);
+                }
+                flow
+            }
             _ = shutdown.cancelled(), if !draining => {
                 draining = true;
                 conn.close_when_idle = true;
@@ -596,7 +621,6 @@ impl<S: FcgiSocket> Conn<S> {
             abort,
             conn_cancel: self.cancel.clone(),
             shutdown: self.ctx.shutdown.clone(),
-            done: self.done_tx.clone(),
         };
         let input = input.map(|(vars, body)| Request::from_vars(vars, body, PathFrom::RequestUri));
         self.ctx.tracker.spawn(task.run(input));
@@ -613,7 +637,6 @@ struct RequestTask<S> {
     abort: CancellationToken,
     conn_cancel: CancellationToken,
     shutdown: CancellationToken,
-    done: mpsc::UnboundedSender<u16>,
 }
 
 impl<S: FcgiSocket> RequestTask<S> {
@@ -670,7 +693,7 @@ impl<S: FcgiSocket> RequestTask<S> {
             };
             let _ = self.writer.send(end).await;
         }
-        let _ = self.done.send(self.id);
+        self.writer.request_finished(self.id);
     }
 }
 

@@ -135,7 +135,11 @@ pub async fn run_stream<W: BodyWriter>(
     let end_at = timing
         .max_lifetime
         .map_or(far_future, |l| Instant::now() + l);
-    let mut heartbeat_at = Instant::now() + timing.heartbeat;
+    // One timer for both the heartbeat and the lifetime. It is not moved on every event: when
+    // it fires early (events were written meanwhile) it is pushed to the real heartbeat time.
+    let mut last_write = Instant::now();
+    let timer = sleep_until((last_write + timing.heartbeat).min(end_at));
+    tokio::pin!(timer);
     loop {
         let chunk = tokio::select! {
             biased;
@@ -144,20 +148,35 @@ pub async fn run_stream<W: BodyWriter>(
                 let _ = write_or_abort(w, retry_hint, abort).await;
                 return StreamEnd::Shutdown;
             }
-            _ = sleep_until(end_at) => {
-                let _ = write_or_abort(w, retry_hint, abort).await;
-                return StreamEnd::Lifetime;
+            _ = &mut timer => {
+                let now = Instant::now();
+                if now >= end_at {
+                    let _ = write_or_abort(w, retry_hint, abort).await;
+                    return StreamEnd::Lifetime;
+                }
+                let due = last_write + timing.heartbeat;
+                if now < due {
+                    timer.as_mut().reset(due.min(end_at));
+                    None
+                } else {
+                    Some(EncodedEvent::heartbeat().into_bytes())
+                }
             }
-            _ = sleep_until(heartbeat_at) => EncodedEvent::heartbeat().into_bytes(),
             ev = source.next() => match ev {
-                Some(ev) => ev.into_bytes(),
+                Some(ev) => Some(ev.into_bytes()),
                 None => return StreamEnd::SourceDone,
             },
         };
+        let Some(chunk) = chunk else { continue };
         if write_or_abort(w, chunk, abort).await.is_err() {
             return StreamEnd::ClientGone;
         }
-        heartbeat_at = Instant::now() + timing.heartbeat;
+        last_write = Instant::now();
+        if timer.is_elapsed() {
+            timer
+                .as_mut()
+                .reset((last_write + timing.heartbeat).min(end_at));
+        }
     }
 }
 
