@@ -7,7 +7,7 @@
 //! full do bytes wait in a small per-connection queue, flushed in order when it is writable.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -21,7 +21,7 @@ use super::params::{decode_params, encode_pair, ParamsLimits};
 use super::*;
 use crate::app::{stream_head, App, FullResponse, Response};
 use crate::request::{PathFrom, Request};
-use crate::source::{run_stream, BodyClosed, BodyWriter, StreamEnd};
+use crate::source::{run_stream, BodyClosed, BodyWriter, DirectWriter, StreamEnd};
 
 /// What a connection writes, encoded to records by [`encode`].
 #[derive(Debug)]
@@ -51,6 +51,8 @@ pub trait FcgiSocket: Send + Sync + 'static {
     fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
     /// Writes what fits without blocking.
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Writes what fits of several buffers without blocking.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 }
 
 macro_rules! fcgi_socket {
@@ -67,6 +69,9 @@ macro_rules! fcgi_socket {
             }
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$t>::try_write(self, buf)
+            }
+            fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                <$t>::try_write_vectored(self, bufs)
             }
         }
     };
@@ -86,6 +91,59 @@ struct ConnWriter<S> {
     finished: Mutex<Vec<u16>>,
     /// Wakes the reader when `finished` gains an id. (Lighter than a channel per connection.)
     finished_notify: Notify,
+    /// Runs the flush of a direct write the socket took only part of.
+    runtime: tokio::runtime::Handle,
+}
+
+/// Writes one stream's events straight to its connection from the thread that fans them out.
+struct FcgiDirect<S> {
+    id: u16,
+    writer: Arc<ConnWriter<S>>,
+}
+
+impl<S: FcgiSocket> DirectWriter for FcgiDirect<S> {
+    fn try_write_now(&self, event: &[u8]) -> bool {
+        let w = &self.writer;
+        if event.is_empty() || event.len() > FCGI_MAX_CONTENT_LEN || w.cancel.is_cancelled() {
+            return false;
+        }
+        let pad = (8 - event.len() % 8) % 8;
+        let len = (event.len() as u16).to_be_bytes();
+        let id = self.id.to_be_bytes();
+        let header = [FCGI_VERSION_1, FCGI_STDOUT, id[0], id[1], len[0], len[1], pad as u8, 0];
+        let zeros = [0u8; 8];
+        let parts = [&header[..], event, &zeros[..pad]];
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut pending = w.lock();
+        if !pending.is_empty() {
+            return false;
+        }
+        let slices = parts.map(IoSlice::new);
+        match w.io.try_write_vectored(&slices) {
+            Ok(n) if n == total => true,
+            Ok(n) => {
+                // The socket took part of it: queue the rest and flush it on the runtime.
+                let mut skip = n;
+                for p in parts {
+                    let from = skip.min(p.len());
+                    pending.extend_from_slice(&p[from..]);
+                    skip -= from;
+                }
+                drop(pending);
+                let writer = w.clone();
+                w.runtime.spawn(async move {
+                    let _ = writer.flush().await;
+                });
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => {
+                drop(pending);
+                let _ = w.broken(e);
+                true
+            }
+        }
+    }
 }
 
 impl<S: FcgiSocket> ConnWriter<S> {
@@ -280,6 +338,7 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext) {
         cancel: cancel.clone(),
         finished: Mutex::new(Vec::new()),
         finished_notify: Notify::new(),
+        runtime: tokio::runtime::Handle::current(),
     });
     let shutdown = ctx.shutdown.clone();
     let mut conn = Conn {
@@ -670,6 +729,10 @@ impl<S: FcgiSocket> RequestTask<S> {
                     self.id,
                     stream.route
                 );
+                stream.source.attach_direct(Arc::new(FcgiDirect {
+                    id: self.id,
+                    writer: self.writer.clone(),
+                }));
                 let end = tokio::select! {
                     r = body.write(stream_head()) => match r {
                         Ok(()) => run_stream(stream.source.as_mut(), &mut body, stream.timing, &self.abort, &self.shutdown).await,

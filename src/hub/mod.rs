@@ -18,7 +18,7 @@ use bytes::Bytes;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::source::{NextEvent, Source};
+use crate::source::{DirectWriter, NextEvent, Source};
 use crate::sse::{EncodedEvent, Event};
 use journal::{
     now_ms, JournalError, JournalReader, JournalRecord, JournalSettings, JournalWriter, Publication,
@@ -116,6 +116,11 @@ impl ReplayBuffer {
 struct Subscriber {
     topics: Vec<String>,
     tx: mpsc::Sender<Arc<StoredEvent>>,
+    /// Writes live events straight to the client's socket, when the transport offers it.
+    direct: Option<Arc<dyn DirectWriter>>,
+    /// Direct writes keep order only while nothing waits in `tx`: the subscriber's task turns
+    /// this on (under the hub lock) once its queue is drained; a failed direct write turns it off.
+    direct_ok: bool,
 }
 
 #[derive(Default)]
@@ -366,9 +371,18 @@ impl Hub {
                 targets.dedup();
             }
             for sid in targets {
-                let Some(sub) = st.subscribers.get(&sid) else {
+                let Some(sub) = st.subscribers.get_mut(&sid) else {
                     continue;
                 };
+                if sub.direct_ok {
+                    if let Some(d) = &sub.direct {
+                        if d.try_write_now(&ev.wire) {
+                            continue;
+                        }
+                    }
+                    // The socket is busy: this and later events go through the queue, in order.
+                    sub.direct_ok = false;
+                }
                 if sub.tx.try_send(ev.clone()).is_err() {
                     cut.push(sid);
                 }
@@ -424,7 +438,15 @@ impl Hub {
         for t in &topics {
             st.by_topic.entry(t.clone()).or_default().push(sid);
         }
-        st.subscribers.insert(sid, Subscriber { topics, tx });
+        st.subscribers.insert(
+            sid,
+            Subscriber {
+                topics,
+                tx,
+                direct: None,
+                direct_ok: false,
+            },
+        );
         drop(st);
         TopicSource {
             hub: self.clone(),
@@ -433,6 +455,7 @@ impl Hub {
             replay,
             rx,
             finished: false,
+            direct: false,
         }
     }
 
@@ -472,9 +495,18 @@ pub struct TopicSource {
     replay: VecDeque<Arc<StoredEvent>>,
     rx: mpsc::Receiver<Arc<StoredEvent>>,
     finished: bool,
+    direct: bool,
 }
 
 impl Source for TopicSource {
+    fn attach_direct(&mut self, writer: Arc<dyn DirectWriter>) {
+        let mut st = self.hub.lock();
+        if let Some(sub) = st.subscribers.get_mut(&self.sid) {
+            sub.direct = Some(writer);
+            self.direct = true;
+        }
+    }
+
     fn next(&mut self) -> NextEvent<'_> {
         Box::pin(async move {
             if let Some(p) = self.preamble.take() {
@@ -482,6 +514,17 @@ impl Source for TopicSource {
             }
             if let Some(ev) = self.replay.pop_front() {
                 return Some(EncodedEvent::from_shared(ev.wire.clone()));
+            }
+            if self.direct {
+                // Everything handed out so far has been written. If nothing waits in the queue,
+                // the hub may write live events straight to the socket (checked and set under
+                // the hub lock, which delivery also holds, so no event can overtake another).
+                let mut st = self.hub.lock();
+                if self.rx.is_empty() {
+                    if let Some(sub) = st.subscribers.get_mut(&self.sid) {
+                        sub.direct_ok = true;
+                    }
+                }
             }
             match self.rx.recv().await {
                 Some(ev) => Some(EncodedEvent::from_shared(ev.wire.clone())),

@@ -67,6 +67,19 @@ pub type NextEvent<'a> = Pin<Box<dyn Future<Output = Option<EncodedEvent>> + Sen
 pub trait Source: Send + 'static {
     /// One turn of the loop: the next event, or `None` when the stream is over.
     fn next(&mut self) -> NextEvent<'_>;
+
+    /// Offers a way to write events straight to the client's socket from the thread that
+    /// produces them, skipping this stream's task (fan-out sources use it; others ignore it).
+    /// The transport calls it after the stream's first bytes are written.
+    fn attach_direct(&mut self, _writer: std::sync::Arc<dyn DirectWriter>) {}
+}
+
+/// Writes a complete event to a stream's client now, from any thread, if that can be done
+/// without waiting and without overtaking bytes already queued for the stream.
+pub trait DirectWriter: Send + Sync {
+    /// Writes `event` (complete SSE bytes) and returns true, or returns false having written
+    /// nothing: the caller then hands the event to the stream's task instead.
+    fn try_write_now(&self, event: &[u8]) -> bool;
 }
 
 /// The client is gone: the body can no longer be written.
