@@ -448,6 +448,8 @@ impl App {
                         "retained": hub.retained(),
                         "published": hub.stats.published.load(Ordering::Relaxed),
                         "lagged_subscribers": hub.stats.lagged.load(Ordering::Relaxed),
+                        "direct_writes": hub.stats.direct_writes.load(Ordering::Relaxed),
+                        "queued_writes": hub.stats.queued_writes.load(Ordering::Relaxed),
                     }),
                 )),
                 _ => None,

@@ -110,7 +110,16 @@ impl<S: FcgiSocket> DirectWriter for FcgiDirect<S> {
         let pad = (8 - event.len() % 8) % 8;
         let len = (event.len() as u16).to_be_bytes();
         let id = self.id.to_be_bytes();
-        let header = [FCGI_VERSION_1, FCGI_STDOUT, id[0], id[1], len[0], len[1], pad as u8, 0];
+        let header = [
+            FCGI_VERSION_1,
+            FCGI_STDOUT,
+            id[0],
+            id[1],
+            len[0],
+            len[1],
+            pad as u8,
+            0,
+        ];
         let zeros = [0u8; 8];
         let parts = [&header[..], event, &zeros[..pad]];
         let total: usize = parts.iter().map(|p| p.len()).sum();

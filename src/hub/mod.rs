@@ -172,6 +172,10 @@ pub struct HubStats {
     pub delivered: AtomicU64,
     /// Subscribers cut off for falling behind.
     pub lagged: AtomicU64,
+    /// Deliveries written straight to a subscriber's socket by the fan-out.
+    pub direct_writes: AtomicU64,
+    /// Deliveries handed to a subscriber's task (socket busy, replay, or no direct writer).
+    pub queued_writes: AtomicU64,
 }
 
 /// A topic hub for one route.
@@ -377,12 +381,14 @@ impl Hub {
                 if sub.direct_ok {
                     if let Some(d) = &sub.direct {
                         if d.try_write_now(&ev.wire) {
+                            self.stats.direct_writes.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
                     }
                     // The socket is busy: this and later events go through the queue, in order.
                     sub.direct_ok = false;
                 }
+                self.stats.queued_writes.fetch_add(1, Ordering::Relaxed);
                 if sub.tx.try_send(ev.clone()).is_err() {
                     cut.push(sid);
                 }
