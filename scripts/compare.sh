@@ -214,7 +214,7 @@ recv = r["events_received"]; exp = r["events_expected"]
 lat = r["latency_ms"]
 cpu = int(ticks) / int(hz)
 per_m = cpu / (recv / 1e6) if recv else 0
-print("\t".join(str(x) for x in [name, f"{streams}/{n}", f"{recv}/{exp if exp else '-'}", r["events_lost"],
+print("\t".join(str(x) for x in [name, f"{streams}/{n}", r["reconnects"], f"{recv}/{exp if exp else '-'}", r["events_lost"],
       f'{lat["p50"]:.1f}', f'{lat["p99"]:.1f}', f'{lat["max"]:.1f}', procs,
       f"{int(rss)/1024:.1f}", f"{int(pss)/1024:.1f}", f"{int(pss)/max(streams,1):.1f}", f"{cpu:.2f}", f"{per_m:.1f}"]))
 PY
@@ -254,7 +254,6 @@ PidFile $work/apache/httpd.pid
 DefaultRuntimeDir $work/apache
 Mutex file:$work/apache default
 ErrorLog $work/apache/error.log
-TypesConfig /dev/null
 User www-data
 Group www-data
 LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
@@ -277,7 +276,7 @@ done
 echo
 echo "fastsse compare: scenario=$SCENARIO N=$N rate=${RATE}/s duration=$DURATION nginx workers=$NGINX_WORKERS, $(nproc) cores, $(date -u +%Y-%m-%d)"
 {
-  printf "row\tstreams\tdelivered/expected\tlost\tp50ms\tp99ms\tmaxms\tprocs\tRSS_MB\tPSS_MB\tPSS_KB/stream\tCPU_s\tCPU_s/M\n"
+  printf "row\tstreams\treconnects\tdelivered/expected\tlost\tp50ms\tp99ms\tmaxms\tprocs\tRSS_MB\tPSS_MB\tPSS_KB/stream\tCPU_s\tCPU_s/M\n"
   cat "$work/rows.tsv"
 } | column -t -s $'\t'
 python3 - "$work/rows.tsv" <<'PY'
@@ -285,7 +284,7 @@ import sys
 rows = {}
 for line in open(sys.argv[1]):
     f = line.rstrip("\n").split("\t")
-    if len(f) > 5 and f[1] != "ERROR":
+    if len(f) > 6 and f[1] != "ERROR":
         rows[f[0]] = f
 def ratio(a, b, col, label):
     if a in rows and b in rows:
@@ -294,7 +293,7 @@ def ratio(a, b, col, label):
             print(f"{a}/{b} {label}: {x / y:.2f}")
 print()
 for other in ("floor", "nchan", "php-static"):
-    ratio("fastsse", other, 5, "p99")
+    ratio("fastsse", other, 6, "p99")
 for other in ("nchan", "php-static"):
-    ratio("fastsse", other, 9, "PSS")
+    ratio("fastsse", other, 10, "PSS")
 PY

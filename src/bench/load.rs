@@ -129,6 +129,8 @@ struct Counters {
     connected: AtomicUsize,
     reconnects: AtomicU64,
     events: AtomicU64,
+    /// Subscribers whose first connection attempt has finished (connected or failed).
+    first_attempts: AtomicUsize,
     failures: Mutex<HashMap<String, u64>>,
 }
 
@@ -439,6 +441,7 @@ async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> (Se
     let mut last_id: Option<String> = None;
     let mut rng = (idx as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut first_connection = true;
+    let mut failed_once = false;
     let mut before_publishing = false;
     let c = &shared.counters;
     'run: while !shared.stop.is_cancelled() {
@@ -448,6 +451,13 @@ async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> (Se
             r = Body::open(&target, last_id.as_deref()) => r,
             _ = shared.stop.cancelled() => break,
         };
+        let first_attempt_done = |c: &Counters| {
+            c.first_attempts.fetch_add(1, Ordering::Relaxed);
+        };
+        if first_connection && opened.is_err() && !failed_once {
+            failed_once = true;
+            first_attempt_done(c);
+        }
         let (mut body, initial) = match opened {
             Ok(x) => x,
             Err(cause) => {
@@ -462,6 +472,9 @@ async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> (Se
         c.connected.fetch_add(1, Ordering::Relaxed);
         if first_connection {
             before_publishing = shared.publishing.load(Ordering::Acquire) == 0;
+            if !failed_once {
+                first_attempt_done(c);
+            }
         } else {
             c.reconnects.fetch_add(1, Ordering::Relaxed);
         }
@@ -733,7 +746,7 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         }
         // Let the ramp settle: every subscriber connected (or failed) before publishing.
         let settle = Instant::now() + Duration::from_secs(10);
-        while shared.counters.connected.load(Ordering::Relaxed) < args.subscribers
+        while shared.counters.first_attempts.load(Ordering::Relaxed) < args.subscribers
             && Instant::now() < settle
         {
             tokio::time::sleep(Duration::from_millis(50)).await;

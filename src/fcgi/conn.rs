@@ -523,6 +523,12 @@ impl<S: FcgiSocket> Conn<S> {
             ));
         }
         if self.slots.contains_key(&id) {
+            // The request may have ended a moment ago, its notice not yet handled.
+            for done in self.writer.take_finished() {
+                self.finished(done);
+            }
+        }
+        if self.slots.contains_key(&id) {
             return self.protocol_error(&format!("BEGIN_REQUEST for id {id}, which is active"));
         }
         let role = u16::from_be_bytes([r.content[0], r.content[1]]);
@@ -757,6 +763,9 @@ impl<S: FcgiSocket> RequestTask<S> {
                 );
             }
         }
+        // Retire the id before END_REQUEST can reach the peer: a client that reuses the id as
+        // soon as it reads END_REQUEST must find it free.
+        self.writer.request_finished(self.id);
         if !self.conn_cancel.is_cancelled() {
             let end = Outgoing::End {
                 id: self.id,
@@ -765,7 +774,6 @@ impl<S: FcgiSocket> RequestTask<S> {
             };
             let _ = self.writer.send(end).await;
         }
-        self.writer.request_finished(self.id);
     }
 }
 
