@@ -395,6 +395,12 @@ fn request_bodies_are_bounded() {
         response_text(&mut c, 1)
     };
     assert!(post("10", b"0123456789").starts_with("Status: 405 "));
+    // STDIN ended before CONTENT_LENGTH bytes: refused, not handled as a short body.
+    let short = post("10", b"01234");
+    assert!(
+        short.starts_with("Status: 400 ") && short.contains("5 of 10 bytes"),
+        "{short}"
+    );
     let r = post("5000", b"");
     assert!(
         r.starts_with("Status: 413 ") && r.contains("max_body_bytes"),

@@ -215,6 +215,16 @@ fn every_publish_form_and_every_refusal() {
 }
 
 #[test]
+fn a_topic_named_twice_is_one_subscription() {
+    let Some((_d, n)) = setup(CONFIG) else { return };
+    let mut s = subscribe(n.port, "topic=dup&topic=dup", None);
+    let first = publish(n.port, "dup", "one");
+    let second = publish(n.port, "dup", "two");
+    assert_eq!(s.next_event().unwrap().0, first.to_string());
+    assert_eq!(s.next_event().unwrap().0, second.to_string());
+}
+
+#[test]
 fn publish_token_is_required_when_configured() {
     let config = CONFIG.replace(
         "subscriber_queue = 16",

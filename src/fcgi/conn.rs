@@ -668,11 +668,24 @@ impl<S: FcgiSocket> Conn<S> {
         if !r.content.is_empty() && body.len() < *expected {
             return Flow::Continue;
         }
-        let Phase::Body { vars, body, .. } =
-            std::mem::replace(&mut slot.phase, Phase::Params(None))
+        let Phase::Body {
+            vars,
+            body,
+            expected,
+        } = std::mem::replace(&mut slot.phase, Phase::Params(None))
         else {
             unreachable!("matched above")
         };
+        if body.len() < expected {
+            let got = body.len();
+            return self.dispatch(
+                r.request_id,
+                Err(FullResponse::text(
+                    400,
+                    format!("request body ended after {got} of {expected} bytes (CONTENT_LENGTH)"),
+                )),
+            );
+        }
         self.dispatch(r.request_id, Ok((vars, body.freeze())))
     }
 

@@ -317,30 +317,47 @@ impl JournalReader {
         })
     }
 
+    /// A reader positioned at `offset` in `segment` (a record boundary, e.g. from
+    /// [`JournalWriter::position`], which is taken under the lock).
+    pub fn at(dir: &Path, segment: u64, offset: u64) -> JournalReader {
+        JournalReader {
+            dir: dir.to_path_buf(),
+            segment,
+            offset,
+        }
+    }
+
     /// Every whole record appended since the last call, in order. A record still being
-    /// written is left for the next call.
+    /// written is left for the next call. On an error, what was read so far is returned (the
+    /// position only moves past records that are returned).
     pub fn read_new(&mut self) -> Result<Vec<JournalRecord>, JournalError> {
         let mut out = Vec::new();
         loop {
+            // List first: a segment that is followed by a newer one is complete (writers append
+            // only to the newest segment, under the lock), so after reading it to its end the
+            // reader may move on without missing a record appended in between.
+            let next = match list_segments(&self.dir) {
+                Ok(segs) => segs.into_iter().find(|&s| s > self.segment),
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => return Ok(out),
+            };
             let path = self.dir.join(segment_name(self.segment));
             if let Ok(mut f) = File::open(&path) {
-                let (recs, end, corrupt) = scan_from(&mut f, self.offset, &path)?;
-                if corrupt {
-                    log::warn!(
-                        "journal {}: unreadable bytes at offset {end}; waiting for the writer",
-                        path.display()
-                    );
+                match scan_from(&mut f, self.offset, &path) {
+                    Ok((recs, end, corrupt)) => {
+                        if corrupt {
+                            log::warn!("journal {}: unreadable bytes at offset {end}; waiting for the writer", path.display());
+                        }
+                        self.offset = end;
+                        out.extend(recs);
+                    }
+                    Err(e) if out.is_empty() => return Err(e),
+                    Err(_) => return Ok(out),
                 }
-                self.offset = end;
-                out.extend(recs);
             }
-            // Move on when a newer segment exists (the writer rolled over).
-            match list_segments(&self.dir)?
-                .into_iter()
-                .find(|&s| s > self.segment)
-            {
-                Some(next) => {
-                    self.segment = next;
+            match next {
+                Some(n) => {
+                    self.segment = n;
                     self.offset = 0;
                 }
                 None => return Ok(out),
@@ -354,7 +371,17 @@ pub fn read_all(dir: &Path) -> Result<Vec<JournalRecord>, JournalError> {
     let mut out = Vec::new();
     for s in list_segments(dir)? {
         let path = dir.join(segment_name(s));
-        let mut f = io_ctx(File::open(&path), || format!("open {}", path.display()))?;
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            // Deleted by another process's retention since the listing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(JournalError::Io {
+                    what: format!("open {}", path.display()),
+                    source: e,
+                })
+            }
+        };
         out.extend(scan_from(&mut f, 0, &path)?.0);
     }
     Ok(out)
@@ -401,6 +428,12 @@ impl JournalWriter {
         Ok(w)
     }
 
+    /// Where the journal ends (segment, offset), as of the last append or open — a record
+    /// boundary, since it is taken under the lock.
+    pub fn position(&self) -> (u64, u64) {
+        (self.segment, self.offset)
+    }
+
     /// The last id appended by anyone, as of the last append or open.
     pub fn last_id(&self) -> u64 {
         self.last_id
@@ -438,10 +471,10 @@ impl JournalWriter {
         let len = io_ctx(f.metadata(), || format!("stat {}", path.display()))?.len();
         if let Some(r) = recs.last() {
             self.last_id = r.id;
-        } else if from == 0 && recs.is_empty() && self.last_id == 0 {
-            // An empty newest segment is named after the id it will start with.
-            self.last_id = newest.saturating_sub(1);
         }
+        // A segment is named after the first id it holds: whatever is in it, every id before
+        // that name is taken (this matters when the newest segment is still empty).
+        self.last_id = self.last_id.max(newest.saturating_sub(1));
         if end < len {
             // Holding the lock, nobody is writing: the bytes after the last whole record are a
             // torn record from a writer that died. Cut them off so they are never served.
@@ -488,6 +521,8 @@ impl JournalWriter {
             let enc = encode_record(&rec)?;
             if self.settings.fsync == FsyncPolicy::Always {
                 self.write_out(&enc, true)?;
+                // Written and synced: the id is taken even if a later record fails.
+                self.last_id = id;
             } else {
                 bytes.extend_from_slice(&enc);
             }
@@ -552,7 +587,9 @@ impl JournalWriter {
             .collect();
         let mut total: u64 = sizes.iter().map(|s| s.1).sum();
         let now = SystemTime::now();
-        while sizes.len() > 1 {
+        // Never the two newest: followers in other processes may still be finishing the one
+        // before the current segment.
+        while sizes.len() > 2 {
             let (seg, size, modified) = sizes[0];
             let too_old = now.duration_since(modified).unwrap_or_default() > self.settings.max_age;
             if total <= self.settings.max_bytes && !too_old {
@@ -675,6 +712,46 @@ mod tests {
         let seen: Vec<u64> = reader.read_new().unwrap().iter().map(|r| r.id).collect();
         assert_eq!(seen, ids);
         assert!(reader.read_new().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_empty_newest_segment_reserves_the_ids_before_its_name() {
+        let dir = tmp("empty-newest");
+        let mut w = JournalWriter::open(settings(&dir)).unwrap();
+        assert_eq!(
+            w.append(&[publication("1"), publication("2"), publication("3")])
+                .unwrap(),
+            vec![1, 2, 3]
+        );
+        // Another writer rolled to a segment starting at id 10 and died before writing to it.
+        File::create(dir.join(segment_name(10))).unwrap();
+        assert_eq!(w.append(&[publication("x")]).unwrap(), vec![10]);
+        let mut fresh = JournalWriter::open(settings(&dir)).unwrap();
+        assert_eq!(fresh.append(&[publication("y")]).unwrap(), vec![11]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_reader_started_at_the_writers_position_sees_every_later_record() {
+        let dir = tmp("position");
+        let mut s = settings(&dir);
+        s.segment_bytes = 120;
+        let mut w = JournalWriter::open(s.clone()).unwrap();
+        w.append(&[publication("before")]).unwrap();
+        let (seg, off) = w.position();
+        let mut reader = JournalReader::at(&dir, seg, off);
+        let mut other = JournalWriter::open(s).unwrap();
+        let mut ids = Vec::new();
+        let mut seen = Vec::new();
+        for i in 0..30 {
+            ids.extend(other.append(&[publication(&format!("after {i}"))]).unwrap());
+            if i % 7 == 0 {
+                seen.extend(reader.read_new().unwrap().into_iter().map(|r| r.id));
+            }
+        }
+        seen.extend(reader.read_new().unwrap().into_iter().map(|r| r.id));
+        assert_eq!(seen, ids);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

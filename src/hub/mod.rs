@@ -234,7 +234,8 @@ impl Hub {
                 what: format!("inotify watch {}", journal.dir.display()),
                 source: e.into(),
             })?;
-        let mut reader = JournalReader::at_end(&journal.dir)?;
+        let (segment, offset) = writer.position();
+        let mut reader = JournalReader::at(&journal.dir, segment, offset);
         let mut state = HubState::default();
         for r in journal::read_all(&journal.dir)? {
             state.last_id = state.last_id.max(r.id);
@@ -423,7 +424,10 @@ impl Hub {
 
     /// Subscribes to `topics`: replays what the client missed after `resume`, then live events,
     /// with no gap and no duplicate (both are taken under one lock).
-    pub fn subscribe(self: &Arc<Self>, topics: Vec<String>, resume: Resume) -> TopicSource {
+    pub fn subscribe(self: &Arc<Self>, mut topics: Vec<String>, resume: Resume) -> TopicSource {
+        // `?topic=a&topic=a` is one subscription to `a`, not two deliveries of each event.
+        topics.sort();
+        topics.dedup();
         let (tx, rx) = mpsc::channel(self.settings.subscriber_queue);
         let mut st = self.lock();
         st.history.trim(&self.settings);
