@@ -33,12 +33,7 @@ fn with_limit(max_streams: usize) -> String {
 }
 
 fn setup(config: &str) -> Option<(Daemon, Nginx)> {
-    if !have("nginx") {
-        return None;
-    }
-    let d = Daemon::start(config);
-    let n = Nginx::start(&format!("unix:{}", d.socket.display()), "");
-    Some((d, n))
+    daemon_behind_nginx(config)
 }
 
 fn active(d: &Daemon) -> u64 {

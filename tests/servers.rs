@@ -178,6 +178,27 @@ fn assert_streams(port: u16, path: &str) {
     }
 }
 
+/// A CGI stream's process exits within 2 s of its client leaving (at its next write: a clock
+/// tick or a heartbeat fails).
+fn assert_client_leaving_ends_the_process(port: u16, path: &str, exe: &Path) {
+    wait_for("no CGI process left", Duration::from_secs(5), || {
+        processes_of(exe) == 0
+    });
+    let mut s = HttpStream::open(port, "GET", path, &[]);
+    s.next_event().unwrap();
+    assert_eq!(processes_of(exe), 1);
+    drop(s);
+    let start = Instant::now();
+    wait_for("the CGI process to exit", Duration::from_secs(5), || {
+        processes_of(exe) == 0
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
 /// A publish by `publish` (another process) reaches a subscriber on `events_path`.
 fn assert_publish_arrives(port: u16, events_path: &str, publish: impl FnOnce(&str) -> String) {
     let mut s = HttpStream::open(port, "GET", &format!("{events_path}?topic=cross"), &[]);
@@ -358,23 +379,7 @@ fn apache_cgi(mpm: &str, module: &str) {
         HttpStream::open(web.port, "GET", "/sse/events.toml", &[]).status,
         403
     );
-    // The client leaving ends the CGI process (on its next write: a clock tick or heartbeat).
-    wait_for("no CGI process left", Duration::from_secs(5), || {
-        processes_of(&exe) == 0
-    });
-    let mut s = HttpStream::open(web.port, "GET", "/sse/events.cgi/clock", &[]);
-    s.next_event().unwrap();
-    assert_eq!(processes_of(&exe), 1);
-    drop(s);
-    let start = Instant::now();
-    wait_for("the CGI process to exit", Duration::from_secs(5), || {
-        processes_of(&exe) == 0
-    });
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert_client_leaving_ends_the_process(web.port, "/sse/events.cgi/clock", &exe);
     // Publish through another CGI process; the subscriber's process delivers it (journal).
     assert_publish_arrives(web.port, "/sse/events.cgi/events", |data| {
         publish_via_http(web.port, "/sse/events.cgi/events", data)
@@ -523,16 +528,7 @@ fn lighttpd_mod_cgi() {
         HttpStream::open(web.port, "GET", "/sse/events.toml", &[]).status,
         403
     );
-    wait_for("no CGI process left", Duration::from_secs(5), || {
-        processes_of(&exe) == 0
-    });
-    let mut s = HttpStream::open(web.port, "GET", "/sse/events.cgi/clock", &[]);
-    s.next_event().unwrap();
-    assert_eq!(processes_of(&exe), 1);
-    drop(s);
-    wait_for("the CGI process to exit", Duration::from_secs(2), || {
-        processes_of(&exe) == 0
-    });
+    assert_client_leaving_ends_the_process(web.port, "/sse/events.cgi/clock", &exe);
     assert_publish_arrives(web.port, "/sse/events.cgi/events", |d| {
         publish_via_http(web.port, "/sse/events.cgi/events", d)
     });

@@ -35,12 +35,7 @@ type = "status"
 "#;
 
 fn setup(config: &str) -> Option<(Daemon, Nginx)> {
-    if !have("nginx") {
-        return None;
-    }
-    let d = Daemon::start(config);
-    let n = Nginx::start(&format!("unix:{}", d.socket.display()), "");
-    Some((d, n))
+    daemon_behind_nginx(config)
 }
 
 /// POSTs through nginx; returns (status, body).
@@ -83,16 +78,7 @@ fn subscribe(port: u16, query: &str, last_event_id: Option<&str>) -> HttpStream 
 fn hub_number(d: &Daemon, key: &str) -> u64 {
     let doc = d.status();
     let at = doc.find("\"/events\"").expect("topics in status");
-    let doc = &doc[at..];
-    let at = doc
-        .find(&format!("\"{key}\":"))
-        .unwrap_or_else(|| panic!("{key} in {doc}"));
-    doc[at + key.len() + 3..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .unwrap()
+    number_after(&doc[at..], key)
 }
 
 #[test]

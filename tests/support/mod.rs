@@ -360,16 +360,7 @@ impl Daemon {
 
     /// A number from `/status`.
     pub fn status_number(&self, key: &str) -> u64 {
-        let doc = self.status();
-        let at = doc
-            .find(&format!("\"{key}\":"))
-            .unwrap_or_else(|| panic!("{key} in {doc}"));
-        doc[at + key.len() + 3..]
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect::<String>()
-            .parse()
-            .unwrap()
+        number_after(&self.status(), key)
     }
 }
 
@@ -381,6 +372,30 @@ impl Drop for Daemon {
             eprintln!("--- fastsse log ---\n{}", self.log());
         }
     }
+}
+
+/// The number after `"key":` in a JSON text (the first occurrence).
+pub fn number_after(doc: &str, key: &str) -> u64 {
+    let at = doc
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("{key} in {doc}"));
+    doc[at + key.len() + 3..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// A daemon with `config` behind a real nginx using the shipped config; `None` (skip) when
+/// nginx is not installed outside CI.
+pub fn daemon_behind_nginx(config: &str) -> Option<(Daemon, Nginx)> {
+    if !have("nginx") {
+        return None;
+    }
+    let d = Daemon::start(config);
+    let n = Nginx::start(&format!("unix:{}", d.socket.display()), "");
+    Some((d, n))
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
