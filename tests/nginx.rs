@@ -222,3 +222,27 @@ fn tcp_upstream() {
     s.next_block().unwrap();
     assert!(s.next_block().unwrap().contains("data: "));
 }
+
+#[test]
+fn heartbeats_keep_an_idle_stream_alive_through_nginx() {
+    let config = CONFIG.replace(
+        "retry = \"2500ms\"",
+        "retry = \"2500ms\"\nheartbeat = \"500ms\"",
+    );
+    let Some((_d, n)) = setup(&config) else {
+        return;
+    };
+    let mut s = HttpStream::open(n.port, "GET", "/ping", &[]);
+    s.next_block().unwrap();
+    assert!(s.next_block().unwrap().contains("data: "));
+    // The next event is an hour away: comments arrive every 500 ms meanwhile.
+    let start = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(s.next_block().unwrap(), ":\n");
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1200) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}

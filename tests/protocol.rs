@@ -565,3 +565,32 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn socket_mode_is_applied() {
+    let d = Daemon::start(&format!("[server]\nsocket_mode = \"0600\"\n{CONFIG}"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn tcp_peers_outside_fcgi_web_server_addrs_are_refused() {
+    for (allowed, served) in [("127.0.0.1", true), ("127.0.0.2, 10.9.9.9", false)] {
+        let port = free_port();
+        let config = format!("[server]\nweb_server_addrs = [\"{allowed}\"]\n{CONFIG}")
+            .replace("\"127.0.0.2, 10.9.9.9\"", "\"127.0.0.2\", \"10.9.9.9\"");
+        let _d = Daemon::start_also(&config, Some(port));
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        sock.write_all(&get_request(1, "/status", false, &[]))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut sock, &mut got);
+        assert_eq!(
+            String::from_utf8_lossy(&got).contains("Status: 200 OK"),
+            served,
+            "allowed {allowed}"
+        );
+    }
+}
