@@ -424,10 +424,20 @@ fn apache_mod_fcgid_spawns_fastsse_on_fd_0() {
     assert_publish_arrives(web.port, "/fastsse/fastsse.fcgi/events", |data| {
         publish_via_http(web.port, "/fastsse/fastsse.fcgi/events", data)
     });
-    // A client leaving: the stream's process becomes free again and serves the next stream.
-    let mut s = HttpStream::open(web.port, "GET", "/fastsse/fastsse.fcgi/clock", &[]);
-    s.next_event().unwrap();
-    drop(s);
+    // A client leaving frees its process: mod_fcgid sends one request at a time to each
+    // process, so if aborted streams kept running, every new stream would need a new process.
+    let before = processes_of(&exe);
+    for _ in 0..6 {
+        let mut s = HttpStream::open(web.port, "GET", "/fastsse/fastsse.fcgi/clock", &[]);
+        s.next_event().unwrap();
+        drop(s);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let after = processes_of(&exe);
+    assert!(
+        after <= before + 1,
+        "{before} processes before, {after} after six aborted streams"
+    );
     assert_streams(web.port, "/fastsse/fastsse.fcgi/clock");
 }
 
@@ -582,6 +592,20 @@ fn h2o_fastcgi_spawn_with_the_lifeline() {
     assert_streams(web.port, "/clock");
     assert_eq!(processes_of(&exe), 1);
     assert_publish_arrives(web.port, "/events", |d| publish_via_cli(&data, &config, d));
+    // A client leaving frees its stream in the spawned process (seen through /status).
+    let status = || HttpStream::open(web.port, "GET", "/status", &[]).rest();
+    // Like Apache, h2o notices a browser that left only when it next writes to it: an idle
+    // subscriber ends at its next heartbeat or two (2 s here).
+    wait_for("streams to end", Duration::from_secs(8), || {
+        status().contains("\"active_streams\":0")
+    });
+    let mut s = HttpStream::open(web.port, "GET", "/clock", &[]);
+    s.next_event().unwrap();
+    assert!(status().contains("\"active_streams\":1"));
+    drop(s);
+    wait_for("the stream to end", Duration::from_secs(2), || {
+        status().contains("\"active_streams\":0")
+    });
     // h2o splits PARAMS at 65535 bytes, even inside a pair: a 70 KB header still routes.
     // (h2o caps request headers itself; a large cookie is enough to exercise the split.)
     let big = "c".repeat(60_000);
