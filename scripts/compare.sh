@@ -21,6 +21,7 @@ SCENARIO=${SCENARIO:-load}
 ROWS=${ROWS:-"fastsse floor nchan php-static php-default apache"}
 PHP_MAX=${PHP_MAX:-400}          # php-fpm needs a process per stream: cap the static pool
 NGINX_WORKERS=${NGINX_WORKERS:-4}
+FSYNC=${FSYNC:-batch}              # fastsse journal fsync policy: always, batch, never
 
 packages=(nginx libnginx-mod-nchan php-fpm apache2)
 missing=()
@@ -65,7 +66,7 @@ max_connections = 20000
 heartbeat = "15s"
 [journal]
 dir = "$work/data"
-fsync = "batch"
+fsync = "${FSYNC:-batch}"
 [[route]]
 path = "/events"
 type = "topics"
@@ -274,7 +275,7 @@ CONF
 done
 
 echo
-echo "fastsse compare: scenario=$SCENARIO N=$N rate=${RATE}/s duration=$DURATION nginx workers=$NGINX_WORKERS, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "fastsse compare: scenario=$SCENARIO N=$N rate=${RATE}/s duration=$DURATION nginx workers=$NGINX_WORKERS fastsse fsync=$FSYNC, $(nproc) cores, $(date -u +%Y-%m-%d)"
 {
   printf "row\tstreams\treconnects\tdelivered/expected\tlost\tp50ms\tp99ms\tmaxms\tprocs\tRSS_MB\tPSS_MB\tPSS_KB/stream\tCPU_s\tCPU_s/M\n"
   cat "$work/rows.tsv"

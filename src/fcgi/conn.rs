@@ -87,6 +87,8 @@ struct ConnWriter<S> {
     pending: Mutex<BytesMut>,
     /// Cancelled when a write fails: the peer is gone.
     cancel: CancellationToken,
+    /// Set with `cancel` on a failed write: a lock-free check for the fan-out's hot path.
+    closed: std::sync::atomic::AtomicBool,
     /// Ids of requests that ended (END_REQUEST written), for the reader to retire.
     finished: Mutex<Vec<u16>>,
     /// Wakes the reader when `finished` gains an id. (Lighter than a channel per connection.)
@@ -104,7 +106,10 @@ struct FcgiDirect<S> {
 impl<S: FcgiSocket> DirectWriter for FcgiDirect<S> {
     fn try_write_now(&self, event: &[u8]) -> bool {
         let w = &self.writer;
-        if event.is_empty() || event.len() > FCGI_MAX_CONTENT_LEN || w.cancel.is_cancelled() {
+        if event.is_empty()
+            || event.len() > FCGI_MAX_CONTENT_LEN
+            || w.closed.load(std::sync::atomic::Ordering::Relaxed)
+        {
             return false;
         }
         let pad = (8 - event.len() % 8) % 8;
@@ -176,6 +181,8 @@ impl<S: FcgiSocket> ConnWriter<S> {
 
     fn broken(&self, e: io::Error) -> BodyClosed {
         log::debug!("write failed, client gone: {e}");
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.cancel.cancel();
         BodyClosed
     }
@@ -345,6 +352,7 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext) {
         io,
         pending: Mutex::new(BytesMut::new()),
         cancel: cancel.clone(),
+        closed: std::sync::atomic::AtomicBool::new(false),
         finished: Mutex::new(Vec::new()),
         finished_notify: Notify::new(),
         runtime: tokio::runtime::Handle::current(),

@@ -184,6 +184,9 @@ pub struct Hub {
     settings: HubSettings,
     state: Mutex<HubState>,
     appender: std::sync::mpsc::SyncSender<AppendJob>,
+    /// Feeds the delivery task on the async runtime (started by the first subscriber); until
+    /// then the follower thread delivers itself. One task keeps deliveries in order.
+    delivery: std::sync::OnceLock<mpsc::UnboundedSender<Vec<JournalRecord>>>,
     /// Counters.
     pub stats: HubStats,
 }
@@ -260,6 +263,7 @@ impl Hub {
             settings,
             state: Mutex::new(state),
             appender: tx,
+            delivery: std::sync::OnceLock::new(),
             stats: HubStats::default(),
         });
         std::thread::Builder::new()
@@ -308,7 +312,17 @@ impl Hub {
                 }
                 match reader.read_new() {
                     Ok(records) if !records.is_empty() => match follower.upgrade() {
-                        Some(hub) => hub.deliver(records),
+                        // Fan out on the async runtime when there is one: its workers are awake
+                        // there and pick up socket readiness in batches, where a separate
+                        // thread would wake a parked worker for every write it makes.
+                        Some(hub) => match hub.delivery.get() {
+                            Some(tx) => {
+                                if let Err(e) = tx.send(records) {
+                                    hub.deliver(e.0);
+                                }
+                            }
+                            None => hub.deliver(records),
+                        },
                         None => return,
                     },
                     Ok(_) => {}
@@ -422,9 +436,31 @@ impl Hub {
         true
     }
 
+    /// Starts the delivery task on the current runtime, once.
+    fn start_delivery_task(self: &Arc<Self>) {
+        if self.delivery.get().is_some() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<JournalRecord>>();
+        if self.delivery.set(tx).is_err() {
+            return;
+        }
+        let hub = Arc::downgrade(self);
+        rt.spawn(async move {
+            while let Some(records) = rx.recv().await {
+                let Some(hub) = hub.upgrade() else { return };
+                hub.deliver(records);
+            }
+        });
+    }
+
     /// Subscribes to `topics`: replays what the client missed after `resume`, then live events,
     /// with no gap and no duplicate (both are taken under one lock).
     pub fn subscribe(self: &Arc<Self>, mut topics: Vec<String>, resume: Resume) -> TopicSource {
+        self.start_delivery_task();
         // `?topic=a&topic=a` is one subscription to `a`, not two deliveries of each event.
         topics.sort();
         topics.dedup();
