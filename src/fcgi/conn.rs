@@ -89,6 +89,9 @@ struct ConnWriter<S> {
     cancel: CancellationToken,
     /// Set with `cancel` on a failed write: a lock-free check for the fan-out's hot path.
     closed: std::sync::atomic::AtomicBool,
+    /// When the fan-out last wrote here (ms since `born`), for heartbeats.
+    direct_at_ms: std::sync::atomic::AtomicU64,
+    born: tokio::time::Instant,
     /// Ids of requests that ended (END_REQUEST written), for the reader to retire.
     finished: Mutex<Vec<u16>>,
     /// Wakes the reader when `finished` gains an id. (Lighter than a channel per connection.)
@@ -133,7 +136,13 @@ impl<S: FcgiSocket> DirectWriter for FcgiDirect<S> {
             return false;
         }
         let slices = parts.map(IoSlice::new);
-        match w.io.try_write_vectored(&slices) {
+        let written = w.io.try_write_vectored(&slices);
+        if matches!(written, Ok(n) if n > 0) {
+            let ms = w.born.elapsed().as_millis() as u64;
+            w.direct_at_ms
+                .store(ms, std::sync::atomic::Ordering::Relaxed);
+        }
+        match written {
             Ok(n) if n == total => true,
             Ok(n) => {
                 // The socket took part of it: queue the rest and flush it on the runtime.
@@ -317,6 +326,14 @@ struct FcgiBody<S> {
 }
 
 impl<S: FcgiSocket> BodyWriter for FcgiBody<S> {
+    fn written_elsewhere_at(&self) -> Option<tokio::time::Instant> {
+        let ms = self
+            .writer
+            .direct_at_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (ms > 0).then(|| self.writer.born + std::time::Duration::from_millis(ms))
+    }
+
     async fn write(&mut self, chunk: Bytes) -> Result<(), BodyClosed> {
         if chunk.is_empty() {
             // An empty STDOUT record would end the stream: an empty write is a no-op.
@@ -353,6 +370,8 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext) {
         pending: Mutex::new(BytesMut::new()),
         cancel: cancel.clone(),
         closed: std::sync::atomic::AtomicBool::new(false),
+        direct_at_ms: std::sync::atomic::AtomicU64::new(0),
+        born: tokio::time::Instant::now(),
         finished: Mutex::new(Vec::new()),
         finished_notify: Notify::new(),
         runtime: tokio::runtime::Handle::current(),

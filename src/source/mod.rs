@@ -91,6 +91,12 @@ pub struct BodyClosed;
 pub trait BodyWriter: Send {
     /// Writes and flushes `chunk`; an error means the client is gone.
     fn write(&mut self, chunk: Bytes) -> impl Future<Output = Result<(), BodyClosed>> + Send;
+
+    /// When bytes last reached this stream's client by another way than `write` (a
+    /// [`DirectWriter`]), so heartbeats are only sent to streams that are really idle.
+    fn written_elsewhere_at(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// How a stream ended.
@@ -166,6 +172,9 @@ pub async fn run_stream<W: BodyWriter>(
                 if now >= end_at {
                     let _ = write_or_abort(w, retry_hint, abort).await;
                     return StreamEnd::Lifetime;
+                }
+                if let Some(t) = w.written_elsewhere_at() {
+                    last_write = last_write.max(t);
                 }
                 let due = last_write + timing.heartbeat;
                 if now < due {
