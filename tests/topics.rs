@@ -696,3 +696,26 @@ fn serde_like_json(s: &str) -> String {
     out.push_str("\"}");
     out
 }
+
+#[test]
+fn busy_streams_get_no_heartbeats_idle_ones_do() {
+    let config = CONFIG.replace("heartbeat = \"2s\"", "heartbeat = \"400ms\"");
+    let Some((_d, n)) = setup(&config) else {
+        return;
+    };
+    let mut s = subscribe(n.port, "topic=hb", None);
+    // Events every 150 ms (written straight to the socket by the fan-out): no heartbeat.
+    for i in 0..12 {
+        publish(n.port, "hb", &format!("{i}"));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    for _ in 0..12 {
+        let block = s.next_block().unwrap();
+        assert!(
+            block.starts_with("id: "),
+            "a heartbeat between events: {block:?}"
+        );
+    }
+    // Then silence: heartbeats.
+    assert_eq!(s.next_block().unwrap(), ":\n");
+}
