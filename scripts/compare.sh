@@ -22,6 +22,7 @@ ROWS=${ROWS:-"fastsse floor nchan php-static php-default apache"}
 PHP_MAX=${PHP_MAX:-400}          # php-fpm needs a process per stream: cap the static pool
 NGINX_WORKERS=${NGINX_WORKERS:-4}
 FSYNC=${FSYNC:-batch}              # fastsse journal fsync policy: always, batch, never
+FASTSSE_WORKERS=${FASTSSE_WORKERS:-}  # fastsse runtime threads (default: one per core)
 
 packages=(nginx libnginx-mod-nchan php-fpm apache2)
 missing=()
@@ -224,7 +225,7 @@ PY
 for row in $ROWS; do
   case $row in
     fastsse)
-      "$bin" serve --config "$work/fastsse.toml" --listen "unix:$work/fastsse.sock" 2>"$work/fastsse.log" &
+      env ${FASTSSE_WORKERS:+TOKIO_WORKER_THREADS=$FASTSSE_WORKERS} "$bin" serve --config "$work/fastsse.toml" --listen "unix:$work/fastsse.sock" 2>"$work/fastsse.log" &
       pid=$!; pids+=($pid); sleep 0.5
       run_row fastsse $pid "http://127.0.0.1:$p_fastsse/events?topic=bench" "http://127.0.0.1:$p_fastsse/events?topic=bench"
       kill -TERM $pid; wait $pid 2>/dev/null || true ;;

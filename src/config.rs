@@ -157,6 +157,22 @@ pub struct ServerConfig {
     /// Peers allowed on TCP listeners (FCGI_WEB_SERVER_ADDRS); empty = any. The environment
     /// variable FCGI_WEB_SERVER_ADDRS, when set, is added.
     pub web_server_addrs: Vec<String>,
+    /// Threads of the async runtime; 0 = half the cores (at least 1), leaving the rest to the
+    /// web server in front, which does as much work per event as fastsse.
+    pub worker_threads: usize,
+}
+
+impl ServerConfig {
+    /// The runtime's thread count: `worker_threads`, or half the cores.
+    pub fn runtime_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get() / 2)
+            .unwrap_or(1)
+            .max(1)
+    }
 }
 
 impl Default for ServerConfig {
@@ -174,6 +190,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             shutdown_timeout: Duration::from_secs(3),
             web_server_addrs: Vec::new(),
+            worker_threads: 0,
         }
     }
 }

@@ -211,6 +211,7 @@ pub fn run_daemon(
     lifeline: Option<std::os::fd::OwnedFd>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(app.config().server.runtime_threads())
         .enable_all()
         .build()?;
     rt.block_on(async move {
