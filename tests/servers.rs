@@ -160,7 +160,8 @@ fn assert_streams(port: u16, path: &str) {
     assert_eq!(s.header("content-length"), None);
     assert_eq!(s.next_block().unwrap(), "retry: 1000\n");
     let mut last = None;
-    for i in 0..5 {
+    let mut gaps = Vec::new();
+    for _ in 0..5 {
         let (id, _, data) = s.next_event().expect("event");
         assert!(
             data.starts_with("20") && id.parse::<u64>().is_ok(),
@@ -168,14 +169,16 @@ fn assert_streams(port: u16, path: &str) {
         );
         let now = Instant::now();
         if let Some(prev) = last {
-            let gap: Duration = now - prev;
-            assert!(
-                gap >= Duration::from_millis(150),
-                "{path}: event {i} came {gap:?} after the previous one: buffered"
-            );
+            gaps.push(now - prev);
         }
         last = Some(now);
     }
+    // The median gap, so one late event on a busy machine does not count as buffering.
+    gaps.sort();
+    assert!(
+        gaps[gaps.len() / 2] >= Duration::from_millis(180),
+        "{path}: events came {gaps:?} apart: buffered"
+    );
 }
 
 /// A CGI stream's process exits within 2 s of its client leaving (at its next write: a clock
