@@ -202,6 +202,38 @@ fn assert_client_leaving_ends_the_process(port: u16, path: &str, exe: &Path) {
     );
 }
 
+/// A client leaving frees its stream in a spawned fastsse (seen through /status). Streams left
+/// from earlier checks get `settle` to end first.
+fn assert_client_leaving_frees_the_stream(port: u16, settle: Duration) {
+    let status = || HttpStream::open(port, "GET", "/status", &[]).rest();
+    wait_for("earlier streams to end", settle, || {
+        status().contains("\"active_streams\":0")
+    });
+    let mut s = HttpStream::open(port, "GET", "/clock", &[]);
+    s.next_event().unwrap();
+    assert!(status().contains("\"active_streams\":1"));
+    drop(s);
+    wait_for("the stream to end", Duration::from_secs(2), || {
+        status().contains("\"active_streams\":0")
+    });
+}
+
+/// A fastsse binary, a data directory and a config for a web server (running as www-data) to
+/// spawn: (exe, data dir, config file).
+fn spawnable_fastsse(dir: &TempDir) -> (PathBuf, PathBuf, PathBuf) {
+    let exe = install_binary(&dir.path("bin"), "fastsse");
+    let data = dir.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    give_to_www_data(&data);
+    let config = dir.path("fastsse.toml");
+    std::fs::write(
+        &config,
+        format!("[journal]\ndir = \"{}\"\n{ROUTES}", data.display()),
+    )
+    .unwrap();
+    (exe, data, config)
+}
+
 /// A publish by `publish` (another process) reaches a subscriber on `events_path`.
 fn assert_publish_arrives(port: u16, events_path: &str, publish: impl FnOnce(&str) -> String) {
     let mut s = HttpStream::open(port, "GET", &format!("{events_path}?topic=cross"), &[]);
@@ -478,17 +510,7 @@ fn lighttpd_mod_fastcgi_bin_path_spawns_fastsse() {
         return;
     }
     let dir = TempDir::new("lighttpd-fcgi");
-    let bin = dir.path("bin");
-    let exe = install_binary(&bin, "fastsse");
-    let data = dir.path("data");
-    std::fs::create_dir_all(&data).unwrap();
-    give_to_www_data(&data);
-    let config = dir.path("fastsse.toml");
-    std::fs::write(
-        &config,
-        format!("[journal]\ndir = \"{}\"\n{ROUTES}", data.display()),
-    )
-    .unwrap();
+    let (exe, data, config) = spawnable_fastsse(&dir);
     let run = dir.path("run");
     std::fs::create_dir_all(&run).unwrap();
     give_to_www_data(&run);
@@ -508,21 +530,7 @@ fn lighttpd_mod_fastcgi_bin_path_spawns_fastsse() {
         "one fastsse process serves every stream"
     );
     assert_publish_arrives(web.port, "/events", |d| publish_via_cli(&data, &config, d));
-    // A client leaving frees its stream in the spawned process (seen through /status).
-    let status = || -> String {
-        let mut s = HttpStream::open(web.port, "GET", "/status", &[]);
-        s.rest()
-    };
-    wait_for("streams to end", Duration::from_secs(3), || {
-        status().contains("\"active_streams\":0")
-    });
-    let mut s = HttpStream::open(web.port, "GET", "/clock", &[]);
-    s.next_event().unwrap();
-    assert!(status().contains("\"active_streams\":1"));
-    drop(s);
-    wait_for("the stream to end", Duration::from_secs(2), || {
-        status().contains("\"active_streams\":0")
-    });
+    assert_client_leaving_frees_the_stream(web.port, Duration::from_secs(3));
 }
 
 #[test]
@@ -557,16 +565,7 @@ fn h2o_fastcgi_spawn_with_the_lifeline() {
     }
     let dir = TempDir::new("h2o");
     chmod(&dir.0, 0o755);
-    let exe = install_binary(&dir.path("bin"), "fastsse");
-    let data = dir.path("data");
-    std::fs::create_dir_all(&data).unwrap();
-    give_to_www_data(&data);
-    let config = dir.path("fastsse.toml");
-    std::fs::write(
-        &config,
-        format!("[journal]\ndir = \"{}\"\n{ROUTES}", data.display()),
-    )
-    .unwrap();
+    let (exe, data, config) = spawnable_fastsse(&dir);
     let port = free_port();
     let conf = shipped("h2o.conf")
         .replace("/usr/local/bin/fastsse", &exe.display().to_string())
@@ -595,20 +594,9 @@ fn h2o_fastcgi_spawn_with_the_lifeline() {
     assert_streams(web.port, "/clock");
     assert_eq!(processes_of(&exe), 1);
     assert_publish_arrives(web.port, "/events", |d| publish_via_cli(&data, &config, d));
-    // A client leaving frees its stream in the spawned process (seen through /status).
-    let status = || HttpStream::open(web.port, "GET", "/status", &[]).rest();
     // Like Apache, h2o notices a browser that left only when it next writes to it: an idle
     // subscriber ends at its next heartbeat or two (2 s here).
-    wait_for("streams to end", Duration::from_secs(8), || {
-        status().contains("\"active_streams\":0")
-    });
-    let mut s = HttpStream::open(web.port, "GET", "/clock", &[]);
-    s.next_event().unwrap();
-    assert!(status().contains("\"active_streams\":1"));
-    drop(s);
-    wait_for("the stream to end", Duration::from_secs(2), || {
-        status().contains("\"active_streams\":0")
-    });
+    assert_client_leaving_frees_the_stream(web.port, Duration::from_secs(8));
     // h2o splits PARAMS at 65535 bytes, even inside a pair: a 70 KB header still routes.
     // (h2o caps request headers itself; a large cookie is enough to exercise the split.)
     let big = "c".repeat(60_000);
