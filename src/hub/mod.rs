@@ -24,6 +24,9 @@ use journal::{
     now_ms, JournalError, JournalReader, JournalRecord, JournalSettings, JournalWriter, Publication,
 };
 
+/// Subscribers written to between two yields of the delivery task.
+const FAN_OUT_SLICE: usize = 512;
+
 /// Name of the event sent when a subscriber's `Last-Event-ID` cannot be resumed from.
 pub const RESET_EVENT: &str = "fastsse-reset";
 
@@ -365,57 +368,89 @@ impl Hub {
         Ok(id)
     }
 
-    /// Delivers records (in id order) to history and subscribers; records already seen are
-    /// skipped. Never blocks: a subscriber whose queue is full is cut off.
+    /// Takes a record into the hub (last id, history) and returns the event with a snapshot of
+    /// its subscribers; `None` for a record already seen.
+    fn accept(&self, st: &mut HubState, r: JournalRecord) -> Option<(Arc<StoredEvent>, Vec<u64>)> {
+        if r.id <= st.last_id {
+            return None;
+        }
+        st.last_id = r.id;
+        let ev = Arc::new(StoredEvent::from_record(r));
+        st.history.push(ev.clone(), &self.settings);
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        let mut targets: Vec<u64> = ev
+            .topics
+            .iter()
+            .filter_map(|t| st.by_topic.get(t))
+            .flatten()
+            .copied()
+            .collect();
+        if ev.topics.len() > 1 {
+            targets.sort_unstable();
+            targets.dedup();
+        }
+        Some((ev, targets))
+    }
+
+    /// Hands `ev` to those of `sids` still subscribed: straight to the socket when that keeps
+    /// order and does not wait, else to the subscriber's queue; a full queue cuts it off.
+    fn fan_out(&self, st: &mut HubState, ev: &Arc<StoredEvent>, sids: &[u64]) {
+        let mut cut = Vec::new();
+        for &sid in sids {
+            let Some(sub) = st.subscribers.get_mut(&sid) else {
+                continue;
+            };
+            if sub.direct_ok {
+                if let Some(d) = &sub.direct {
+                    if d.try_write_now(&ev.wire) {
+                        self.stats.direct_writes.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+                // The socket is busy: this and later events go through the queue, in order.
+                sub.direct_ok = false;
+            }
+            self.stats.queued_writes.fetch_add(1, Ordering::Relaxed);
+            if sub.tx.try_send(ev.clone()).is_err() {
+                cut.push(sid);
+            }
+        }
+        for sid in cut {
+            if Self::remove(st, sid) {
+                self.stats.lagged.fetch_add(1, Ordering::Relaxed);
+                log::info!(
+                    "topics {}: subscriber {sid} fell {} events behind; cut off",
+                    self.name,
+                    self.settings.subscriber_queue
+                );
+            }
+        }
+    }
+
+    /// Delivers records (in id order) to history and subscribers, all under one lock; records
+    /// already seen are skipped. Never blocks on a subscriber.
     fn deliver(&self, records: Vec<JournalRecord>) {
         let mut st = self.lock();
-        let mut cut = Vec::new();
         for r in records {
-            if r.id <= st.last_id {
-                continue;
+            if let Some((ev, sids)) = self.accept(&mut st, r) {
+                self.fan_out(&mut st, &ev, &sids);
             }
-            st.last_id = r.id;
-            let ev = Arc::new(StoredEvent::from_record(r));
-            st.history.push(ev.clone(), &self.settings);
-            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            let mut targets: Vec<u64> = ev
-                .topics
-                .iter()
-                .filter_map(|t| st.by_topic.get(t))
-                .flatten()
-                .copied()
-                .collect();
-            if ev.topics.len() > 1 {
-                targets.sort_unstable();
-                targets.dedup();
-            }
-            for sid in targets {
-                let Some(sub) = st.subscribers.get_mut(&sid) else {
-                    continue;
-                };
-                if sub.direct_ok {
-                    if let Some(d) = &sub.direct {
-                        if d.try_write_now(&ev.wire) {
-                            self.stats.direct_writes.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                    }
-                    // The socket is busy: this and later events go through the queue, in order.
-                    sub.direct_ok = false;
-                }
-                self.stats.queued_writes.fetch_add(1, Ordering::Relaxed);
-                if sub.tx.try_send(ev.clone()).is_err() {
-                    cut.push(sid);
-                }
-            }
-            for sid in cut.drain(..) {
-                if Self::remove(&mut st, sid) {
-                    self.stats.lagged.fetch_add(1, Ordering::Relaxed);
-                    log::info!(
-                        "topics {}: subscriber {sid} fell {} events behind; cut off",
-                        self.name,
-                        self.settings.subscriber_queue
-                    );
+        }
+    }
+
+    /// [`Hub::deliver`] for the delivery task: each event's fan-out goes in slices, yielding
+    /// between them so that a runtime thread busy fanning out to thousands of sockets still
+    /// serves publishers and new subscribers. Events stay in order: the next event is taken only
+    /// after the previous one reached every subscriber of its snapshot. A subscriber that joins
+    /// between slices has the event in its replay (history is updated first), not twice.
+    async fn deliver_in_slices(&self, records: Vec<JournalRecord>) {
+        for r in records {
+            let accepted = self.accept(&mut self.lock(), r);
+            let Some((ev, sids)) = accepted else { continue };
+            for slice in sids.chunks(FAN_OUT_SLICE) {
+                self.fan_out(&mut self.lock(), &ev, slice);
+                if sids.len() > FAN_OUT_SLICE {
+                    tokio::task::yield_now().await;
                 }
             }
         }
@@ -452,7 +487,7 @@ impl Hub {
         rt.spawn(async move {
             while let Some(records) = rx.recv().await {
                 let Some(hub) = hub.upgrade() else { return };
-                hub.deliver(records);
+                hub.deliver_in_slices(records).await;
             }
         });
     }
