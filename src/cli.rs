@@ -149,7 +149,7 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
 fn publish(args: PublishArgs) -> Result<(), String> {
     use crate::config::RouteKind;
     use crate::hub::journal::{JournalWriter, Publication};
-    use crate::publish::validate_topics;
+    use crate::publish::{check_event_name, validate_topics};
     let mut config = load_config(args.config)?;
     if let Some(dir) = args.data_dir {
         config.journal.dir = dir;
@@ -165,13 +165,8 @@ fn publish(args: PublishArgs) -> Result<(), String> {
         })?;
     validate_topics(&args.topic, route.max_topics)
         .map_err(|e| String::from_utf8_lossy(&e.body).trim().to_string())?;
-    if args
-        .event
-        .as_deref()
-        .is_some_and(|e| e.contains(['\r', '\n']))
-    {
-        return Err("event name must not contain CR or LF".into());
-    }
+    check_event_name(args.event.as_deref())
+        .map_err(|e| String::from_utf8_lossy(&e.body).trim().to_string())?;
     let data = if args.data == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)

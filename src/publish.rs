@@ -34,7 +34,8 @@ pub fn validate_topics(topics: &[String], max: usize) -> Result<(), FullResponse
     Ok(())
 }
 
-fn check_event_name(e: &Option<String>) -> Result<(), FullResponse> {
+/// Checks an event name from a publisher (no CR/LF, at most 256 bytes).
+pub fn check_event_name(e: Option<&str>) -> Result<(), FullResponse> {
     match e {
         Some(e) if e.contains(['\r', '\n']) => Err(bad("event name must not contain CR or LF")),
         Some(e) if e.len() > 256 => Err(bad("event name longer than 256 bytes")),
@@ -133,7 +134,7 @@ pub fn parse_publication(req: &Request, max_topics: usize) -> Result<Publication
         }
     }
     validate_topics(&p.topics, max_topics)?;
-    check_event_name(&p.event)?;
+    check_event_name(p.event.as_deref())?;
     Ok(p)
 }
 

@@ -304,19 +304,6 @@ pub struct JournalReader {
 }
 
 impl JournalReader {
-    /// A reader positioned at the end of the journal as it is now.
-    pub fn at_end(dir: &Path) -> Result<JournalReader, JournalError> {
-        let segs = list_segments(dir)?;
-        let segment = segs.last().copied().unwrap_or(0);
-        let path = dir.join(segment_name(segment));
-        let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        Ok(JournalReader {
-            dir: dir.to_path_buf(),
-            segment,
-            offset,
-        })
-    }
-
     /// A reader positioned at `offset` in `segment` (a record boundary, e.g. from
     /// [`JournalWriter::position`], which is taken under the lock).
     pub fn at(dir: &Path, segment: u64, offset: u64) -> JournalReader {
@@ -423,7 +410,7 @@ impl JournalWriter {
             last_id: 0,
         };
         let guard = w.lock()?;
-        w.catch_up(true)?;
+        w.catch_up()?;
         drop(guard);
         Ok(w)
     }
@@ -448,7 +435,7 @@ impl JournalWriter {
     }
 
     /// Under the lock: find the newest segment and its last record, cutting a torn tail.
-    fn catch_up(&mut self, recover: bool) -> Result<(), JournalError> {
+    fn catch_up(&mut self) -> Result<(), JournalError> {
         let dir = self.settings.dir.clone();
         let segs = list_segments(&dir)?;
         let Some(&newest) = segs.last() else {
@@ -488,7 +475,6 @@ impl JournalWriter {
                     " (incomplete)"
                 }
             );
-            let _ = recover;
             io_ctx(f.set_len(end), || format!("truncate {}", path.display()))?;
         }
         self.segment = newest;
@@ -501,7 +487,7 @@ impl JournalWriter {
     /// in between are accounted for (the lock serialises all writers).
     pub fn append(&mut self, batch: &[Publication]) -> Result<Vec<u64>, JournalError> {
         let guard = self.lock()?;
-        self.catch_up(false)?;
+        self.catch_up()?;
         if self.file.is_none() || self.offset >= self.settings.segment_bytes {
             self.roll()?;
         }
@@ -701,7 +687,7 @@ mod tests {
         s.segment_bytes = 200;
         let mut a = JournalWriter::open(s.clone()).unwrap();
         let mut b = JournalWriter::open(s).unwrap();
-        let mut reader = JournalReader::at_end(&dir).unwrap();
+        let mut reader = JournalReader::at(&dir, 0, 0);
         let mut ids = Vec::new();
         for i in 0..20 {
             let w = if i % 3 == 0 { &mut b } else { &mut a };

@@ -280,19 +280,19 @@ impl Hub {
                             Err(_) => break,
                         }
                     }
-                    let batch: Vec<Publication> =
-                        jobs.iter().map(|j| j.publication.clone()).collect();
+                    let (batch, replies): (Vec<Publication>, Vec<_>) =
+                        jobs.into_iter().map(|j| (j.publication, j.reply)).unzip();
                     match writer.append(&batch) {
                         Ok(ids) => {
-                            for (job, id) in jobs.into_iter().zip(ids) {
-                                let _ = job.reply.send(Ok(id));
+                            for (reply, id) in replies.into_iter().zip(ids) {
+                                let _ = reply.send(Ok(id));
                             }
                         }
                         Err(e) => {
                             log::error!("{e}");
                             let msg = e.to_string();
-                            for job in jobs {
-                                let _ = job.reply.send(Err(HubError::Journal(JournalError::Io {
+                            for reply in replies {
+                                let _ = reply.send(Err(HubError::Journal(JournalError::Io {
                                     what: msg.clone(),
                                     source: std::io::Error::other("append failed"),
                                 })));
@@ -352,10 +352,10 @@ impl Hub {
         let (reply, rx) = oneshot::channel();
         let job = AppendJob { publication, reply };
         // A full queue means the disk is behind: wait for room on a blocking thread, never here.
-        let sender = self.appender.clone();
-        match sender.try_send(job) {
+        match self.appender.try_send(job) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                let sender = self.appender.clone();
                 tokio::task::spawn_blocking(move || sender.send(job))
                     .await
                     .map_err(|_| HubError::Closed)?
