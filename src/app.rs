@@ -9,7 +9,8 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::{Config, RouteConfig, RouteKind};
-use crate::hub::{Hub, HubSettings, Resume};
+use crate::hub::replay::ReplayBounds;
+use crate::hub::{Hub, HubError, HubSettings, Resume};
 use crate::publish::{parse_publication, token_matches, validate_topics};
 use crate::request::Request;
 use crate::source::{ClockSource, PingSource, Source, StreamTiming};
@@ -36,6 +37,9 @@ pub struct Stats {
     rejected_streams: AtomicU64,
     active_connections: AtomicUsize,
     total_connections: AtomicU64,
+    refused_connections: AtomicU64,
+    evicted_connections: AtomicU64,
+    input_bytes: AtomicUsize,
 }
 
 /// Holds one of the `max_streams` slots; dropping it frees the slot.
@@ -55,6 +59,47 @@ pub struct ConnectionGuard(Arc<Stats>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.active_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Request input (PARAMS and body bytes) buffered for one request, counted against
+/// `max_input_bytes` until dropped.
+#[derive(Debug)]
+pub struct InputCharge {
+    stats: Arc<Stats>,
+    bytes: usize,
+    max: usize,
+}
+
+impl InputCharge {
+    /// Counts `n` more bytes; false (nothing counted) when that would pass the bound.
+    pub fn add(&mut self, n: usize) -> bool {
+        let mut cur = self.stats.input_bytes.load(Ordering::Acquire);
+        loop {
+            if cur + n > self.max {
+                return false;
+            }
+            match self.stats.input_bytes.compare_exchange_weak(
+                cur,
+                cur + n,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.bytes += n;
+                    return true;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+impl Drop for InputCharge {
+    fn drop(&mut self) {
+        self.stats
+            .input_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -109,6 +154,7 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
         431 => "Request Header Fields Too Large",
@@ -200,10 +246,14 @@ impl App {
                 RouteKind::Topics => {
                     let journal = config.journal.settings_for(r);
                     let settings = HubSettings {
-                        history_events: r.history_events,
-                        history_age: r.history_age,
+                        history: ReplayBounds {
+                            events: r.history_events,
+                            bytes: r.history_bytes,
+                            age: r.history_age,
+                        },
                         subscriber_queue: r.subscriber_queue,
                         retry: config.stream.retry,
+                        publish_timeout: config.journal.lock_timeout,
                     };
                     let hub = Hub::open(r.path.get_ref(), journal, settings)
                         .map_err(|e| format!("route {}: {e}", r.path.get_ref()))?;
@@ -243,11 +293,49 @@ impl App {
         &self.stats
     }
 
-    /// Counts a transport connection until the guard is dropped.
-    pub fn connection_opened(&self) -> ConnectionGuard {
-        self.stats.active_connections.fetch_add(1, Ordering::AcqRel);
+    /// Counts a transport connection until the guard is dropped: `None` when
+    /// `max_connections` are open, unless `force` (a connection was evicted to make room, and
+    /// the count falls back as soon as it has closed).
+    pub fn try_open_connection(&self, force: bool) -> Option<ConnectionGuard> {
+        let max = self.config.server.max_connections;
+        let mut cur = self.stats.active_connections.load(Ordering::Acquire);
+        loop {
+            if cur >= max && !force {
+                return None;
+            }
+            match self.stats.active_connections.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
         self.stats.total_connections.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard(self.stats.clone())
+        if force {
+            self.stats
+                .evicted_connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Some(ConnectionGuard(self.stats.clone()))
+    }
+
+    /// Counts a connection refused because every one of `max_connections` was busy.
+    pub fn connection_refused(&self) {
+        self.stats
+            .refused_connections
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A new, empty charge against `max_input_bytes`.
+    pub fn input_charge(&self) -> InputCharge {
+        InputCharge {
+            stats: self.stats.clone(),
+            bytes: 0,
+            max: self.config.server.max_input_bytes,
+        }
     }
 
     fn timing(&self) -> StreamTiming {
@@ -402,7 +490,8 @@ impl App {
                 .unwrap_or("");
             if !token_matches(presented.trim(), expected) {
                 log::warn!(
-                    "route={} peer={}: publish refused, missing or wrong token",
+                    "req={} route={} peer={}: publish refused, missing or wrong token",
+                    req.id,
                     conf.path.get_ref(),
                     req.peer
                 );
@@ -422,12 +511,25 @@ impl App {
                 FullResponse::text(200, id.to_string()).with_header("Cache-Control", "no-cache")
             }
             Err(e) => {
+                // The log gets the whole story; the client a reason and the id to find it by.
                 log::error!(
-                    "route={} peer={}: publish failed: {e}",
+                    "req={} route={} peer={}: publish failed, not stored: {e}",
+                    req.id,
                     conf.path.get_ref(),
                     req.peer
                 );
-                FullResponse::text(500, format!("publish failed: {e}"))
+                let reason = e.public_reason();
+                match e {
+                    HubError::Journal(_) => FullResponse::text(
+                        500,
+                        format!("not stored: {reason} (request {})", req.id),
+                    ),
+                    HubError::Busy(_) | HubError::Closed => FullResponse::text(
+                        503,
+                        format!("not stored: {reason}; retry (request {})", req.id),
+                    )
+                    .with_header("Retry-After", "1"),
+                }
             }
         }
     }
@@ -446,6 +548,7 @@ impl App {
                         "subscribers": hub.subscribers(),
                         "last_id": hub.last_id(),
                         "retained": hub.retained(),
+                        "retained_bytes": hub.retained_bytes(),
                         "published": hub.stats.published.load(Ordering::Relaxed),
                         "lagged_subscribers": hub.stats.lagged.load(Ordering::Relaxed),
                         "direct_writes": hub.stats.direct_writes.load(Ordering::Relaxed),
@@ -464,11 +567,15 @@ impl App {
             "rejected_streams": s.rejected_streams.load(Ordering::Relaxed),
             "active_connections": s.active_connections(),
             "total_connections": s.total_connections.load(Ordering::Relaxed),
+            "refused_connections": s.refused_connections.load(Ordering::Relaxed),
+            "evicted_connections": s.evicted_connections.load(Ordering::Relaxed),
+            "input_bytes": s.input_bytes.load(Ordering::Relaxed),
             "limits": {
                 "max_streams": c.max_streams,
                 "max_connections": c.max_connections,
                 "max_params_bytes": c.max_params_bytes,
                 "max_body_bytes": c.max_body_bytes,
+                "max_input_bytes": c.max_input_bytes,
             },
         });
         FullResponse {

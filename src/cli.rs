@@ -38,10 +38,15 @@ pub enum Mode {
 pub enum Command {
     /// Run the FastCGI daemon.
     Serve(ServeArgs),
-    /// Check a config file and print the routes it defines.
+    /// Check a config file as the daemon would (settings, and each topics route's journal:
+    /// that it can be created or written by this user, and damage per `on_corruption`), and
+    /// print the routes it defines.
     CheckConfig {
         /// The TOML file.
         file: PathBuf,
+        /// Data directory holding the journals (overrides [journal] dir), as for `serve`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Benchmarks that print figures.
     #[command(subcommand)]
@@ -132,8 +137,15 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
             }
         }
     }
-    for addr in &config.server.listen {
-        if !inherited_only {
+    if !inherited_only {
+        // TCP first: a unix socket appearing at its path is what scripts (and tests) wait for,
+        // so it appears only once every listener is bound.
+        let (unix, tcp): (Vec<&ListenAddr>, Vec<&ListenAddr>) = config
+            .server
+            .listen
+            .iter()
+            .partition(|a| matches!(a, ListenAddr::Unix(_)));
+        for addr in tcp.into_iter().chain(unix) {
             listeners.push(listen::bind(addr, &config.server).map_err(|e| e.to_string())?);
         }
     }
@@ -177,16 +189,94 @@ fn publish(args: PublishArgs) -> Result<(), String> {
     };
     let mut writer =
         JournalWriter::open(config.journal.settings_for(route)).map_err(|e| e.to_string())?;
-    let ids = writer
-        .append(&[Publication {
-            topics: args.topic,
-            event: args.event,
-            retry_ms: args.retry,
-            data,
-        }])
-        .map_err(|e| e.to_string())?;
-    println!("{}", ids[0]);
+    let publication = Publication {
+        topics: args.topic,
+        event: args.event,
+        retry_ms: args.retry,
+        data,
+    };
+    match writer.append(&[publication]).pop() {
+        Some(Ok(id)) => {
+            println!("{id}");
+            Ok(())
+        }
+        Some(Err(e)) => Err(format!("not stored: {e}")),
+        None => Err("not stored".into()),
+    }
+}
+
+/// `fastsse check-config`: refuses what `serve` would refuse before it listens.
+fn check_config(file: &std::path::Path, data_dir: Option<PathBuf>) -> Result<(), String> {
+    use crate::config::RouteKind;
+    let mut config = Config::load(file).map_err(|e| e.to_string())?;
+    if let Some(dir) = data_dir {
+        config.journal.dir = dir;
+    }
+    for r in &config.routes {
+        let path = r.path.get_ref();
+        match r.kind {
+            RouteKind::Clock | RouteKind::Ping => {
+                println!("{path} -> {:?} every {:?}", r.kind, r.interval)
+            }
+            RouteKind::Status => println!("{path} -> status"),
+            RouteKind::Topics => {
+                let settings = config.journal.settings_for(r);
+                let damaged = check_journal(&settings).map_err(|e| format!("route {path}: {e}"))?;
+                println!(
+                    "{path} -> topics, journal {}{}",
+                    settings.dir.display(),
+                    if damaged > 0 {
+                        format!(" ({damaged} damaged regions, skipped per on_corruption)")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
     Ok(())
+}
+
+/// Whether a journal can be opened by this user without writing anything: its directory (or
+/// the nearest existing parent, where it would be created) is writable, and its records read
+/// back under the configured corruption policy. Returns the damaged regions skipped.
+fn check_journal(settings: &crate::hub::journal::JournalSettings) -> Result<usize, String> {
+    use nix::unistd::{access, AccessFlags};
+    let dir = &settings.dir;
+    let mut existing = dir.as_path();
+    while !existing.exists() {
+        existing = match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
+    }
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| nix::unistd::geteuid().to_string(), |u| u.name);
+    if access(existing, AccessFlags::W_OK | AccessFlags::X_OK).is_err() {
+        return Err(format!(
+            "user {user} cannot write {} (to {} the journal {})",
+            existing.display(),
+            if existing == dir { "use" } else { "create" },
+            dir.display()
+        ));
+    }
+    if !dir.exists() {
+        return Ok(0);
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+        if access(&path, AccessFlags::W_OK).is_err() {
+            return Err(format!(
+                "user {user} cannot write {}; the daemon could not append to this journal",
+                path.display()
+            ));
+        }
+    }
+    crate::hub::journal::read_all(dir, settings.on_corruption, |_| {})
+        .map(|damage| damage.len())
+        .map_err(|e| e.to_string())
 }
 
 /// The log level when `RUST_LOG` is unset: `warn` for a CGI program (its stderr is the web
@@ -224,18 +314,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        (Some(Command::CheckConfig { file }), _) => Config::load(&file)
-            .map(|c| {
-                for r in &c.routes {
-                    println!(
-                        "{} -> {:?} every {:?}",
-                        r.path.get_ref(),
-                        r.kind,
-                        r.interval
-                    );
-                }
-            })
-            .map_err(|e| e.to_string()),
+        (Some(Command::CheckConfig { file, data_dir }), _) => check_config(&file, data_dir),
         (None, mode) => {
             // SAFETY: fd 0 stays open for the life of the process (ensure_std_fds).
             let fd0 = unsafe { BorrowedFd::borrow_raw(0) };

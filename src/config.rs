@@ -151,6 +151,16 @@ pub struct ServerConfig {
     /// Most request body bytes (publish bodies).
     #[serde(deserialize_with = "de_positive")]
     pub max_body_bytes: usize,
+    /// Most bytes of request input (PARAMS and bodies) buffered at once across every
+    /// connection; a request that would go past it gets `503`.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_input_bytes: usize,
+    /// How long a connection may take to deliver a whole request (from its accept, or from the
+    /// end of its previous request); a connection that takes longer is closed (a request half
+    /// sent gets `408`). Connections with no request running are also the first closed when
+    /// `max_connections` is reached.
+    #[serde(deserialize_with = "de_positive_duration")]
+    pub request_timeout: Duration,
     /// How long shutdown waits for streams to end before exiting anyway.
     #[serde(deserialize_with = "de_positive_duration")]
     pub shutdown_timeout: Duration,
@@ -188,6 +198,8 @@ impl Default for ServerConfig {
             max_params_bytes: 64 * 1024,
             max_params_pairs: 1024,
             max_body_bytes: 64 * 1024,
+            max_input_bytes: 64 << 20,
+            request_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(3),
             web_server_addrs: Vec::new(),
             worker_threads: 0,
@@ -262,6 +274,9 @@ pub struct RouteConfig {
         deserialize_with = "de_positive_duration"
     )]
     pub history_age: Duration,
+    /// `topics`: most bytes of events kept for replay (their encoded size).
+    #[serde(default = "default_history_bytes", deserialize_with = "de_positive")]
+    pub history_bytes: usize,
     /// `topics`: events queued per subscriber before it is cut off as too slow.
     #[serde(default = "default_subscriber_queue", deserialize_with = "de_positive")]
     pub subscriber_queue: usize,
@@ -278,6 +293,9 @@ fn default_history_events() -> usize {
 }
 fn default_history_age() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_history_bytes() -> usize {
+    64 << 20
 }
 fn default_subscriber_queue() -> usize {
     1024
@@ -304,6 +322,13 @@ pub struct JournalConfig {
     /// Segments older than this are deleted.
     #[serde(deserialize_with = "de_positive_duration")]
     pub max_age: Duration,
+    /// Longest a publish waits for the journal lock (held by `fastsse publish` or a CGI
+    /// request) before it is answered `503` (not stored).
+    #[serde(deserialize_with = "de_positive_duration")]
+    pub lock_timeout: Duration,
+    /// Damage in a journal (bad records followed by good ones): `skip` it with a log line
+    /// (clients resuming across it get a reset), or `refuse` to start.
+    pub on_corruption: crate::hub::journal::CorruptionPolicy,
 }
 
 impl Default for JournalConfig {
@@ -314,6 +339,8 @@ impl Default for JournalConfig {
             segment_bytes: 16 << 20,
             max_bytes: 1 << 30,
             max_age: Duration::from_secs(7 * 86400),
+            lock_timeout: Duration::from_secs(2),
+            on_corruption: crate::hub::journal::CorruptionPolicy::Skip,
         }
     }
 }
@@ -335,6 +362,8 @@ impl JournalConfig {
             segment_bytes: self.segment_bytes,
             max_bytes: self.max_bytes,
             max_age: self.max_age,
+            lock_timeout: self.lock_timeout,
+            on_corruption: self.on_corruption,
         }
     }
 }
@@ -407,6 +436,7 @@ fn route(path: &str, kind: RouteKind) -> RouteConfig {
         interval: one_second(),
         history_events: default_history_events(),
         history_age: default_history_age(),
+        history_bytes: default_history_bytes(),
         subscriber_queue: default_subscriber_queue(),
         max_topics: default_max_topics(),
         publish_token: None,
@@ -532,6 +562,29 @@ impl Config {
                 ));
             }
             seen.push(path);
+            if let Some(token) = &r.publish_token {
+                if token.trim().is_empty() {
+                    let line = text
+                        .lines()
+                        .position(|l| {
+                            let l = l.trim_start();
+                            l.starts_with("publish_token")
+                                && l.split_once('=').is_some_and(|(_, v)| {
+                                    v.trim().trim_matches(['"', '\'']).trim().is_empty()
+                                })
+                        })
+                        .map(|i| i + 1);
+                    return Err(ConfigError {
+                        file: file.to_string(),
+                        line,
+                        key: Some("publish_token".into()),
+                        message: format!(
+                            "route {path}: an empty publish_token would let anyone publish; \
+                             set a token or remove the line"
+                        ),
+                    });
+                }
+            }
         }
         let topic_routes: Vec<&RouteConfig> = self
             .routes

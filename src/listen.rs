@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrLike};
@@ -15,13 +15,42 @@ use crate::config::{ListenAddr, ServerConfig};
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 4096;
 
+/// A unix socket file this process created: removed at shutdown only while the path still
+/// names it (a newer process may have replaced it while this one was draining).
+#[derive(Debug, Clone)]
+pub struct SocketFile {
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+impl SocketFile {
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the file if it is still the socket this process created.
+    pub fn remove_if_ours(&self) {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.identity => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            Ok(_) => log::info!(
+                "{}: now another process's socket; leaving it",
+                self.path.display()
+            ),
+            Err(_) => {}
+        }
+    }
+}
+
 /// A bound, listening, non-blocking socket, not yet registered with the runtime.
 #[derive(Debug)]
 pub enum BoundListener {
     /// A unix socket; `cleanup` is removed at shutdown when this process created it.
     Unix {
         listener: std::os::unix::net::UnixListener,
-        cleanup: Option<PathBuf>,
+        cleanup: Option<SocketFile>,
     },
     /// A TCP socket.
     Tcp(std::net::TcpListener),
@@ -31,7 +60,7 @@ impl fmt::Display for BoundListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BoundListener::Unix { listener, cleanup } => match (cleanup, listener.local_addr()) {
-                (Some(p), _) => write!(f, "unix:{}", p.display()),
+                (Some(p), _) => write!(f, "unix:{}", p.path.display()),
                 (None, Ok(a)) => match a.as_pathname() {
                     Some(p) => write!(f, "unix:{} (inherited)", p.display()),
                     None => f.write_str("unix socket (inherited)"),
@@ -149,9 +178,34 @@ fn clear_stale_socket(path: &Path) -> Result<(), ListenError> {
     }
 }
 
+/// Binds the socket in a private directory (mode 0700) beside `path`, applies mode and owner
+/// there, and only then renames it into place: nobody can connect before its mode applies,
+/// whatever the umask.
 fn bind_unix(path: &Path, server: &ServerConfig) -> Result<BoundListener, ListenError> {
-    let shown = path.display().to_string();
     clear_stale_socket(path)?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let private = parent.join(format!(".fastsse-bind.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(std_err(format!("create {}", private.display())))?;
+    let staged = private.join("s");
+    let result = bind_staged(&staged, path, server);
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    result
+}
+
+fn bind_staged(
+    staged: &Path,
+    path: &Path,
+    server: &ServerConfig,
+) -> Result<BoundListener, ListenError> {
+    let shown = path.display().to_string();
     let fd = socket::socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -159,12 +213,10 @@ fn bind_unix(path: &Path, server: &ServerConfig) -> Result<BoundListener, Listen
         None,
     )
     .map_err(io_err(format!("socket for {shown}")))?;
-    let addr = socket::UnixAddr::new(path).map_err(io_err(format!("socket path {shown}")))?;
+    let addr = socket::UnixAddr::new(staged).map_err(io_err(format!("socket path {shown}")))?;
     socket::bind(fd.as_raw_fd(), &addr).map_err(io_err(format!("bind {shown}")))?;
-    socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))
-        .map_err(io_err(format!("listen {shown}")))?;
     if let Some(mode) = server.socket_mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        std::fs::set_permissions(staged, std::fs::Permissions::from_mode(mode))
             .map_err(std_err(format!("chmod {mode:o} {shown}")))?;
     }
     if server.socket_owner.is_some() || server.socket_group.is_some() {
@@ -186,15 +238,22 @@ fn bind_unix(path: &Path, server: &ServerConfig) -> Result<BoundListener, Listen
             ),
             None => None,
         };
-        nix::unistd::chown(path, uid, gid).map_err(io_err(format!("chown {shown}")))?;
+        nix::unistd::chown(staged, uid, gid).map_err(io_err(format!("chown {shown}")))?;
     }
+    socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))
+        .map_err(io_err(format!("listen {shown}")))?;
+    let meta = std::fs::symlink_metadata(staged).map_err(std_err(format!("stat {shown}")))?;
+    std::fs::rename(staged, path).map_err(std_err(format!("move the socket to {shown}")))?;
     let listener = std::os::unix::net::UnixListener::from(fd);
     listener
         .set_nonblocking(true)
         .map_err(std_err(format!("O_NONBLOCK on {shown}")))?;
     Ok(BoundListener::Unix {
         listener,
-        cleanup: Some(path.to_path_buf()),
+        cleanup: Some(SocketFile {
+            path: path.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
+        }),
     })
 }
 

@@ -29,6 +29,8 @@ pub struct Request {
     pub body: Bytes,
     /// The browser's address as the web server reports it (`REMOTE_ADDR:REMOTE_PORT`).
     pub peer: String,
+    /// An id for logs and error bodies, unique on this host (process id and a counter).
+    pub id: String,
     vars: Vec<(Bytes, Bytes)>,
 }
 
@@ -67,6 +69,13 @@ pub fn parse_form(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `<pid>-<n>`: unique among the processes of a host (a CGI process serves one request).
+fn next_request_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 impl Request {
     /// Builds a request from CGI-style variables (FastCGI PARAMS or a CGI environment).
     pub fn from_vars(vars: Vec<(Bytes, Bytes)>, body: Bytes, path_from: PathFrom) -> Request {
@@ -77,6 +86,7 @@ impl Request {
             path_info: String::new(),
             body,
             peer: String::new(),
+            id: next_request_id(),
             vars,
         };
         r.method = r.var("REQUEST_METHOD").unwrap_or("GET").to_string();

@@ -10,8 +10,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::App;
+use crate::app::{App, ConnectionGuard};
 use crate::fcgi::conn::{serve_connection, ConnContext, FcgiSocket};
+use crate::fcgi::idle::IdleConnections;
 use crate::listen::BoundListener;
 
 /// Counter for connection ids in logs.
@@ -44,28 +45,38 @@ struct Acceptor {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     allowed: Arc<Vec<IpAddr>>,
+    idle: Arc<IdleConnections>,
 }
 
 impl Acceptor {
-    /// True when the connection may be served; logs and refuses over the connection limit.
-    fn admit(&self, peer: &str) -> bool {
-        let max = self.app.config().server.max_connections;
-        if self.app.stats().active_connections() >= max {
-            log::warn!("peer={peer}: refusing connection, {max} open (max_connections)");
-            return false;
+    /// Counts the connection at accept, so a burst cannot pass `max_connections`. When full,
+    /// the oldest connection with no request running is closed to make room; with none, the new
+    /// connection is refused (closed) and logged.
+    fn admit(&self, peer: &str) -> Option<ConnectionGuard> {
+        if let Some(guard) = self.app.try_open_connection(false) {
+            return Some(guard);
         }
-        true
+        if self.idle.evict_oldest() {
+            return self.app.try_open_connection(true);
+        }
+        self.app.connection_refused();
+        let max = self.app.config().server.max_connections;
+        log::warn!(
+            "peer={peer}: refusing connection, {max} open (max_connections), every one busy"
+        );
+        None
     }
 
-    fn spawn<S: FcgiSocket>(&self, io: S, peer: String) {
+    fn spawn<S: FcgiSocket>(&self, io: S, peer: String, counted: ConnectionGuard) {
         let ctx = ConnContext {
             app: self.app.clone(),
             shutdown: self.shutdown.clone(),
             tracker: self.tracker.clone(),
+            idle: self.idle.clone(),
             peer,
             conn_id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
         };
-        self.tracker.spawn(serve_connection(io, ctx));
+        self.tracker.spawn(serve_connection(io, ctx, counted));
     }
 
     /// Waits a little after an accept error (EMFILE and friends) so the loop does not spin.
@@ -90,8 +101,8 @@ impl Acceptor {
                         _ = self.shutdown.cancelled() => break,
                         r = listener.accept() => match r {
                             Ok((io, _)) => {
-                                if self.admit(&name) {
-                                    self.spawn(io, name.clone());
+                                if let Some(counted) = self.admit(&name) {
+                                    self.spawn(io, name.clone(), counted);
                                 }
                             }
                             Err(e) => self.back_off(e, &name).await,
@@ -114,9 +125,9 @@ impl Acceptor {
                                     log::warn!("peer={peer}: not in FCGI_WEB_SERVER_ADDRS, closing");
                                     continue;
                                 }
-                                if self.admit(&peer) {
+                                if let Some(counted) = self.admit(&peer) {
                                     let _ = io.set_nodelay(true);
-                                    self.spawn(io, peer);
+                                    self.spawn(io, peer, counted);
                                 }
                             }
                             Err(e) => self.back_off(e, &name).await,
@@ -133,6 +144,7 @@ impl Acceptor {
 pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     let allowed = Arc::new(allowed_peers(&app));
+    let idle = Arc::new(IdleConnections::default());
     let mut cleanup = Vec::new();
     for l in listeners {
         log::info!("listening on {l}");
@@ -147,6 +159,7 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             allowed: allowed.clone(),
+            idle: idle.clone(),
         };
         tracker.spawn(acceptor.run(l));
     }
@@ -161,8 +174,8 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
             app.stats().active_streams()
         );
     }
-    for p in cleanup {
-        let _ = std::fs::remove_file(&p);
+    for socket in cleanup {
+        socket.remove_if_ours();
     }
 }
 

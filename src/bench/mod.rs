@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::hub::journal::{FsyncPolicy, JournalSettings, Publication};
+use crate::hub::journal::{CorruptionPolicy, FsyncPolicy, JournalSettings, Publication};
+use crate::hub::replay::ReplayBounds;
 use crate::hub::{Hub, HubSettings};
 
 /// Options of `fastsse bench journal`.
@@ -68,12 +69,18 @@ pub fn journal(args: JournalBenchArgs) -> Result<(), String> {
                 segment_bytes: 64 << 20,
                 max_bytes: 1 << 30,
                 max_age: Duration::from_secs(3600),
+                lock_timeout: Duration::from_secs(2),
+                on_corruption: CorruptionPolicy::Skip,
             },
             HubSettings {
-                history_events: 1000,
-                history_age: Duration::from_secs(3600),
+                history: ReplayBounds {
+                    events: 1000,
+                    bytes: 64 << 20,
+                    age: Duration::from_secs(3600),
+                },
                 subscriber_queue: 16,
                 retry: Duration::from_secs(3),
+                publish_timeout: Duration::from_secs(2),
             },
         )
         .map_err(|e| e.to_string())?;

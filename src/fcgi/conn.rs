@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::codec::{CodecError, Record, RecordCodec};
+use super::idle::IdleConnections;
 use super::params::{decode_params, encode_pair, ParamsLimits};
 use super::*;
-use crate::app::{stream_head, App, FullResponse, Response};
+use crate::app::{stream_head, App, ConnectionGuard, FullResponse, InputCharge, Response};
 use crate::request::{PathFrom, Request};
 use crate::source::{run_stream, BodyClosed, BodyWriter, DirectWriter, StreamEnd};
 
@@ -258,6 +259,8 @@ pub struct ConnContext {
     pub shutdown: CancellationToken,
     /// Tracks the connection's tasks so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Connections with no request running (closed first when the server is full).
+    pub idle: Arc<IdleConnections>,
     /// The web server's address on this connection, for logs.
     pub peer: String,
     /// Connection number, for logs.
@@ -286,6 +289,10 @@ enum Phase {
 struct Slot {
     keep_conn: bool,
     phase: Phase,
+    /// When BEGIN_REQUEST arrived: the input must be complete by `request_timeout` after it.
+    begun: tokio::time::Instant,
+    /// The request's input bytes, counted against `max_input_bytes` until the slot goes.
+    charge: InputCharge,
 }
 
 /// Reads whole records from the connection, with the codec doing the framing. Holds no buffer
@@ -354,11 +361,14 @@ struct Conn<S> {
     writer: Arc<ConnWriter<S>>,
     cancel: CancellationToken,
     close_when_idle: bool,
+    /// Since when no request has been running (`None` while one runs).
+    idle_since: Option<tokio::time::Instant>,
 }
 
-/// Serves one FastCGI connection until the peer closes it, a protocol error, or shutdown.
-pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext) {
-    let _counted = ctx.app.connection_opened();
+/// Serves one FastCGI connection until the peer closes it, a protocol error, shutdown, or
+/// `request_timeout` without a whole request. `counted` holds its place in `max_connections`.
+pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext, counted: ConnectionGuard) {
+    let _counted = counted;
     let io = Arc::new(io);
     let mut reader = RecordReader {
         io: io.clone(),
@@ -383,13 +393,19 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext) {
         writer,
         cancel,
         close_when_idle: false,
+        idle_since: None,
     };
     log::debug!("conn={} peer={}: open", conn.ctx.conn_id, conn.ctx.peer);
+    conn.update_idle();
     let mut draining = false;
     loop {
+        let deadline = conn.deadline();
         let flow = tokio::select! {
             biased;
             _ = conn.cancel.cancelled() => Flow::Close,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                conn.on_deadline()
+            }
             _ = conn.writer.finished_notify.notified() => {
                 let mut flow = Flow::Continue;
                 for id in conn.writer.take_finished() {
@@ -424,7 +440,9 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext) {
         if flow == Flow::Close {
             break;
         }
+        conn.update_idle();
     }
+    conn.ctx.idle.set(conn.ctx.conn_id, &conn.cancel, false);
     if !conn.slots.is_empty() {
         // Streams still running lose their connection: stop them now.
         conn.cancel.cancel();
@@ -434,6 +452,82 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext) {
 }
 
 impl<S: FcgiSocket> Conn<S> {
+    /// Keeps the idle registry and `idle_since` in step with whether a request runs.
+    fn update_idle(&mut self) {
+        let running = self
+            .slots
+            .values()
+            .any(|s| matches!(s.phase, Phase::Running(_)));
+        if running == self.idle_since.is_none() {
+            return;
+        }
+        self.idle_since = (!running).then(tokio::time::Instant::now);
+        self.ctx.idle.set(self.ctx.conn_id, &self.cancel, !running);
+    }
+
+    /// When the next request-input deadline falls: an idle connection must deliver a whole
+    /// request, and each request its whole input, within `request_timeout`.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let timeout = self.ctx.app.config().server.request_timeout;
+        if self.slots.is_empty() {
+            return self.idle_since.map(|t| t + timeout);
+        }
+        self.slots
+            .values()
+            .filter(|s| !matches!(s.phase, Phase::Running(_)))
+            .map(|s| s.begun + timeout)
+            .min()
+    }
+
+    /// A deadline passed: requests whose input is late get 408; a connection idle for too long
+    /// is closed.
+    fn on_deadline(&mut self) -> Flow {
+        let now = tokio::time::Instant::now();
+        let timeout = self.ctx.app.config().server.request_timeout;
+        let late: Vec<u16> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !matches!(s.phase, Phase::Running(_)) && s.begun + timeout <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            log::warn!(
+                "conn={} id={id} peer={}: request not complete within {timeout:?} (request_timeout); answering 408",
+                self.ctx.conn_id,
+                self.ctx.peer
+            );
+            let resp = FullResponse::text(
+                408,
+                format!("request not received completely within {timeout:?} (request_timeout)"),
+            );
+            self.dispatch(id, Err(resp));
+        }
+        match self.idle_since {
+            Some(t) if self.slots.is_empty() && t + timeout <= now => {
+                log::debug!(
+                    "conn={} peer={}: no request within {timeout:?}; closing",
+                    self.ctx.conn_id,
+                    self.ctx.peer
+                );
+                self.cancel.cancel();
+                Flow::Close
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    /// The 503 for a request whose input would pass `max_input_bytes`.
+    fn input_full(&self, id: u16) -> FullResponse {
+        let max = self.ctx.app.config().server.max_input_bytes;
+        log::warn!(
+            "conn={} id={id} peer={}: {max} bytes of request input already buffered (max_input_bytes); answering 503",
+            self.ctx.conn_id,
+            self.ctx.peer
+        );
+        FullResponse::text(503, "server busy: too much request input buffered; retry")
+            .with_header("Retry-After", "1")
+    }
+
     async fn send(&self, msg: Outgoing) -> Flow {
         match self.writer.send(msg).await {
             Ok(()) => Flow::Continue,
@@ -580,6 +674,8 @@ impl<S: FcgiSocket> Conn<S> {
             Slot {
                 keep_conn,
                 phase: Phase::Params(Some(BytesMut::new())),
+                begun: tokio::time::Instant::now(),
+                charge: self.ctx.app.input_charge(),
             },
         );
         Flow::Continue
@@ -620,6 +716,9 @@ impl<S: FcgiSocket> Conn<S> {
             if let Some(b) = buf {
                 if b.len() + r.content.len() > max_bytes {
                     *buf = None;
+                } else if !slot.charge.add(r.content.len()) {
+                    let full = self.input_full(r.request_id);
+                    return self.dispatch(r.request_id, Err(full));
                 } else {
                     b.extend_from_slice(&r.content);
                 }
@@ -673,9 +772,11 @@ impl<S: FcgiSocket> Conn<S> {
                 )),
             ),
             Some(Some(n)) => {
+                // Grown as bytes arrive, never sized from CONTENT_LENGTH up front: a
+                // half-sent body costs only what was sent.
                 slot.phase = Phase::Body {
                     vars,
-                    body: BytesMut::with_capacity(n),
+                    body: BytesMut::new(),
                     expected: n,
                 };
                 Flow::Continue
@@ -691,7 +792,12 @@ impl<S: FcgiSocket> Conn<S> {
             return Flow::Continue;
         };
         let room = *expected - body.len();
-        body.extend_from_slice(&r.content[..r.content.len().min(room)]);
+        let take = r.content.len().min(room);
+        if !slot.charge.add(take) {
+            let full = self.input_full(r.request_id);
+            return self.dispatch(r.request_id, Err(full));
+        }
+        body.extend_from_slice(&r.content[..take]);
         if !r.content.is_empty() && body.len() < *expected {
             return Flow::Continue;
         }
@@ -727,6 +833,8 @@ impl<S: FcgiSocket> Conn<S> {
         };
         let abort = self.cancel.child_token();
         slot.phase = Phase::Running(abort.clone());
+        // The input is decoded into the request now: its buffers no longer count.
+        slot.charge = self.ctx.app.input_charge();
         let task = RequestTask {
             app: self.ctx.app.clone(),
             id,

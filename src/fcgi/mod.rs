@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod conn;
+pub mod idle;
 pub mod params;
 
 /// The only protocol version (spec 3.3).

@@ -1,28 +1,28 @@
 //! The topic hub: publish/subscribe over a durable [`journal`], with a bounded in-memory
-//! [`ReplayBuffer`] for `Last-Event-ID` replay, bounded per-subscriber queues, and an event
-//! encoded once and shared by every subscriber.
+//! [`replay::ReplayBuffer`] for `Last-Event-ID` replay, bounded per-subscriber queues, and an
+//! event encoded once and shared by every subscriber.
 //!
-//! Threads: an appender thread owns the [`journal::JournalWriter`] (group commit); a follower
-//! thread wakes on inotify and delivers whatever any process appended, in id order. Async tasks
-//! only exchange messages with them; no lock is held across an `.await`.
+//! The journal's threads live in [`local`] (appender: group commit; follower: inotify). Async
+//! tasks only exchange messages with them; no lock is held across an `.await`.
 
 pub mod journal;
+pub mod local;
+pub mod replay;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::source::{DirectWriter, NextEvent, Source};
 use crate::sse::{EncodedEvent, Event};
-use journal::{
-    now_ms, JournalError, JournalReader, JournalRecord, JournalSettings, JournalWriter, Publication,
-};
+use journal::{Damage, JournalError, JournalRecord, JournalSettings, JournalWriter, Publication};
+use local::AppendJob;
+use replay::{ReplayBounds, ReplayBuffer};
 
 /// Subscribers written to between two yields of the delivery task.
 const FAN_OUT_SLICE: usize = 512;
@@ -33,14 +33,14 @@ pub const RESET_EVENT: &str = "fastsse-reset";
 /// Bounds of one hub.
 #[derive(Clone, Debug)]
 pub struct HubSettings {
-    /// Most events kept for replay.
-    pub history_events: usize,
-    /// Oldest event kept for replay.
-    pub history_age: Duration,
+    /// Most events, bytes and age kept for replay.
+    pub history: ReplayBounds,
     /// Events queued per subscriber before it is cut off as too slow.
     pub subscriber_queue: usize,
     /// `retry:` hint sent to a subscriber that is cut off.
     pub retry: Duration,
+    /// Longest a publication waits for the journal before it is refused as busy (not stored).
+    pub publish_timeout: Duration,
 }
 
 /// An event as delivered: id, topics and its wire bytes, encoded once.
@@ -57,7 +57,7 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    fn from_record(r: JournalRecord) -> StoredEvent {
+    pub(crate) fn from_record(r: JournalRecord) -> StoredEvent {
         let mut ev = Event::new().id(r.id.to_string()).data(r.data);
         if let Some(e) = r.event {
             ev = ev.event(e);
@@ -80,42 +80,6 @@ impl StoredEvent {
     }
 }
 
-/// Recent events, oldest first, bounded by count and age.
-#[derive(Debug, Default)]
-pub struct ReplayBuffer {
-    events: VecDeque<Arc<StoredEvent>>,
-    /// Highest id no longer retained (everything at or below it may have been dropped).
-    evicted_up_to: u64,
-}
-
-impl ReplayBuffer {
-    fn push(&mut self, ev: Arc<StoredEvent>, s: &HubSettings) {
-        self.events.push_back(ev);
-        self.trim(s);
-    }
-
-    fn trim(&mut self, s: &HubSettings) {
-        let oldest_ok = now_ms().saturating_sub(s.history_age.as_millis() as u64);
-        while let Some(front) = self.events.front() {
-            if self.events.len() <= s.history_events && front.unix_ms >= oldest_ok {
-                break;
-            }
-            self.evicted_up_to = front.id;
-            self.events.pop_front();
-        }
-    }
-
-    /// Events after `id` on any of `topics`, oldest first.
-    fn after(&self, id: u64, topics: &[String]) -> VecDeque<Arc<StoredEvent>> {
-        let start = self.events.partition_point(|e| e.id <= id);
-        self.events
-            .range(start..)
-            .filter(|e| e.topics.iter().any(|t| topics.contains(t)))
-            .cloned()
-            .collect()
-    }
-}
-
 struct Subscriber {
     topics: Vec<String>,
     tx: mpsc::Sender<Arc<StoredEvent>>,
@@ -135,19 +99,33 @@ struct HubState {
     next_subscriber: u64,
 }
 
-/// A hub failure seen by a publisher.
+/// A hub failure seen by a publisher. Every variant means the event was not stored.
 #[derive(Debug)]
 pub enum HubError {
-    /// The journal could not be written.
+    /// The journal could not be written (500).
     Journal(JournalError),
-    /// The appender thread is gone (process shutting down).
+    /// The journal is busy: its lock is held elsewhere or its queue is full (503, retry).
+    Busy(String),
+    /// The appender thread is gone (process shutting down; 503).
     Closed,
+}
+
+impl HubError {
+    /// A short reason for the HTTP client: no paths, no OS error text.
+    pub fn public_reason(&self) -> String {
+        match self {
+            HubError::Journal(e) => e.public_reason().to_string(),
+            HubError::Busy(why) => why.clone(),
+            HubError::Closed => "the server is shutting down".into(),
+        }
+    }
 }
 
 impl fmt::Display for HubError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HubError::Journal(e) => write!(f, "{e}"),
+            HubError::Journal(e) => write!(f, "journal: {e}"),
+            HubError::Busy(why) => write!(f, "busy: {why}"),
             HubError::Closed => f.write_str("the hub is shutting down"),
         }
     }
@@ -159,11 +137,6 @@ impl From<JournalError> for HubError {
     fn from(e: JournalError) -> Self {
         HubError::Journal(e)
     }
-}
-
-struct AppendJob {
-    publication: Publication,
-    reply: oneshot::Sender<Result<u64, HubError>>,
 }
 
 /// Counters of one hub.
@@ -183,7 +156,7 @@ pub struct HubStats {
 
 /// A topic hub for one route.
 pub struct Hub {
-    name: String,
+    pub(crate) name: String,
     settings: HubSettings,
     state: Mutex<HubState>,
     appender: std::sync::mpsc::SyncSender<AppendJob>,
@@ -219,46 +192,37 @@ impl Resume {
 }
 
 impl Hub {
-    /// Opens the journal (recovering a torn tail), loads the retained history, and starts the
-    /// appender and follower threads.
+    /// Opens the journal (recovering a torn tail, skipping damage per policy), loads the
+    /// retained history, and starts the journal's threads.
     pub fn open(
         name: &str,
         journal: JournalSettings,
         settings: HubSettings,
     ) -> Result<Arc<Hub>, JournalError> {
-        let mut writer = JournalWriter::open(journal.clone())?;
-        let inotify = Inotify::init(InitFlags::IN_CLOEXEC).map_err(|e| JournalError::Io {
-            what: "inotify_init".into(),
-            source: e.into(),
-        })?;
-        inotify
-            .add_watch(
-                &journal.dir,
-                AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO,
-            )
-            .map_err(|e| JournalError::Io {
-                what: format!("inotify watch {}", journal.dir.display()),
-                source: e.into(),
-            })?;
-        let (segment, offset) = writer.position();
-        let mut reader = JournalReader::at(&journal.dir, segment, offset);
+        let writer = JournalWriter::open(journal.clone())?;
         let mut state = HubState::default();
-        for r in journal::read_all(&journal.dir)? {
+        let damage = journal::read_all(&journal.dir, journal.on_corruption, |r| {
             state.last_id = state.last_id.max(r.id);
             state
                 .history
-                .push(Arc::new(StoredEvent::from_record(r)), &settings);
-        }
+                .push(Arc::new(StoredEvent::from_record(r)), &settings.history);
+        })?;
         state.last_id = state.last_id.max(writer.last_id());
-        state.history.evicted_up_to = match state.history.events.front() {
-            Some(first) => first.id - 1,
-            None => state.last_id,
-        };
+        state.history.loaded(state.last_id);
+        for d in &damage {
+            state.history.add_hole(d.after_id, d.next_id);
+        }
         log::info!(
-            "topics {name}: journal {} at id {}, {} events retained for replay",
+            "topics {name}: journal {} at id {}, {} events ({} bytes) retained for replay{}",
             journal.dir.display(),
             state.last_id,
-            state.history.events.len()
+            state.history.len(),
+            state.history.bytes(),
+            if damage.is_empty() {
+                String::new()
+            } else {
+                format!(", {} damaged regions skipped", damage.len())
+            }
         );
         let (tx, rx) = std::sync::mpsc::sync_channel::<AppendJob>(1024);
         let hub = Arc::new(Hub {
@@ -269,77 +233,7 @@ impl Hub {
             delivery: std::sync::OnceLock::new(),
             stats: HubStats::default(),
         });
-        std::thread::Builder::new()
-            .name(format!("journal-append {name}"))
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut jobs = vec![first];
-                    while jobs.len() < 512 {
-                        match rx.try_recv() {
-                            Ok(j) => jobs.push(j),
-                            Err(_) => break,
-                        }
-                    }
-                    let (batch, replies): (Vec<Publication>, Vec<_>) =
-                        jobs.into_iter().map(|j| (j.publication, j.reply)).unzip();
-                    match writer.append(&batch) {
-                        Ok(ids) => {
-                            for (reply, id) in replies.into_iter().zip(ids) {
-                                let _ = reply.send(Ok(id));
-                            }
-                        }
-                        Err(e) => {
-                            log::error!("{e}");
-                            let msg = e.to_string();
-                            for reply in replies {
-                                let _ = reply.send(Err(HubError::Journal(JournalError::Io {
-                                    what: msg.clone(),
-                                    source: std::io::Error::other("append failed"),
-                                })));
-                            }
-                        }
-                    }
-                }
-            })
-            .map_err(|e| JournalError::Io {
-                what: "spawn appender thread".into(),
-                source: e,
-            })?;
-        let follower = Arc::downgrade(&hub);
-        let dir = journal.dir.clone();
-        std::thread::Builder::new()
-            .name(format!("journal-follow {name}"))
-            .spawn(move || loop {
-                if follower.strong_count() == 0 {
-                    return;
-                }
-                match reader.read_new() {
-                    Ok(records) if !records.is_empty() => match follower.upgrade() {
-                        // Fan out on the async runtime when there is one: its workers are awake
-                        // there and pick up socket readiness in batches, where a separate
-                        // thread would wake a parked worker for every write it makes.
-                        Some(hub) => match hub.delivery.get() {
-                            Some(tx) => {
-                                if let Err(e) = tx.send(records) {
-                                    hub.deliver(e.0);
-                                }
-                            }
-                            None => hub.deliver(records),
-                        },
-                        None => return,
-                    },
-                    Ok(_) => {}
-                    Err(e) => log::error!("journal {}: {e}", dir.display()),
-                }
-                if let Err(e) = inotify.read_events() {
-                    log::error!("inotify on {}: {e}", dir.display());
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            })
-            .map_err(|e| JournalError::Io {
-                what: "spawn follower thread".into(),
-                source: e,
-            })?;
+        local::start(&hub, writer, rx, journal)?;
         Ok(hub)
     }
 
@@ -347,25 +241,58 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends to the journal; resolves to the assigned id once it is written (per fsync policy).
+    /// Appends to the journal; resolves to the assigned id once it is stored (per fsync
+    /// policy). An error means the event was not stored: the journal failed, or it stayed busy
+    /// for `publish_timeout` (the appender refuses a publication whose deadline passed rather
+    /// than store it after its publisher was told no).
     pub async fn publish(&self, publication: Publication) -> Result<u64, HubError> {
         let (reply, rx) = oneshot::channel();
-        let job = AppendJob { publication, reply };
-        // A full queue means the disk is behind: wait for room on a blocking thread, never here.
+        let job = AppendJob {
+            publication,
+            reply,
+            deadline: Instant::now() + self.settings.publish_timeout,
+        };
+        // A full queue means the disk is far behind: refuse now rather than wait unbounded.
         match self.appender.try_send(job) {
             Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                let sender = self.appender.clone();
-                tokio::task::spawn_blocking(move || sender.send(job))
-                    .await
-                    .map_err(|_| HubError::Closed)?
-                    .map_err(|_| HubError::Closed)?;
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                return Err(HubError::Busy(
+                    "too many publications waiting for the journal".into(),
+                ))
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(HubError::Closed),
         }
         let id = rx.await.map_err(|_| HubError::Closed)??;
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         Ok(id)
+    }
+
+    /// Records read from the journal by the follower: fanned out on the async runtime when a
+    /// delivery task runs (its workers pick up socket readiness in batches, where this thread
+    /// would wake a parked worker for every write), else delivered here.
+    pub(crate) fn take_records(&self, records: Vec<JournalRecord>) {
+        match self.delivery.get() {
+            Some(tx) => {
+                if let Err(e) = tx.send(records) {
+                    self.deliver(e.0);
+                }
+            }
+            None => self.deliver(records),
+        }
+    }
+
+    /// Damage found while following: clients resuming across it get a reset, and every live
+    /// subscriber (who may have missed the lost events) is ended with a `retry:` hint so that
+    /// it resumes, and is told.
+    pub(crate) fn on_damage(&self, damage: &[Damage]) {
+        let mut st = self.lock();
+        for d in damage {
+            st.history.add_hole(d.after_id, d.next_id);
+        }
+        let sids: Vec<u64> = st.subscribers.keys().copied().collect();
+        for sid in sids {
+            Self::remove(&mut st, sid);
+        }
     }
 
     /// Takes a record into the hub (last id, history) and returns the event with a snapshot of
@@ -376,7 +303,7 @@ impl Hub {
         }
         st.last_id = r.id;
         let ev = Arc::new(StoredEvent::from_record(r));
-        st.history.push(ev.clone(), &self.settings);
+        st.history.push(ev.clone(), &self.settings.history);
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         let mut targets: Vec<u64> = ev
             .topics
@@ -501,17 +428,17 @@ impl Hub {
         topics.dedup();
         let (tx, rx) = mpsc::channel(self.settings.subscriber_queue);
         let mut st = self.lock();
-        st.history.trim(&self.settings);
+        st.history.trim(&self.settings.history);
         let last_id = st.last_id;
         let (preamble, replay) = match resume {
             Resume::Live => (None, VecDeque::new()),
-            Resume::After(id) if id > last_id => {
-                (Some(self.reset_event("unknown", last_id)), VecDeque::new())
-            }
-            Resume::After(id) if id < st.history.evicted_up_to => {
-                (Some(self.reset_event("expired", last_id)), VecDeque::new())
-            }
-            Resume::After(id) => (None, st.history.after(id, &topics)),
+            Resume::After(id) => match st.history.after(id, last_id, &topics) {
+                Ok(replay) => (None, replay),
+                Err(why) => (
+                    Some(self.reset_event(why.reason(), last_id)),
+                    VecDeque::new(),
+                ),
+            },
             Resume::Invalid => (Some(self.reset_event("invalid", last_id)), VecDeque::new()),
         };
         let sid = st.next_subscriber;
@@ -563,7 +490,12 @@ impl Hub {
 
     /// Events retained for replay.
     pub fn retained(&self) -> usize {
-        self.lock().history.events.len()
+        self.lock().history.len()
+    }
+
+    /// Bytes retained for replay.
+    pub fn retained_bytes(&self) -> usize {
+        self.lock().history.bytes()
     }
 }
 

@@ -80,6 +80,66 @@ pub fn get_request(id: u16, path: &str, keep_conn: bool, extra: &[(&str, &str)])
     v
 }
 
+/// A whole POST request: BEGIN, PARAMS with CONTENT_TYPE/CONTENT_LENGTH, the body as STDIN
+/// records (at most 65535 bytes each), empty STDIN.
+pub fn post_request(id: u16, uri: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let len = body.len().to_string();
+    let kv = [
+        ("REQUEST_METHOD", "POST"),
+        ("REQUEST_URI", uri),
+        ("QUERY_STRING", uri.split_once('?').map_or("", |(_, q)| q)),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("CONTENT_TYPE", content_type),
+        ("CONTENT_LENGTH", len.as_str()),
+    ];
+    let mut v = begin(id, 1, 0);
+    v.extend(record(PARAMS, id, &pairs(&kv)));
+    v.extend(record(PARAMS, id, b""));
+    for chunk in body.chunks(65535) {
+        v.extend(record(STDIN, id, chunk));
+    }
+    v.extend(record(STDIN, id, b""));
+    v
+}
+
+/// Publishes `data` to `/events?topic=<topic>` over FastCGI; returns (status, body).
+pub fn fcgi_publish(socket: &Path, topic: &str, data: &str) -> (u16, String) {
+    let mut c = FcgiClient::connect(socket);
+    c.send(&post_request(
+        1,
+        &format!("/events?topic={topic}"),
+        "text/plain",
+        data.as_bytes(),
+    ));
+    let (out, _) = c.read_response(1);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .strip_prefix("Status: ")
+        .and_then(|r| r.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Whether this process runs as root (mounting a tmpfs needs it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
 /// A decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rec {
@@ -253,7 +313,18 @@ impl Daemon {
 
     /// Like `start`, also listening on TCP `127.0.0.1:tcp_port` when given.
     pub fn start_also(config: &str, tcp_port: Option<u16>) -> Daemon {
+        Daemon::start_prepared(config, tcp_port, |_| {})
+    }
+
+    /// Like `start_also`, after `prepare` has set up the daemon's temp dir (the data directory
+    /// is `<dir>/data`).
+    pub fn start_prepared(
+        config: &str,
+        tcp_port: Option<u16>,
+        prepare: impl FnOnce(&TempDir),
+    ) -> Daemon {
         let dir = TempDir::new("daemon");
+        prepare(&dir);
         let socket = dir.path("fastsse.sock");
         std::fs::write(dir.path("fastsse.toml"), config).unwrap();
         let mut d = Daemon {

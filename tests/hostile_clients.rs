@@ -1,0 +1,334 @@
+//! A daemon hostile clients cannot starve, against the raw socket: `max_connections` holds under
+//! a burst, connections that never finish a request are closed (the oldest idle one first when
+//! the server is full, all of them after `request_timeout`), half-sent bodies cost only what was
+//! sent and are bounded by `max_input_bytes`; the socket is never reachable before its mode
+//! applies; a draining daemon leaves a newer daemon's socket alone; `check-config` refuses an
+//! empty `publish_token`.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const ROUTES: &str = r#"
+[[route]]
+path = "/status"
+type = "status"
+
+[[route]]
+path = "/clock"
+type = "clock"
+
+[[route]]
+path = "/events"
+type = "topics"
+"#;
+
+/// Whether the server has closed `s` (EOF or reset) — without waiting.
+fn closed(mut s: &UnixStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 64];
+    let r = match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    s.set_nonblocking(false).unwrap();
+    r
+}
+
+fn status_text(socket: &std::path::Path) -> String {
+    let mut c = FcgiClient::connect(socket);
+    c.send(&get_request(1, "/status", false, &[]));
+    String::from_utf8(c.read_response(1).0).unwrap()
+}
+
+#[test]
+fn max_connections_holds_under_a_burst_and_idle_connections_make_room() {
+    let d = Daemon::start(&format!(
+        "[server]\nmax_connections = 100\nmax_streams = 50\nrequest_timeout = \"30s\"\n{ROUTES}"
+    ));
+    let idle: Vec<UnixStream> = (0..300)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let open = idle.iter().filter(|s| !closed(s)).count();
+    assert!(
+        open <= 100,
+        "{open} connections held with max_connections = 100"
+    );
+    // A real request still gets through: the oldest idle connection makes room for it.
+    let text = status_text(&d.socket);
+    assert!(text.starts_with("Status: 200"), "{text}");
+    // The status request's own connection may be counted before the idle one it displaced
+    // has finished closing: at most one over, for that instant.
+    let active = number_after(&text, "active_connections");
+    assert!(active <= 101, "{text}");
+    assert!(number_after(&text, "evicted_connections") >= 1, "{text}");
+}
+
+#[test]
+fn connections_that_never_finish_a_request_are_closed_after_request_timeout() {
+    let d = Daemon::start(&format!(
+        "[server]\nmax_connections = 40\nmax_streams = 20\nrequest_timeout = \"1s\"\n{ROUTES}"
+    ));
+    // A stream that is running stays, however long.
+    let mut stream = FcgiClient::connect(&d.socket);
+    stream.send(&get_request(1, "/clock", false, &[]));
+    stream.read_stdout_until(1, "data:");
+    // Silent connections, and one that sends half a request.
+    let silent: Vec<UnixStream> = (0..30)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    let mut half = FcgiClient::connect(&d.socket);
+    let mut partial = begin(1, 1, 0);
+    partial.extend(record(PARAMS, 1, &pairs(&[("REQUEST_METHOD", "GET")])));
+    half.send(&partial);
+    let t = Instant::now();
+    // The half-sent request is answered 408 once request_timeout has passed.
+    let (out, _) = half.read_response(1);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("Status: 408"), "{text}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    wait_for("silent connections closed", Duration::from_secs(5), || {
+        silent.iter().all(closed)
+    });
+    stream.read_stdout_until(1, "data:");
+    // While full of silent connections, a real request is still served at once.
+    let _more: Vec<UnixStream> = (0..45)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    assert!(status_text(&d.socket).starts_with("Status: 200"));
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn half_sent_bodies_cost_what_was_sent_and_are_bounded_by_max_input_bytes() {
+    let d = Daemon::start(&format!(
+        "[server]\nmax_body_bytes = 65536\nmax_input_bytes = 4194304\nrequest_timeout = \"30s\"\n{ROUTES}"
+    ));
+    let before = rss_kib(d.pid());
+    // 100 connections x 100 multiplexed POSTs announcing 64 KiB bodies, one byte sent each
+    // (640 MB if buffers were sized from CONTENT_LENGTH).
+    let mut conns = Vec::new();
+    for _ in 0..100 {
+        let mut c = FcgiClient::connect(&d.socket);
+        let mut bytes = Vec::new();
+        for id in 1..=100u16 {
+            let kv = [
+                ("REQUEST_METHOD", "POST"),
+                ("REQUEST_URI", "/events?topic=t"),
+                ("CONTENT_TYPE", "text/plain"),
+                ("CONTENT_LENGTH", "65536"),
+            ];
+            bytes.extend(begin(id, 1, 1));
+            bytes.extend(record(PARAMS, id, &pairs(&kv)));
+            bytes.extend(record(PARAMS, id, b""));
+            bytes.extend(record(STDIN, id, b"x"));
+        }
+        c.send(&bytes);
+        conns.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = rss_kib(d.pid()).saturating_sub(before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    drop(conns);
+    // Bodies that are really sent count against max_input_bytes: past it, 503 and a reason.
+    let mut c = FcgiClient::connect(&d.socket);
+    let chunk = vec![b'y'; 60_000];
+    let mut bytes = Vec::new();
+    for id in 1..=100u16 {
+        let kv = [
+            ("REQUEST_METHOD", "POST"),
+            ("REQUEST_URI", "/events?topic=t"),
+            ("CONTENT_TYPE", "text/plain"),
+            ("CONTENT_LENGTH", "65536"),
+        ];
+        bytes.extend(begin(id, 1, 1));
+        bytes.extend(record(PARAMS, id, &pairs(&kv)));
+        bytes.extend(record(PARAMS, id, b""));
+        bytes.extend(record(STDIN, id, &chunk));
+    }
+    c.send(&bytes);
+    let mut busy = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while busy == 0 && Instant::now() < deadline {
+        let r = c.read_record().expect("open");
+        if r.t == STDOUT && String::from_utf8_lossy(&r.content).starts_with("Status: 503") {
+            assert!(String::from_utf8_lossy(&r.content).contains("request input"));
+            busy += 1;
+        }
+    }
+    assert!(busy > 0, "no request was refused past max_input_bytes");
+}
+
+#[test]
+fn the_socket_is_never_reachable_before_its_mode_applies() {
+    let dir = TempDir::new("mode");
+    let sock = dir.path("fastsse.sock");
+    let config = dir.path("fastsse.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\nsocket_mode = \"0600\"\n{ROUTES}"),
+    )
+    .unwrap();
+    for _ in 0..15 {
+        let watcher = {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let mut modes = Vec::new();
+                while start.elapsed() < Duration::from_secs(3) {
+                    if let Ok(m) = std::fs::symlink_metadata(&sock) {
+                        let mode = m.permissions().mode() & 0o777;
+                        modes.push(mode);
+                        if UnixStream::connect(&sock).is_ok() {
+                            break;
+                        }
+                    }
+                }
+                modes
+            })
+        };
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask 000; exec {} serve --config {} --listen unix:{} --data-dir {}",
+                fastsse_bin(),
+                config.display(),
+                sock.display(),
+                dir.path("data").display()
+            ))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let modes = watcher.join().unwrap();
+        assert!(!modes.is_empty(), "the socket never appeared");
+        assert!(
+            modes.iter().all(|&m| m == 0o600),
+            "the socket was seen with modes {:?}",
+            modes.iter().map(|m| format!("{m:o}")).collect::<Vec<_>>()
+        );
+        Command::new("kill")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        child.wait().unwrap();
+        let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(".fastsse-bind"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
+#[test]
+fn a_draining_daemon_leaves_a_newer_daemons_socket_alone() {
+    let mut old = Daemon::start(&format!(
+        "[server]\nshutdown_timeout = \"4s\"\nmax_body_bytes = 300000\n{ROUTES}"
+    ));
+    // A subscriber that never reads keeps the old daemon draining for shutdown_timeout.
+    let mut stuck = FcgiClient::connect(&old.socket);
+    stuck.send(&get_request(
+        1,
+        "/events?topic=t",
+        false,
+        &[("QUERY_STRING", "topic=t")],
+    ));
+    stuck.read_stdout_until(1, "retry:");
+    let big = "b".repeat(250_000);
+    for _ in 0..8 {
+        assert_eq!(fcgi_publish(&old.socket, "t", &big).0, 200);
+    }
+    old.signal("TERM");
+    wait_for(
+        "the old daemon to stop accepting",
+        Duration::from_secs(5),
+        || UnixStream::connect(&old.socket).is_err(),
+    );
+    assert!(
+        old.child.try_wait().unwrap().is_none(),
+        "old daemon already gone"
+    );
+    let log = std::fs::File::create(old.dir.path("new.log")).unwrap();
+    let mut new = Command::new(fastsse_bin())
+        .args(["serve", "--config"])
+        .arg(old.dir.path("fastsse.toml"))
+        .arg("--listen")
+        .arg(format!("unix:{}", old.socket.display()))
+        .arg("--data-dir")
+        .arg(old.dir.path("data2"))
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for("the new daemon", Duration::from_secs(5), || {
+        UnixStream::connect(&old.socket).is_ok()
+    });
+    old.wait_exit(Duration::from_secs(10));
+    let reachable = UnixStream::connect(&old.socket).is_ok();
+    let _ = new.kill();
+    let _ = new.wait();
+    assert!(reachable, "the old daemon removed the new daemon's socket");
+    drop(stuck);
+}
+
+#[test]
+fn check_config_refuses_an_empty_publish_token() {
+    let dir = TempDir::new("token");
+    let file = dir.path("bad.toml");
+    std::fs::write(
+        &file,
+        "[[route]]\npath = \"/events\"\ntype = \"topics\"\npublish_token = \"\"\n",
+    )
+    .unwrap();
+    for args in [vec!["check-config"], vec!["serve", "--config"]] {
+        let out = Command::new(fastsse_bin())
+            .args(&args)
+            .arg(&file)
+            .args(if args.len() == 1 {
+                vec![]
+            } else {
+                vec![
+                    "--listen".to_string(),
+                    format!("unix:{}", dir.path("s.sock").display()),
+                ]
+            })
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted an empty token");
+        assert!(
+            err.contains("bad.toml:4: key `publish_token`"),
+            "{args:?}: {err}"
+        );
+    }
+    let mut w = std::fs::File::create(&file).unwrap();
+    w.write_all(b"[[route]]\npath = \"/events\"\ntype = \"topics\"\npublish_token = \"s3cret\"\n")
+        .unwrap();
+    let out = Command::new(fastsse_bin())
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
