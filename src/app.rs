@@ -95,6 +95,21 @@ impl InputCharge {
     }
 }
 
+impl InputCharge {
+    /// Sets the count to `n` bytes (up or down); false (unchanged) when raising it would pass
+    /// the bound.
+    pub fn set(&mut self, n: usize) -> bool {
+        if n >= self.bytes {
+            return self.add(n - self.bytes);
+        }
+        self.stats
+            .input_bytes
+            .fetch_sub(self.bytes - n, Ordering::AcqRel);
+        self.bytes = n;
+        true
+    }
+}
+
 impl Drop for InputCharge {
     fn drop(&mut self) {
         self.stats

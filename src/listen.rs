@@ -187,17 +187,40 @@ fn bind_unix(path: &Path, server: &ServerConfig) -> Result<BoundListener, Listen
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let private = parent.join(format!(".fastsse-bind.{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&private);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&private)
-        .map_err(std_err(format!("create {}", private.display())))?;
+    // An unguessable name: in a shared directory another user cannot take it first.
+    let private = (0..8)
+        .find_map(|_| {
+            let p = parent.join(format!(".fs{:08x}", random_u32()));
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&p)
+                .ok()
+                .map(|()| p)
+        })
+        .ok_or_else(|| ListenError::Io {
+            what: format!("create a private directory in {}", parent.display()),
+            source: io::Error::last_os_error(),
+        })?;
     let staged = private.join("s");
     let result = bind_staged(&staged, path, server);
     let _ = std::fs::remove_file(&staged);
     let _ = std::fs::remove_dir(&private);
     result
+}
+
+/// 32 random bits from the kernel (falling back to the clock and pid).
+fn random_u32() -> u32 {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u32::from_ne_bytes(b),
+        Err(_) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            t.subsec_nanos() ^ std::process::id().rotate_left(16)
+        }
+    }
 }
 
 fn bind_staged(

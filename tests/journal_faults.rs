@@ -361,7 +361,15 @@ fn a_held_journal_lock_answers_503_after_lock_timeout_and_stores_nothing() {
         .args(["sleep", "30"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for("flock to hold the lock", Duration::from_secs(10), || {
+        !Command::new("flock")
+            .args(["-n"])
+            .arg(d.data_dir().join("events/journal.lock"))
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    });
     let t = Instant::now();
     let (status, body) = fcgi_publish(&d.socket, "t", "while locked");
     let took = t.elapsed();

@@ -300,6 +300,9 @@ struct Slot {
 struct RecordReader<S> {
     io: Arc<S>,
     buf: BytesMut,
+    /// The read buffer past its first [`READ_BUFFER`] bytes counts against `max_input_bytes`
+    /// (a partial record of up to 64 KiB may wait here on every connection).
+    charge: InputCharge,
 }
 
 impl<S: FcgiSocket> RecordReader<S> {
@@ -309,12 +312,22 @@ impl<S: FcgiSocket> RecordReader<S> {
             if let Some(record) = RecordCodec.decode(&mut self.buf)? {
                 if self.buf.is_empty() {
                     self.buf = BytesMut::new();
+                    self.charge.set(0);
                 }
                 return Ok(Some(record));
             }
             self.io.readable().await?;
             if self.buf.capacity() == self.buf.len() {
                 self.buf.reserve(READ_BUFFER);
+                if !self
+                    .charge
+                    .set(self.buf.capacity().saturating_sub(READ_BUFFER))
+                {
+                    return Err(io::Error::other(
+                        "max_input_bytes of request input already buffered",
+                    )
+                    .into());
+                }
             }
             match self.io.try_read_buf(&mut self.buf) {
                 Ok(0) => return RecordCodec.decode_eof(&mut self.buf),
@@ -373,6 +386,7 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext, counted: C
     let mut reader = RecordReader {
         io: io.clone(),
         buf: BytesMut::new(),
+        charge: ctx.app.input_charge(),
     };
     let cancel = CancellationToken::new();
     let writer = Arc::new(ConnWriter {
@@ -426,7 +440,11 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext, counted: C
                     Flow::Close
                 }
                 Err(CodecError::Io(e)) => {
-                    log::debug!("conn={}: read error: {e}", conn.ctx.conn_id);
+                    if e.kind() == io::ErrorKind::Other {
+                        log::warn!("conn={} peer={}: closing: {e}", conn.ctx.conn_id, conn.ctx.peer);
+                    } else {
+                        log::debug!("conn={}: read error: {e}", conn.ctx.conn_id);
+                    }
                     conn.cancel.cancel();
                     Flow::Close
                 }
@@ -442,13 +460,19 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext, counted: C
         }
         conn.update_idle();
     }
-    conn.ctx.idle.set(conn.ctx.conn_id, &conn.cancel, false);
     if !conn.slots.is_empty() {
         // Streams still running lose their connection: stop them now.
         conn.cancel.cancel();
     }
     // The socket closes when the last request task lets go of it.
     log::debug!("conn={}: closed", conn.ctx.conn_id);
+}
+
+impl<S> Drop for Conn<S> {
+    /// Leaves the idle registry however the connection ends (a panic included).
+    fn drop(&mut self) {
+        self.ctx.idle.set(self.ctx.conn_id, &self.cancel, false);
+    }
 }
 
 impl<S: FcgiSocket> Conn<S> {
@@ -528,10 +552,22 @@ impl<S: FcgiSocket> Conn<S> {
             .with_header("Retry-After", "1")
     }
 
+    /// Writes a record from the reader's own loop (management answers, refusals). A peer that
+    /// does not read them within `request_timeout` is closed: the loop never waits unbounded.
     async fn send(&self, msg: Outgoing) -> Flow {
-        match self.writer.send(msg).await {
-            Ok(()) => Flow::Continue,
-            Err(BodyClosed) => Flow::Close,
+        let timeout = self.ctx.app.config().server.request_timeout;
+        match tokio::time::timeout(timeout, self.writer.send(msg)).await {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err(BodyClosed)) => Flow::Close,
+            Err(_) => {
+                log::warn!(
+                    "conn={} peer={}: not reading its answers for {timeout:?}; closing",
+                    self.ctx.conn_id,
+                    self.ctx.peer
+                );
+                self.cancel.cancel();
+                Flow::Close
+            }
         }
     }
 

@@ -285,8 +285,15 @@ impl Hub {
     /// subscriber (who may have missed the lost events) is ended with a `retry:` hint so that
     /// it resumes, and is told.
     pub(crate) fn on_damage(&self, damage: &[Damage]) {
+        let lost: Vec<&Damage> = damage
+            .iter()
+            .filter(|d| d.next_id > d.after_id + 1)
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
         let mut st = self.lock();
-        for d in damage {
+        for d in lost {
             st.history.add_hole(d.after_id, d.next_id);
         }
         let sids: Vec<u64> = st.subscribers.keys().copied().collect();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags, Flock, FlockArg};
 
-use super::record::{encode_record, ids_in, scan};
+use super::record::{decode_record, encode_record, ids_in, scan, Decoded};
 use super::Publication;
 use super::{io_ctx, list_segments, log_damage, now_ms, segment_name};
 use super::{CorruptionPolicy, FsyncPolicy, JournalError, JournalRecord, JournalSettings};
@@ -34,11 +34,15 @@ pub struct JournalWriter {
     /// The highest id known to be issued, in this journal or an earlier incarnation of its
     /// directory: a replacement directory continues after it.
     floor: u64,
+    /// A failed write may have been seen by readers: the next append starts a new segment.
+    must_roll: bool,
 }
 
 /// How a failed write left the file.
 struct WriteFailure {
     error: JournalError,
+    /// Bytes may have reached the file (and readers): the ids attempted are used up.
+    landed: bool,
     /// The file is back as it was before the write (nothing of it is stored).
     rolled_back: bool,
 }
@@ -79,6 +83,7 @@ impl JournalWriter {
             offset: 0,
             last_id: 0,
             floor,
+            must_roll: false,
         };
         let guard = w.lock()?;
         w.catch_up(true)?;
@@ -222,19 +227,40 @@ impl JournalWriter {
         self.file = Some(f);
         let tail = buf.len() - s.end;
         if tail > 0 {
-            // Holding the lock, nobody is writing: bytes with no valid record after them are a
-            // record torn by a writer that died. Cut them so they are never served, and never
-            // reissue the ids they may have held (a subscriber may have one of them).
+            // Holding the lock, nobody is writing: bytes with no valid record after them were
+            // left by a writer that died, or are a damaged last record. Either way the ids they
+            // may have held are never reissued (a subscriber may have one): a new segment is
+            // started after them.
+            let rest = &buf[s.end..];
             let reserved = found + ids_in(tail);
-            log::warn!(
-                "journal {}: cutting {tail} bytes of a torn record at offset {}; ids continue after {reserved}",
-                path.display(),
-                self.offset
-            );
-            let f = self.file.as_mut().expect("segment open");
-            io_ctx(f.set_len(self.offset), || {
-                format!("truncate {}", path.display())
-            })?;
+            let torn = rest.iter().all(|&b| b == 0) || decode_record(rest) == Decoded::Incomplete;
+            if torn {
+                // A record cut short (or zeros a crash left): never acknowledged as whole.
+                log::warn!(
+                    "journal {}: cutting {tail} bytes of a torn record at offset {}; ids continue after {reserved}",
+                    path.display(),
+                    self.offset
+                );
+                let f = self.file.as_mut().expect("segment open");
+                io_ctx(f.set_len(self.offset), || {
+                    format!("truncate {}", path.display())
+                })?;
+            } else {
+                // A whole record that fails its checksum: damage. It stays where it is; once a
+                // newer segment follows, every reader reports it as a hole.
+                if opening && self.settings.on_corruption == CorruptionPolicy::Refuse {
+                    return Err(JournalError::Damaged {
+                        segment: path,
+                        offset: self.offset,
+                    });
+                }
+                log::error!(
+                    "journal {}: the last record (offset {}, {tail} bytes) is damaged; kept and skipped, ids {} to {reserved} may be lost",
+                    path.display(),
+                    self.offset,
+                    found + 1
+                );
+            }
             self.last_id = self.last_id.max(reserved);
             self.roll()?;
         }
@@ -319,6 +345,20 @@ impl JournalWriter {
                 }
             }
         }
+        if self.deleted_meanwhile() && answers.iter().any(|a| matches!(a, Some(Ok(_)))) {
+            // The directory went away during the write: these events are in files no one will
+            // read. They are not stored; their ids stay used.
+            log::error!(
+                "journal {}: the directory was deleted during a write; answering not stored",
+                self.settings.dir.display()
+            );
+            for a in answers.iter_mut().filter(|a| matches!(a, Some(Ok(_)))) {
+                *a = Some(Err(JournalError::Io {
+                    what: format!("{} deleted during the write", self.settings.dir.display()),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                }));
+            }
+        }
         drop(guard);
         answers
             .into_iter()
@@ -330,40 +370,55 @@ impl JournalWriter {
     fn prepare(&mut self) -> Result<Flock<File>, JournalError> {
         let guard = self.lock_current()?;
         self.catch_up(false)?;
-        if self.file.is_none() || self.offset >= self.settings.segment_bytes {
+        if self.file.is_none() || self.must_roll || self.offset >= self.settings.segment_bytes {
             self.roll()?;
         }
         Ok(guard)
     }
 
-    /// After a write that could not be rolled back: what of `batch` is whole in the file is
-    /// stored (readers will deliver it). Returns the last stored id, and makes the next append
-    /// rescan the segment (which cuts any torn remainder).
+    /// After a failed write of `batch`: what of it is whole in the file is stored (only when
+    /// the write could not be cut back). Returns the last stored id. When bytes may have reached
+    /// the file, the batch's ids are used up (a reader may have delivered them before the cut)
+    /// and the next append starts a new segment, so no reader is left mid-record and no id is
+    /// issued twice.
     fn settle_failed(&mut self, f: &WriteFailure, batch: &[(usize, u64, Vec<u8>)]) -> u64 {
-        if f.rolled_back {
+        if !f.landed {
             return self.last_id;
         }
         let mut stored = self.last_id;
         let path = self.settings.dir.join(segment_name(self.segment));
-        if let Some(file) = self.file.as_mut() {
-            let mut buf = Vec::new();
-            if file.seek(SeekFrom::Start(self.offset)).is_ok() && file.read_to_end(&mut buf).is_ok()
-            {
-                let s = scan(&buf, self.last_id);
-                if let Some(last) = s.records.last() {
-                    if batch.iter().any(|(_, id, _)| *id == last.id) {
-                        stored = last.id;
+        if !f.rolled_back {
+            if let Some(file) = self.file.as_mut() {
+                let mut buf = Vec::new();
+                if file.seek(SeekFrom::Start(self.offset)).is_ok()
+                    && file.read_to_end(&mut buf).is_ok()
+                {
+                    let s = scan(&buf, self.last_id);
+                    if let Some(last) = s.records.last() {
+                        if batch.iter().any(|(_, id, _)| *id == last.id) {
+                            stored = last.id;
+                        }
                     }
                 }
             }
+            // Rescan the segment from its start next time (which cuts any torn remainder).
+            self.file = None;
         }
+        let attempted = batch.last().map_or(self.last_id, |e| e.1);
         log::error!(
-            "journal {}: a failed write could not be rolled back; ids up to {stored} are stored",
-            path.display()
+            "journal {}: a write failed after reaching the file ({}); ids up to {stored} are stored, ids up to {attempted} are not reused",
+            path.display(),
+            if f.rolled_back { "cut back" } else { "could not be cut back" }
         );
-        self.last_id = stored;
-        self.file = None;
+        self.last_id = self.last_id.max(attempted);
+        self.must_roll = true;
         stored
+    }
+
+    /// Whether the lock file was unlinked (the directory deleted) while this writer held it:
+    /// what was just written is in files no one will read.
+    fn deleted_meanwhile(&self) -> bool {
+        self.lock.metadata().is_ok_and(|m| m.nlink() == 0)
     }
 
     /// Writes `bytes` at the end of the current segment (syncing when asked). On failure the
@@ -386,6 +441,7 @@ impl JournalWriter {
                         format!("reserve {} bytes in {}", bytes.len(), path.display()),
                         io::Error::from(Errno::ENOSPC),
                     ),
+                    landed: false,
                     rolled_back: true,
                 })
             }
@@ -410,7 +466,11 @@ impl JournalWriter {
             }
             Err(error) => {
                 let rolled_back = f.set_len(start).is_ok() && (!sync || f.sync_data().is_ok());
-                Err(WriteFailure { error, rolled_back })
+                Err(WriteFailure {
+                    error,
+                    landed: true,
+                    rolled_back,
+                })
             }
         }
     }
@@ -435,6 +495,7 @@ impl JournalWriter {
         self.segment = first;
         self.file = Some(f);
         self.offset = 0;
+        self.must_roll = false;
         self.retain()
     }
 
@@ -780,5 +841,34 @@ mod tests {
             let next = ids(w.append(&[publication("after")]))[0];
             assert!(next > stored.last().map_or(0, |s| s.0));
         }
+    }
+
+    #[test]
+    fn a_damaged_last_record_is_kept_as_damage_and_reported_as_a_hole() {
+        let dir = tmp("last-damaged");
+        let mut w = JournalWriter::open(settings(&dir)).unwrap();
+        let five: Vec<Publication> = (0..5).map(|i| publication(&format!("e{i}"))).collect();
+        assert_eq!(ids(w.append(&five)), vec![1, 2, 3, 4, 5]);
+        drop(w);
+        let seg = dir.join(segment_name(1));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        *bytes.last_mut().unwrap() ^= 0x20;
+        std::fs::write(&seg, &bytes).unwrap();
+        let mut w = JournalWriter::open(settings(&dir)).unwrap();
+        assert!(w.last_id() >= 5);
+        assert_eq!(
+            std::fs::read(&seg).unwrap().len(),
+            bytes.len(),
+            "damage is kept, not cut"
+        );
+        let next = ids(w.append(&[publication("next")]))[0];
+        assert!(next > 5);
+        let mut got = Vec::new();
+        let damage = read_all(&dir, CorruptionPolicy::Skip, |r| got.push(r.id)).unwrap();
+        assert_eq!(got, vec![1, 2, 3, 4, next]);
+        assert_eq!(damage.len(), 1);
+        assert_eq!(damage[0].after_id, 4);
+        assert!(damage[0].next_id > 5);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
