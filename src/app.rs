@@ -1,8 +1,7 @@
 //! The application: routes, responses, the stream limit and counters. It knows nothing of
 //! FastCGI or CGI: a transport hands it a [`Request`] and writes the [`Response`] it returns.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +12,9 @@ use crate::hub::replay::ReplayBounds;
 use crate::hub::{Hub, HubError, HubSettings, Resume};
 use crate::publish::{parse_publication, token_matches, validate_topics};
 use crate::request::Request;
+use crate::response::{stream_headers, FullResponse, Response, StreamResponse};
 use crate::source::{ClockSource, PingSource, Source, StreamTiming};
+use crate::stats::{ConnectionGuard, InputCharge, Stats, StreamPermit};
 
 /// Builds a source for one request to a custom route; an `Err` response is sent instead.
 pub type SourceFactory = Arc<dyn Fn(&Request) -> Result<Box<dyn Source>, Response> + Send + Sync>;
@@ -27,220 +28,6 @@ enum Handler {
 struct Route {
     path: String,
     handler: Handler,
-}
-
-/// Counters shown by the status route.
-#[derive(Debug, Default)]
-pub struct Stats {
-    active_streams: AtomicUsize,
-    total_streams: AtomicU64,
-    rejected_streams: AtomicU64,
-    active_connections: AtomicUsize,
-    total_connections: AtomicU64,
-    refused_connections: AtomicU64,
-    evicted_connections: AtomicU64,
-    input_bytes: AtomicUsize,
-}
-
-/// Holds one of the `max_streams` slots; dropping it frees the slot.
-#[derive(Debug)]
-pub struct StreamPermit(Arc<Stats>);
-
-impl Drop for StreamPermit {
-    fn drop(&mut self) {
-        self.0.active_streams.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Counts one open transport connection while alive.
-#[derive(Debug)]
-pub struct ConnectionGuard(Arc<Stats>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.active_connections.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Request input (PARAMS and body bytes) buffered for one request, counted against
-/// `max_input_bytes` until dropped.
-#[derive(Debug)]
-pub struct InputCharge {
-    stats: Arc<Stats>,
-    bytes: usize,
-    max: usize,
-}
-
-impl InputCharge {
-    /// Counts `n` more bytes; false (nothing counted) when that would pass the bound.
-    pub fn add(&mut self, n: usize) -> bool {
-        let mut cur = self.stats.input_bytes.load(Ordering::Acquire);
-        loop {
-            if cur + n > self.max {
-                return false;
-            }
-            match self.stats.input_bytes.compare_exchange_weak(
-                cur,
-                cur + n,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    self.bytes += n;
-                    return true;
-                }
-                Err(now) => cur = now,
-            }
-        }
-    }
-}
-
-impl InputCharge {
-    /// Sets the count to `n` bytes (up or down); false (unchanged) when raising it would pass
-    /// the bound.
-    pub fn set(&mut self, n: usize) -> bool {
-        if n >= self.bytes {
-            return self.add(n - self.bytes);
-        }
-        self.stats
-            .input_bytes
-            .fetch_sub(self.bytes - n, Ordering::AcqRel);
-        self.bytes = n;
-        true
-    }
-}
-
-impl Drop for InputCharge {
-    fn drop(&mut self) {
-        self.stats
-            .input_bytes
-            .fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
-
-impl Stats {
-    /// Streams open now.
-    pub fn active_streams(&self) -> usize {
-        self.active_streams.load(Ordering::Acquire)
-    }
-
-    /// Connections open now.
-    pub fn active_connections(&self) -> usize {
-        self.active_connections.load(Ordering::Acquire)
-    }
-}
-
-/// A complete (non-streaming) response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FullResponse {
-    /// HTTP status.
-    pub status: u16,
-    /// Header fields besides `Status`.
-    pub headers: Vec<(String, String)>,
-    /// Body (not sent for HEAD).
-    pub body: Bytes,
-}
-
-/// An open SSE stream: the header block is [`stream_head`]; then [`crate::source::run_stream`].
-pub struct StreamResponse {
-    /// Where events come from.
-    pub source: Box<dyn Source>,
-    /// Heartbeat, retry and lifetime.
-    pub timing: StreamTiming,
-    /// The route path, for logs.
-    pub route: String,
-    _permit: StreamPermit,
-}
-
-/// What the application answers.
-pub enum Response {
-    /// Headers and a body, then the end.
-    Full(FullResponse),
-    /// A stream.
-    Stream(StreamResponse),
-}
-
-/// Reason phrase for the statuses this server sends.
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        415 => "Unsupported Media Type",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "",
-    }
-}
-
-/// The CGI header block (`Status:` line, fields, blank line) shared by both transports.
-pub fn header_block(status: u16, headers: &[(String, String)]) -> Bytes {
-    let mut s = String::with_capacity(128);
-    let _ = write!(s, "Status: {status} {}\r\n", reason(status));
-    for (k, v) in headers {
-        let _ = write!(s, "{k}: {v}\r\n");
-    }
-    s.push_str("\r\n");
-    Bytes::from(s)
-}
-
-/// The header block of every SSE stream.
-pub fn stream_head() -> Bytes {
-    header_block(200, &stream_headers())
-}
-
-fn stream_headers() -> Vec<(String, String)> {
-    [
-        ("Content-Type", "text/event-stream"),
-        ("Cache-Control", "no-cache"),
-        ("X-Accel-Buffering", "no"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
-impl FullResponse {
-    /// A `text/plain` response with a one-line reason.
-    pub fn text(status: u16, message: impl Into<String>) -> Self {
-        let mut body = message.into();
-        body.push('\n');
-        FullResponse {
-            status,
-            headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
-            body: Bytes::from(body),
-        }
-    }
-
-    /// Adds a header field.
-    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.headers.push((name.to_string(), value.into()));
-        self
-    }
-
-    /// Header block plus body (no body for HEAD) as one buffer.
-    pub fn to_bytes(&self, head_only: bool) -> Bytes {
-        let head = header_block(self.status, &self.headers);
-        if head_only || self.body.is_empty() {
-            return head;
-        }
-        let mut all = Vec::with_capacity(head.len() + self.body.len());
-        all.extend_from_slice(&head);
-        all.extend_from_slice(&self.body);
-        Bytes::from(all)
-    }
-}
-
-impl From<FullResponse> for Response {
-    fn from(r: FullResponse) -> Self {
-        Response::Full(r)
-    }
 }
 
 /// The application shared by every connection: config, routes and counters.
@@ -436,7 +223,7 @@ impl App {
             Handler::Topics(conf, hub) => {
                 let topics = req.query_values("topic");
                 if let Err(refusal) = validate_topics(&topics, conf.max_topics) {
-                    return refusal.into();
+                    return FullResponse::from(refusal).into();
                 }
                 if req.is_head() {
                     return self.stream_head_only();
@@ -492,7 +279,7 @@ impl App {
             source,
             timing: self.timing(),
             route: route.path.clone(),
-            _permit: permit,
+            permit,
         })
     }
 
@@ -519,7 +306,7 @@ impl App {
         }
         let publication = match parse_publication(req, conf.max_topics) {
             Ok(p) => p,
-            Err(refusal) => return refusal,
+            Err(refusal) => return refusal.into(),
         };
         match hub.publish(publication).await {
             Ok(id) => {
@@ -655,16 +442,5 @@ mod tests {
         assert_eq!(doc["active_streams"], 1);
         assert_eq!(doc["rejected_streams"], 1);
         assert_eq!(doc["limits"]["max_streams"], 2);
-    }
-
-    #[test]
-    fn header_blocks() {
-        assert_eq!(
-            &stream_head()[..],
-            b"Status: 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n"
-        );
-        let r = FullResponse::text(404, "x");
-        assert!(r.to_bytes(true).ends_with(b"\r\n\r\n"));
-        assert!(r.to_bytes(false).ends_with(b"\r\n\r\nx\n"));
     }
 }

@@ -13,10 +13,11 @@ use tokio::io::{AsyncWriteExt, Stdout};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{stream_head, App, FullResponse, Response};
+use crate::app::App;
 use crate::config::Config;
 use crate::request::{PathFrom, Request};
-use crate::source::{run_stream, BodyClosed, BodyWriter};
+use crate::response::{respond, FullResponse, Response};
+use crate::source::{BodyClosed, BodyWriter};
 
 /// Where CGI mode finds its config: `FASTSSE_CONFIG`, else a `.toml` beside the program named
 /// like it (`events.cgi` -> `events.toml`), else the embedded default.
@@ -102,27 +103,13 @@ pub fn run(config: Config) -> Result<(), String> {
                 (app.handle(&req).await, req.is_head())
             }
         };
-        match response {
-            Response::Full(full) => {
-                let _ = out.write(full.to_bytes(head_only)).await;
-            }
-            Response::Stream(mut stream) => {
-                let shutdown = CancellationToken::new();
-                let abort = CancellationToken::new();
-                tokio::spawn(cancel_on_term(shutdown.clone()));
-                if out.write(stream_head()).await.is_ok() {
-                    let end = run_stream(
-                        stream.source.as_mut(),
-                        &mut out,
-                        stream.timing,
-                        &abort,
-                        &shutdown,
-                    )
-                    .await;
-                    log::debug!("cgi stream {} ended: {end:?}", stream.route);
-                }
-            }
+        let shutdown = CancellationToken::new();
+        let abort = CancellationToken::new();
+        if matches!(response, Response::Stream(_)) {
+            tokio::spawn(cancel_on_term(shutdown.clone()));
         }
+        let sent = respond(response, head_only, &mut out, None, &abort, &shutdown).await;
+        log::debug!("cgi response: {sent:?}");
     });
     // Do not wait for the journal threads: the process is done.
     rt.shutdown_timeout(std::time::Duration::from_millis(50));

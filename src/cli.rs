@@ -175,10 +175,8 @@ fn publish(args: PublishArgs) -> Result<(), String> {
             Some(p) => format!("no topics route {p} in the config"),
             None => "the config has no topics route".to_string(),
         })?;
-    validate_topics(&args.topic, route.max_topics)
-        .map_err(|e| String::from_utf8_lossy(&e.body).trim().to_string())?;
-    check_event_name(args.event.as_deref())
-        .map_err(|e| String::from_utf8_lossy(&e.body).trim().to_string())?;
+    validate_topics(&args.topic, route.max_topics).map_err(|e| e.to_string())?;
+    check_event_name(args.event.as_deref()).map_err(|e| e.to_string())?;
     let data = if args.data == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)

@@ -25,6 +25,8 @@ pub mod hub;
 pub mod listen;
 pub mod publish;
 pub mod request;
+pub mod response;
 pub mod server;
 pub mod source;
 pub mod sse;
+pub mod stats;

@@ -1,19 +1,36 @@
 //! Publish requests: the body forms a topics route accepts (Mercure-style form fields, JSON, raw
 //! text with `?topic=`), validated into a [`Publication`] or refused with a 4xx and a reason.
 
-use crate::app::FullResponse;
 use crate::hub::journal::Publication;
 use crate::request::{parse_form, Request};
 
 /// Longest topic name accepted.
 pub const MAX_TOPIC_LEN: usize = 256;
 
-fn bad(reason: impl Into<String>) -> FullResponse {
-    FullResponse::text(400, reason)
+/// Why a publish request (or a topic list) is refused: an HTTP status and a one-line reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// 4xx status.
+    pub status: u16,
+    /// What is wrong, for the client.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+fn bad(reason: impl Into<String>) -> Refusal {
+    Refusal {
+        status: 400,
+        reason: reason.into(),
+    }
 }
 
 /// Checks a topic list from a publisher or subscriber.
-pub fn validate_topics(topics: &[String], max: usize) -> Result<(), FullResponse> {
+pub fn validate_topics(topics: &[String], max: usize) -> Result<(), Refusal> {
     if topics.is_empty() {
         return Err(bad("missing topic: give at least one `topic`"));
     }
@@ -35,7 +52,7 @@ pub fn validate_topics(topics: &[String], max: usize) -> Result<(), FullResponse
 }
 
 /// Checks an event name from a publisher (no CR/LF, at most 256 bytes).
-pub fn check_event_name(e: Option<&str>) -> Result<(), FullResponse> {
+pub fn check_event_name(e: Option<&str>) -> Result<(), Refusal> {
     match e {
         Some(e) if e.contains(['\r', '\n']) => Err(bad("event name must not contain CR or LF")),
         Some(e) if e.len() > 256 => Err(bad("event name longer than 256 bytes")),
@@ -43,7 +60,7 @@ pub fn check_event_name(e: Option<&str>) -> Result<(), FullResponse> {
     }
 }
 
-fn parse_retry(v: &str) -> Result<u64, FullResponse> {
+fn parse_retry(v: &str) -> Result<u64, Refusal> {
     if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad(format!(
             "retry must be milliseconds in ASCII digits, not {v:?}"
@@ -53,7 +70,7 @@ fn parse_retry(v: &str) -> Result<u64, FullResponse> {
 }
 
 /// Parses and validates a publish request. `max_topics` bounds the topic list.
-pub fn parse_publication(req: &Request, max_topics: usize) -> Result<Publication, FullResponse> {
+pub fn parse_publication(req: &Request, max_topics: usize) -> Result<Publication, Refusal> {
     let body = std::str::from_utf8(&req.body)
         .map_err(|e| bad(format!("body is not valid UTF-8 ({e})")))?;
     let content_type = req.var("CONTENT_TYPE").unwrap_or("").to_ascii_lowercase();
@@ -127,10 +144,10 @@ pub fn parse_publication(req: &Request, max_topics: usize) -> Result<Publication
             p.data = body.to_string();
         }
         other => {
-            return Err(FullResponse::text(
-                415,
-                format!("unsupported Content-Type {other:?}: use application/x-www-form-urlencoded, application/json or text/plain"),
-            ))
+            return Err(Refusal {
+                status: 415,
+                reason: format!("unsupported Content-Type {other:?}: use application/x-www-form-urlencoded, application/json or text/plain"),
+            })
         }
     }
     validate_topics(&p.topics, max_topics)?;
@@ -166,7 +183,7 @@ mod tests {
         Request::from_vars(vars, Bytes::copy_from_slice(body), PathFrom::RequestUri)
     }
 
-    fn status(r: Result<Publication, FullResponse>) -> u16 {
+    fn status(r: Result<Publication, Refusal>) -> u16 {
         r.err().map(|e| e.status).unwrap_or(200)
     }
 
@@ -254,7 +271,7 @@ mod tests {
             400
         );
         let e = parse_publication(&req("text/plain", "", b"x"), 8).unwrap_err();
-        assert!(String::from_utf8_lossy(&e.body).contains("missing topic"));
+        assert!(e.reason.contains("missing topic"));
     }
 
     #[test]

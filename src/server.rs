@@ -10,10 +10,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{App, ConnectionGuard};
+use crate::app::App;
 use crate::fcgi::conn::{serve_connection, ConnContext, FcgiSocket};
 use crate::fcgi::idle::IdleConnections;
 use crate::listen::BoundListener;
+use crate::stats::ConnectionGuard;
 
 /// Counter for connection ids in logs.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);

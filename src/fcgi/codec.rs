@@ -76,21 +76,38 @@ impl From<std::io::Error> for CodecError {
 pub struct RecordCodec;
 
 /// Padding that brings `len` up to a multiple of 8.
-fn padding_for(len: usize) -> usize {
+pub fn padding_for(len: usize) -> usize {
     (8 - len % 8) % 8
+}
+
+/// The header of one record with `content_len` bytes of content (at most 65535), followed by
+/// [`padding_for`] that many bytes of padding. The only place a record header is written.
+pub fn record_header(
+    record_type: u8,
+    request_id: u16,
+    content_len: usize,
+) -> [u8; FCGI_HEADER_LEN] {
+    debug_assert!(content_len <= FCGI_MAX_CONTENT_LEN);
+    let id = request_id.to_be_bytes();
+    let len = (content_len as u16).to_be_bytes();
+    let pad = padding_for(content_len) as u8;
+    [
+        FCGI_VERSION_1,
+        record_type,
+        id[0],
+        id[1],
+        len[0],
+        len[1],
+        pad,
+        0,
+    ]
 }
 
 /// Appends one record (content at most 65535 bytes) to `dst`, padded to a multiple of 8.
 fn put_one(dst: &mut BytesMut, record_type: u8, request_id: u16, content: &[u8]) {
-    debug_assert!(content.len() <= FCGI_MAX_CONTENT_LEN);
     let pad = padding_for(content.len());
     dst.reserve(FCGI_HEADER_LEN + content.len() + pad);
-    dst.put_u8(FCGI_VERSION_1);
-    dst.put_u8(record_type);
-    dst.put_u16(request_id);
-    dst.put_u16(content.len() as u16);
-    dst.put_u8(pad as u8);
-    dst.put_u8(0);
+    dst.put_slice(&record_header(record_type, request_id, content.len()));
     dst.put_slice(content);
     dst.put_bytes(0, pad);
 }

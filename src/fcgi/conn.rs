@@ -2,253 +2,34 @@
 //! id (multiplexing), KEEP_CONN, GET_VALUES, ABORT_REQUEST, and cancellation of every request the
 //! moment the peer closes the connection.
 //!
-//! Writes go straight to the socket: a request encodes its records and writes them with one
-//! non-blocking `try_write` (one event, one syscall, no task hand-off); only when the socket is
-//! full do bytes wait in a small per-connection queue, flushed in order when it is writable.
+//! Writing is [`super::writer`]'s job, each request's handler [`super::task`]'s; this file
+//! reads records and keeps the request table, deadlines and the idle registry.
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice};
-use std::sync::{Arc, Mutex};
+use std::io;
+use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::sync::Notify;
-use tokio_util::codec::{Decoder, Encoder};
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::codec::{CodecError, Record, RecordCodec};
 use super::idle::IdleConnections;
 use super::params::{decode_params, encode_pair, ParamsLimits};
+use super::task::{Finished, RequestTask};
+use super::writer::{ConnWriter, Outgoing};
 use super::*;
-use crate::app::{stream_head, App, ConnectionGuard, FullResponse, InputCharge, Response};
+use crate::app::App;
 use crate::request::{PathFrom, Request};
-use crate::source::{run_stream, BodyClosed, BodyWriter, DirectWriter, StreamEnd};
+use crate::response::FullResponse;
+use crate::source::BodyClosed;
+use crate::stats::{ConnectionGuard, InputCharge};
 
-/// What a connection writes, encoded to records by [`encode`].
-#[derive(Debug)]
-enum Outgoing {
-    /// Response bytes for one request (never empty).
-    Stdout { id: u16, data: Bytes },
-    /// End of a request: optional empty STDOUT, then END_REQUEST.
-    End {
-        id: u16,
-        protocol_status: u8,
-        terminate_stdout: bool,
-    },
-    /// A management record.
-    Management(Record),
-}
+pub use super::writer::FcgiSocket;
 
 /// Read buffer growth step while a request arrives.
 const READ_BUFFER: usize = 2048;
-
-/// A connected socket the driver reads and writes through `&self`, without splitting it.
-pub trait FcgiSocket: Send + Sync + 'static {
-    /// Waits until the socket may be readable.
-    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
-    /// Reads what is there without blocking.
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
-    /// Waits until the socket may be writable.
-    fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
-    /// Writes what fits without blocking.
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
-    /// Writes what fits of several buffers without blocking.
-    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
-}
-
-macro_rules! fcgi_socket {
-    ($t:ty) => {
-        impl FcgiSocket for $t {
-            async fn readable(&self) -> io::Result<()> {
-                <$t>::readable(self).await
-            }
-            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-                <$t>::try_read_buf(self, buf)
-            }
-            async fn writable(&self) -> io::Result<()> {
-                <$t>::writable(self).await
-            }
-            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-                <$t>::try_write(self, buf)
-            }
-            fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-                <$t>::try_write_vectored(self, bufs)
-            }
-        }
-    };
-}
-fcgi_socket!(tokio::net::UnixStream);
-fcgi_socket!(tokio::net::TcpStream);
-
-/// The write side of a connection, shared by its requests. Bytes are written at once when
-/// nothing is queued; otherwise they queue behind earlier bytes (order is kept) and the caller
-/// flushes until the queue is empty. The lock is never held across an `.await`.
-struct ConnWriter<S> {
-    io: Arc<S>,
-    pending: Mutex<BytesMut>,
-    /// Cancelled when a write fails: the peer is gone.
-    cancel: CancellationToken,
-    /// Set with `cancel` on a failed write: a lock-free check for the fan-out's hot path.
-    closed: std::sync::atomic::AtomicBool,
-    /// When the fan-out last wrote here (ms since `born`), for heartbeats.
-    direct_at_ms: std::sync::atomic::AtomicU64,
-    born: tokio::time::Instant,
-    /// Ids of requests that ended (END_REQUEST written), for the reader to retire.
-    finished: Mutex<Vec<u16>>,
-    /// Wakes the reader when `finished` gains an id. (Lighter than a channel per connection.)
-    finished_notify: Notify,
-    /// Runs the flush of a direct write the socket took only part of.
-    runtime: tokio::runtime::Handle,
-}
-
-/// Writes one stream's events straight to its connection from the thread that fans them out.
-struct FcgiDirect<S> {
-    id: u16,
-    writer: Arc<ConnWriter<S>>,
-}
-
-impl<S: FcgiSocket> DirectWriter for FcgiDirect<S> {
-    fn try_write_now(&self, event: &[u8]) -> bool {
-        let w = &self.writer;
-        if event.is_empty()
-            || event.len() > FCGI_MAX_CONTENT_LEN
-            || w.closed.load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return false;
-        }
-        let pad = (8 - event.len() % 8) % 8;
-        let len = (event.len() as u16).to_be_bytes();
-        let id = self.id.to_be_bytes();
-        let header = [
-            FCGI_VERSION_1,
-            FCGI_STDOUT,
-            id[0],
-            id[1],
-            len[0],
-            len[1],
-            pad as u8,
-            0,
-        ];
-        let zeros = [0u8; 8];
-        let parts = [&header[..], event, &zeros[..pad]];
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut pending = w.lock();
-        if !pending.is_empty() {
-            return false;
-        }
-        let slices = parts.map(IoSlice::new);
-        let written = w.io.try_write_vectored(&slices);
-        if matches!(written, Ok(n) if n > 0) {
-            let ms = w.born.elapsed().as_millis() as u64;
-            w.direct_at_ms
-                .store(ms, std::sync::atomic::Ordering::Relaxed);
-        }
-        match written {
-            Ok(n) if n == total => true,
-            Ok(n) => {
-                // The socket took part of it: queue the rest and flush it on the runtime.
-                let mut skip = n;
-                for p in parts {
-                    let from = skip.min(p.len());
-                    pending.extend_from_slice(&p[from..]);
-                    skip -= from;
-                }
-                drop(pending);
-                let writer = w.clone();
-                w.runtime.spawn(async move {
-                    let _ = writer.flush().await;
-                });
-                true
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-            Err(e) => {
-                drop(pending);
-                let _ = w.broken(e);
-                true
-            }
-        }
-    }
-}
-
-impl<S: FcgiSocket> ConnWriter<S> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BytesMut> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reports a request as ended to the connection's reader.
-    fn request_finished(&self, id: u16) {
-        self.finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(id);
-        self.finished_notify.notify_one();
-    }
-
-    /// Takes the ids of requests that ended.
-    fn take_finished(&self) -> Vec<u16> {
-        std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn broken(&self, e: io::Error) -> BodyClosed {
-        log::debug!("write failed, client gone: {e}");
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.cancel.cancel();
-        BodyClosed
-    }
-
-    /// Encodes and writes `msg`; returns once its bytes are in the kernel.
-    async fn send(&self, msg: Outgoing) -> Result<(), BodyClosed> {
-        if self.cancel.is_cancelled() {
-            return Err(BodyClosed);
-        }
-        let mut bytes = BytesMut::new();
-        if let Err(e) = encode(msg, &mut bytes) {
-            log::error!("cannot encode a record: {e}");
-            return Ok(());
-        }
-        {
-            let mut pending = self.lock();
-            if pending.is_empty() {
-                match self.io.try_write(&bytes) {
-                    Ok(n) if n == bytes.len() => return Ok(()),
-                    Ok(n) => pending.extend_from_slice(&bytes[n..]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        pending.extend_from_slice(&bytes)
-                    }
-                    Err(e) => return Err(self.broken(e)),
-                }
-            } else {
-                pending.extend_from_slice(&bytes);
-            }
-        }
-        self.flush().await
-    }
-
-    /// Writes queued bytes until none are left (whoever queued them).
-    async fn flush(&self) -> Result<(), BodyClosed> {
-        loop {
-            {
-                let mut pending = self.lock();
-                while !pending.is_empty() {
-                    match self.io.try_write(&pending) {
-                        Ok(n) => pending.advance(n),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(self.broken(e)),
-                    }
-                }
-                if pending.is_empty() {
-                    *pending = BytesMut::new();
-                    return Ok(());
-                }
-            }
-            tokio::select! {
-                r = self.io.writable() => r.map_err(|e| self.broken(e))?,
-                _ = self.cancel.cancelled() => return Err(BodyClosed),
-            }
-        }
-    }
-}
 
 /// Everything a connection needs from the server.
 #[derive(Clone)]
@@ -339,39 +120,12 @@ impl<S: FcgiSocket> RecordReader<S> {
     }
 }
 
-/// Writes one request's body as STDOUT records.
-struct FcgiBody<S> {
-    id: u16,
-    writer: Arc<ConnWriter<S>>,
-}
-
-impl<S: FcgiSocket> BodyWriter for FcgiBody<S> {
-    fn written_elsewhere_at(&self) -> Option<tokio::time::Instant> {
-        let ms = self
-            .writer
-            .direct_at_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        (ms > 0).then(|| self.writer.born + std::time::Duration::from_millis(ms))
-    }
-
-    async fn write(&mut self, chunk: Bytes) -> Result<(), BodyClosed> {
-        if chunk.is_empty() {
-            // An empty STDOUT record would end the stream: an empty write is a no-op.
-            return Ok(());
-        }
-        self.writer
-            .send(Outgoing::Stdout {
-                id: self.id,
-                data: chunk,
-            })
-            .await
-    }
-}
-
 struct Conn<S> {
     ctx: ConnContext,
     slots: HashMap<u16, Slot>,
     writer: Arc<ConnWriter<S>>,
+    /// Ids of requests that ended, reported by their tasks.
+    finished: Arc<Finished>,
     cancel: CancellationToken,
     close_when_idle: bool,
     /// Since when no request has been running (`None` while one runs).
@@ -389,22 +143,13 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext, counted: C
         charge: ctx.app.input_charge(),
     };
     let cancel = CancellationToken::new();
-    let writer = Arc::new(ConnWriter {
-        io,
-        pending: Mutex::new(BytesMut::new()),
-        cancel: cancel.clone(),
-        closed: std::sync::atomic::AtomicBool::new(false),
-        direct_at_ms: std::sync::atomic::AtomicU64::new(0),
-        born: tokio::time::Instant::now(),
-        finished: Mutex::new(Vec::new()),
-        finished_notify: Notify::new(),
-        runtime: tokio::runtime::Handle::current(),
-    });
+    let writer = Arc::new(ConnWriter::new(io, cancel.clone()));
     let shutdown = ctx.shutdown.clone();
     let mut conn = Conn {
         ctx,
         slots: HashMap::new(),
         writer,
+        finished: Arc::new(Finished::default()),
         cancel,
         close_when_idle: false,
         idle_since: None,
@@ -420,9 +165,9 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext, counted: C
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                 conn.on_deadline()
             }
-            _ = conn.writer.finished_notify.notified() => {
+            _ = conn.finished.notify.notified() => {
                 let mut flow = Flow::Continue;
-                for id in conn.writer.take_finished() {
+                for id in conn.finished.take() {
                     flow = conn.finished(id);
                 }
                 flow
@@ -681,7 +426,7 @@ impl<S: FcgiSocket> Conn<S> {
         }
         if self.slots.contains_key(&id) {
             // The request may have ended a moment ago, its notice not yet handled.
-            for done in self.writer.take_finished() {
+            for done in self.finished.take() {
                 self.finished(done);
             }
         }
@@ -876,6 +621,7 @@ impl<S: FcgiSocket> Conn<S> {
             id,
             conn_id: self.ctx.conn_id,
             writer: self.writer.clone(),
+            finished: self.finished.clone(),
             abort,
             conn_cancel: self.cancel.clone(),
             shutdown: self.ctx.shutdown.clone(),
@@ -883,100 +629,5 @@ impl<S: FcgiSocket> Conn<S> {
         let input = input.map(|(vars, body)| Request::from_vars(vars, body, PathFrom::RequestUri));
         self.ctx.tracker.spawn(task.run(input));
         Flow::Continue
-    }
-}
-
-/// One request's handler: route it, write the response, end it.
-struct RequestTask<S> {
-    app: Arc<App>,
-    id: u16,
-    conn_id: u64,
-    writer: Arc<ConnWriter<S>>,
-    abort: CancellationToken,
-    conn_cancel: CancellationToken,
-    shutdown: CancellationToken,
-}
-
-impl<S: FcgiSocket> RequestTask<S> {
-    async fn run(self, input: Result<Request, FullResponse>) {
-        let mut body = FcgiBody {
-            id: self.id,
-            writer: self.writer.clone(),
-        };
-        let (response, head_only, peer) = match input {
-            Ok(req) => (self.app.handle(&req).await, req.is_head(), req.peer.clone()),
-            Err(refusal) => (Response::Full(refusal), false, "-".to_string()),
-        };
-        match response {
-            Response::Full(full) => {
-                log::debug!(
-                    "conn={} id={} peer={peer}: {}",
-                    self.conn_id,
-                    self.id,
-                    full.status
-                );
-                let bytes = full.to_bytes(head_only);
-                tokio::select! {
-                    _ = body.write(bytes) => {}
-                    _ = self.abort.cancelled() => {}
-                }
-            }
-            Response::Stream(mut stream) => {
-                log::debug!(
-                    "conn={} id={} peer={peer} route={}: stream open",
-                    self.conn_id,
-                    self.id,
-                    stream.route
-                );
-                stream.source.attach_direct(Arc::new(FcgiDirect {
-                    id: self.id,
-                    writer: self.writer.clone(),
-                }));
-                let end = tokio::select! {
-                    r = body.write(stream_head()) => match r {
-                        Ok(()) => run_stream(stream.source.as_mut(), &mut body, stream.timing, &self.abort, &self.shutdown).await,
-                        Err(_) => StreamEnd::ClientGone,
-                    },
-                    _ = self.abort.cancelled() => StreamEnd::ClientGone,
-                };
-                log::debug!(
-                    "conn={} id={} peer={peer} route={}: stream ended ({end:?})",
-                    self.conn_id,
-                    self.id,
-                    stream.route
-                );
-            }
-        }
-        // Retire the id before END_REQUEST can reach the peer: a client that reuses the id as
-        // soon as it reads END_REQUEST must find it free.
-        self.writer.request_finished(self.id);
-        if !self.conn_cancel.is_cancelled() {
-            let end = Outgoing::End {
-                id: self.id,
-                protocol_status: FCGI_REQUEST_COMPLETE,
-                terminate_stdout: true,
-            };
-            let _ = self.writer.send(end).await;
-        }
-    }
-}
-
-fn encode(msg: Outgoing, buf: &mut BytesMut) -> Result<(), CodecError> {
-    match msg {
-        Outgoing::Stdout { id, data } => {
-            RecordCodec.encode(Record::new(FCGI_STDOUT, id, data), buf)
-        }
-        Outgoing::End {
-            id,
-            protocol_status,
-            terminate_stdout,
-        } => {
-            if terminate_stdout {
-                RecordCodec.encode(Record::new(FCGI_STDOUT, id, Bytes::new()), buf)?;
-            }
-            let body = vec![0, 0, 0, 0, protocol_status, 0, 0, 0];
-            RecordCodec.encode(Record::new(FCGI_END_REQUEST, id, body), buf)
-        }
-        Outgoing::Management(r) => RecordCodec.encode(r, buf),
     }
 }

@@ -1,14 +1,19 @@
 //! FastCGI 1.0 wire protocol: spec constants, the record codec, name-value pairs and the
 //! per-connection driver.
 //!
-//! Layering: [`codec`] and [`params`] are pure (bytes in, values out, no I/O); [`conn`] drives
-//! one connection's records and requests and hands each request to the transport-neutral
-//! [`crate::app::App`].
+//! Layering: [`codec`] and [`params`] are pure (bytes in, values out, no I/O); [`conn`] reads
+//! one connection's records and keeps its request table; `writer` is the connection's write
+//! side (and each stream's direct writer); `task` runs one request through the
+//! transport-neutral [`crate::app::App`] and [`crate::response::respond`].
 
 pub mod codec;
 pub mod conn;
 pub mod idle;
 pub mod params;
+mod task;
+#[cfg(test)]
+mod tests;
+mod writer;
 
 /// The only protocol version (spec 3.3).
 pub const FCGI_VERSION_1: u8 = 1;

@@ -1,0 +1,288 @@
+//! The write side of one FastCGI connection, shared by its requests: [`ConnWriter`] writes
+//! records straight to the socket with one non-blocking write (queueing only what the socket
+//! does not take, flushed in order), and [`RequestOut`] is one request's output — written by its
+//! task through [`FcgiBody`] or straight from the hub's fan-out as a [`DirectWriter`] — which
+//! remembers, per stream, when the fan-out last wrote (so heartbeats go to idle streams only).
+
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::Encoder;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{padding_for, record_header, CodecError, Record, RecordCodec};
+use super::*;
+use crate::source::{BodyClosed, BodyWriter, DirectWriter};
+
+/// A connected socket the driver reads and writes through `&self`, without splitting it.
+pub trait FcgiSocket: Send + Sync + 'static {
+    /// Waits until the socket may be readable.
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    /// Reads what is there without blocking.
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    /// Waits until the socket may be writable.
+    fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    /// Writes what fits without blocking.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Writes what fits of several buffers without blocking.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+macro_rules! fcgi_socket {
+    ($t:ty) => {
+        impl FcgiSocket for $t {
+            async fn readable(&self) -> io::Result<()> {
+                <$t>::readable(self).await
+            }
+            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+                <$t>::try_read_buf(self, buf)
+            }
+            async fn writable(&self) -> io::Result<()> {
+                <$t>::writable(self).await
+            }
+            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                <$t>::try_write(self, buf)
+            }
+            fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                <$t>::try_write_vectored(self, bufs)
+            }
+        }
+    };
+}
+fcgi_socket!(tokio::net::UnixStream);
+fcgi_socket!(tokio::net::TcpStream);
+
+/// What a connection writes, encoded to records by [`encode`].
+#[derive(Debug)]
+pub(super) enum Outgoing {
+    /// Response bytes for one request (never empty).
+    Stdout { id: u16, data: Bytes },
+    /// End of a request: optional empty STDOUT, then END_REQUEST.
+    End {
+        id: u16,
+        protocol_status: u8,
+        terminate_stdout: bool,
+    },
+    /// A management record.
+    Management(Record),
+}
+
+pub(super) fn encode(msg: Outgoing, buf: &mut BytesMut) -> Result<(), CodecError> {
+    match msg {
+        Outgoing::Stdout { id, data } => {
+            RecordCodec.encode(Record::new(FCGI_STDOUT, id, data), buf)
+        }
+        Outgoing::End {
+            id,
+            protocol_status,
+            terminate_stdout,
+        } => {
+            if terminate_stdout {
+                RecordCodec.encode(Record::new(FCGI_STDOUT, id, Bytes::new()), buf)?;
+            }
+            let body = vec![0, 0, 0, 0, protocol_status, 0, 0, 0];
+            RecordCodec.encode(Record::new(FCGI_END_REQUEST, id, body), buf)
+        }
+        Outgoing::Management(r) => RecordCodec.encode(r, buf),
+    }
+}
+
+/// The write side of a connection. Bytes are written at once when nothing is queued; otherwise
+/// they queue behind earlier bytes (order is kept) and the caller flushes until the queue is
+/// empty. The lock is never held across an `.await`.
+pub(super) struct ConnWriter<S> {
+    io: Arc<S>,
+    pending: Mutex<BytesMut>,
+    /// Cancelled when a write fails: the peer is gone.
+    cancel: CancellationToken,
+    /// Set with `cancel` on a failed write: a lock-free check for the fan-out's hot path.
+    closed: AtomicBool,
+    /// Runs the flush of a direct write the socket took only part of.
+    runtime: tokio::runtime::Handle,
+}
+
+impl<S: FcgiSocket> ConnWriter<S> {
+    /// A writer for `io`; `cancel` fires when a write fails.
+    pub(super) fn new(io: Arc<S>, cancel: CancellationToken) -> ConnWriter<S> {
+        ConnWriter {
+            io,
+            pending: Mutex::new(BytesMut::new()),
+            cancel,
+            closed: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BytesMut> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn broken(&self, e: io::Error) -> BodyClosed {
+        log::debug!("write failed, client gone: {e}");
+        self.closed.store(true, Ordering::Relaxed);
+        self.cancel.cancel();
+        BodyClosed
+    }
+
+    /// Encodes and writes `msg`; returns once its bytes are in the kernel.
+    pub(super) async fn send(&self, msg: Outgoing) -> Result<(), BodyClosed> {
+        if self.cancel.is_cancelled() {
+            return Err(BodyClosed);
+        }
+        let mut bytes = BytesMut::new();
+        if let Err(e) = encode(msg, &mut bytes) {
+            log::error!("cannot encode a record: {e}");
+            return Ok(());
+        }
+        {
+            let mut pending = self.lock();
+            if pending.is_empty() {
+                match self.io.try_write(&bytes) {
+                    Ok(n) if n == bytes.len() => return Ok(()),
+                    Ok(n) => pending.extend_from_slice(&bytes[n..]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        pending.extend_from_slice(&bytes)
+                    }
+                    Err(e) => return Err(self.broken(e)),
+                }
+            } else {
+                pending.extend_from_slice(&bytes);
+            }
+        }
+        self.flush().await
+    }
+
+    /// Writes queued bytes until none are left (whoever queued them).
+    pub(super) async fn flush(&self) -> Result<(), BodyClosed> {
+        loop {
+            {
+                let mut pending = self.lock();
+                while !pending.is_empty() {
+                    match self.io.try_write(&pending) {
+                        Ok(n) => pending.advance(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(self.broken(e)),
+                    }
+                }
+                if pending.is_empty() {
+                    *pending = BytesMut::new();
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                r = self.io.writable() => r.map_err(|e| self.broken(e))?,
+                _ = self.cancel.cancelled() => return Err(BodyClosed),
+            }
+        }
+    }
+}
+
+/// One request's output on its connection.
+pub(super) struct RequestOut<S> {
+    id: u16,
+    conn: Arc<ConnWriter<S>>,
+    /// When the fan-out last wrote to this stream (ms since `born`; 0 = never).
+    direct_at_ms: AtomicU64,
+    born: tokio::time::Instant,
+}
+
+impl<S: FcgiSocket> RequestOut<S> {
+    /// The output of request `id` on `conn`.
+    pub(super) fn new(id: u16, conn: Arc<ConnWriter<S>>) -> RequestOut<S> {
+        RequestOut {
+            id,
+            conn,
+            direct_at_ms: AtomicU64::new(0),
+            born: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Ends the request: an empty STDOUT, then END_REQUEST.
+    pub(super) async fn end(&self, protocol_status: u8) -> Result<(), BodyClosed> {
+        self.conn
+            .send(Outgoing::End {
+                id: self.id,
+                protocol_status,
+                terminate_stdout: true,
+            })
+            .await
+    }
+}
+
+impl<S: FcgiSocket> DirectWriter for RequestOut<S> {
+    fn try_write_now(&self, event: &[u8]) -> bool {
+        let w = &self.conn;
+        if event.is_empty()
+            || event.len() > FCGI_MAX_CONTENT_LEN
+            || w.closed.load(Ordering::Relaxed)
+        {
+            return false;
+        }
+        let header = record_header(FCGI_STDOUT, self.id, event.len());
+        let pad = padding_for(event.len());
+        let zeros = [0u8; 8];
+        let parts = [&header[..], event, &zeros[..pad]];
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut pending = w.lock();
+        if !pending.is_empty() {
+            return false;
+        }
+        let slices = parts.map(IoSlice::new);
+        let written = w.io.try_write_vectored(&slices);
+        if matches!(written, Ok(n) if n > 0) {
+            // Never 0, which means "never".
+            let ms = self.born.elapsed().as_millis() as u64 + 1;
+            self.direct_at_ms.store(ms, Ordering::Relaxed);
+        }
+        match written {
+            Ok(n) if n == total => true,
+            Ok(n) => {
+                // The socket took part of it: queue the rest and flush it on the runtime.
+                let mut skip = n;
+                for p in parts {
+                    let from = skip.min(p.len());
+                    pending.extend_from_slice(&p[from..]);
+                    skip -= from;
+                }
+                drop(pending);
+                let writer = w.clone();
+                w.runtime.spawn(async move {
+                    let _ = writer.flush().await;
+                });
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => {
+                drop(pending);
+                let _ = w.broken(e);
+                true
+            }
+        }
+    }
+}
+
+/// One request's body as STDOUT records, written by its task.
+pub(super) struct FcgiBody<S>(pub(super) Arc<RequestOut<S>>);
+
+impl<S: FcgiSocket> BodyWriter for FcgiBody<S> {
+    fn written_elsewhere_at(&self) -> Option<tokio::time::Instant> {
+        let ms = self.0.direct_at_ms.load(Ordering::Relaxed);
+        (ms > 0).then(|| self.0.born + std::time::Duration::from_millis(ms - 1))
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> Result<(), BodyClosed> {
+        if chunk.is_empty() {
+            // An empty STDOUT record would end the stream: an empty write is a no-op.
+            return Ok(());
+        }
+        self.0
+            .conn
+            .send(Outgoing::Stdout {
+                id: self.0.id,
+                data: chunk,
+            })
+            .await
+    }
+}

@@ -1,0 +1,196 @@
+//! Responses, written the same way by both transports: [`FullResponse`] (status, headers,
+//! body), [`StreamResponse`] (an SSE stream), the CGI header block both transports send, and
+//! [`respond`], the one function that writes a response through a transport's [`BodyWriter`].
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::publish::Refusal;
+use crate::source::{run_stream, BodyWriter, DirectWriter, Source, StreamEnd, StreamTiming};
+use crate::stats::StreamPermit;
+
+/// A complete (non-streaming) response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FullResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Header fields besides `Status`.
+    pub headers: Vec<(String, String)>,
+    /// Body (not sent for HEAD).
+    pub body: Bytes,
+}
+
+/// An open SSE stream: the header block is [`stream_head`]; then [`crate::source::run_stream`].
+pub struct StreamResponse {
+    /// Where events come from.
+    pub source: Box<dyn Source>,
+    /// Heartbeat, retry and lifetime.
+    pub timing: StreamTiming,
+    /// The route path, for logs.
+    pub route: String,
+    /// The stream's place in `max_streams`, given back when the stream ends.
+    pub permit: StreamPermit,
+}
+
+/// What the application answers.
+pub enum Response {
+    /// Headers and a body, then the end.
+    Full(FullResponse),
+    /// A stream.
+    Stream(StreamResponse),
+}
+
+/// Reason phrase for the statuses this server sends.
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// The CGI header block (`Status:` line, fields, blank line) shared by both transports.
+pub fn header_block(status: u16, headers: &[(String, String)]) -> Bytes {
+    let mut s = String::with_capacity(128);
+    let _ = write!(s, "Status: {status} {}\r\n", reason(status));
+    for (k, v) in headers {
+        let _ = write!(s, "{k}: {v}\r\n");
+    }
+    s.push_str("\r\n");
+    Bytes::from(s)
+}
+
+/// The header block of every SSE stream.
+pub fn stream_head() -> Bytes {
+    header_block(200, &stream_headers())
+}
+
+/// The header fields of every SSE stream.
+pub(crate) fn stream_headers() -> Vec<(String, String)> {
+    [
+        ("Content-Type", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+        ("X-Accel-Buffering", "no"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl FullResponse {
+    /// A `text/plain` response with a one-line reason.
+    pub fn text(status: u16, message: impl Into<String>) -> Self {
+        let mut body = message.into();
+        body.push('\n');
+        FullResponse {
+            status,
+            headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
+            body: Bytes::from(body),
+        }
+    }
+
+    /// Adds a header field.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// Header block plus body (no body for HEAD) as one buffer.
+    pub fn to_bytes(&self, head_only: bool) -> Bytes {
+        let head = header_block(self.status, &self.headers);
+        if head_only || self.body.is_empty() {
+            return head;
+        }
+        let mut all = Vec::with_capacity(head.len() + self.body.len());
+        all.extend_from_slice(&head);
+        all.extend_from_slice(&self.body);
+        Bytes::from(all)
+    }
+}
+
+impl From<FullResponse> for Response {
+    fn from(r: FullResponse) -> Self {
+        Response::Full(r)
+    }
+}
+
+impl From<Refusal> for FullResponse {
+    fn from(r: Refusal) -> Self {
+        FullResponse::text(r.status, r.reason)
+    }
+}
+
+/// How a response went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// A full response with this status (or the client left while it was written).
+    Full(u16),
+    /// A stream, and how it ended.
+    Stream(StreamEnd),
+}
+
+/// Writes `response` through `body` — the one road for both transports. A stream gets its
+/// header block, then [`run_stream`]; `direct` (when the transport has one) lets the stream's
+/// source write events straight to the socket. `abort` means the client left (nothing more is
+/// written); `shutdown` ends a stream with a `retry:` hint.
+pub async fn respond<W: BodyWriter>(
+    response: Response,
+    head_only: bool,
+    body: &mut W,
+    direct: Option<Arc<dyn DirectWriter>>,
+    abort: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Sent {
+    match response {
+        Response::Full(full) => {
+            let bytes = full.to_bytes(head_only);
+            tokio::select! {
+                _ = body.write(bytes) => {}
+                _ = abort.cancelled() => {}
+            }
+            Sent::Full(full.status)
+        }
+        Response::Stream(mut stream) => {
+            if let Some(d) = direct {
+                stream.source.attach_direct(d);
+            }
+            let end = tokio::select! {
+                r = body.write(stream_head()) => match r {
+                    Ok(()) => run_stream(stream.source.as_mut(), body, stream.timing, abort, shutdown).await,
+                    Err(_) => StreamEnd::ClientGone,
+                },
+                _ = abort.cancelled() => StreamEnd::ClientGone,
+            };
+            Sent::Stream(end)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_blocks() {
+        assert_eq!(
+            &stream_head()[..],
+            b"Status: 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n"
+        );
+        let r = FullResponse::text(404, "x");
+        assert!(r.to_bytes(true).ends_with(b"\r\n\r\n"));
+        assert!(r.to_bytes(false).ends_with(b"\r\n\r\nx\n"));
+    }
+}
