@@ -3,7 +3,8 @@
 //! hands whatever any process appended to the hub; notices a deleted or replaced directory and
 //! reattaches to the new one, continuing after every id issued).
 //!
-//! Both are blocking threads; async tasks only exchange messages with them.
+//! Both are blocking threads; async tasks only exchange messages with them. [`LocalJournal`] is
+//! the hub's [`Backend`] for it.
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -16,9 +17,10 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::sync::oneshot;
 
 use super::journal::{
-    JournalError, JournalReader, JournalSettings, JournalWriter, Publication, ReadBatch,
+    Damage, JournalError, JournalReader, JournalRecord, JournalSettings, JournalWriter,
+    Publication, ReadBatch,
 };
-use super::{Hub, HubError};
+use super::{Backend, Hub, HubError};
 
 /// Most publications written in one group commit.
 const BATCH: usize = 512;
@@ -214,30 +216,90 @@ fn reattach(
     Ok((JournalReader::at(&settings.dir, 0, 0, 0), follower))
 }
 
-/// Starts the appender and follower threads of `hub`.
-pub fn start(
-    hub: &Arc<Hub>,
+/// The local journal as a hub [`Backend`]: publications go to the appender thread.
+pub struct LocalJournal {
+    jobs: std::sync::mpsc::SyncSender<AppendJob>,
+}
+
+impl Backend for LocalJournal {
+    fn submit(&self, job: AppendJob) -> Result<(), HubError> {
+        // A full queue means the disk is far behind: refuse now rather than wait unbounded.
+        self.jobs.try_send(job).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => {
+                HubError::Busy("too many publications waiting for the journal".into())
+            }
+            std::sync::mpsc::TrySendError::Disconnected(_) => HubError::Closed,
+        })
+    }
+}
+
+/// A local journal opened and loaded, whose threads start once the hub exists.
+pub struct Opened {
+    /// The backend to give the hub.
+    pub backend: LocalJournal,
+    /// The last id issued (at least that of the last record loaded).
+    pub last_id: u64,
+    /// Damage skipped while loading (ids that will never be replayed).
+    pub damage: Vec<Damage>,
+    /// The threads to start.
+    pub threads: Threads,
+}
+
+/// The appender and follower threads of a local journal, not yet started.
+pub struct Threads {
     writer: JournalWriter,
     jobs: std::sync::mpsc::Receiver<AppendJob>,
     settings: JournalSettings,
-) -> Result<(), JournalError> {
-    let (segment, offset) = writer.position();
-    let reader = JournalReader::at(&settings.dir, segment, offset, writer.last_id());
-    let follower = Follower::new(&settings.dir)?;
-    let spawn_err = |what: &str| {
-        let what = what.to_string();
-        move |source| JournalError::Io { what, source }
-    };
-    let name = hub.name.clone();
-    let weak = Arc::downgrade(hub);
-    std::thread::Builder::new()
-        .name(format!("journal-append {name}"))
-        .spawn(move || append_loop(&name, writer, jobs, weak))
-        .map_err(spawn_err("spawn appender thread"))?;
-    let weak = Arc::downgrade(hub);
-    std::thread::Builder::new()
-        .name(format!("journal-follow {}", hub.name))
-        .spawn(move || follow_loop(weak, settings, reader, follower))
-        .map_err(spawn_err("spawn follower thread"))?;
-    Ok(())
+}
+
+impl LocalJournal {
+    /// Opens (recovering) the journal, handing every retained record to `each`, oldest first.
+    pub fn open(
+        settings: JournalSettings,
+        each: impl FnMut(JournalRecord),
+    ) -> Result<Opened, JournalError> {
+        let writer = JournalWriter::open(settings.clone())?;
+        let damage = super::journal::read_all(&settings.dir, settings.on_corruption, each)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<AppendJob>(1024);
+        Ok(Opened {
+            backend: LocalJournal { jobs: tx },
+            last_id: writer.last_id(),
+            damage,
+            threads: Threads {
+                writer,
+                jobs: rx,
+                settings,
+            },
+        })
+    }
+}
+
+impl Threads {
+    /// Starts the appender and follower threads of `hub`.
+    pub fn start(self, hub: &Arc<Hub>) -> Result<(), JournalError> {
+        let Threads {
+            writer,
+            jobs,
+            settings,
+        } = self;
+        let (segment, offset) = writer.position();
+        let reader = JournalReader::at(&settings.dir, segment, offset, writer.last_id());
+        let follower = Follower::new(&settings.dir)?;
+        let spawn_err = |what: &str| {
+            let what = what.to_string();
+            move |source| JournalError::Io { what, source }
+        };
+        let name = hub.name.clone();
+        let weak = Arc::downgrade(hub);
+        std::thread::Builder::new()
+            .name(format!("journal-append {name}"))
+            .spawn(move || append_loop(&name, writer, jobs, weak))
+            .map_err(spawn_err("spawn appender thread"))?;
+        let weak = Arc::downgrade(hub);
+        std::thread::Builder::new()
+            .name(format!("journal-follow {}", hub.name))
+            .spawn(move || follow_loop(weak, settings, reader, follower))
+            .map_err(spawn_err("spawn follower thread"))?;
+        Ok(())
+    }
 }

@@ -2,12 +2,14 @@
 //! [`replay::ReplayBuffer`] for `Last-Event-ID` replay, bounded per-subscriber queues, and an
 //! event encoded once and shared by every subscriber.
 //!
-//! The journal's threads live in [`local`] (appender: group commit; follower: inotify). Async
-//! tasks only exchange messages with them; no lock is held across an `.await`.
+//! Storage is a [`Backend`]: [`local`] (the journal's appender and follower threads) now.
+//! The ordering rule of each subscriber lives in [`subscriber`], replay history in [`replay`].
+//! Async tasks only exchange messages with the backend; no lock is held across an `.await`.
 
 pub mod journal;
 pub mod local;
 pub mod replay;
+pub mod subscriber;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -20,9 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::source::{DirectWriter, NextEvent, Source};
 use crate::sse::{EncodedEvent, Event};
-use journal::{Damage, JournalError, JournalRecord, JournalSettings, JournalWriter, Publication};
-use local::AppendJob;
+use journal::{Damage, JournalError, JournalRecord, JournalSettings, Publication};
+use local::{AppendJob, LocalJournal, Opened};
 use replay::{ReplayBounds, ReplayBuffer};
+use subscriber::{Offer, Subscriber};
 
 /// Subscribers written to between two yields of the delivery task.
 const FAN_OUT_SLICE: usize = 512;
@@ -78,16 +81,6 @@ impl StoredEvent {
             wire,
         }
     }
-}
-
-struct Subscriber {
-    topics: Vec<String>,
-    tx: mpsc::Sender<Arc<StoredEvent>>,
-    /// Writes live events straight to the client's socket, when the transport offers it.
-    direct: Option<Arc<dyn DirectWriter>>,
-    /// Direct writes keep order only while nothing waits in `tx`: the subscriber's task turns
-    /// this on (under the hub lock) once its queue is drained; a failed direct write turns it off.
-    direct_ok: bool,
 }
 
 #[derive(Default)]
@@ -154,12 +147,22 @@ pub struct HubStats {
     pub queued_writes: AtomicU64,
 }
 
+/// Where a hub's events are stored and come back from: the local journal ([`LocalJournal`])
+/// now, Redis next. A backend stores each publication it is given and answers it on its
+/// `reply` (the id, or why it was not stored); and it feeds every stored event — published
+/// through any process or node — back to the hub in id order, through `Hub::take_records` (and
+/// `Hub::on_damage` for ids it lost). The hub knows nothing else of it.
+pub trait Backend: Send + Sync {
+    /// Takes a publication; refuses at once (busy, closed) rather than wait.
+    fn submit(&self, job: AppendJob) -> Result<(), HubError>;
+}
+
 /// A topic hub for one route.
 pub struct Hub {
     pub(crate) name: String,
     settings: HubSettings,
     state: Mutex<HubState>,
-    appender: std::sync::mpsc::SyncSender<AppendJob>,
+    backend: Box<dyn Backend>,
     /// Feeds the delivery task on the async runtime (started by the first subscriber); until
     /// then the follower thread delivers itself. One task keeps deliveries in order.
     delivery: std::sync::OnceLock<mpsc::UnboundedSender<Vec<JournalRecord>>>,
@@ -199,15 +202,19 @@ impl Hub {
         journal: JournalSettings,
         settings: HubSettings,
     ) -> Result<Arc<Hub>, JournalError> {
-        let writer = JournalWriter::open(journal.clone())?;
         let mut state = HubState::default();
-        let damage = journal::read_all(&journal.dir, journal.on_corruption, |r| {
+        let Opened {
+            backend,
+            last_id,
+            damage,
+            threads,
+        } = LocalJournal::open(journal.clone(), |r| {
             state.last_id = state.last_id.max(r.id);
             state
                 .history
                 .push(Arc::new(StoredEvent::from_record(r)), &settings.history);
         })?;
-        state.last_id = state.last_id.max(writer.last_id());
+        state.last_id = state.last_id.max(last_id);
         state.history.loaded(state.last_id);
         for d in &damage {
             state.history.add_hole(d.after_id, d.next_id);
@@ -224,16 +231,15 @@ impl Hub {
                 format!(", {} damaged regions skipped", damage.len())
             }
         );
-        let (tx, rx) = std::sync::mpsc::sync_channel::<AppendJob>(1024);
         let hub = Arc::new(Hub {
             name: name.to_string(),
             settings,
             state: Mutex::new(state),
-            appender: tx,
+            backend: Box::new(backend),
             delivery: std::sync::OnceLock::new(),
             stats: HubStats::default(),
         });
-        local::start(&hub, writer, rx, journal)?;
+        threads.start(&hub)?;
         Ok(hub)
     }
 
@@ -252,16 +258,7 @@ impl Hub {
             reply,
             deadline: Instant::now() + self.settings.publish_timeout,
         };
-        // A full queue means the disk is far behind: refuse now rather than wait unbounded.
-        match self.appender.try_send(job) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                return Err(HubError::Busy(
-                    "too many publications waiting for the journal".into(),
-                ))
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(HubError::Closed),
-        }
+        self.backend.submit(job)?;
         let id = rx.await.map_err(|_| HubError::Closed)??;
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         Ok(id)
@@ -334,20 +331,14 @@ impl Hub {
             let Some(sub) = st.subscribers.get_mut(&sid) else {
                 continue;
             };
-            if sub.direct_ok {
-                if let Some(d) = &sub.direct {
-                    if d.try_write_now(&ev.wire) {
-                        self.stats.direct_writes.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
+            match sub.offer(ev) {
+                Offer::Written => self.stats.direct_writes.fetch_add(1, Ordering::Relaxed),
+                Offer::Queued => self.stats.queued_writes.fetch_add(1, Ordering::Relaxed),
+                Offer::Lagging => {
+                    cut.push(sid);
+                    self.stats.queued_writes.fetch_add(1, Ordering::Relaxed)
                 }
-                // The socket is busy: this and later events go through the queue, in order.
-                sub.direct_ok = false;
-            }
-            self.stats.queued_writes.fetch_add(1, Ordering::Relaxed);
-            if sub.tx.try_send(ev.clone()).is_err() {
-                cut.push(sid);
-            }
+            };
         }
         for sid in cut {
             if Self::remove(st, sid) {
@@ -453,15 +444,7 @@ impl Hub {
         for t in &topics {
             st.by_topic.entry(t.clone()).or_default().push(sid);
         }
-        st.subscribers.insert(
-            sid,
-            Subscriber {
-                topics,
-                tx,
-                direct: None,
-                direct_ok: false,
-            },
-        );
+        st.subscribers.insert(sid, Subscriber::new(topics, tx));
         drop(st);
         TopicSource {
             hub: self.clone(),
@@ -522,7 +505,7 @@ impl Source for TopicSource {
     fn attach_direct(&mut self, writer: Arc<dyn DirectWriter>) {
         let mut st = self.hub.lock();
         if let Some(sub) = st.subscribers.get_mut(&self.sid) {
-            sub.direct = Some(writer);
+            sub.attach(writer);
             self.direct = true;
         }
     }
@@ -540,10 +523,8 @@ impl Source for TopicSource {
                 // the hub may write live events straight to the socket (checked and set under
                 // the hub lock, which delivery also holds, so no event can overtake another).
                 let mut st = self.hub.lock();
-                if self.rx.is_empty() {
-                    if let Some(sub) = st.subscribers.get_mut(&self.sid) {
-                        sub.direct_ok = true;
-                    }
+                if let Some(sub) = st.subscribers.get_mut(&self.sid) {
+                    sub.drained(self.rx.is_empty());
                 }
             }
             match self.rx.recv().await {
