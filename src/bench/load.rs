@@ -1,22 +1,18 @@
 //! `fastsse bench sse`: a load tester for any SSE server. N subscribers through a web server
 //! (HTTP/1.1, chunked or not) or straight to a FastCGI socket, a publisher posting events that
 //! carry a send timestamp and a sequence number, optional churn with Last-Event-ID, and a report
-//! of connections, delivery (lost, duplicated, out of order) and latency percentiles.
+//! of connections, delivery (lost, duplicated, out of order) and latency percentiles. The
+//! clients are in [`super::client`], the figures in [`super::report`]; this file runs the load.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
-use hdrhistogram::Histogram;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use crate::fcgi::codec::{encode_record, Record, RecordCodec};
-use crate::fcgi::params::encode_pair;
-use crate::fcgi::{FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT};
+use super::client::{parse_url, post, Body, HttpUrl, Target};
+use super::report::{percentiles, Report, Shards};
 use crate::source::clock::unix_now;
 use crate::sse::SseParser;
 
@@ -67,61 +63,6 @@ pub struct LoadArgs {
 }
 
 /// An http:// URL split for a raw client.
-#[derive(Debug, Clone)]
-struct HttpUrl {
-    host: String,
-    port: u16,
-    path: String,
-}
-
-fn parse_url(url: &str) -> Result<HttpUrl, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
-            h.to_string(),
-            p.parse().map_err(|_| format!("{url}: bad port"))?,
-        ),
-        _ => (authority.to_string(), 80),
-    };
-    Ok(HttpUrl {
-        host: host.trim_matches(['[', ']']).to_string(),
-        port,
-        path: path.to_string(),
-    })
-}
-
-/// Latency histograms sharded so that thousands of subscriber tasks rarely contend.
-struct Shards(Vec<Mutex<Histogram<u64>>>);
-
-impl Shards {
-    fn new() -> Shards {
-        Shards(
-            (0..32)
-                .map(|_| Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3).unwrap()))
-                .collect(),
-        )
-    }
-    fn record(&self, shard: usize, us: u64) {
-        let mut h = self.0[shard % self.0.len()]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let _ = h.record(us.clamp(1, 600_000_000));
-    }
-    fn merged(&self) -> Histogram<u64> {
-        let mut all = Histogram::new_with_bounds(1, 600_000_000, 3).unwrap();
-        for s in &self.0 {
-            let _ = all.add(&*s.lock().unwrap_or_else(|p| p.into_inner()));
-        }
-        all
-    }
-}
-
 #[derive(Default)]
 struct Counters {
     attempted: AtomicU64,
@@ -194,230 +135,6 @@ fn field(data: &str, name: &str) -> Option<u64> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     digits.parse().ok()
-}
-
-enum Target {
-    Http(HttpUrl),
-    Fcgi(String, String),
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-async fn dial(addr: &str) -> std::io::Result<Box<dyn Io>> {
-    if let Some(p) = addr.strip_prefix("unix:") {
-        Ok(Box::new(tokio::net::UnixStream::connect(p).await?))
-    } else {
-        let s = tokio::net::TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        Ok(Box::new(s))
-    }
-}
-
-/// An open SSE response body, HTTP (plain or chunked) or FastCGI STDOUT.
-struct Body {
-    io: Box<dyn Io>,
-    raw: BytesMut,
-    kind: BodyKind,
-}
-
-#[derive(Clone, Copy)]
-enum BodyKind {
-    Plain,
-    Chunked(ChunkState),
-    Fcgi,
-}
-
-#[derive(Clone, Copy)]
-enum ChunkState {
-    Size,
-    Data(usize),
-    Crlf,
-}
-
-impl Body {
-    async fn fill(&mut self) -> Result<bool, String> {
-        if self.raw.capacity() - self.raw.len() < 1024 {
-            self.raw.reserve(8192);
-        }
-        Ok(self
-            .io
-            .read_buf(&mut self.raw)
-            .await
-            .map_err(|e| format!("read: {}", e.kind()))?
-            > 0)
-    }
-
-    /// The next piece of the body; `None` when the response ended.
-    async fn next_chunk(&mut self) -> Result<Option<BytesMut>, String> {
-        loop {
-            match self.kind {
-                BodyKind::Plain => {
-                    if !self.raw.is_empty() {
-                        return Ok(Some(self.raw.split()));
-                    }
-                }
-                BodyKind::Chunked(ChunkState::Size) => {
-                    if let Some(p) = self.raw.windows(2).position(|w| w == b"\r\n") {
-                        let line = String::from_utf8_lossy(&self.raw[..p]).to_string();
-                        self.raw.advance(p + 2);
-                        let size =
-                            usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                                .map_err(|_| format!("bad chunk size {line:?}"))?;
-                        if size == 0 {
-                            return Ok(None);
-                        }
-                        self.kind = BodyKind::Chunked(ChunkState::Data(size));
-                        continue;
-                    }
-                }
-                BodyKind::Chunked(ChunkState::Data(n)) => {
-                    if !self.raw.is_empty() {
-                        let take = n.min(self.raw.len());
-                        let chunk = self.raw.split_to(take);
-                        self.kind = BodyKind::Chunked(if take == n {
-                            ChunkState::Crlf
-                        } else {
-                            ChunkState::Data(n - take)
-                        });
-                        return Ok(Some(chunk));
-                    }
-                }
-                BodyKind::Chunked(ChunkState::Crlf) => {
-                    if self.raw.len() >= 2 {
-                        self.raw.advance(2);
-                        self.kind = BodyKind::Chunked(ChunkState::Size);
-                        continue;
-                    }
-                }
-                BodyKind::Fcgi => {
-                    while let Some(r) = RecordCodec
-                        .decode(&mut self.raw)
-                        .map_err(|e| e.to_string())?
-                    {
-                        match r.record_type {
-                            FCGI_STDOUT if !r.content.is_empty() => {
-                                return Ok(Some(BytesMut::from(&r.content[..])))
-                            }
-                            FCGI_END_REQUEST => return Ok(None),
-                            _ => {}
-                        }
-                    }
-                }
-            }
-            if !self.fill().await? {
-                return Ok(None);
-            }
-        }
-    }
-
-    /// Opens the stream and checks the response head. Returns the body and any body bytes that
-    /// came with the head; `Err` is the failure cause.
-    async fn open(target: &Target, last_event_id: Option<&str>) -> Result<(Body, Vec<u8>), String> {
-        match target {
-            Target::Http(u) => {
-                let io = dial(&format!("{}:{}", u.host, u.port))
-                    .await
-                    .map_err(|e| format!("connect: {}", e.kind()))?;
-                let mut body = Body {
-                    io,
-                    raw: BytesMut::with_capacity(8192),
-                    kind: BodyKind::Plain,
-                };
-                let mut req = format!(
-                    "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
-                    u.path, u.host
-                );
-                if let Some(id) = last_event_id {
-                    req.push_str(&format!("Last-Event-ID: {id}\r\n"));
-                }
-                req.push_str("\r\n");
-                body.io
-                    .write_all(req.as_bytes())
-                    .await
-                    .map_err(|e| format!("write: {}", e.kind()))?;
-                let head_end = loop {
-                    if let Some(p) = body.raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break p + 4;
-                    }
-                    if body.raw.len() > 16384 || !body.fill().await? {
-                        return Err("closed before the response head".into());
-                    }
-                };
-                let head = String::from_utf8_lossy(&body.raw[..head_end]).to_ascii_lowercase();
-                let status = head.split_whitespace().nth(1).unwrap_or("?").to_string();
-                if status != "200" {
-                    return Err(format!("http {status}"));
-                }
-                if head.contains("transfer-encoding: chunked") {
-                    body.kind = BodyKind::Chunked(ChunkState::Size);
-                }
-                body.raw.advance(head_end);
-                Ok((body, Vec::new()))
-            }
-            Target::Fcgi(addr, path) => {
-                let io = dial(addr)
-                    .await
-                    .map_err(|e| format!("connect: {}", e.kind()))?;
-                let mut body = Body {
-                    io,
-                    raw: BytesMut::with_capacity(8192),
-                    kind: BodyKind::Fcgi,
-                };
-                let (uri, query) = path.split_once('?').unwrap_or((path, ""));
-                let mut p = BytesMut::new();
-                for (k, v) in [
-                    ("REQUEST_METHOD", "GET"),
-                    ("REQUEST_URI", path.as_str()),
-                    ("DOCUMENT_URI", uri),
-                    ("SCRIPT_NAME", uri),
-                    ("QUERY_STRING", query),
-                    ("SERVER_PROTOCOL", "HTTP/1.1"),
-                    ("GATEWAY_INTERFACE", "CGI/1.1"),
-                    ("REMOTE_ADDR", "127.0.0.1"),
-                    ("HTTP_ACCEPT", "text/event-stream"),
-                ] {
-                    encode_pair(&mut p, k.as_bytes(), v.as_bytes());
-                }
-                if let Some(id) = last_event_id {
-                    encode_pair(&mut p, b"HTTP_LAST_EVENT_ID", id.as_bytes());
-                }
-                let mut out = BytesMut::new();
-                for (t, c) in [
-                    (FCGI_BEGIN_REQUEST, &[0u8, 1, 0, 0, 0, 0, 0, 0][..]),
-                    (FCGI_PARAMS, &p[..]),
-                    (FCGI_PARAMS, b""),
-                    (FCGI_STDIN, b""),
-                ] {
-                    encode_record(&Record::new(t, 1, c.to_vec()), &mut out)
-                        .map_err(|e| e.to_string())?;
-                }
-                body.io
-                    .write_all(&out)
-                    .await
-                    .map_err(|e| format!("write: {}", e.kind()))?;
-                let mut head = Vec::new();
-                loop {
-                    let Some(chunk) = body.next_chunk().await? else {
-                        return Err("closed before the response head".into());
-                    };
-                    head.extend_from_slice(&chunk);
-                    if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let text = String::from_utf8_lossy(&head[..p]).to_string();
-                        if let Some(status) = text
-                            .strip_prefix("Status: ")
-                            .and_then(|s| s.split_whitespace().next())
-                        {
-                            if status != "200" {
-                                return Err(format!("http {status}"));
-                            }
-                        }
-                        return Ok((body, head[p + 4..].to_vec()));
-                    }
-                }
-            }
-        }
-    }
 }
 
 struct Shared {
@@ -574,33 +291,6 @@ async fn publisher(
     (acked, failed)
 }
 
-async fn post(url: &HttpUrl, body: &str) -> Result<(), String> {
-    let mut io = dial(&format!("{}:{}", url.host, url.port))
-        .await
-        .map_err(|e| format!("connect: {}", e.kind()))?;
-    let req = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        url.path,
-        url.host,
-        body.len()
-    );
-    io.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("write: {}", e.kind()))?;
-    let mut resp = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut resp)).await;
-    let status = String::from_utf8_lossy(&resp)
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("?")
-        .to_string();
-    if status.starts_with('2') {
-        Ok(())
-    } else {
-        Err(format!("http {status}"))
-    }
-}
-
 /// Raises the open-file limit for `n` streams or says clearly why it cannot.
 fn check_open_files(n: usize) -> Result<(), String> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -617,66 +307,6 @@ fn check_open_files(n: usize) -> Result<(), String> {
     }
     setrlimit(Resource::RLIMIT_NOFILE, need, hard)
         .map_err(|e| format!("raising ulimit -n to {need}: {e}"))
-}
-
-/// The final figures.
-#[derive(Debug, serde::Serialize)]
-pub struct Report {
-    /// Subscribers asked for.
-    pub subscribers: usize,
-    /// Connection attempts (including reconnects).
-    pub connections_attempted: u64,
-    /// Connections that got a 200 event stream.
-    pub connections_established: u64,
-    /// Failed attempts by cause.
-    pub connections_failed: HashMap<String, u64>,
-    /// Reconnects (churn and streams the server ended).
-    pub reconnects: u64,
-    /// Streams the server ended.
-    pub server_closed: u64,
-    /// Events published and acknowledged.
-    pub published: u64,
-    /// Publishes that failed.
-    pub publish_failed: u64,
-    /// Deliveries expected (acknowledged events x subscribers that should see them).
-    pub events_expected: u64,
-    /// Events received (all of them, including duplicates and events without a sequence).
-    pub events_received: u64,
-    /// Expected events never received.
-    pub events_lost: u64,
-    /// Events received more than once.
-    pub events_duplicated: u64,
-    /// Events received after a later one.
-    pub events_out_of_order: u64,
-    /// Delivery latency in milliseconds: p50, p90, p99, p99.9, max.
-    pub latency_ms: Percentiles,
-    /// Time from connecting to the first event, in milliseconds.
-    pub first_event_ms: Percentiles,
-    /// Seconds spent publishing (after the ramp-up).
-    pub seconds: f64,
-}
-
-/// Latency percentiles in milliseconds.
-#[derive(Debug, serde::Serialize)]
-pub struct Percentiles {
-    pub samples: u64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
-
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
-    let ms = |v: u64| v as f64 / 1000.0;
-    Percentiles {
-        samples: h.len(),
-        p50: ms(h.value_at_quantile(0.5)),
-        p90: ms(h.value_at_quantile(0.9)),
-        p99: ms(h.value_at_quantile(0.99)),
-        p999: ms(h.value_at_quantile(0.999)),
-        max: ms(h.max()),
-    }
 }
 
 /// Runs the load test; returns the report (the caller prints it and sets the exit status).
@@ -809,65 +439,12 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
     })
 }
 
-impl Report {
-    /// Whether the run should fail a deploy gate: events lost or connections failed.
-    pub fn failed(&self) -> bool {
-        self.events_lost > 0 || !self.connections_failed.is_empty() || self.publish_failed > 0
-    }
-
-    /// The human-readable report.
-    pub fn print(&self) {
-        println!("subscribers           {}", self.subscribers);
-        println!(
-            "connections           attempted {} established {} failed {} reconnects {} (server ended {})",
-            self.connections_attempted,
-            self.connections_established,
-            self.connections_failed.values().sum::<u64>(),
-            self.reconnects,
-            self.server_closed
-        );
-        for (cause, n) in &self.connections_failed {
-            println!("  failed: {n} x {cause}");
-        }
-        println!(
-            "published             {} in {:.1}s ({} failed)",
-            self.published, self.seconds, self.publish_failed
-        );
-        println!(
-            "events                expected {} received {} lost {} duplicated {} out of order {}",
-            self.events_expected,
-            self.events_received,
-            self.events_lost,
-            self.events_duplicated,
-            self.events_out_of_order
-        );
-        let l = &self.latency_ms;
-        println!(
-            "latency ms            p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ({} samples)",
-            l.p50, l.p90, l.p99, l.p999, l.max, l.samples
-        );
-        let f = &self.first_event_ms;
-        println!(
-            "first event ms        p50 {:.2} p99 {:.2} max {:.2}",
-            f.p50, f.p99, f.max
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn urls_and_fields() {
-        let u = parse_url("http://127.0.0.1:8080/events?topic=a").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("127.0.0.1", 8080, "/events?topic=a")
-        );
-        let u = parse_url("http://localhost").unwrap();
-        assert_eq!((u.port, u.path.as_str()), (80, "/"));
-        assert!(parse_url("https://x").is_err());
+    fn fields() {
         assert_eq!(field("{\"t\":123,\"seq\":7}", "\"t\""), Some(123));
         assert_eq!(field("{\"t\": 9, \"seq\": 7}", "\"seq\""), Some(7));
         assert_eq!(field("no numbers", "\"t\""), None);

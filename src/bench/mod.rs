@@ -3,8 +3,10 @@
 //! ([`floor`]), and `fastsse bench journal` measures publish throughput of the journal under
 //! each fsync policy.
 
+pub mod client;
 pub mod floor;
 pub mod load;
+pub mod report;
 
 use std::path::PathBuf;
 use std::sync::Arc;

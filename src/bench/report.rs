@@ -1,0 +1,138 @@
+//! The bench's figures: latency histograms sharded across subscriber tasks, percentiles, and
+//! the final [`Report`] (printed, or as JSON), with the pass/fail rule a deploy gate uses.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+/// Latency histograms sharded so that thousands of subscriber tasks rarely contend.
+pub(super) struct Shards(Vec<Mutex<Histogram<u64>>>);
+
+impl Shards {
+    pub(super) fn new() -> Shards {
+        Shards(
+            (0..32)
+                .map(|_| Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3).unwrap()))
+                .collect(),
+        )
+    }
+    pub(super) fn record(&self, shard: usize, us: u64) {
+        let mut h = self.0[shard % self.0.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let _ = h.record(us.clamp(1, 600_000_000));
+    }
+    pub(super) fn merged(&self) -> Histogram<u64> {
+        let mut all = Histogram::new_with_bounds(1, 600_000_000, 3).unwrap();
+        for s in &self.0 {
+            let _ = all.add(&*s.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        all
+    }
+}
+
+/// The final figures.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    /// Subscribers asked for.
+    pub subscribers: usize,
+    /// Connection attempts (including reconnects).
+    pub connections_attempted: u64,
+    /// Connections that got a 200 event stream.
+    pub connections_established: u64,
+    /// Failed attempts by cause.
+    pub connections_failed: HashMap<String, u64>,
+    /// Reconnects (churn and streams the server ended).
+    pub reconnects: u64,
+    /// Streams the server ended.
+    pub server_closed: u64,
+    /// Events published and acknowledged.
+    pub published: u64,
+    /// Publishes that failed.
+    pub publish_failed: u64,
+    /// Deliveries expected (acknowledged events x subscribers that should see them).
+    pub events_expected: u64,
+    /// Events received (all of them, including duplicates and events without a sequence).
+    pub events_received: u64,
+    /// Expected events never received.
+    pub events_lost: u64,
+    /// Events received more than once.
+    pub events_duplicated: u64,
+    /// Events received after a later one.
+    pub events_out_of_order: u64,
+    /// Delivery latency in milliseconds: p50, p90, p99, p99.9, max.
+    pub latency_ms: Percentiles,
+    /// Time from connecting to the first event, in milliseconds.
+    pub first_event_ms: Percentiles,
+    /// Seconds spent publishing (after the ramp-up).
+    pub seconds: f64,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, serde::Serialize)]
+pub struct Percentiles {
+    pub samples: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+pub(super) fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let ms = |v: u64| v as f64 / 1000.0;
+    Percentiles {
+        samples: h.len(),
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+    }
+}
+
+impl Report {
+    /// Whether the run should fail a deploy gate: events lost or connections failed.
+    pub fn failed(&self) -> bool {
+        self.events_lost > 0 || !self.connections_failed.is_empty() || self.publish_failed > 0
+    }
+
+    /// The human-readable report.
+    pub fn print(&self) {
+        println!("subscribers           {}", self.subscribers);
+        println!(
+            "connections           attempted {} established {} failed {} reconnects {} (server ended {})",
+            self.connections_attempted,
+            self.connections_established,
+            self.connections_failed.values().sum::<u64>(),
+            self.reconnects,
+            self.server_closed
+        );
+        for (cause, n) in &self.connections_failed {
+            println!("  failed: {n} x {cause}");
+        }
+        println!(
+            "published             {} in {:.1}s ({} failed)",
+            self.published, self.seconds, self.publish_failed
+        );
+        println!(
+            "events                expected {} received {} lost {} duplicated {} out of order {}",
+            self.events_expected,
+            self.events_received,
+            self.events_lost,
+            self.events_duplicated,
+            self.events_out_of_order
+        );
+        let l = &self.latency_ms;
+        println!(
+            "latency ms            p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ({} samples)",
+            l.p50, l.p90, l.p99, l.p999, l.max, l.samples
+        );
+        let f = &self.first_event_ms;
+        println!(
+            "first event ms        p50 {:.2} p99 {:.2} max {:.2}",
+            f.p50, f.p99, f.max
+        );
+    }
+}
