@@ -3,9 +3,11 @@
 //! [`respond`], the one function that writes a response through a transport's [`BodyWriter`].
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::publish::Refusal;
@@ -146,37 +148,56 @@ pub enum Sent {
 /// header block, then [`run_stream`]; `direct` (when the transport has one) lets the stream's
 /// source write events straight to the socket. `abort` means the client left (nothing more is
 /// written); `shutdown` ends a stream with a `retry:` hint.
-pub async fn respond<W: BodyWriter>(
+///
+/// Not an `async fn`: its future is one of two smaller ones, so an open stream's task keeps
+/// only what the stream needs (thousands of them wait at once).
+pub fn respond<'a, W: BodyWriter>(
     response: Response,
     head_only: bool,
-    body: &mut W,
+    body: &'a mut W,
     direct: Option<Arc<dyn DirectWriter>>,
-    abort: &CancellationToken,
-    shutdown: &CancellationToken,
-) -> Sent {
+    abort: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+) -> impl Future<Output = Sent> + Send + 'a {
     match response {
-        Response::Full(full) => {
-            let bytes = full.to_bytes(head_only);
-            tokio::select! {
-                _ = body.write(bytes) => {}
-                _ = abort.cancelled() => {}
-            }
-            Sent::Full(full.status)
-        }
+        Response::Full(full) => Either::Left(write_full(full, head_only, body, abort)),
         Response::Stream(mut stream) => {
             if let Some(d) = direct {
                 stream.source.attach_direct(d);
             }
-            let end = tokio::select! {
-                r = body.write(stream_head()) => match r {
-                    Ok(()) => run_stream(stream.source.as_mut(), body, stream.timing, abort, shutdown).await,
-                    Err(_) => StreamEnd::ClientGone,
-                },
-                _ = abort.cancelled() => StreamEnd::ClientGone,
-            };
-            Sent::Stream(end)
+            Either::Right(write_stream(stream, body, abort, shutdown))
         }
     }
+}
+
+async fn write_full<W: BodyWriter>(
+    full: FullResponse,
+    head_only: bool,
+    body: &mut W,
+    abort: &CancellationToken,
+) -> Sent {
+    let bytes = full.to_bytes(head_only);
+    tokio::select! {
+        _ = body.write(bytes) => {}
+        _ = abort.cancelled() => {}
+    }
+    Sent::Full(full.status)
+}
+
+async fn write_stream<W: BodyWriter>(
+    mut stream: StreamResponse,
+    body: &mut W,
+    abort: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Sent {
+    let end = tokio::select! {
+        r = body.write(stream_head()) => match r {
+            Ok(()) => run_stream(stream.source.as_mut(), body, stream.timing, abort, shutdown).await,
+            Err(_) => StreamEnd::ClientGone,
+        },
+        _ = abort.cancelled() => StreamEnd::ClientGone,
+    };
+    Sent::Stream(end)
 }
 
 #[cfg(test)]

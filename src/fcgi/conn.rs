@@ -301,7 +301,8 @@ impl<S: FcgiSocket> Conn<S> {
     /// does not read them within `request_timeout` is closed: the loop never waits unbounded.
     async fn send(&self, msg: Outgoing) -> Flow {
         let timeout = self.ctx.app.config().server.request_timeout;
-        match tokio::time::timeout(timeout, self.writer.send(msg)).await {
+        // Boxed: rare, and it would otherwise enlarge every connection's future.
+        match Box::pin(tokio::time::timeout(timeout, self.writer.send(msg))).await {
             Ok(Ok(())) => Flow::Continue,
             Ok(Err(BodyClosed)) => Flow::Close,
             Err(_) => {

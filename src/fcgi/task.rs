@@ -12,7 +12,6 @@ use super::FCGI_REQUEST_COMPLETE;
 use crate::app::App;
 use crate::request::Request;
 use crate::response::{respond, FullResponse, Response, Sent};
-use crate::source::DirectWriter;
 
 /// The ids of requests that ended, for the connection's reader to retire: a mailbox the
 /// connection owns (lighter than a channel per connection).
@@ -51,34 +50,46 @@ pub(super) struct RequestTask<S> {
 impl<S: FcgiSocket> RequestTask<S> {
     pub(super) async fn run(self, input: Result<Request, FullResponse>) {
         let out = Arc::new(RequestOut::new(self.id, self.writer.clone()));
-        let mut body = FcgiBody(out.clone());
-        let (response, head_only, peer) = match input {
-            Ok(req) => (self.app.handle(&req).await, req.is_head(), req.peer.clone()),
-            Err(refusal) => (Response::Full(refusal), false, "-".to_string()),
+        let mut body = FcgiBody(&out);
+        let (response, head_only) = match input {
+            Ok(req) => {
+                let response = self.app.handle(&req).await;
+                // Logged now: nothing of the request is kept across the stream (thousands wait).
+                match &response {
+                    Response::Stream(s) => log::debug!(
+                        "conn={} id={} peer={} route={}: stream open",
+                        self.conn_id,
+                        self.id,
+                        req.peer,
+                        s.route
+                    ),
+                    Response::Full(f) => log::debug!(
+                        "conn={} id={} peer={}: {}",
+                        self.conn_id,
+                        self.id,
+                        req.peer,
+                        f.status
+                    ),
+                }
+                (response, req.is_head())
+            }
+            Err(refusal) => (Response::Full(refusal), false),
         };
-        let route = match &response {
-            Response::Stream(s) => s.route.clone(),
-            Response::Full(_) => String::new(),
-        };
-        let direct: Arc<dyn DirectWriter> = out.clone();
         let sent = respond(
             response,
             head_only,
             &mut body,
-            Some(direct),
+            Some(out.clone()),
             &self.abort,
             &self.shutdown,
         )
         .await;
-        match sent {
-            Sent::Full(status) => {
-                log::debug!("conn={} id={} peer={peer}: {status}", self.conn_id, self.id)
-            }
-            Sent::Stream(end) => log::debug!(
-                "conn={} id={} peer={peer} route={route}: stream ended ({end:?})",
+        if let Sent::Stream(end) = sent {
+            log::debug!(
+                "conn={} id={}: stream ended ({end:?})",
                 self.conn_id,
                 self.id
-            ),
+            );
         }
         // Retire the id before END_REQUEST can reach the peer: a client that reuses the id as
         // soon as it reads END_REQUEST must find it free.

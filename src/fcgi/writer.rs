@@ -183,9 +183,14 @@ impl<S: FcgiSocket> ConnWriter<S> {
 pub(super) struct RequestOut<S> {
     id: u16,
     conn: Arc<ConnWriter<S>>,
-    /// When the fan-out last wrote to this stream (ms since `born`; 0 = never).
+    /// When the fan-out last wrote to this stream (ms since [`epoch`]; 0 = never).
     direct_at_ms: AtomicU64,
-    born: tokio::time::Instant,
+}
+
+/// The instant direct-write times count from (one for the process: a stream keeps 8 bytes).
+fn epoch() -> tokio::time::Instant {
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(tokio::time::Instant::now)
 }
 
 impl<S: FcgiSocket> RequestOut<S> {
@@ -195,7 +200,6 @@ impl<S: FcgiSocket> RequestOut<S> {
             id,
             conn,
             direct_at_ms: AtomicU64::new(0),
-            born: tokio::time::Instant::now(),
         }
     }
 
@@ -233,7 +237,7 @@ impl<S: FcgiSocket> DirectWriter for RequestOut<S> {
         let written = w.io.try_write_vectored(&slices);
         if matches!(written, Ok(n) if n > 0) {
             // Never 0, which means "never".
-            let ms = self.born.elapsed().as_millis() as u64 + 1;
+            let ms = epoch().elapsed().as_millis() as u64 + 1;
             self.direct_at_ms.store(ms, Ordering::Relaxed);
         }
         match written {
@@ -264,12 +268,12 @@ impl<S: FcgiSocket> DirectWriter for RequestOut<S> {
 }
 
 /// One request's body as STDOUT records, written by its task.
-pub(super) struct FcgiBody<S>(pub(super) Arc<RequestOut<S>>);
+pub(super) struct FcgiBody<'a, S>(pub(super) &'a RequestOut<S>);
 
-impl<S: FcgiSocket> BodyWriter for FcgiBody<S> {
+impl<S: FcgiSocket> BodyWriter for FcgiBody<'_, S> {
     fn written_elsewhere_at(&self) -> Option<tokio::time::Instant> {
         let ms = self.0.direct_at_ms.load(Ordering::Relaxed);
-        (ms > 0).then(|| self.0.born + std::time::Duration::from_millis(ms - 1))
+        (ms > 0).then(|| epoch() + std::time::Duration::from_millis(ms - 1))
     }
 
     async fn write(&mut self, chunk: Bytes) -> Result<(), BodyClosed> {
