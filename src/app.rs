@@ -22,6 +22,8 @@ pub type SourceFactory = Arc<dyn Fn(&Request) -> Result<Box<dyn Source>, Respons
 enum Handler {
     Builtin(RouteConfig),
     Topics(RouteConfig, Arc<Hub>),
+    /// A topics route whose journal could not be opened (CGI only: the daemon refuses to start).
+    Unavailable(&'static str),
     Custom(SourceFactory),
 }
 
@@ -40,8 +42,19 @@ pub struct App {
 
 impl App {
     /// An application serving the routes in `config`. Opens the journal of every topics route
-    /// (blocking file I/O: call it before serving).
+    /// (blocking file I/O: call it before serving); one that cannot be opened is an error.
     pub fn new(config: Config) -> Result<Self, String> {
+        App::build(config, true)
+    }
+
+    /// Like [`App::new`], but a topics route whose journal cannot be opened (a data directory
+    /// the web server's user cannot write, on shared hosting) answers `503` with a reason while
+    /// every other route works. For CGI, where one request must not fail for another route.
+    pub fn new_degraded(config: Config) -> Result<Self, String> {
+        App::build(config, false)
+    }
+
+    fn build(config: Config, strict: bool) -> Result<Self, String> {
         let mut routes = Vec::new();
         for r in &config.routes {
             let handler = match r.kind {
@@ -57,9 +70,17 @@ impl App {
                         retry: config.stream.retry,
                         publish_timeout: config.journal.lock_timeout,
                     };
-                    let hub = Hub::open(r.path.get_ref(), journal, settings)
-                        .map_err(|e| format!("route {}: {e}", r.path.get_ref()))?;
-                    Handler::Topics(r.clone(), hub)
+                    match Hub::open(r.path.get_ref(), journal, settings) {
+                        Ok(hub) => Handler::Topics(r.clone(), hub),
+                        Err(e) if !strict => {
+                            log::error!(
+                                "route {}: journal unavailable, the route answers 503: {e}",
+                                r.path.get_ref()
+                            );
+                            Handler::Unavailable(e.public_reason())
+                        }
+                        Err(e) => return Err(format!("route {}: {e}", r.path.get_ref())),
+                    }
                 }
                 _ => Handler::Builtin(r.clone()),
             };
@@ -200,6 +221,17 @@ impl App {
                 return self.publish(conf, hub, req).await.into();
             }
         }
+        if let Handler::Unavailable(reason) = &route.handler {
+            return FullResponse::text(
+                503,
+                format!(
+                    "{} is unavailable: {reason} (see the server's error log)",
+                    route.path
+                ),
+            )
+            .with_header("Retry-After", "60")
+            .into();
+        }
         if req.method != "GET" && req.method != "HEAD" {
             let allow = if matches!(route.handler, Handler::Topics(..)) {
                 "GET, HEAD, POST"
@@ -235,6 +267,7 @@ impl App {
                 let source = hub.subscribe(topics, resume);
                 return self.open_stream(route, Box::new(source), permit);
             }
+            Handler::Unavailable(_) => unreachable!("answered above"),
             Handler::Custom(factory) => match factory(req) {
                 Ok(s) => s,
                 Err(resp) => return resp,
@@ -258,15 +291,43 @@ impl App {
         .into()
     }
 
+    /// Every stream slot is taken. An `EventSource` (it sends `Accept: text/event-stream`)
+    /// gets a `200` stream holding only a `retry:` hint, spread over a second so that a crowd
+    /// does not come back at once — any other status would make it close for good. Other
+    /// clients get `503` with `Retry-After`.
     fn refuse_full(&self, route: &Route, req: &Request) -> Response {
         self.stats.rejected_streams.fetch_add(1, Ordering::Relaxed);
+        let max = self.config.server.max_streams;
+        let event_source = req
+            .header("Accept")
+            .is_some_and(|a| a.contains("text/event-stream"));
+        if !event_source {
+            log::warn!(
+                "req={} route={} peer={}: 503, all {max} stream slots taken",
+                req.id,
+                route.path,
+                req.peer
+            );
+            return self.server_full().into();
+        }
+        let spread = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64 % 1000);
+        let retry_ms = self.config.stream.retry_after_secs as u64 * 1000 + spread;
         log::warn!(
-            "route={} peer={}: 503, all {} stream slots taken",
+            "req={} route={} peer={}: all {max} stream slots taken; EventSource told to retry in {retry_ms} ms",
+            req.id,
             route.path,
-            req.peer,
-            self.config.server.max_streams
+            req.peer
         );
-        self.server_full().into()
+        FullResponse {
+            status: 200,
+            headers: stream_headers(),
+            body: Bytes::from(format!(
+                ": server full ({max} streams open); come back in {retry_ms} ms\nretry: {retry_ms}\n\n"
+            )),
+        }
+        .into()
     }
 
     fn open_stream(

@@ -159,9 +159,13 @@ impl Request {
 
     /// The id the client last saw: the `Last-Event-ID` header, else `?lastEventId=` (for
     /// clients that cannot set headers). Untrusted: any length, any content.
+    /// A header that is not valid UTF-8 comes back with U+FFFD in it (never a valid id), so
+    /// it is refused like any other garbage rather than taken as absent.
     pub fn last_event_id(&self) -> Option<String> {
-        self.header("Last-Event-ID")
-            .map(str::to_string)
+        self.vars
+            .iter()
+            .find(|(k, _)| &k[..] == b"HTTP_LAST_EVENT_ID")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .or_else(|| self.query_values("lastEventId").into_iter().next())
     }
 

@@ -212,3 +212,34 @@ fn max_lifetime_ends_the_stream_and_the_reconnect_loses_nothing() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_journal_that_cannot_be_opened_takes_only_its_own_route_down() {
+    let cgi = Cgi::new();
+    // A data directory that cannot be created, even by root: under a regular file.
+    std::fs::write(
+        cgi.dir.path("fastsse.toml"),
+        format!("{CONFIG}\n[[route]]\npath = \"/status\"\ntype = \"status\"\n").replacen(
+            "[server]",
+            "[journal]\ndir = \"/etc/hostname/data\"\n\n[server]",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = cgi.command("GET", "/status", "").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("Status: 200 OK"), "{text}");
+    let out = cgi.command("GET", "/events", "topic=a").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("Status: 503"), "{text}");
+    assert!(text.contains("/events is unavailable"), "{text}");
+    assert!(
+        !text.contains("/etc/hostname"),
+        "a path reached the client: {text}"
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("/etc/hostname"),
+        "the log names the path: {log}"
+    );
+}

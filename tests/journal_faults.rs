@@ -401,3 +401,29 @@ fn history_is_bounded_in_bytes() {
     assert!(got[0].2.contains("\"reason\":\"expired\""), "{got:?}");
     assert!(rss_kib(d.pid()) < 64 * 1024, "RSS {} KiB", rss_kib(d.pid()));
 }
+
+#[test]
+fn a_last_event_id_that_is_not_utf8_gets_the_invalid_reset() {
+    let d = Daemon::start(&config("", ""));
+    publish_ok(&d.socket, "one");
+    // PARAMS by hand: a Last-Event-ID of raw bytes 0xFF 0xFE '1'.
+    let name = b"HTTP_LAST_EVENT_ID";
+    let value = [0xffu8, 0xfe, b'1'];
+    let mut kv = pairs(&[
+        ("REQUEST_METHOD", "GET"),
+        ("REQUEST_URI", "/events?topic=t"),
+        ("QUERY_STRING", "topic=t"),
+    ]);
+    kv.extend([name.len() as u8, value.len() as u8]);
+    kv.extend_from_slice(name);
+    kv.extend_from_slice(&value);
+    let mut bytes = begin(1, 1, 0);
+    bytes.extend(record(PARAMS, 1, &kv));
+    bytes.extend(record(PARAMS, 1, b""));
+    bytes.extend(record(STDIN, 1, b""));
+    let mut c = FcgiClient::connect(&d.socket);
+    c.send(&bytes);
+    let got = parse_events(&c.read_stdout_until(1, "}\n\n"));
+    assert_eq!(got[0].1, "fastsse-reset", "{got:?}");
+    assert!(got[0].2.contains("\"reason\":\"invalid\""), "{got:?}");
+}

@@ -161,6 +161,20 @@ fn over_the_limit_gets_503_with_retry_after_at_once() {
     assert!(full.rest().contains("max_streams"));
     assert!(took < Duration::from_secs(1), "503 took {took:?}");
     assert_eq!(d.status_number("rejected_streams"), 1);
+    // An EventSource would close for good on a 503: it gets a stream that only says when to
+    // come back, spread over a second.
+    let mut es = HttpStream::open(n.port, "GET", "/ping", &[("Accept", "text/event-stream")]);
+    assert_eq!(es.status, 200);
+    assert_eq!(es.header("content-type"), Some("text/event-stream"));
+    let body = es.rest();
+    let retry: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("retry: "))
+        .unwrap_or_else(|| panic!("no retry in {body:?}"))
+        .parse()
+        .unwrap();
+    assert!((5000..6000).contains(&retry), "{body}");
+    assert_eq!(d.status_number("rejected_streams"), 2);
     // A slot freed is a slot served.
     held.pop();
     wait_for("a free slot", Duration::from_secs(2), || active(&d) == 2);
