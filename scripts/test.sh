@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real peers the integration tests start: nginx, cgi-fcgi (libfcgi-bin), curl, Apache (with
-# mod_fcgid), lighttpd, h2o; node and npm for
+# mod_fcgid), lighttpd, h2o, systemd (systemd-socket-activate); node and npm for
 # the npm `eventsource` client (a WHATWG EventSource) when the machine has no node of its own.
-packages=(nginx libfcgi-bin curl apache2 libapache2-mod-fcgid lighttpd h2o)
+packages=(nginx libfcgi-bin curl apache2 libapache2-mod-fcgid lighttpd h2o systemd)
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do

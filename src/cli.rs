@@ -118,6 +118,12 @@ fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
 }
 
 fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
+    // Before any thread starts (the environment is changed).
+    let activated = if inherited_only {
+        None
+    } else {
+        listen::systemd_activated()
+    };
     let mut config = load_config(args.config)?;
     if !args.listen.is_empty() {
         config.server.listen = args.listen;
@@ -128,7 +134,13 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
     // Journals are opened (and recovered) before anything listens.
     let app = App::new(config.clone())?;
     let mut listeners = Vec::new();
-    if inherited_only || config.server.listen.is_empty() {
+    if let Some(activated) = activated {
+        listeners = activated.map_err(|e| e.to_string())?;
+        log::info!(
+            "socket activation: {} listener(s) from systemd; [server] listen is not used",
+            listeners.len()
+        );
+    } else if inherited_only || config.server.listen.is_empty() {
         match listen::inherited(0) {
             Some(l) => listeners.push(l.map_err(|e| e.to_string())?),
             None if inherited_only => return Err("fd 0 is not a listening socket".into()),
@@ -137,7 +149,7 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
             }
         }
     }
-    if !inherited_only {
+    if !inherited_only && listeners.is_empty() {
         // TCP first: a unix socket appearing at its path is what scripts (and tests) wait for,
         // so it appears only once every listener is bound.
         let (unix, tcp): (Vec<&ListenAddr>, Vec<&ListenAddr>) = config

@@ -329,6 +329,34 @@ fn take_inherited(fd: RawFd) -> Result<BoundListener, ListenError> {
     Ok(l)
 }
 
+/// Listening sockets handed over by systemd socket activation: `LISTEN_PID` names this process
+/// and `LISTEN_FDS` counts them, from fd 3 on (`sd_listen_fds(3)`). The variables are removed so
+/// that no child takes them for its own. `None` when not socket-activated. The socket file
+/// belongs to systemd: it is never removed here, so it outlives restarts (connections queue in
+/// its backlog meanwhile).
+pub fn systemd_activated() -> Option<Result<Vec<BoundListener>, ListenError>> {
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.trim().parse().ok()?;
+    if pid != std::process::id() {
+        return None;
+    }
+    let n: RawFd = std::env::var("LISTEN_FDS").ok()?.trim().parse().ok()?;
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    const SD_LISTEN_FDS_START: RawFd = 3;
+    let listeners = (SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + n.max(0))
+        .map(|fd| {
+            inherited(fd).unwrap_or_else(|| {
+                Err(ListenError::Io {
+                    what: format!("fd {fd} from systemd (LISTEN_FDS)"),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, "not a listening socket"),
+                })
+            })
+        })
+        .collect();
+    Some(listeners)
+}
+
 /// Makes sure fds 0, 1 and 2 are open (on /dev/null if closed), so no socket opened later takes
 /// their number and receives log output. Spawned FastCGI apps often start with them closed.
 pub fn ensure_std_fds() {
