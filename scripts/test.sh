@@ -27,6 +27,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The nginx package starts a system nginx on port 80 where it can; the tests run their own.
 
+# The Prometheus text parser the metrics test checks fastsse's output with (PyPI).
+python3 -c 'import prometheus_client' 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'prometheus_client>=0.20'
+
 # The npm eventsource client (pinned in tests/node/package-lock.json).
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 

@@ -229,6 +229,7 @@ fn check_config(file: &std::path::Path, data_dir: Option<PathBuf>) -> Result<(),
                 println!("{path} -> {:?} every {:?}", r.kind, r.interval)
             }
             RouteKind::Status => println!("{path} -> status"),
+            RouteKind::Metrics => println!("{path} -> metrics"),
             RouteKind::Topics => {
                 let settings = config.journal.settings_for(r);
                 let damaged = check_journal(&settings).map_err(|e| format!("route {path}: {e}"))?;

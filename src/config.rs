@@ -245,6 +245,8 @@ pub enum RouteKind {
     Ping,
     /// JSON counters and limits.
     Status,
+    /// The same figures for Prometheus (text exposition format).
+    Metrics,
     /// Publish/subscribe topics with replay (`GET ?topic=` subscribes, `POST` publishes).
     Topics,
 }

@@ -23,6 +23,7 @@ pub mod config;
 pub mod fcgi;
 pub mod hub;
 pub mod listen;
+pub mod metrics;
 pub mod publish;
 pub mod request;
 pub mod response;

@@ -38,7 +38,9 @@ fn socket_activation_serves_the_socket_systemd_hands_over_and_leaves_it_in_place
         .stderr(log)
         .spawn()
         .unwrap();
-    wait_for("the activated socket", Duration::from_secs(10), || sock.exists());
+    wait_for("the activated socket", Duration::from_secs(10), || {
+        sock.exists()
+    });
     // systemd-socket-activate starts fastsse on the first connection, as systemd would.
     let mut c = FcgiClient::connect(&sock);
     c.send(&get_request(1, "/status", false, &[]));
@@ -46,9 +48,101 @@ fn socket_activation_serves_the_socket_systemd_hands_over_and_leaves_it_in_place
     assert!(String::from_utf8_lossy(&out).starts_with("Status: 200 OK"));
     let text = std::fs::read_to_string(dir.path("log")).unwrap();
     assert!(text.contains("socket activation: 1 listener"), "{text}");
-    assert!(!dir.path("unused.sock").exists(), "the config's listen was bound too");
-    Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(
+        !dir.path("unused.sock").exists(),
+        "the config's listen was bound too"
+    );
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     child.wait().unwrap();
     // The socket is systemd's: fastsse leaves it for the next start.
     assert!(sock.exists(), "fastsse removed systemd's socket");
+}
+
+/// Parses a Prometheus text document with PyPI's prometheus_client (an independent parser);
+/// returns `name{labels} value` lines.
+fn parse_with_prometheus_client(doc: &str) -> Vec<String> {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys\n\
+             from prometheus_client.parser import text_string_to_metric_families\n\
+             for f in text_string_to_metric_families(sys.stdin.read()):\n\
+             \x20   for s in f.samples:\n\
+             \x20       labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))\n\
+             \x20       print(f'{f.type} {s.name}{{{labels}}} {float(s.value)}')\n",
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(doc.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the document: {}\n{doc}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn metrics_are_prometheus_text_that_a_real_parser_reads() {
+    let d = Daemon::start(
+        "[[route]]\npath = \"/events\"\ntype = \"topics\"\n\n\
+         [[route]]\npath = \"/metrics\"\ntype = \"metrics\"\n\n\
+         [[route]]\npath = \"/status\"\ntype = \"status\"\n",
+    );
+    for data in ["a", "b"] {
+        assert_eq!(fcgi_publish(&d.socket, "t", data).0, 200);
+    }
+    let mut sub = FcgiClient::connect(&d.socket);
+    sub.send(&get_request(
+        1,
+        "/events?topic=t",
+        false,
+        &[("QUERY_STRING", "topic=t")],
+    ));
+    sub.read_stdout_until(1, "retry:");
+    let mut c = FcgiClient::connect(&d.socket);
+    c.send(&get_request(1, "/metrics", false, &[]));
+    let text = String::from_utf8(c.read_response(1).0).unwrap();
+    let (head, doc) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let samples = parse_with_prometheus_client(doc);
+    let has = |line: &str| samples.iter().any(|s| s == line);
+    for want in [
+        "counter fastsse_events_published_total{route=/events} 2.0",
+        "gauge fastsse_topic_subscribers{route=/events} 1.0",
+        "gauge fastsse_streams_active{} 1.0",
+        "gauge fastsse_last_event_id{route=/events} 2.0",
+        "counter fastsse_streams_rejected_total{reason=max_streams} 0.0",
+    ] {
+        assert!(has(want), "no {want:?} in {samples:#?}");
+    }
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.starts_with("gauge process_resident_memory_bytes{} ")),
+        "{samples:#?}"
+    );
+    assert!(samples
+        .iter()
+        .any(|s| s.starts_with("gauge process_open_fds{} ")));
 }
