@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real peers the integration tests start: nginx, cgi-fcgi (libfcgi-bin), curl, Apache (with
-# mod_fcgid), lighttpd, h2o, systemd (systemd-socket-activate); node and npm for
+# mod_fcgid), lighttpd, h2o, systemd (systemd-socket-activate), chromium (a real browser, driven
+# headless by npm puppeteer-core; nothing downloads a browser of its own); node and npm for
 # the npm `eventsource` client (a WHATWG EventSource) when the machine has no node of its own.
-packages=(nginx libfcgi-bin curl apache2 libapache2-mod-fcgid lighttpd h2o systemd)
+packages=(nginx libfcgi-bin curl apache2 libapache2-mod-fcgid lighttpd h2o systemd chromium)
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
@@ -31,7 +32,7 @@ fi
 python3 -c 'import prometheus_client' 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'prometheus_client>=0.20'
 
-# The npm eventsource client (pinned in tests/node/package-lock.json).
+# The npm eventsource client and puppeteer-core (pinned in tests/node/package-lock.json).
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
 # Tests that open many streams need file descriptors.

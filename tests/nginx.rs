@@ -260,3 +260,38 @@ fn heartbeats_keep_an_idle_stream_alive_through_nginx() {
         "{took:?}"
     );
 }
+
+#[test]
+fn while_fastsse_is_down_an_event_source_is_told_to_retry_and_others_get_502() {
+    if !have("nginx") {
+        return;
+    }
+    let gone = TempDir::new("gone");
+    let n = Nginx::start(&format!("unix:{}", gone.path("nobody.sock").display()), "");
+    // An EventSource: 200 text/event-stream holding only a retry hint, so it comes back.
+    let mut es = HttpStream::open(
+        n.port,
+        "GET",
+        "/events?topic=a",
+        &[("Accept", "text/event-stream")],
+    );
+    assert_eq!(es.status, 200);
+    assert_eq!(es.header("content-type"), Some("text/event-stream"));
+    assert!(es.rest().contains("retry: 3000\n\n"));
+    // Anyone else — a plain GET, a publisher — gets the real 502.
+    assert_eq!(
+        HttpStream::open(n.port, "GET", "/events?topic=a", &[]).status,
+        502
+    );
+    let publish = HttpStream::send(
+        n.port,
+        "POST",
+        "/events?topic=a",
+        &[
+            ("Accept", "text/event-stream"),
+            ("Content-Type", "text/plain"),
+        ],
+        b"x",
+    );
+    assert_eq!(publish.status, 502);
+}

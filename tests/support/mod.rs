@@ -383,6 +383,12 @@ impl Daemon {
         self.wait_ready();
     }
 
+    /// Starts the daemon again after it was stopped (same socket, config and data).
+    pub fn respawn(&mut self) {
+        self.child = Daemon::spawn(&self.dir, self.tcp_port);
+        self.wait_ready();
+    }
+
     /// The data directory (journals).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path("data")
