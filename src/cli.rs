@@ -85,12 +85,18 @@ pub struct PublishArgs {
     /// The topics route to publish to (default: the first one in the config).
     #[arg(long)]
     pub route: Option<String>,
-    /// TOML config file (default: FASTSSE_CONFIG, else the embedded default).
+    /// TOML config file (default: FASTSSE_CONFIG, else /etc/fastsse/fastsse.toml when it
+    /// exists, else the embedded default).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Data directory holding the journals (overrides [journal] dir).
+    /// Write straight into the journals in this data directory (created if missing) instead of
+    /// publishing through the running daemon.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Publish through the daemon listening on this unix socket (default: the config's first
+    /// unix `listen` address, when a daemon answers there).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
     /// The data; `-` reads it from standard input.
     pub data: String,
 }
@@ -172,9 +178,16 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
 
 fn publish(args: PublishArgs) -> Result<(), String> {
     use crate::config::RouteKind;
-    use crate::hub::journal::{JournalWriter, Publication};
+    use crate::hub::journal::Publication;
     use crate::publish::{check_event_name, validate_topics};
-    let mut config = load_config(args.config)?;
+    use crate::publish_client::{into_journal, live_socket, via_socket, SYSTEM_CONFIG};
+    let system = PathBuf::from(SYSTEM_CONFIG);
+    let config_path = args
+        .config
+        .or_else(|| std::env::var_os("FASTSSE_CONFIG").map(PathBuf::from))
+        .or_else(|| system.is_file().then_some(system));
+    let mut config = load_config(config_path)?;
+    let explicit_dir = args.data_dir.is_some();
     if let Some(dir) = args.data_dir {
         config.journal.dir = dir;
     }
@@ -197,22 +210,21 @@ fn publish(args: PublishArgs) -> Result<(), String> {
     } else {
         args.data
     };
-    let mut writer =
-        JournalWriter::open(config.journal.settings_for(route)).map_err(|e| e.to_string())?;
     let publication = Publication {
         topics: args.topic,
         event: args.event,
         retry_ms: args.retry,
         data,
     };
-    match writer.append(&[publication]).pop() {
-        Some(Ok(id)) => {
-            println!("{id}");
-            Ok(())
-        }
-        Some(Err(e)) => Err(format!("not stored: {e}")),
-        None => Err("not stored".into()),
-    }
+    let socket = args
+        .socket
+        .or_else(|| (!explicit_dir).then(|| live_socket(&config)).flatten());
+    let id = match socket {
+        Some(s) => via_socket(&s, route, &publication)?,
+        None => into_journal(&config, route, publication, explicit_dir)?,
+    };
+    println!("{id}");
+    Ok(())
 }
 
 /// `fastsse check-config`: refuses what `serve` would refuse before it listens.

@@ -25,6 +25,7 @@ pub mod hub;
 pub mod listen;
 pub mod metrics;
 pub mod publish;
+pub mod publish_client;
 pub mod request;
 pub mod response;
 pub mod server;

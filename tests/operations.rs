@@ -146,3 +146,126 @@ fn metrics_are_prometheus_text_that_a_real_parser_reads() {
         .iter()
         .any(|s| s.starts_with("gauge process_open_fds{} ")));
 }
+
+fn publish_cli(cwd: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(fastsse_bin())
+        .arg("publish")
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("FASTSSE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn publish_goes_through_the_running_daemon_from_any_folder() {
+    let dir = TempDir::new("pubcfg");
+    let d = Daemon::start("[[route]]\npath = \"/events\"\ntype = \"topics\"\n[[route]]\npath = \"/status\"\ntype = \"status\"\n");
+    // The daemon's own config names its socket, as /etc/fastsse/fastsse.toml does.
+    let config = dir.path("fastsse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"unix:{}\"]\n\n[[route]]\npath = \"/events\"\ntype = \"topics\"\n",
+            d.socket.display()
+        ),
+    )
+    .unwrap();
+    let elsewhere = TempDir::new("elsewhere");
+    let out = publish_cli(
+        &elsewhere.0,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--topic",
+            "t",
+            "hello",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(d.status_number("last_id"), id);
+    assert!(
+        std::fs::read_dir(&elsewhere.0).unwrap().next().is_none(),
+        "publish left files in the folder it ran from"
+    );
+    // A refusal from the daemon is the command's error.
+    let out = publish_cli(
+        &elsewhere.0,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--topic",
+            "t",
+            "--retry",
+            "1",
+            "--event",
+            "x y",
+            "ok",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn publish_without_a_daemon_or_a_data_dir_refuses_and_creates_nothing() {
+    if std::path::Path::new("/etc/fastsse/fastsse.toml").exists() {
+        eprintln!("skipping: this machine has /etc/fastsse/fastsse.toml");
+        return;
+    }
+    let empty = TempDir::new("nodata");
+    let out = publish_cli(&empty.0, &["--topic", "t", "hello"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "published into a data dir it invented"
+    );
+    assert!(
+        err.contains("no data directory") && err.contains("--data-dir"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(&empty.0).unwrap().next().is_none());
+}
+
+#[test]
+fn publish_as_root_into_another_users_journal_refuses_and_writes_nothing() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let dir = TempDir::new("owned");
+    let data = dir.path("data");
+    std::fs::create_dir_all(data.join("events")).unwrap();
+    for p in [&data, &data.join("events")] {
+        let ok = Command::new("chown").arg("nobody").arg(p).status().unwrap();
+        assert!(ok.success());
+    }
+    let out = publish_cli(
+        &dir.0,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--topic",
+            "t",
+            "hello",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "root wrote into nobody's journal");
+    assert!(
+        err.contains("belongs to nobody") && err.contains("sudo -u nobody"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(data.join("events"))
+        .unwrap()
+        .next()
+        .is_none());
+}

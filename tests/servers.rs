@@ -264,9 +264,24 @@ fn publish_via_http(port: u16, events_path: &str, data: &str) -> String {
     body.trim().to_string()
 }
 
-/// `fastsse publish` as its own process into `data_dir`.
+/// `fastsse publish` as its own process into `data_dir`, as the user who owns it (the web
+/// server's, when it spawned fastsse): root would be refused, rightly.
 fn publish_via_cli(data_dir: &Path, config: &Path, data: &str) -> String {
-    let out = Command::new(fastsse_bin())
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(data_dir).map(|m| (m.uid(), m.gid())).ok();
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let mut cmd = match owner {
+        Some((uid, gid)) if Some(uid) != me => {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups")
+                .arg(fastsse_bin());
+            c
+        }
+        _ => Command::new(fastsse_bin()),
+    };
+    let out = cmd
         .args(["publish", "--topic", "cross", "--config"])
         .arg(config)
         .arg("--data-dir")
