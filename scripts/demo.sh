@@ -32,8 +32,10 @@ for _ in $(seq 50); do [ -S "$work/fastsse.sock" ] && break; sleep 0.1; done
 
 user=""
 [ "$(id -u)" = 0 ] && user="user root;"
-server_block=$(sed -e "s|unix:/run/fastsse/fastsse.sock|unix:$work/fastsse.sock|" \
-                   -e "s|listen 80;|listen 127.0.0.1:$port;|" \
+mkdir -p "$work/snippets"
+sed -e "s|unix:/run/fastsse/fastsse.sock|unix:$work/fastsse.sock|" conf/nginx-fastsse.conf \
+    > "$work/snippets/fastsse.conf"
+server_block=$(sed -e "s|listen 80;|listen 127.0.0.1:$port;|" \
                    -e "s|server_name example.com;|server_name localhost;\n    location = / { root $root/conf; try_files /demo.html =404; }|" \
                    conf/nginx.conf)
 cat > "$work/nginx.conf" <<CONF

@@ -500,7 +500,13 @@ impl Nginx {
         let shipped =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/nginx.conf"))
                 .expect("conf/nginx.conf");
+        let snippet = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/conf/nginx-fastsse.conf"
+        ))
+        .expect("conf/nginx-fastsse.conf");
         let shipped = shipped
+            .replace("include snippets/fastsse.conf;", &snippet)
             .replace("unix:/run/fastsse/fastsse.sock", upstream)
             .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
             .replace("server_name example.com;", "server_name localhost;");
