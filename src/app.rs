@@ -19,6 +19,7 @@ use crate::stats::{ConnectionGuard, InputCharge, Stats, StreamPermit};
 /// Builds a source for one request to a custom route; an `Err` response is sent instead.
 pub type SourceFactory = Arc<dyn Fn(&Request) -> Result<Box<dyn Source>, Response> + Send + Sync>;
 
+#[derive(Clone)]
 enum Handler {
     Builtin(RouteConfig),
     Topics(RouteConfig, Arc<Hub>),
@@ -27,17 +28,78 @@ enum Handler {
     Custom(SourceFactory),
 }
 
+#[derive(Clone)]
 struct Route {
     path: String,
     handler: Handler,
 }
 
+/// What a reload replaces: the config and the routes built from it. A request takes the one in
+/// force when it arrives and keeps it; open streams keep theirs.
+struct Current {
+    config: Arc<Config>,
+    routes: Vec<Route>,
+}
+
 /// The application shared by every connection: config, routes and counters.
 pub struct App {
-    config: Config,
-    routes: Vec<Route>,
+    current: std::sync::RwLock<Arc<Current>>,
     stats: Arc<Stats>,
     started: Instant,
+}
+
+/// The hub settings of a topics route.
+fn hub_settings(config: &Config, r: &RouteConfig) -> HubSettings {
+    HubSettings {
+        history: ReplayBounds {
+            events: r.history_events,
+            bytes: r.history_bytes,
+            age: r.history_age,
+        },
+        subscriber_queue: r.subscriber_queue,
+        retry: config.stream.retry,
+        publish_timeout: config.journal.lock_timeout,
+    }
+}
+
+/// Builds the routes of `config`. A topics route reuses the hub in `keep` (by path) when its
+/// journal directory is the same, else opens its journal: an error when `strict`, else the
+/// route answers 503.
+fn build_routes(config: &Config, strict: bool, keep: &[Route]) -> Result<Vec<Route>, String> {
+    let mut routes = Vec::new();
+    for r in &config.routes {
+        let path = r.path.get_ref();
+        let handler = match r.kind {
+            RouteKind::Topics => {
+                let journal = config.journal.settings_for(r);
+                let kept = keep.iter().find_map(|o| match &o.handler {
+                    Handler::Topics(_, hub) if &o.path == path && hub.dir() == journal.dir => {
+                        Some(hub.clone())
+                    }
+                    _ => None,
+                });
+                match kept {
+                    Some(hub) => Handler::Topics(r.clone(), hub),
+                    None => match Hub::open(path, journal, hub_settings(config, r)) {
+                        Ok(hub) => Handler::Topics(r.clone(), hub),
+                        Err(e) if !strict => {
+                            log::error!(
+                                "route {path}: journal unavailable, the route answers 503: {e}"
+                            );
+                            Handler::Unavailable(e.public_reason())
+                        }
+                        Err(e) => return Err(format!("route {path}: {e}")),
+                    },
+                }
+            }
+            _ => Handler::Builtin(r.clone()),
+        };
+        routes.push(Route {
+            path: path.clone(),
+            handler,
+        });
+    }
+    Ok(routes)
 }
 
 impl App {
@@ -55,60 +117,69 @@ impl App {
     }
 
     fn build(config: Config, strict: bool) -> Result<Self, String> {
-        let mut routes = Vec::new();
-        for r in &config.routes {
-            let handler = match r.kind {
-                RouteKind::Topics => {
-                    let journal = config.journal.settings_for(r);
-                    let settings = HubSettings {
-                        history: ReplayBounds {
-                            events: r.history_events,
-                            bytes: r.history_bytes,
-                            age: r.history_age,
-                        },
-                        subscriber_queue: r.subscriber_queue,
-                        retry: config.stream.retry,
-                        publish_timeout: config.journal.lock_timeout,
-                    };
-                    match Hub::open(r.path.get_ref(), journal, settings) {
-                        Ok(hub) => Handler::Topics(r.clone(), hub),
-                        Err(e) if !strict => {
-                            log::error!(
-                                "route {}: journal unavailable, the route answers 503: {e}",
-                                r.path.get_ref()
-                            );
-                            Handler::Unavailable(e.public_reason())
-                        }
-                        Err(e) => return Err(format!("route {}: {e}", r.path.get_ref())),
-                    }
-                }
-                _ => Handler::Builtin(r.clone()),
-            };
-            routes.push(Route {
-                path: r.path.get_ref().clone(),
-                handler,
-            });
-        }
+        let routes = build_routes(&config, strict, &[])?;
         Ok(App {
-            config,
-            routes,
+            current: std::sync::RwLock::new(Arc::new(Current {
+                config: Arc::new(config),
+                routes,
+            })),
             stats: Arc::new(Stats::default()),
             started: Instant::now(),
         })
     }
 
+    fn current(&self) -> Arc<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies a new configuration to new requests (SIGHUP): new and changed routes, limits,
+    /// timings and tokens. Open streams keep streaming under the old one. Topics routes whose
+    /// journal directory is unchanged keep their hub (history, subscribers); a new one opens its
+    /// journal (blocking I/O: call it off the runtime). On an error nothing changes. Listen
+    /// addresses and `worker_threads` apply at the next start.
+    pub fn reload(&self, config: Config) -> Result<usize, String> {
+        let old = self.current();
+        let mut routes = build_routes(&config, true, &old.routes)?;
+        // Routes added in code (add_source) are not in the file: they stay.
+        for r in &old.routes {
+            if matches!(r.handler, Handler::Custom(_)) && !routes.iter().any(|n| n.path == r.path) {
+                routes.push(r.clone());
+            }
+        }
+        if config.server.listen != old.config.server.listen
+            || config.server.worker_threads != old.config.server.worker_threads
+        {
+            log::warn!("reload: [server] listen and worker_threads apply at the next start");
+        }
+        let n = routes.len();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Current {
+            config: Arc::new(config),
+            routes,
+        });
+        Ok(n)
+    }
+
     /// Adds (or replaces) a route served by a custom [`Source`].
     pub fn add_source(&mut self, path: &str, factory: SourceFactory) {
-        self.routes.retain(|r| r.path != path);
-        self.routes.push(Route {
+        let current = self.current.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut routes = current.routes.clone();
+        routes.retain(|r| r.path != path);
+        routes.push(Route {
             path: path.to_string(),
             handler: Handler::Custom(factory),
         });
+        *current = Arc::new(Current {
+            config: current.config.clone(),
+            routes,
+        });
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration in force (a reload replaces it for what comes next).
+    pub fn config(&self) -> Arc<Config> {
+        self.current().config.clone()
     }
 
     /// The shared counters.
@@ -120,7 +191,7 @@ impl App {
     /// `max_connections` are open, unless `force` (a connection was evicted to make room, and
     /// the count falls back as soon as it has closed).
     pub fn try_open_connection(&self, force: bool) -> Option<ConnectionGuard> {
-        let max = self.config.server.max_connections;
+        let max = self.config().server.max_connections;
         let mut cur = self.stats.active_connections.load(Ordering::Acquire);
         loop {
             if cur >= max && !force {
@@ -157,21 +228,21 @@ impl App {
         InputCharge {
             stats: self.stats.clone(),
             bytes: 0,
-            max: self.config.server.max_input_bytes,
+            max: self.config().server.max_input_bytes,
         }
     }
 
     fn timing(&self) -> StreamTiming {
         StreamTiming {
-            heartbeat: self.config.stream.heartbeat,
-            retry: self.config.stream.retry,
-            max_lifetime: self.config.stream.max_lifetime,
+            heartbeat: self.config().stream.heartbeat,
+            retry: self.config().stream.retry,
+            max_lifetime: self.config().stream.max_lifetime,
         }
     }
 
     /// Takes a stream slot, or `None` when `max_streams` are open.
     fn try_acquire_stream(&self) -> Option<StreamPermit> {
-        let max = self.config.server.max_streams;
+        let max = self.config().server.max_streams;
         let mut cur = self.stats.active_streams.load(Ordering::Acquire);
         loop {
             if cur >= max {
@@ -194,7 +265,7 @@ impl App {
 
     /// The `503` sent when every stream slot is taken.
     pub fn server_full(&self) -> FullResponse {
-        let secs = self.config.stream.retry_after_secs;
+        let secs = self.config().stream.retry_after_secs;
         FullResponse::text(
             503,
             format!(
@@ -208,11 +279,16 @@ impl App {
 
     /// Routes a request to its response.
     pub async fn handle(&self, req: &Request) -> Response {
-        let route = self.routes.iter().find(|r| r.path == req.path).or_else(|| {
-            (!req.path_info.is_empty())
-                .then(|| self.routes.iter().find(|r| r.path == req.path_info))
-                .flatten()
-        });
+        let current = self.current();
+        let route = current
+            .routes
+            .iter()
+            .find(|r| r.path == req.path)
+            .or_else(|| {
+                (!req.path_info.is_empty())
+                    .then(|| current.routes.iter().find(|r| r.path == req.path_info))
+                    .flatten()
+            });
         let Some(route) = route else {
             return FullResponse::text(404, format!("no route for {}", req.path)).into();
         };
@@ -298,7 +374,7 @@ impl App {
     /// clients get `503` with `Retry-After`.
     fn refuse_full(&self, route: &Route, req: &Request) -> Response {
         self.stats.rejected_streams.fetch_add(1, Ordering::Relaxed);
-        let max = self.config.server.max_streams;
+        let max = self.config().server.max_streams;
         let event_source = req
             .header("Accept")
             .is_some_and(|a| a.contains("text/event-stream"));
@@ -314,7 +390,7 @@ impl App {
         let spread = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() as u64 % 1000);
-        let retry_ms = self.config.stream.retry_after_secs as u64 * 1000 + spread;
+        let retry_ms = self.config().stream.retry_after_secs as u64 * 1000 + spread;
         log::warn!(
             "req={} route={} peer={}: all {max} stream slots taken; EventSource told to retry in {retry_ms} ms",
             req.id,
@@ -402,7 +478,8 @@ impl App {
     async fn metrics(&self) -> FullResponse {
         use crate::metrics::{process_figures, Exposition, Kind::*};
         let s = &self.stats;
-        let c = &self.config.server;
+        let config = self.config();
+        let c = &config.server;
         let n = |v: u64| v as f64;
         let mut e = Exposition::default();
         e.single("fastsse_up", Gauge, "1 while fastsse serves.", 1.0)
@@ -479,7 +556,8 @@ impl App {
                 "Request input buffered now (bounded by max_input_bytes).",
                 s.input_bytes.load(Ordering::Relaxed) as f64,
             );
-        let hubs: Vec<(&str, &Hub)> = self
+        let current = self.current();
+        let hubs: Vec<(&str, &Hub)> = current
             .routes
             .iter()
             .filter_map(|r| match &r.handler {
@@ -592,8 +670,10 @@ impl App {
     /// The status document.
     fn status(&self) -> FullResponse {
         let s = &self.stats;
-        let c = &self.config.server;
+        let config = self.config();
+        let c = &config.server;
         let topics: serde_json::Map<String, serde_json::Value> = self
+            .current()
             .routes
             .iter()
             .filter_map(|r| match &r.handler {

@@ -130,7 +130,15 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
     } else {
         listen::systemd_activated()
     };
-    let mut config = load_config(args.config)?;
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("FASTSSE_CONFIG").map(PathBuf::from));
+    let reload = config_path.clone().map(|path| server::ReloadFrom {
+        path,
+        data_dir: args.data_dir.clone(),
+    });
+    let mut config = load_config(config_path)?;
     if !args.listen.is_empty() {
         config.server.listen = args.listen;
     }
@@ -173,7 +181,7 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
     } else {
         None
     };
-    server::run_daemon(app, listeners, lifeline).map_err(|e| format!("runtime: {e}"))
+    server::run_daemon(app, listeners, lifeline, reload).map_err(|e| format!("runtime: {e}"))
 }
 
 fn publish(args: PublishArgs) -> Result<(), String> {

@@ -218,11 +218,57 @@ async fn cancel_on_lifeline_eof(fd: std::os::fd::OwnedFd, shutdown: Cancellation
     shutdown.cancel();
 }
 
-/// Runs the daemon on a new runtime until a signal (or the lifeline's EOF) ends it.
+/// Where SIGHUP reads the config again from.
+#[derive(Clone, Debug)]
+pub struct ReloadFrom {
+    /// The config file the daemon started with.
+    pub path: std::path::PathBuf,
+    /// `--data-dir`, which overrides the file's `[journal] dir` again.
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// SIGHUP: reads the config file again and applies it to new requests (off the runtime: it may
+/// open journals). A bad file is refused with file, line and key, and the old config stays.
+async fn reload_on_hangup(app: Arc<App>, from: Option<ReloadFrom>, shutdown: CancellationToken) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return log::error!("cannot install the SIGHUP handler");
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let Some(from) = from.clone() else {
+            log::warn!(
+                "SIGHUP: started without a config file (embedded default); nothing to reload"
+            );
+            continue;
+        };
+        let app = app.clone();
+        let shown = from.path.display().to_string();
+        let done = tokio::task::spawn_blocking(move || {
+            let mut config = crate::config::Config::load(&from.path).map_err(|e| e.to_string())?;
+            if let Some(dir) = from.data_dir {
+                config.journal.dir = dir;
+            }
+            app.reload(config)
+        })
+        .await;
+        match done {
+            Ok(Ok(routes)) => log::info!("SIGHUP: reloaded {shown} ({routes} routes)"),
+            Ok(Err(e)) => log::error!("SIGHUP: reload refused, the old config stays: {e}"),
+            Err(e) => log::error!("SIGHUP: reload failed: {e}"),
+        }
+    }
+}
+
+/// Runs the daemon on a new runtime until a signal (or the lifeline's EOF) ends it; SIGHUP
+/// reloads the config from `reload`.
 pub fn run_daemon(
     app: App,
     listeners: Vec<BoundListener>,
     lifeline: Option<std::os::fd::OwnedFd>,
+    reload: Option<ReloadFrom>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(app.config().server.runtime_threads())
@@ -230,11 +276,13 @@ pub fn run_daemon(
         .build()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
+        let app = Arc::new(app);
         tokio::spawn(cancel_on_signals(shutdown.clone()));
+        tokio::spawn(reload_on_hangup(app.clone(), reload, shutdown.clone()));
         if let Some(fd) = lifeline {
             tokio::spawn(cancel_on_lifeline_eof(fd, shutdown.clone()));
         }
-        serve(Arc::new(app), listeners, shutdown).await;
+        serve(app, listeners, shutdown).await;
     });
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())

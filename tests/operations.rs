@@ -1,5 +1,6 @@
 //! Running it in production: systemd socket activation (`systemd-socket-activate`, from
-//! Debian's systemd package, hands fastsse a listening socket the way systemd does).
+//! Debian's systemd package, hands fastsse a listening socket the way systemd does), SIGHUP
+//! reload, metrics read by a real Prometheus parser, and `fastsse publish` finding the daemon.
 
 mod support;
 
@@ -268,4 +269,53 @@ fn publish_as_root_into_another_users_journal_refuses_and_writes_nothing() {
         .unwrap()
         .next()
         .is_none());
+}
+
+#[test]
+fn sighup_reloads_the_config_for_new_requests_and_open_streams_go_on() {
+    let before = "[server]\nmax_streams = 2\n\n[stream]\nheartbeat = \"1s\"\n\n\
+                  [[route]]\npath = \"/clock\"\ntype = \"clock\"\ninterval = \"200ms\"\n\n\
+                  [[route]]\npath = \"/events\"\ntype = \"topics\"\n\n\
+                  [[route]]\npath = \"/status\"\ntype = \"status\"\n";
+    let mut d = Daemon::start(before);
+    assert_eq!(fcgi_publish(&d.socket, "t", "kept").0, 200);
+    let mut stream = FcgiClient::connect(&d.socket);
+    stream.send(&get_request(1, "/clock", false, &[]));
+    stream.read_stdout_until(1, "data:");
+    // New limits, a new route, a token on the existing topics route.
+    let after = before.replace("max_streams = 2", "max_streams = 7")
+        + "\n[[route]]\npath = \"/ping\"\ntype = \"ping\"\n";
+    let after = after.replace(
+        "type = \"topics\"\n",
+        "type = \"topics\"\npublish_token = \"s3cret\"\n",
+    );
+    std::fs::write(d.dir.path("fastsse.toml"), &after).unwrap();
+    d.signal("HUP");
+    wait_for("the reload", Duration::from_secs(5), || {
+        d.log().contains("SIGHUP: reloaded")
+    });
+    assert!(d.child_alive(), "SIGHUP killed the daemon");
+    assert_eq!(d.status_number("max_streams"), 7);
+    let mut ping = FcgiClient::connect(&d.socket);
+    ping.send(&get_request(1, "/ping", false, &[]));
+    ping.read_stdout_until(1, "retry:");
+    // The topics route kept its history; its new token applies.
+    assert_eq!(fcgi_publish(&d.socket, "t", "no token").0, 401);
+    assert_eq!(d.status_number("last_id"), 1);
+    // The stream opened before the reload still streams.
+    stream.read_stdout_until(1, "data:");
+    // A bad file is refused, naming file, line and key; the old config stays.
+    std::fs::write(
+        d.dir.path("fastsse.toml"),
+        after.replace("heartbeat = \"1s\"", "heartbeat = \"1 parsec\""),
+    )
+    .unwrap();
+    d.signal("HUP");
+    wait_for("the refusal", Duration::from_secs(5), || {
+        d.log().contains("reload refused")
+    });
+    let log = d.log();
+    assert!(log.contains("fastsse.toml:5: key `heartbeat`"), "{log}");
+    assert!(d.child_alive());
+    assert_eq!(d.status_number("max_streams"), 7);
 }

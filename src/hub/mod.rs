@@ -160,6 +160,8 @@ pub trait Backend: Send + Sync {
 /// A topic hub for one route.
 pub struct Hub {
     pub(crate) name: String,
+    /// The journal directory (a reload keeps the hub while it is unchanged).
+    dir: std::path::PathBuf,
     settings: HubSettings,
     state: Mutex<HubState>,
     backend: Box<dyn Backend>,
@@ -233,6 +235,7 @@ impl Hub {
         );
         let hub = Arc::new(Hub {
             name: name.to_string(),
+            dir: journal.dir.clone(),
             settings,
             state: Mutex::new(state),
             backend: Box::new(backend),
@@ -466,6 +469,11 @@ impl Hub {
             .encode()
             .map(EncodedEvent::into_bytes)
             .unwrap_or_default()
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Subscribers now.

@@ -383,6 +383,11 @@ impl Daemon {
         self.wait_ready();
     }
 
+    /// Whether the daemon process is still running.
+    pub fn child_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// Starts the daemon again after it was stopped (same socket, config and data).
     pub fn respawn(&mut self) {
         self.child = Daemon::spawn(&self.dir, self.tcp_port);
