@@ -237,6 +237,7 @@ impl App {
             heartbeat: self.config().stream.heartbeat,
             retry: self.config().stream.retry,
             max_lifetime: self.config().stream.max_lifetime,
+            drain: self.config().stream.drain_period,
         }
     }
 

@@ -128,7 +128,7 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
     let activated = if inherited_only {
         None
     } else {
-        listen::systemd_activated()
+        crate::upgrade::inherited_listeners().or_else(listen::systemd_activated)
     };
     let config_path = args
         .config
@@ -151,7 +151,7 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
     if let Some(activated) = activated {
         listeners = activated.map_err(|e| e.to_string())?;
         log::info!(
-            "socket activation: {} listener(s) from systemd; [server] listen is not used",
+            "{} listener(s) handed over (systemd socket activation or an upgrade); [server] listen is not used",
             listeners.len()
         );
     } else if inherited_only || config.server.listen.is_empty() {

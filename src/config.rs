@@ -222,6 +222,10 @@ pub struct StreamConfig {
     /// End streams cleanly after this long (for CGI and mod_fcgid time limits); unset = never.
     #[serde(deserialize_with = "de_opt_duration")]
     pub max_lifetime: Option<Duration>,
+    /// At shutdown each stream's `retry:` hint gets a random share of this on top of `retry`,
+    /// so a restart's browsers reconnect spread over it ("0s": all at `retry`).
+    #[serde(deserialize_with = "de_duration")]
+    pub drain_period: Duration,
 }
 
 impl Default for StreamConfig {
@@ -231,6 +235,7 @@ impl Default for StreamConfig {
             retry: Duration::from_secs(3),
             retry_after_secs: 5,
             max_lifetime: None,
+            drain_period: Duration::from_secs(5),
         }
     }
 }

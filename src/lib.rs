@@ -32,3 +32,4 @@ pub mod server;
 pub mod source;
 pub mod sse;
 pub mod stats;
+pub mod upgrade;

@@ -24,6 +24,16 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
+    /// Takes over the socket file at `path` as it is now (an upgraded process inheriting its
+    /// predecessor's socket), so that it is removed at exit like one bound here.
+    pub fn adopt(path: &Path) -> Option<SocketFile> {
+        let m = std::fs::symlink_metadata(path).ok()?;
+        m.file_type().is_socket().then(|| SocketFile {
+            path: path.to_path_buf(),
+            identity: (m.dev(), m.ino()),
+        })
+    }
+
     /// The path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -54,6 +64,16 @@ pub enum BoundListener {
     },
     /// A TCP socket.
     Tcp(std::net::TcpListener),
+}
+
+impl BoundListener {
+    /// The listening socket's descriptor (for handing it to an upgraded process).
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            BoundListener::Unix { listener, .. } => listener.as_raw_fd(),
+            BoundListener::Tcp(l) => l.as_raw_fd(),
+        }
+    }
 }
 
 impl fmt::Display for BoundListener {

@@ -147,6 +147,13 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
     let allowed = Arc::new(allowed_peers(&app));
     let idle = Arc::new(IdleConnections::default());
     let mut cleanup = Vec::new();
+    let fds: Vec<std::os::fd::RawFd> = listeners.iter().map(BoundListener::raw_fd).collect();
+    let successor = Arc::new(crate::upgrade::Successor::default());
+    tracker.spawn(crate::upgrade::upgrade_on_usr2(
+        fds,
+        successor.clone(),
+        shutdown.clone(),
+    ));
     for l in listeners {
         log::info!("listening on {l}");
         if let BoundListener::Unix {
@@ -164,6 +171,8 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
         };
         tracker.spawn(acceptor.run(l));
     }
+    // Started by an upgrade: now that this process accepts, the old one may drain.
+    crate::upgrade::relieve_predecessor();
     shutdown.cancelled().await;
     let streams = app.stats().active_streams();
     log::info!("shutting down: ending {streams} streams");
@@ -175,8 +184,11 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
             app.stats().active_streams()
         );
     }
-    for socket in cleanup {
-        socket.remove_if_ours();
+    // After an upgrade the socket files belong to the successor (same sockets).
+    if !successor.running() {
+        for socket in cleanup {
+            socket.remove_if_ours();
+        }
     }
 }
 

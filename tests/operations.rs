@@ -48,7 +48,7 @@ fn socket_activation_serves_the_socket_systemd_hands_over_and_leaves_it_in_place
     let (out, _) = c.read_response(1);
     assert!(String::from_utf8_lossy(&out).starts_with("Status: 200 OK"));
     let text = std::fs::read_to_string(dir.path("log")).unwrap();
-    assert!(text.contains("socket activation: 1 listener"), "{text}");
+    assert!(text.contains("1 listener(s) handed over"), "{text}");
     assert!(
         !dir.path("unused.sock").exists(),
         "the config's listen was bound too"
@@ -318,4 +318,77 @@ fn sighup_reloads_the_config_for_new_requests_and_open_streams_go_on() {
     assert!(log.contains("fastsse.toml:5: key `heartbeat`"), "{log}");
     assert!(d.child_alive());
     assert_eq!(d.status_number("max_streams"), 7);
+}
+
+#[test]
+fn sigusr2_upgrades_in_place_without_losing_an_event_or_refusing_a_connection() {
+    let config = "[stream]\nretry = \"500ms\"\ndrain_period = \"1s\"\nheartbeat = \"2s\"\n\n\
+                  [[route]]\npath = \"/events\"\ntype = \"topics\"\n\n\
+                  [[route]]\npath = \"/status\"\ntype = \"status\"\n";
+    let Some((mut d, n)) = daemon_behind_nginx(config) else {
+        return;
+    };
+    let old = d.pid();
+    let url = format!("http://127.0.0.1:{}/events?topic=up", n.port);
+    // 300 subscribers and a publisher through nginx, for 6 s; the upgrade comes at 2 s.
+    let bench = Command::new(fastsse_bin())
+        .args([
+            "bench",
+            "sse",
+            "--json",
+            "--quiet",
+            "--url",
+            &url,
+            "--publish-url",
+            &url,
+        ])
+        .args([
+            "-n",
+            "300",
+            "--rate",
+            "20",
+            "--duration",
+            "6s",
+            "--drain",
+            "2s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    d.signal("USR2");
+    // The old process drains and exits once the new one accepts.
+    d.wait_exit(Duration::from_secs(10));
+    let out = bench.wait_with_output().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap_or_default();
+    let log = d.log();
+    let new: i32 = log
+        .lines()
+        .find_map(|l| l.split("upgrade: started pid ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no successor in the log: {log}"));
+    let status = d.status();
+    let _ = Command::new("kill").arg(new.to_string()).status();
+    assert_ne!(new, old);
+    assert!(
+        status.contains("active_streams"),
+        "the successor does not serve: {status}"
+    );
+    assert!(
+        d.socket.exists(),
+        "the old process removed the socket it handed over"
+    );
+    assert_eq!(report["events_lost"], 0, "{report}\n{log}");
+    assert_eq!(report["events_duplicated"], 0, "{report}");
+    assert!(
+        report["connections_failed"]
+            .as_object()
+            .is_some_and(|f| f.is_empty()),
+        "connections failed during the upgrade: {report}"
+    );
+    assert!(report["reconnects"].as_u64().unwrap() >= 300, "{report}");
+    assert!(report["published"].as_u64().unwrap() >= 100, "{report}");
 }

@@ -121,6 +121,22 @@ pub struct StreamTiming {
     pub retry: Duration,
     /// End the stream after this long.
     pub max_lifetime: Option<Duration>,
+    /// At shutdown, the `retry:` hint is `retry` plus a random share of this, so that the
+    /// browsers of a restarting server come back spread over it, not all at once.
+    pub drain: Duration,
+}
+
+/// A random duration below `max` (zero when `max` is zero): std's per-instance SipHash keys as
+/// a cheap source of spread, not of secrets.
+fn spread(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let ms = max.as_millis() as u64;
+    if ms == 0 {
+        return Duration::ZERO;
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(ms);
+    Duration::from_millis(h.finish() % ms)
 }
 
 /// Writes `chunk` unless the stream is aborted first.
@@ -164,7 +180,8 @@ pub async fn run_stream<W: BodyWriter>(
             biased;
             _ = abort.cancelled() => return StreamEnd::ClientGone,
             _ = shutdown.cancelled() => {
-                let _ = write_or_abort(w, retry_hint, abort).await;
+                let spread = (timing.retry + spread(timing.drain)).as_millis() as u64;
+                let _ = write_or_abort(w, EncodedEvent::retry_hint(spread).into_bytes(), abort).await;
                 return StreamEnd::Shutdown;
             }
             _ = &mut timer => {
@@ -233,7 +250,25 @@ mod tests {
             heartbeat: Duration::from_millis(heartbeat_ms),
             retry: Duration::from_millis(1500),
             max_lifetime: None,
+            drain: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn shutdown_hints_are_spread_over_the_drain_period() {
+        let values: Vec<u128> = (0..200)
+            .map(|_| (Duration::from_millis(1500) + spread(Duration::from_secs(10))).as_millis())
+            .collect();
+        assert!(
+            values.iter().all(|v| (1500..11500).contains(v)),
+            "{values:?}"
+        );
+        let early = values.iter().filter(|&&v| v < 6500).count();
+        assert!(
+            (50..150).contains(&early),
+            "not spread: {early} of 200 in the first half"
+        );
+        assert_eq!(spread(Duration::ZERO), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

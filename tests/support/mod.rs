@@ -711,3 +711,19 @@ impl HttpStream {
         s
     }
 }
+
+/// The value of the last `retry: N` line in `text`.
+pub fn last_retry(text: &str) -> u64 {
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("retry: "))
+        .unwrap_or_else(|| panic!("no retry: in {text:?}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Whether a shutdown's retry hint is `base` ms plus a share of the default 5 s drain period.
+pub fn spread_retry(value: u64, base: u64) -> bool {
+    (base..base + 5000).contains(&value)
+}
