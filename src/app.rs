@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::access_log::{AccessLog, StreamLog};
 use crate::config::{Config, RouteConfig, RouteKind};
 use crate::hub::replay::ReplayBounds;
 use crate::hub::{Hub, HubError, HubSettings, Resume};
@@ -44,6 +45,8 @@ struct Current {
 /// The application shared by every connection: config, routes and counters.
 pub struct App {
     current: std::sync::RwLock<Arc<Current>>,
+    /// The access log, when `[server] access_log` is set (opened at start).
+    access_log: Option<Arc<AccessLog>>,
     stats: Arc<Stats>,
     started: Instant,
 }
@@ -118,7 +121,19 @@ impl App {
 
     fn build(config: Config, strict: bool) -> Result<Self, String> {
         let routes = build_routes(&config, strict, &[])?;
+        let access_log = match &config.server.access_log {
+            Some(path) => match AccessLog::open(path.clone()) {
+                Ok(log) => Some(log),
+                Err(e) if !strict => {
+                    log::error!("{e}; no access log");
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
         Ok(App {
+            access_log,
             current: std::sync::RwLock::new(Arc::new(Current {
                 config: Arc::new(config),
                 routes,
@@ -155,6 +170,10 @@ impl App {
             log::warn!("reload: [server] listen and worker_threads apply at the next start");
         }
         let n = routes.len();
+        if let Some(log) = &self.access_log {
+            // After logrotate moved it; a changed path applies at the next start.
+            log.reopen();
+        }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Current {
             config: Arc::new(config),
             routes,
@@ -343,7 +362,7 @@ impl App {
                 };
                 let resume = Resume::parse(req.last_event_id().as_deref());
                 let source = hub.subscribe(topics, resume);
-                return self.open_stream(route, Box::new(source), permit);
+                return self.open_stream(route, Box::new(source), permit, req);
             }
             Handler::Unavailable(_) => unreachable!("answered above"),
             Handler::Custom(factory) => match factory(req) {
@@ -357,7 +376,7 @@ impl App {
         let Some(permit) = self.try_acquire_stream() else {
             return self.refuse_full(route, req);
         };
-        self.open_stream(route, source, permit)
+        self.open_stream(route, source, permit, req)
     }
 
     fn stream_head_only(&self) -> Response {
@@ -413,12 +432,26 @@ impl App {
         route: &Route,
         source: Box<dyn Source>,
         permit: StreamPermit,
+        req: &Request,
     ) -> Response {
+        let access = self.access_log.as_ref().map(|log| {
+            Box::new((
+                log.clone(),
+                StreamLog {
+                    req: req.id.clone(),
+                    route: route.path.clone(),
+                    uri: req.var("REQUEST_URI").unwrap_or(&req.path).to_string(),
+                    peer: req.peer.clone(),
+                    started: Instant::now(),
+                },
+            ))
+        });
         Response::Stream(StreamResponse {
             source,
             timing: self.timing(),
             route: route.path.clone(),
             permit,
+            access,
         })
     }
 

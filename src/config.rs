@@ -167,6 +167,8 @@ pub struct ServerConfig {
     /// Peers allowed on TCP listeners (FCGI_WEB_SERVER_ADDRS); empty = any. The environment
     /// variable FCGI_WEB_SERVER_ADDRS, when set, is added.
     pub web_server_addrs: Vec<String>,
+    /// A file to append one JSON line to per stream that ended; unset = no access log.
+    pub access_log: Option<PathBuf>,
     /// Threads of the async runtime; 0 = half the cores (at least 1), leaving the rest to the
     /// web server in front, which does as much work per event as fastsse.
     pub worker_threads: usize,
@@ -202,6 +204,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(3),
             web_server_addrs: Vec::new(),
+            access_log: None,
             worker_threads: 0,
         }
     }

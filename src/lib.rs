@@ -15,6 +15,7 @@
 //!   writes the [`app::Response`] through a [`source::BodyWriter`].
 //! - [`config`] (TOML) and [`cli`] (the command line) tie it together.
 
+pub mod access_log;
 pub mod app;
 pub mod bench;
 pub mod cgi;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::{AccessLog, StreamLog};
 use crate::publish::Refusal;
 use crate::source::{run_stream, BodyWriter, DirectWriter, Source, StreamEnd, StreamTiming};
 use crate::stats::StreamPermit;
@@ -35,6 +36,8 @@ pub struct StreamResponse {
     pub route: String,
     /// The stream's place in `max_streams`, given back when the stream ends.
     pub permit: StreamPermit,
+    /// Where its access line goes when it ends (when an access log is configured).
+    pub access: Option<Box<(Arc<AccessLog>, StreamLog)>>,
 }
 
 /// What the application answers.
@@ -190,14 +193,67 @@ async fn write_stream<W: BodyWriter>(
     abort: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Sent {
-    let end = tokio::select! {
+    let Some(access) = stream.access.take() else {
+        return Sent::Stream(head_and_run(&mut stream, body, abort, shutdown).await);
+    };
+    let mut counted = Counting {
+        inner: body,
+        events: 0,
+        bytes: 0,
+    };
+    let end = head_and_run(&mut stream, &mut counted, abort, shutdown).await;
+    let (direct_events, direct_bytes) = counted.inner.direct_writes();
+    let (log, line) = &*access;
+    log.stream_ended(
+        line,
+        end.as_str(),
+        counted.events + direct_events,
+        counted.bytes + direct_bytes,
+    );
+    Sent::Stream(end)
+}
+
+async fn head_and_run<W: BodyWriter>(
+    stream: &mut StreamResponse,
+    body: &mut W,
+    abort: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> StreamEnd {
+    tokio::select! {
         r = body.write(stream_head()) => match r {
             Ok(()) => run_stream(stream.source.as_mut(), body, stream.timing, abort, shutdown).await,
             Err(_) => StreamEnd::ClientGone,
         },
         _ = abort.cancelled() => StreamEnd::ClientGone,
-    };
-    Sent::Stream(end)
+    }
+}
+
+/// Counts what a stream's task writes, for its access line.
+struct Counting<'a, W> {
+    inner: &'a mut W,
+    events: u64,
+    bytes: u64,
+}
+
+impl<W: BodyWriter> BodyWriter for Counting<'_, W> {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), crate::source::BodyClosed> {
+        let event = !(chunk.starts_with(b":")
+            || chunk.starts_with(b"retry:")
+            || chunk.starts_with(b"Status:"));
+        let len = chunk.len() as u64;
+        self.inner.write(chunk).await?;
+        self.events += event as u64;
+        self.bytes += len;
+        Ok(())
+    }
+
+    fn written_elsewhere_at(&self) -> Option<tokio::time::Instant> {
+        self.inner.written_elsewhere_at()
+    }
+
+    fn direct_writes(&self) -> (u64, u64) {
+        self.inner.direct_writes()
+    }
 }
 
 #[cfg(test)]

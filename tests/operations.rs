@@ -392,3 +392,79 @@ fn sigusr2_upgrades_in_place_without_losing_an_event_or_refusing_a_connection() 
     assert!(report["reconnects"].as_u64().unwrap() >= 300, "{report}");
     assert!(report["published"].as_u64().unwrap() >= 100, "{report}");
 }
+
+fn access_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
+}
+
+#[test]
+fn the_access_log_has_one_json_line_per_stream_and_is_reopened_on_sighup() {
+    let dir = TempDir::new("access");
+    let log_path = dir.path("access.jsonl");
+    let d = Daemon::start(&format!(
+        "[server]\naccess_log = \"{}\"\n\n\
+         [[route]]\npath = \"/clock\"\ntype = \"clock\"\ninterval = \"100ms\"\n\n\
+         [[route]]\npath = \"/events\"\ntype = \"topics\"\n",
+        log_path.display()
+    ));
+    let mut clock = FcgiClient::connect(&d.socket);
+    clock.send(&get_request(1, "/clock", false, &[]));
+    for _ in 0..3 {
+        clock.read_stdout_until(1, "data:");
+    }
+    drop(clock);
+    let mut topics = FcgiClient::connect(&d.socket);
+    topics.send(&get_request(
+        1,
+        "/events?topic=t",
+        false,
+        &[
+            ("QUERY_STRING", "topic=t"),
+            ("REMOTE_ADDR", "192.0.2.7"),
+            ("REMOTE_PORT", "5555"),
+        ],
+    ));
+    topics.read_stdout_until(1, "retry:");
+    for data in ["one", "two"] {
+        assert_eq!(fcgi_publish(&d.socket, "t", data).0, 200);
+        topics.read_stdout_until(1, &format!("data: {data}\n"));
+    }
+    drop(topics);
+    wait_for("two access lines", Duration::from_secs(5), || {
+        access_lines(&log_path).len() >= 2
+    });
+    let lines = access_lines(&log_path);
+    let clock = lines
+        .iter()
+        .find(|l| l["route"] == "/clock")
+        .expect("clock line");
+    assert!(clock["events"].as_u64().unwrap() >= 3, "{clock}");
+    assert!(clock["bytes"].as_u64().unwrap() > 100, "{clock}");
+    assert_eq!(clock["end"], "client_gone");
+    assert!(clock["duration_ms"].as_u64().unwrap() >= 200, "{clock}");
+    let topics = lines
+        .iter()
+        .find(|l| l["route"] == "/events")
+        .expect("events line");
+    assert_eq!(topics["uri"], "/events?topic=t");
+    assert_eq!(topics["peer"], "192.0.2.7:5555");
+    assert!(topics["events"].as_u64().unwrap() >= 2, "{topics}");
+    assert!(topics["req"].as_str().unwrap().contains('-'), "{topics}");
+    // logrotate moves the file; SIGHUP makes the next line go to a new one.
+    std::fs::rename(&log_path, dir.path("access.jsonl.1")).unwrap();
+    d.signal("HUP");
+    wait_for("the reload", Duration::from_secs(5), || {
+        d.log().contains("SIGHUP")
+    });
+    let mut again = FcgiClient::connect(&d.socket);
+    again.send(&get_request(1, "/clock", false, &[]));
+    again.read_stdout_until(1, "data:");
+    drop(again);
+    wait_for("a line in the new file", Duration::from_secs(5), || {
+        access_lines(&log_path).len() == 1
+    });
+}

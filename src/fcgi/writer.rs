@@ -185,6 +185,9 @@ pub(super) struct RequestOut<S> {
     conn: Arc<ConnWriter<S>>,
     /// When the fan-out last wrote to this stream (ms since [`epoch`]; 0 = never).
     direct_at_ms: AtomicU64,
+    /// Events and bytes the fan-out wrote to this stream (for the access log).
+    direct_events: AtomicU64,
+    direct_bytes: AtomicU64,
 }
 
 /// The instant direct-write times count from (one for the process: a stream keeps 8 bytes).
@@ -200,6 +203,8 @@ impl<S: FcgiSocket> RequestOut<S> {
             id,
             conn,
             direct_at_ms: AtomicU64::new(0),
+            direct_events: AtomicU64::new(0),
+            direct_bytes: AtomicU64::new(0),
         }
     }
 
@@ -239,6 +244,9 @@ impl<S: FcgiSocket> DirectWriter for RequestOut<S> {
             // Never 0, which means "never".
             let ms = epoch().elapsed().as_millis() as u64 + 1;
             self.direct_at_ms.store(ms, Ordering::Relaxed);
+            self.direct_events.fetch_add(1, Ordering::Relaxed);
+            self.direct_bytes
+                .fetch_add(event.len() as u64, Ordering::Relaxed);
         }
         match written {
             Ok(n) if n == total => true,
@@ -271,6 +279,13 @@ impl<S: FcgiSocket> DirectWriter for RequestOut<S> {
 pub(super) struct FcgiBody<'a, S>(pub(super) &'a RequestOut<S>);
 
 impl<S: FcgiSocket> BodyWriter for FcgiBody<'_, S> {
+    fn direct_writes(&self) -> (u64, u64) {
+        (
+            self.0.direct_events.load(Ordering::Relaxed),
+            self.0.direct_bytes.load(Ordering::Relaxed),
+        )
+    }
+
     fn written_elsewhere_at(&self) -> Option<tokio::time::Instant> {
         let ms = self.0.direct_at_ms.load(Ordering::Relaxed);
         (ms > 0).then(|| epoch() + std::time::Duration::from_millis(ms - 1))

@@ -97,6 +97,24 @@ pub trait BodyWriter: Send {
     fn written_elsewhere_at(&self) -> Option<Instant> {
         None
     }
+
+    /// Events and bytes written to this stream's client by another way than `write` (for the
+    /// access log).
+    fn direct_writes(&self) -> (u64, u64) {
+        (0, 0)
+    }
+}
+
+impl StreamEnd {
+    /// The name used in logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StreamEnd::SourceDone => "source_done",
+            StreamEnd::ClientGone => "client_gone",
+            StreamEnd::Shutdown => "shutdown",
+            StreamEnd::Lifetime => "lifetime",
+        }
+    }
 }
 
 /// How a stream ended.
