@@ -193,15 +193,28 @@ async fn write_stream<W: BodyWriter>(
     abort: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Sent {
-    let Some(access) = stream.access.take() else {
-        return Sent::Stream(head_and_run(&mut stream, body, abort, shutdown).await);
+    let end = match stream.access.take() {
+        None => head_and_run(&mut stream, body, abort, shutdown).await,
+        // Boxed: only streams that are access-logged carry the counting future.
+        Some(access) => Box::pin(logged(&mut stream, body, access, abort, shutdown)).await,
     };
+    Sent::Stream(end)
+}
+
+/// [`head_and_run`], counting what reaches the client, then the stream's access line.
+async fn logged<W: BodyWriter>(
+    stream: &mut StreamResponse,
+    body: &mut W,
+    access: Box<(Arc<AccessLog>, StreamLog)>,
+    abort: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> StreamEnd {
     let mut counted = Counting {
         inner: body,
         events: 0,
         bytes: 0,
     };
-    let end = head_and_run(&mut stream, &mut counted, abort, shutdown).await;
+    let end = head_and_run(stream, &mut counted, abort, shutdown).await;
     let (direct_events, direct_bytes) = counted.inner.direct_writes();
     let (log, line) = &*access;
     log.stream_ended(
@@ -210,7 +223,7 @@ async fn write_stream<W: BodyWriter>(
         counted.events + direct_events,
         counted.bytes + direct_bytes,
     );
-    Sent::Stream(end)
+    end
 }
 
 async fn head_and_run<W: BodyWriter>(
