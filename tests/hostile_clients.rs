@@ -117,6 +117,24 @@ fn connections_that_never_finish_a_request_are_closed_after_request_timeout() {
     );
 }
 
+/// 100 multiplexed POSTs on one connection, each announcing a 64 KiB body and sending `sent`.
+fn half_sent_posts(sent: &[u8]) -> Vec<u8> {
+    let kv = [
+        ("REQUEST_METHOD", "POST"),
+        ("REQUEST_URI", "/events?topic=t"),
+        ("CONTENT_TYPE", "text/plain"),
+        ("CONTENT_LENGTH", "65536"),
+    ];
+    let mut bytes = Vec::new();
+    for id in 1..=100u16 {
+        bytes.extend(begin(id, 1, 1));
+        bytes.extend(record(PARAMS, id, &pairs(&kv)));
+        bytes.extend(record(PARAMS, id, b""));
+        bytes.extend(record(STDIN, id, sent));
+    }
+    bytes
+}
+
 #[test]
 fn half_sent_bodies_cost_what_was_sent_and_are_bounded_by_max_input_bytes() {
     let d = Daemon::start(&format!(
@@ -128,20 +146,7 @@ fn half_sent_bodies_cost_what_was_sent_and_are_bounded_by_max_input_bytes() {
     let mut conns = Vec::new();
     for _ in 0..100 {
         let mut c = FcgiClient::connect(&d.socket);
-        let mut bytes = Vec::new();
-        for id in 1..=100u16 {
-            let kv = [
-                ("REQUEST_METHOD", "POST"),
-                ("REQUEST_URI", "/events?topic=t"),
-                ("CONTENT_TYPE", "text/plain"),
-                ("CONTENT_LENGTH", "65536"),
-            ];
-            bytes.extend(begin(id, 1, 1));
-            bytes.extend(record(PARAMS, id, &pairs(&kv)));
-            bytes.extend(record(PARAMS, id, b""));
-            bytes.extend(record(STDIN, id, b"x"));
-        }
-        c.send(&bytes);
+        c.send(&half_sent_posts(b"x"));
         conns.push(c);
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -153,21 +158,7 @@ fn half_sent_bodies_cost_what_was_sent_and_are_bounded_by_max_input_bytes() {
     drop(conns);
     // Bodies that are really sent count against max_input_bytes: past it, 503 and a reason.
     let mut c = FcgiClient::connect(&d.socket);
-    let chunk = vec![b'y'; 60_000];
-    let mut bytes = Vec::new();
-    for id in 1..=100u16 {
-        let kv = [
-            ("REQUEST_METHOD", "POST"),
-            ("REQUEST_URI", "/events?topic=t"),
-            ("CONTENT_TYPE", "text/plain"),
-            ("CONTENT_LENGTH", "65536"),
-        ];
-        bytes.extend(begin(id, 1, 1));
-        bytes.extend(record(PARAMS, id, &pairs(&kv)));
-        bytes.extend(record(PARAMS, id, b""));
-        bytes.extend(record(STDIN, id, &chunk));
-    }
-    c.send(&bytes);
+    c.send(&half_sent_posts(&[b'y'; 60_000]));
     let mut busy = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while busy == 0 && Instant::now() < deadline {

@@ -11,14 +11,12 @@ use super::record::{scan, Damage, Scan};
 use super::{io_ctx, list_segments, log_damage, segment_name, CorruptionPolicy};
 use super::{JournalError, JournalRecord};
 
-/// Reads `path` from `offset` to its end.
-fn read_from(path: &Path, offset: u64) -> Result<Option<Vec<u8>>, JournalError> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        // Deleted by another process's retention since the listing.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return io_ctx(Err(e), || format!("open {}", path.display())),
-    };
+/// Reads `f` (the segment at `path`) from `offset` to its end.
+pub(super) fn read_file_from(
+    f: &mut File,
+    path: &Path,
+    offset: u64,
+) -> Result<Vec<u8>, JournalError> {
     io_ctx(f.seek(SeekFrom::Start(offset)), || {
         format!("seek {}", path.display())
     })?;
@@ -26,7 +24,18 @@ fn read_from(path: &Path, offset: u64) -> Result<Option<Vec<u8>>, JournalError> 
     io_ctx(f.read_to_end(&mut buf), || {
         format!("read {}", path.display())
     })?;
-    Ok(Some(buf))
+    Ok(buf)
+}
+
+/// Reads `path` from `offset` to its end; `None` when it is gone.
+fn read_from(path: &Path, offset: u64) -> Result<Option<Vec<u8>>, JournalError> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        // Deleted by another process's retention since the listing.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return io_ctx(Err(e), || format!("open {}", path.display())),
+    };
+    read_file_from(&mut f, path, offset).map(Some)
 }
 
 /// The damage a non-newest segment's tail stands for: a segment followed by a newer one is

@@ -1,0 +1,262 @@
+//! The documents the application serves about itself: `/status` (JSON) and `metrics`
+//! (Prometheus text). They read the counters and each topics route's hub; nothing here changes
+//! anything.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::{App, Handler};
+use crate::hub::Hub;
+use crate::response::FullResponse;
+
+impl App {
+    /// The metrics document (Prometheus text format).
+    pub(super) async fn metrics(&self) -> FullResponse {
+        use crate::metrics::{process_figures, Exposition, Kind::*};
+        let s = &self.stats;
+        let config = self.config();
+        let c = &config.server;
+        let n = |v: u64| v as f64;
+        let mut e = Exposition::default();
+        e.single("fastsse_up", Gauge, "1 while fastsse serves.", 1.0)
+            .single(
+                "fastsse_uptime_seconds",
+                Gauge,
+                "Seconds since start.",
+                self.started.elapsed().as_secs_f64(),
+            )
+            .single(
+                "fastsse_streams_active",
+                Gauge,
+                "SSE streams open now.",
+                s.active_streams() as f64,
+            )
+            .single(
+                "fastsse_streams_max",
+                Gauge,
+                "max_streams.",
+                c.max_streams as f64,
+            )
+            .single(
+                "fastsse_streams_total",
+                Counter,
+                "SSE streams opened.",
+                n(s.total_streams.load(Ordering::Relaxed)),
+            )
+            .family(
+                "fastsse_streams_rejected_total",
+                Counter,
+                "Stream requests refused, by reason.",
+            )
+            .sample(
+                "fastsse_streams_rejected_total",
+                &[("reason", "max_streams")],
+                n(s.rejected_streams.load(Ordering::Relaxed)),
+            )
+            .single(
+                "fastsse_connections_active",
+                Gauge,
+                "FastCGI connections open now.",
+                s.active_connections() as f64,
+            )
+            .single(
+                "fastsse_connections_max",
+                Gauge,
+                "max_connections.",
+                c.max_connections as f64,
+            )
+            .single(
+                "fastsse_connections_total",
+                Counter,
+                "FastCGI connections accepted.",
+                n(s.total_connections.load(Ordering::Relaxed)),
+            )
+            .family(
+                "fastsse_connections_closed_total",
+                Counter,
+                "Connections closed by the server to protect it, by reason.",
+            )
+            .sample(
+                "fastsse_connections_closed_total",
+                &[("reason", "refused_full")],
+                n(s.refused_connections.load(Ordering::Relaxed)),
+            )
+            .sample(
+                "fastsse_connections_closed_total",
+                &[("reason", "evicted_idle")],
+                n(s.evicted_connections.load(Ordering::Relaxed)),
+            )
+            .single(
+                "fastsse_input_bytes",
+                Gauge,
+                "Request input buffered now (bounded by max_input_bytes).",
+                s.input_bytes.load(Ordering::Relaxed) as f64,
+            );
+        let current = self.current();
+        let hubs: Vec<(&str, &Hub)> = current
+            .routes
+            .iter()
+            .filter_map(|r| match &r.handler {
+                Handler::Topics(_, hub) => Some((r.path.as_str(), hub.as_ref())),
+                _ => None,
+            })
+            .collect();
+        type Figure = fn(&Hub) -> f64;
+        let per_route: [(&str, crate::metrics::Kind, &str, Figure); 8] = [
+            (
+                "fastsse_topic_subscribers",
+                Gauge,
+                "Subscribers of a topics route now.",
+                |h| h.subscribers() as f64,
+            ),
+            (
+                "fastsse_events_published_total",
+                Counter,
+                "Events published through this process.",
+                |h| h.stats.published.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "fastsse_events_delivered_total",
+                Counter,
+                "Events taken into the hub from the journal (any process).",
+                |h| h.stats.delivered.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "fastsse_writes_direct_total",
+                Counter,
+                "Deliveries written straight to a socket by the fan-out.",
+                |h| h.stats.direct_writes.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "fastsse_writes_queued_total",
+                Counter,
+                "Deliveries queued to a subscriber's task.",
+                |h| h.stats.queued_writes.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "fastsse_subscribers_lagged_total",
+                Counter,
+                "Subscribers cut off for falling subscriber_queue events behind.",
+                |h| h.stats.lagged.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "fastsse_replay_events",
+                Gauge,
+                "Events kept in memory for Last-Event-ID replay.",
+                |h| h.retained() as f64,
+            ),
+            (
+                "fastsse_replay_bytes",
+                Gauge,
+                "Bytes kept in memory for replay (bounded by history_bytes).",
+                |h| h.retained_bytes() as f64,
+            ),
+        ];
+        for (name, kind, help, figure) in per_route {
+            e.family(name, kind, help);
+            for (route, hub) in &hubs {
+                e.sample(name, &[("route", route)], figure(hub));
+            }
+        }
+        e.family(
+            "fastsse_last_event_id",
+            Gauge,
+            "The newest event id of a topics route.",
+        );
+        for (route, hub) in &hubs {
+            e.sample(
+                "fastsse_last_event_id",
+                &[("route", route)],
+                hub.last_id() as f64,
+            );
+        }
+        // /proc is cheap, but listing 10,000 descriptors is not nothing: off the runtime.
+        let (fds, rss) = tokio::task::spawn_blocking(process_figures)
+            .await
+            .unwrap_or((None, None));
+        if let Some(fds) = fds {
+            e.single(
+                "process_open_fds",
+                Gauge,
+                "Open file descriptors.",
+                fds as f64,
+            );
+        }
+        if let Some(rss) = rss {
+            e.single(
+                "process_resident_memory_bytes",
+                Gauge,
+                "Resident memory size in bytes.",
+                rss as f64,
+            );
+        }
+        FullResponse {
+            status: 200,
+            headers: vec![
+                (
+                    "Content-Type".into(),
+                    "text/plain; version=0.0.4; charset=utf-8".into(),
+                ),
+                ("Cache-Control".into(), "no-cache".into()),
+            ],
+            body: Bytes::from(e.finish()),
+        }
+    }
+
+    /// The status document.
+    pub(super) fn status(&self) -> FullResponse {
+        let s = &self.stats;
+        let config = self.config();
+        let c = &config.server;
+        let topics: serde_json::Map<String, serde_json::Value> = self
+            .current()
+            .routes
+            .iter()
+            .filter_map(|r| match &r.handler {
+                Handler::Topics(_, hub) => Some((
+                    r.path.clone(),
+                    serde_json::json!({
+                        "subscribers": hub.subscribers(),
+                        "last_id": hub.last_id(),
+                        "retained": hub.retained(),
+                        "retained_bytes": hub.retained_bytes(),
+                        "published": hub.stats.published.load(Ordering::Relaxed),
+                        "lagged_subscribers": hub.stats.lagged.load(Ordering::Relaxed),
+                        "direct_writes": hub.stats.direct_writes.load(Ordering::Relaxed),
+                        "queued_writes": hub.stats.queued_writes.load(Ordering::Relaxed),
+                    }),
+                )),
+                _ => None,
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "topics": topics,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "active_streams": s.active_streams(),
+            "total_streams": s.total_streams.load(Ordering::Relaxed),
+            "rejected_streams": s.rejected_streams.load(Ordering::Relaxed),
+            "active_connections": s.active_connections(),
+            "total_connections": s.total_connections.load(Ordering::Relaxed),
+            "refused_connections": s.refused_connections.load(Ordering::Relaxed),
+            "evicted_connections": s.evicted_connections.load(Ordering::Relaxed),
+            "input_bytes": s.input_bytes.load(Ordering::Relaxed),
+            "limits": {
+                "max_streams": c.max_streams,
+                "max_connections": c.max_connections,
+                "max_params_bytes": c.max_params_bytes,
+                "max_body_bytes": c.max_body_bytes,
+                "max_input_bytes": c.max_input_bytes,
+            },
+        });
+        FullResponse {
+            status: 200,
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("Cache-Control".into(), "no-cache".into()),
+            ],
+            body: Bytes::from(doc.to_string()),
+        }
+    }
+}
