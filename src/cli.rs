@@ -51,6 +51,9 @@ pub enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Check an SSE URL through the whole chain as a browser would: buffering, compression,
+    /// Cache-Control, idle timeouts, CORS, the retry hint. Exits 1 on a problem.
+    Check(crate::check::CheckArgs),
     /// Publish one event to a topics route's journal (works with or without a running daemon:
     /// every process on this host serving that route delivers it).
     Publish(PublishArgs),
@@ -326,6 +329,11 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match (cli.command, cli.mode) {
         (Some(Command::Serve(args)), _) => serve(args, false),
         (Some(Command::Publish(args)), _) => publish(args),
+        (Some(Command::Check(args)), _) => match crate::check::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         (Some(Command::Bench(BenchCommand::Journal(args))), _) => crate::bench::journal(args),
         (Some(Command::Bench(BenchCommand::Floor(args))), _) => crate::bench::floor::run(args),
         (Some(Command::Bench(BenchCommand::Sse(args))), _) => {

@@ -19,6 +19,7 @@ pub mod access_log;
 pub mod app;
 pub mod bench;
 pub mod cgi;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod fcgi;

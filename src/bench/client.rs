@@ -13,13 +13,13 @@ use crate::fcgi::params::encode_pair;
 use crate::fcgi::{FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT};
 
 #[derive(Debug, Clone)]
-pub(super) struct HttpUrl {
+pub(crate) struct HttpUrl {
     pub(super) host: String,
     pub(super) port: u16,
     pub(super) path: String,
 }
 
-pub(super) fn parse_url(url: &str) -> Result<HttpUrl, String> {
+pub(crate) fn parse_url(url: &str) -> Result<HttpUrl, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
@@ -60,7 +60,7 @@ pub(super) async fn dial(addr: &str) -> std::io::Result<Box<dyn Io>> {
 }
 
 /// An open SSE response body, HTTP (plain or chunked) or FastCGI STDOUT.
-pub(super) struct Body {
+pub(crate) struct Body {
     io: Box<dyn Io>,
     raw: BytesMut,
     kind: BodyKind,
@@ -94,7 +94,7 @@ impl Body {
     }
 
     /// The next piece of the body; `None` when the response ended.
-    pub(super) async fn next_chunk(&mut self) -> Result<Option<BytesMut>, String> {
+    pub(crate) async fn next_chunk(&mut self) -> Result<Option<BytesMut>, String> {
         loop {
             match self.kind {
                 BodyKind::Plain => {
@@ -156,6 +156,48 @@ impl Body {
         }
     }
 
+    /// Sends an EventSource's GET (plus `extra` headers) and reads the response head, whatever
+    /// its status; returns the body positioned after the head, and the head (lowercased).
+    pub(crate) async fn open_http(
+        u: &HttpUrl,
+        extra: &[(&str, &str)],
+    ) -> Result<(Body, String), String> {
+        let io = dial(&format!("{}:{}", u.host, u.port))
+            .await
+            .map_err(|e| format!("connect: {}", e.kind()))?;
+        let mut body = Body {
+            io,
+            raw: BytesMut::with_capacity(8192),
+            kind: BodyKind::Plain,
+        };
+        let mut req = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
+            u.path, u.host
+        );
+        for (k, v) in extra {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        body.io
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("write: {}", e.kind()))?;
+        let head_end = loop {
+            if let Some(p) = body.raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            if body.raw.len() > 16384 || !body.fill().await? {
+                return Err("closed before the response head".into());
+            }
+        };
+        let head = String::from_utf8_lossy(&body.raw[..head_end]).to_ascii_lowercase();
+        if head.contains("transfer-encoding: chunked") {
+            body.kind = BodyKind::Chunked(ChunkState::Size);
+        }
+        body.raw.advance(head_end);
+        Ok((body, head))
+    }
+
     /// Opens the stream and checks the response head. Returns the body and any body bytes that
     /// came with the head; `Err` is the failure cause.
     pub(super) async fn open(
@@ -164,43 +206,15 @@ impl Body {
     ) -> Result<(Body, Vec<u8>), String> {
         match target {
             Target::Http(u) => {
-                let io = dial(&format!("{}:{}", u.host, u.port))
-                    .await
-                    .map_err(|e| format!("connect: {}", e.kind()))?;
-                let mut body = Body {
-                    io,
-                    raw: BytesMut::with_capacity(8192),
-                    kind: BodyKind::Plain,
-                };
-                let mut req = format!(
-                    "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
-                    u.path, u.host
-                );
+                let mut extra = Vec::new();
                 if let Some(id) = last_event_id {
-                    req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+                    extra.push(("Last-Event-ID", id));
                 }
-                req.push_str("\r\n");
-                body.io
-                    .write_all(req.as_bytes())
-                    .await
-                    .map_err(|e| format!("write: {}", e.kind()))?;
-                let head_end = loop {
-                    if let Some(p) = body.raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break p + 4;
-                    }
-                    if body.raw.len() > 16384 || !body.fill().await? {
-                        return Err("closed before the response head".into());
-                    }
-                };
-                let head = String::from_utf8_lossy(&body.raw[..head_end]).to_ascii_lowercase();
+                let (body, head) = Body::open_http(u, &extra).await?;
                 let status = head.split_whitespace().nth(1).unwrap_or("?").to_string();
                 if status != "200" {
                     return Err(format!("http {status}"));
                 }
-                if head.contains("transfer-encoding: chunked") {
-                    body.kind = BodyKind::Chunked(ChunkState::Size);
-                }
-                body.raw.advance(head_end);
                 Ok((body, Vec::new()))
             }
             Target::Fcgi(addr, path) => {
@@ -268,7 +282,7 @@ impl Body {
     }
 }
 
-pub(super) async fn post(url: &HttpUrl, body: &str) -> Result<(), String> {
+pub(crate) async fn post(url: &HttpUrl, body: &str) -> Result<(), String> {
     let mut io = dial(&format!("{}:{}", url.host, url.port))
         .await
         .map_err(|e| format!("connect: {}", e.kind()))?;

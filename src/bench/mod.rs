@@ -3,7 +3,7 @@
 //! ([`floor`]), and `fastsse bench journal` measures publish throughput of the journal under
 //! each fsync policy.
 
-pub mod client;
+pub(crate) mod client;
 pub mod floor;
 pub mod load;
 pub mod report;
