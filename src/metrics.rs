@@ -3,6 +3,7 @@
 //! the standard `process_*` names; everything else is `fastsse_*`.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Builds one exposition document.
 #[derive(Default)]
@@ -17,6 +18,52 @@ pub enum Kind {
     Gauge,
     /// Only goes up (name ends in `_total`).
     Counter,
+    /// Observations in cumulative buckets (`_bucket{le}`, `_sum`, `_count`).
+    Histogram,
+}
+
+/// Upper bounds of [`Latency`]'s buckets, in seconds.
+pub const LATENCY_BOUNDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A latency histogram with fixed buckets, recorded from any thread without a lock.
+#[derive(Debug, Default)]
+pub struct Latency {
+    buckets: [AtomicU64; LATENCY_BOUNDS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Latency {
+    /// Records one observation.
+    pub fn record(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BOUNDS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound, the total count and the sum in seconds.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut running = 0;
+        let cumulative = LATENCY_BOUNDS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&b, n)| {
+                running += n.load(Ordering::Relaxed);
+                (b, running)
+            })
+            .collect();
+        (
+            cumulative,
+            self.count.load(Ordering::Relaxed),
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
 }
 
 fn escape(v: &str) -> String {
@@ -31,6 +78,7 @@ impl Exposition {
         let kind = match kind {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
         };
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         self
@@ -48,6 +96,22 @@ impl Exposition {
         }
         let _ = writeln!(self.out, " {value}");
         self
+    }
+
+    /// The samples of a histogram family just started, for one set of labels.
+    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Latency) -> &mut Self {
+        let (buckets, count, sum) = h.snapshot();
+        for (le, n) in buckets {
+            let le = le.to_string();
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            self.sample(&format!("{name}_bucket"), &l, n as f64);
+        }
+        let mut l = labels.to_vec();
+        l.push(("le", "+Inf"));
+        self.sample(&format!("{name}_bucket"), &l, count as f64);
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, count as f64)
     }
 
     /// A family with a single unlabelled sample.
@@ -75,6 +139,21 @@ pub fn process_figures() -> (Option<usize>, Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_buckets_are_cumulative() {
+        let h = Latency::default();
+        for ms in [0, 3, 3, 40, 5000] {
+            h.record(std::time::Duration::from_millis(ms));
+        }
+        let (buckets, count, sum) = h.snapshot();
+        assert_eq!(count, 5);
+        assert!((sum - 5.046).abs() < 1e-9, "{sum}");
+        assert_eq!(buckets[0], (0.0005, 1));
+        assert_eq!(buckets[3], (0.005, 3));
+        assert_eq!(buckets[6], (0.05, 4));
+        assert_eq!(buckets.last().unwrap().1, 4, "5 s is only in +Inf");
+    }
 
     #[test]
     fn families_samples_and_escaped_labels() {

@@ -134,6 +134,8 @@ fn metrics_are_prometheus_text_that_a_real_parser_reads() {
         "gauge fastsse_streams_active{} 1.0",
         "gauge fastsse_last_event_id{route=/events} 2.0",
         "counter fastsse_streams_rejected_total{reason=max_streams} 0.0",
+        "gauge fastsse_backend_up{route=/events} 1.0",
+        "counter fastsse_journal_append_failures_total{route=/events} 0.0",
     ] {
         assert!(has(want), "no {want:?} in {samples:#?}");
     }

@@ -103,7 +103,31 @@ impl App {
             })
             .collect();
         type Figure = fn(&Hub) -> f64;
-        let per_route: [(&str, crate::metrics::Kind, &str, Figure); 8] = [
+        let per_route: [(&str, crate::metrics::Kind, &str, Figure); 11] = [
+            (
+                "fastsse_journal_bytes",
+                Gauge,
+                "Bytes of the route's journal on disk (updated about once a second).",
+                |h| h.stats.journal_bytes.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "fastsse_journal_append_failures_total",
+                Counter,
+                "Publications the journal refused (answered 5xx, not stored).",
+                |h| h.stats.append_failures.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "fastsse_backend_up",
+                Gauge,
+                "1 while the route's journal can be read, 0 while reading it fails.",
+                |h| {
+                    if h.stats.backend_failing.load(Ordering::Relaxed) {
+                        0.0
+                    } else {
+                        1.0
+                    }
+                },
+            ),
             (
                 "fastsse_topic_subscribers",
                 Gauge,
@@ -158,6 +182,18 @@ impl App {
             for (route, hub) in &hubs {
                 e.sample(name, &[("route", route)], figure(hub));
             }
+        }
+        e.family(
+            "fastsse_journal_append_seconds",
+            Histogram,
+            "Time to append a batch to the journal: the lock, the write, the fsync per policy.",
+        );
+        for (route, hub) in &hubs {
+            e.histogram(
+                "fastsse_journal_append_seconds",
+                &[("route", route)],
+                &hub.stats.append_latency,
+            );
         }
         e.family(
             "fastsse_last_event_id",
@@ -225,6 +261,9 @@ impl App {
                         "lagged_subscribers": hub.stats.lagged.load(Ordering::Relaxed),
                         "direct_writes": hub.stats.direct_writes.load(Ordering::Relaxed),
                         "queued_writes": hub.stats.queued_writes.load(Ordering::Relaxed),
+                        "journal_bytes": hub.stats.journal_bytes.load(Ordering::Relaxed),
+                        "append_failures": hub.stats.append_failures.load(Ordering::Relaxed),
+                        "backend": if hub.stats.backend_failing.load(Ordering::Relaxed) { "failing" } else { "ok" },
                     }),
                 )),
                 _ => None,

@@ -52,6 +52,12 @@ pub fn append_loop(
     jobs: std::sync::mpsc::Receiver<AppendJob>,
     hub: Weak<Hub>,
 ) {
+    let mut last_size = Instant::now() - Duration::from_secs(60);
+    if let Some(h) = hub.upgrade() {
+        h.stats
+            .journal_bytes
+            .store(writer.journal_bytes(), std::sync::atomic::Ordering::Relaxed);
+    }
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -75,9 +81,23 @@ pub fn append_loop(
         }
         let (publications, replies): (Vec<Publication>, Vec<_>) =
             batch.into_iter().map(|j| (j.publication, j.reply)).unzip();
+        let started = Instant::now();
         let results = writer.append(&publications);
+        let failed = results.iter().filter(|r| r.is_err()).count() as u64;
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             log::error!("topics {name}: append failed: {e}");
+        }
+        if let Some(h) = hub.upgrade() {
+            h.stats.append_latency.record(started.elapsed());
+            h.stats
+                .append_failures
+                .fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
+            if last_size.elapsed() >= Duration::from_secs(1) {
+                last_size = Instant::now();
+                h.stats
+                    .journal_bytes
+                    .store(writer.journal_bytes(), std::sync::atomic::Ordering::Relaxed);
+            }
         }
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result.map_err(hub_error));
@@ -168,6 +188,9 @@ pub fn follow_loop(
         match reader.read_new() {
             Ok(ReadBatch { records, damage }) => {
                 failing = false;
+                h.stats
+                    .backend_failing
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 if !damage.is_empty() {
                     h.on_damage(&damage);
                 }
@@ -178,6 +201,9 @@ pub fn follow_loop(
             // One line per outage, not one per wake-up.
             Err(e) if !failing => {
                 failing = true;
+                h.stats
+                    .backend_failing
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 log::error!("journal {}: {e}", dir.display());
             }
             Err(_) => {}

@@ -145,6 +145,14 @@ pub struct HubStats {
     pub direct_writes: AtomicU64,
     /// Deliveries handed to a subscriber's task (socket busy, replay, or no direct writer).
     pub queued_writes: AtomicU64,
+    /// Time to append a batch to the journal: the lock, the write, the fsync per policy.
+    pub append_latency: crate::metrics::Latency,
+    /// Publications the journal refused (each answered 5xx, not stored).
+    pub append_failures: AtomicU64,
+    /// Bytes of the journal on disk (updated by the appender about once a second).
+    pub journal_bytes: AtomicU64,
+    /// Whether the journal can be read by the follower (false while reads fail).
+    pub backend_failing: std::sync::atomic::AtomicBool,
 }
 
 /// Where a hub's events are stored and come back from: the local journal ([`LocalJournal`])

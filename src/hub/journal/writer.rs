@@ -526,6 +526,16 @@ impl JournalWriter {
         Ok(())
     }
 
+    /// Bytes of every segment on disk now (a directory listing and a stat per segment).
+    pub fn journal_bytes(&self) -> u64 {
+        list_segments(&self.settings.dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|&s| std::fs::metadata(self.settings.dir.join(segment_name(s))).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// The journal's directory.
     pub fn dir(&self) -> &PathBuf {
         &self.settings.dir
