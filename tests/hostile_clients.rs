@@ -238,14 +238,7 @@ fn a_draining_daemon_leaves_a_newer_daemons_socket_alone() {
         "[server]\nshutdown_timeout = \"4s\"\nmax_body_bytes = 300000\n{ROUTES}"
     ));
     // A subscriber that never reads keeps the old daemon draining for shutdown_timeout.
-    let mut stuck = FcgiClient::connect(&old.socket);
-    stuck.send(&get_request(
-        1,
-        "/events?topic=t",
-        false,
-        &[("QUERY_STRING", "topic=t")],
-    ));
-    stuck.read_stdout_until(1, "retry:");
+    let stuck = fcgi_subscribe(&old.socket, "t");
     let big = "b".repeat(250_000);
     for _ in 0..8 {
         assert_eq!(fcgi_publish(&old.socket, "t", &big).0, 200);

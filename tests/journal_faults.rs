@@ -43,19 +43,8 @@ type Ev = (String, String, String);
 fn parse_events(text: &str) -> Vec<Ev> {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or(text);
     body.split("\n\n")
-        .filter_map(|block| {
-            let (mut id, mut event, mut data) = (String::new(), String::new(), Vec::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id: ") {
-                    id = v.to_string();
-                } else if let Some(v) = line.strip_prefix("event: ") {
-                    event = v.to_string();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push(v);
-                }
-            }
-            (!id.is_empty()).then(|| (id, event, data.join("\n")))
-        })
+        .map(parse_block)
+        .filter(|(id, _, _)| !id.is_empty())
         .collect()
 }
 
@@ -310,14 +299,7 @@ fn a_data_dir_deleted_and_recreated_while_running_is_noticed() {
         .map(|i| publish_ok(&d.socket, &format!("b{i}")))
         .collect();
     // A live subscriber keeps its stream across the replacement.
-    let mut live = FcgiClient::connect(&d.socket);
-    live.send(&get_request(
-        1,
-        "/events?topic=t",
-        false,
-        &[("QUERY_STRING", "topic=t")],
-    ));
-    live.read_stdout_until(1, "retry:");
+    let mut live = fcgi_subscribe(&d.socket, "t");
     let journal = d.data_dir().join("events");
     std::fs::remove_dir_all(&journal).unwrap();
     std::fs::create_dir_all(&journal).unwrap();

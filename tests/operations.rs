@@ -110,14 +110,7 @@ fn metrics_are_prometheus_text_that_a_real_parser_reads() {
     for data in ["a", "b"] {
         assert_eq!(fcgi_publish(&d.socket, "t", data).0, 200);
     }
-    let mut sub = FcgiClient::connect(&d.socket);
-    sub.send(&get_request(
-        1,
-        "/events?topic=t",
-        false,
-        &[("QUERY_STRING", "topic=t")],
-    ));
-    sub.read_stdout_until(1, "retry:");
+    let _subscriber = fcgi_subscribe(&d.socket, "t");
     let mut c = FcgiClient::connect(&d.socket);
     c.send(&get_request(1, "/metrics", false, &[]));
     let text = String::from_utf8(c.read_response(1).0).unwrap();
@@ -196,7 +189,7 @@ fn publish_goes_through_the_running_daemon_from_any_folder() {
         std::fs::read_dir(&elsewhere.0).unwrap().next().is_none(),
         "publish left files in the folder it ran from"
     );
-    // A refusal from the daemon is the command's error.
+    // An event name and a retry hint travel through the socket too.
     let out = publish_cli(
         &elsewhere.0,
         &[

@@ -122,6 +122,36 @@ pub fn fcgi_publish(socket: &Path, topic: &str, data: &str) -> (u16, String) {
     (status, body)
 }
 
+/// One SSE event block as (id, event name, data lines joined by `\n`); comments ignored.
+pub fn parse_block(block: &str) -> (String, String, String) {
+    let (mut id, mut event, mut data) = (String::new(), String::new(), Vec::new());
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = v.to_string();
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            event = v.to_string();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data.push(v);
+        }
+    }
+    (id, event, data.join("\n"))
+}
+
+/// Subscribes to `topic` of `/events` over FastCGI (request id 1) and reads up to the stream's
+/// first `retry:` hint.
+pub fn fcgi_subscribe(socket: &Path, topic: &str) -> FcgiClient {
+    let mut c = FcgiClient::connect(socket);
+    let query = format!("topic={topic}");
+    c.send(&get_request(
+        1,
+        &format!("/events?{query}"),
+        false,
+        &[("QUERY_STRING", &query)],
+    ));
+    c.read_stdout_until(1, "retry:");
+    c
+}
+
 /// Resident memory of a process, in KiB.
 pub fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -688,18 +718,9 @@ impl HttpStream {
         loop {
             assert!(Instant::now() < deadline, "no event within 10 s");
             let block = self.next_block()?;
-            let (mut id, mut event, mut data) = (String::new(), String::new(), Vec::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id: ") {
-                    id = v.to_string();
-                } else if let Some(v) = line.strip_prefix("event: ") {
-                    event = v.to_string();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push(v.to_string());
-                }
-            }
+            let (id, event, data) = parse_block(&block);
             if !data.is_empty() {
-                return Some((id, event, data.join("\n")));
+                return Some((id, event, data));
             }
         }
     }
