@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::client::{parse_url, post, Body, HttpUrl, Target};
-use super::report::{percentiles, Report, Shards};
+use super::report::{percentiles, Comebacks, Report, Shards};
 use crate::source::clock::unix_now;
 use crate::sse::SseParser;
 
@@ -145,6 +145,17 @@ struct Shared {
     stop: CancellationToken,
     publishing: AtomicU64,
     churn: f64,
+    /// When the run began: reconnect times are counted from here.
+    began: Instant,
+}
+
+/// What one subscriber task hands back at the end of the run.
+struct Outcome {
+    seen: Seen,
+    /// Connected before the first publish (so it should see every event).
+    before_publishing: bool,
+    /// When (ms after the run began) it came back after the server ended its stream.
+    comebacks_ms: Vec<u64>,
 }
 
 fn now_us() -> u64 {
@@ -152,9 +163,12 @@ fn now_us() -> u64 {
 }
 
 /// One subscriber for the whole run: connects, reads, reconnects with Last-Event-ID when churned
-/// or when the server ends the stream.
-async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> (Seen, bool) {
+/// or when the server ends the stream — then after the last `retry:` the server sent, as a
+/// browser's EventSource does (100 ms when it sent none).
+async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> Outcome {
     let mut seen = Seen::default();
+    let mut retry = Duration::from_millis(100);
+    let mut comebacks_ms = Vec::new();
     let mut last_id: Option<String> = None;
     let mut rng = (idx as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut first_connection = true;
@@ -246,19 +260,27 @@ async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> (Se
             }
         };
         c.connected.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ms) = parser.retry_ms {
+            retry = Duration::from_millis(ms);
+        }
         let id = parser.last_event_id();
         if !id.is_empty() {
             last_id = Some(id.to_string());
         }
         if !churned {
-            // The server ended the stream: come back as a browser would, a little later.
+            // The server ended the stream: come back as a browser would, after `retry`.
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::time::sleep(retry) => {}
                 _ = shared.stop.cancelled() => break,
             }
+            comebacks_ms.push(shared.began.elapsed().as_millis() as u64);
         }
     }
-    (seen, before_publishing)
+    Outcome {
+        seen,
+        before_publishing,
+        comebacks_ms,
+    }
 }
 
 /// POSTs `{"t":…,"seq":…}` at `rate` for `duration`; returns the acknowledged sequence numbers.
@@ -330,6 +352,7 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         stop: CancellationToken::new(),
         publishing: AtomicU64::new(0),
         churn: args.churn,
+        began: Instant::now(),
     });
     rt.block_on(async move {
         let mut subs = Vec::with_capacity(args.subscribers);
@@ -398,10 +421,17 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         let mut lost = 0u64;
         let mut duplicated = 0u64;
         let mut out_of_order = 0u64;
+        let mut comebacks = Vec::new();
         for s in subs {
-            let Ok((seen, before)) = s.await else {
+            let Ok(Outcome {
+                seen,
+                before_publishing: before,
+                comebacks_ms,
+            }) = s.await
+            else {
                 continue;
             };
+            comebacks.extend(comebacks_ms);
             duplicated += seen.duplicated;
             out_of_order += seen.out_of_order;
             if acked.is_empty() {
@@ -434,6 +464,7 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
             events_out_of_order: out_of_order,
             latency_ms: percentiles(&shared.latency.merged()),
             first_event_ms: percentiles(&shared.first_event.merged()),
+            comebacks: Comebacks::of(&mut comebacks),
             seconds,
         })
     })

@@ -65,8 +65,49 @@ pub struct Report {
     pub latency_ms: Percentiles,
     /// Time from connecting to the first event, in milliseconds.
     pub first_event_ms: Percentiles,
+    /// How the reconnects after server-ended streams were spread in time.
+    pub comebacks: Comebacks,
     /// Seconds spent publishing (after the ramp-up).
     pub seconds: f64,
+}
+
+/// How reconnects after the server ended streams (a restart, an upgrade) were spread in time:
+/// what a server sees when thousands of browsers come back.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Comebacks {
+    /// Reconnects after a server-ended stream.
+    pub count: u64,
+    /// The most of them in any 100 ms.
+    pub peak_per_100ms: u64,
+    /// From the first to the last of them, in milliseconds.
+    pub span_ms: u64,
+    /// From the 5th to the 95th percentile of them, in milliseconds.
+    pub span_p5_p95_ms: u64,
+}
+
+impl Comebacks {
+    /// Figures from the reconnect times (ms after the run began); sorts them.
+    pub(super) fn of(times_ms: &mut [u64]) -> Comebacks {
+        times_ms.sort_unstable();
+        let (Some(&first), Some(&last)) = (times_ms.first(), times_ms.last()) else {
+            return Comebacks::default();
+        };
+        let mut peak = 0;
+        let mut from = 0;
+        for (to, &t) in times_ms.iter().enumerate() {
+            while times_ms[from] + 100 <= t {
+                from += 1;
+            }
+            peak = peak.max(to + 1 - from);
+        }
+        let at = |q: f64| times_ms[((times_ms.len() - 1) as f64 * q) as usize];
+        Comebacks {
+            count: times_ms.len() as u64,
+            peak_per_100ms: peak as u64,
+            span_ms: last - first,
+            span_p5_p95_ms: at(0.95) - at(0.05),
+        }
+    }
 }
 
 /// Latency percentiles in milliseconds.
@@ -133,6 +174,40 @@ impl Report {
         println!(
             "first event ms        p50 {:.2} p99 {:.2} max {:.2}",
             f.p50, f.p99, f.max
+        );
+        let b = &self.comebacks;
+        if b.count > 0 {
+            println!(
+                "comebacks             {} after server-ended streams, over {} ms (p5-p95 {} ms), peak {} per 100 ms",
+                b.count, b.span_ms, b.span_p5_p95_ms, b.peak_per_100ms
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Comebacks;
+
+    #[test]
+    fn comebacks_peak_is_the_busiest_100ms_window() {
+        assert_eq!(Comebacks::of(&mut []).count, 0);
+        // Ten at once, then one every 50 ms.
+        let mut t: Vec<u64> = (0..10)
+            .map(|_| 1000)
+            .chain((1..=20).map(|i| 1000 + i * 50))
+            .collect();
+        let c = Comebacks::of(&mut t);
+        assert_eq!((c.count, c.span_ms), (30, 1000));
+        assert_eq!(c.peak_per_100ms, 11, "ten at 1000 and one at 1050");
+        // Evenly spread: one every 10 ms → 10 per 100 ms.
+        let mut even: Vec<u64> = (0..1000).rev().map(|i| i * 10).collect();
+        let c = Comebacks::of(&mut even);
+        assert_eq!((c.peak_per_100ms, c.span_ms), (10, 9990));
+        assert!(
+            (8900..=9000).contains(&c.span_p5_p95_ms),
+            "{}",
+            c.span_p5_p95_ms
         );
     }
 }

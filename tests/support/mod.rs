@@ -550,9 +550,10 @@ impl Nginx {
         let conf = format!(
             "{user}
 worker_processes 1;
+worker_rlimit_nofile 20000;
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 16000; }}
 http {{
     access_log {d}/access.log;
     client_body_temp_path {d}/client_body;
