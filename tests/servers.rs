@@ -374,6 +374,46 @@ fn apache_mod_proxy_fcgi_to_the_daemon() {
     });
 }
 
+#[test]
+fn apache_keeps_an_eventsource_retrying_while_the_daemon_is_down() {
+    if !have("apache2") {
+        return;
+    }
+    let mut d = Daemon::start(ROUTES);
+    let dir = TempDir::new("apache-retry");
+    let asis = dir.path("fastsse-retry.asis");
+    std::fs::write(&asis, shipped("fastsse-retry.asis")).unwrap();
+    let conf = shipped("apache-proxy-fcgi.conf")
+        .replace("/run/fastsse/fastsse.sock", &d.socket.display().to_string())
+        .replace("/etc/apache2/fastsse-retry.asis", &asis.display().to_string());
+    let web = apache(dir, "event", &["proxy", "proxy_fcgi", "asis"], &conf);
+    let browser = [("Accept", "text/event-stream")];
+    assert_eq!(HttpStream::open(web.port, "GET", "/clock", &browser).status, 200);
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(5));
+    // A browser gets a 200 stream that says when to come back, then the end.
+    let mut s = HttpStream::open(web.port, "GET", "/clock", &browser);
+    assert_eq!(s.status, 200);
+    assert_eq!(s.header("content-type"), Some("text/event-stream"));
+    assert_eq!(s.header("cache-control"), Some("no-cache"));
+    assert_eq!(last_retry(&s.rest()), 3000);
+    // Everyone else keeps the real 503: a publish is never answered 200 while nothing stored it.
+    assert_eq!(HttpStream::open(web.port, "GET", "/clock", &[]).status, 503);
+    let post = HttpStream::send(
+        web.port,
+        "POST",
+        "/events?topic=t",
+        &[("Accept", "text/event-stream"), ("Content-Type", "text/plain")],
+        b"hello",
+    );
+    assert_eq!(post.status, 503);
+    // The daemon back: the next retry streams again at once (no 60 s worker back-off).
+    d.respawn();
+    let mut s = HttpStream::open(web.port, "GET", "/clock", &browser);
+    assert_eq!(s.status, 200);
+    assert!(s.next_event().is_some());
+}
+
 /// Copies the fastsse binary where a web server user can run it.
 fn install_binary(dir: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
