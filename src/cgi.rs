@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::ffi::OsStringExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,6 +28,50 @@ pub fn config_path() -> Option<PathBuf> {
     let exe = std::env::args_os().next().map(PathBuf::from)?;
     let beside = exe.with_extension("toml");
     beside.is_file().then_some(beside)
+}
+
+/// Where the journal goes when the configured data directory is relative and this process
+/// cannot create it in its working directory (Apache runs CGI in the script's folder, which on
+/// Debian's `/usr/lib/cgi-bin` belongs to root while the script runs as `www-data`):
+/// `$XDG_STATE_HOME/fastsse/<folder>` or `$HOME/.local/state/fastsse/<folder>`, `<folder>` named
+/// after the working directory so two installs never share a journal. `None`: keep the
+/// configured one (it is usable, or nothing better is, and its route answers 503 with a reason).
+pub fn fallback_data_dir(configured: &Path) -> Option<PathBuf> {
+    use nix::unistd::{access, AccessFlags};
+    if configured.is_absolute() {
+        return None;
+    }
+    let cwd = std::env::current_dir().ok()?;
+    let here = cwd.join(configured);
+    let writable = |p: &Path| access(p, AccessFlags::W_OK | AccessFlags::X_OK).is_ok();
+    // The nearest existing ancestor decides whether `here` can be created.
+    let existing = here.ancestors().find(|p| p.exists())?;
+    if writable(existing) {
+        return None;
+    }
+    let folder: String = cwd
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".local/state"))
+                .filter(|p| p.is_absolute())
+        })?;
+    let there = state.join("fastsse").join(folder);
+    let existing = there.ancestors().find(|p| p.exists())?;
+    writable(existing).then_some(there)
 }
 
 /// stdout as a response body: each write is written and flushed before it returns.
@@ -80,7 +124,16 @@ fn environment() -> Vec<(Bytes, Bytes)> {
 }
 
 /// Serves one CGI request with `config`. Returns when the response is complete or the client left.
-pub fn run(config: Config) -> Result<(), String> {
+pub fn run(mut config: Config) -> Result<(), String> {
+    if let Some(dir) = fallback_data_dir(&config.journal.dir) {
+        log::info!(
+            "cgi: cannot create {} in this folder as uid {}; journals in {}",
+            config.journal.dir.display(),
+            nix::unistd::getuid(),
+            dir.display()
+        );
+        config.journal.dir = dir;
+    }
     let default_route = config.cgi.default_route.clone();
     let max_body = config.server.max_body_bytes;
     // The body is read before the runtime starts: plain blocking I/O in a one-request process.

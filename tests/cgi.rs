@@ -247,3 +247,85 @@ fn a_journal_that_cannot_be_opened_takes_only_its_own_route_down() {
         "the log names the path: {log}"
     );
 }
+
+#[test]
+fn a_script_folder_the_web_server_user_cannot_write_keeps_its_journal_in_its_home() {
+    if !is_root() {
+        return;
+    }
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, "www-data"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    // Debian's /usr/lib/cgi-bin: the folder belongs to root, the script runs as www-data, and
+    // there is no config beside it (the embedded default: `fastsse-data` in the folder).
+    let cgi = Cgi::new();
+    let folder = cgi.dir.path("cgi-bin");
+    let home = cgi.dir.path("home");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(
+        &cgi.dir.0,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let _ = Command::new("chown")
+        .arg(format!("{uid}:{gid}"))
+        .arg(&home)
+        .status();
+    let spawn = |method: &str, path: &str, query: &str, extra: &[(&str, &str)], body: &[u8]| {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(fastsse_bin());
+        c.current_dir(&folder)
+            .env_clear()
+            .env("GATEWAY_INTERFACE", "CGI/1.1")
+            .env("REQUEST_METHOD", method)
+            .env("PATH_INFO", path)
+            .env("QUERY_STRING", query)
+            .env("SCRIPT_NAME", "/cgi-bin/events.cgi")
+            .env("HOME", &home)
+            .env("CONTENT_LENGTH", body.len().to_string())
+            .env("CONTENT_TYPE", "text/plain")
+            .env("RUST_LOG", "info")
+            .uid(uid)
+            .gid(gid)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(body).unwrap();
+        child
+    };
+    let text = |out: std::process::Output| {
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let post = spawn("POST", "/events", "topic=news", &[], b"kept");
+    let (published, log) = text(post.wait_with_output().unwrap());
+    assert!(published.starts_with("Status: 200"), "{published}\n{log}");
+    assert!(log.contains("journals in"), "{log}");
+    assert!(!folder.join("fastsse-data").exists());
+    // A later request (another process) finds the event: the journal is where the first put it.
+    let get = spawn(
+        "GET",
+        "/events",
+        "topic=news",
+        &[("HTTP_LAST_EVENT_ID", "0")],
+        b"",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = Command::new("kill").arg(get.id().to_string()).status();
+    let (replayed, log) = text(get.wait_with_output().unwrap());
+    assert!(replayed.contains("data: kept"), "{replayed}\n{log}");
+    let journal = home.join(".local/state/fastsse");
+    assert!(journal.is_dir(), "no journal under {}", journal.display());
+}

@@ -385,10 +385,16 @@ fn apache_keeps_an_eventsource_retrying_while_the_daemon_is_down() {
     std::fs::write(&asis, shipped("fastsse-retry.asis")).unwrap();
     let conf = shipped("apache-proxy-fcgi.conf")
         .replace("/run/fastsse/fastsse.sock", &d.socket.display().to_string())
-        .replace("/etc/apache2/fastsse-retry.asis", &asis.display().to_string());
+        .replace(
+            "/etc/apache2/fastsse-retry.asis",
+            &asis.display().to_string(),
+        );
     let web = apache(dir, "event", &["proxy", "proxy_fcgi", "asis"], &conf);
     let browser = [("Accept", "text/event-stream")];
-    assert_eq!(HttpStream::open(web.port, "GET", "/clock", &browser).status, 200);
+    assert_eq!(
+        HttpStream::open(web.port, "GET", "/clock", &browser).status,
+        200
+    );
     d.signal("TERM");
     d.wait_exit(Duration::from_secs(5));
     // A browser gets a 200 stream that says when to come back, then the end.
@@ -403,7 +409,10 @@ fn apache_keeps_an_eventsource_retrying_while_the_daemon_is_down() {
         web.port,
         "POST",
         "/events?topic=t",
-        &[("Accept", "text/event-stream"), ("Content-Type", "text/plain")],
+        &[
+            ("Accept", "text/event-stream"),
+            ("Content-Type", "text/plain"),
+        ],
         b"hello",
     );
     assert_eq!(post.status, 503);
