@@ -141,6 +141,45 @@ fn metrics_are_prometheus_text_that_a_real_parser_reads() {
     assert!(samples
         .iter()
         .any(|s| s.starts_with("gauge process_open_fds{} ")));
+    // php-fpm's names, for dashboards built on php-fpm_exporter (the parser adds `_total`).
+    for want in [
+        "gauge phpfpm_up{} 1.0",
+        "gauge phpfpm_active_processes{} 1.0",
+        "counter phpfpm_max_children_reached_total{} 0.0",
+    ] {
+        assert!(has(want), "no {want:?} in {samples:#?}");
+    }
+    assert!(samples
+        .iter()
+        .any(|s| s.starts_with("counter phpfpm_accepted_connections_total{} ")));
+    // A journal that cannot be read: backend_up 0 (and "failing" in /status) until it can.
+    let segment = d.data_dir().join("events/00000000000000000001.seg");
+    let saved = std::fs::read(&segment).unwrap();
+    std::fs::remove_file(&segment).unwrap();
+    std::fs::create_dir(&segment).unwrap();
+    let backend_up = || {
+        let mut c = FcgiClient::connect(&d.socket);
+        c.send(&get_request(1, "/metrics", false, &[]));
+        let text = String::from_utf8(c.read_response(1).0).unwrap();
+        let doc = text.split_once("\r\n\r\n").unwrap().1.to_string();
+        parse_with_prometheus_client(&doc)
+            .into_iter()
+            .find_map(|s| {
+                s.strip_prefix("gauge fastsse_backend_up{route=/events} ")
+                    .map(str::to_string)
+            })
+            .unwrap()
+    };
+    wait_for("backend_up 0", Duration::from_secs(5), || {
+        backend_up() == "0.0"
+    });
+    assert!(d.status().contains("\"failing\""), "{}", d.status());
+    assert!(d.log().contains("00000000000000000001.seg"), "{}", d.log());
+    std::fs::remove_dir(&segment).unwrap();
+    std::fs::write(&segment, saved).unwrap();
+    wait_for("backend_up 1", Duration::from_secs(5), || {
+        backend_up() == "1.0"
+    });
 }
 
 fn publish_cli(cwd: &std::path::Path, args: &[&str]) -> std::process::Output {
