@@ -83,3 +83,88 @@ fn an_event_source_survives_a_five_second_daemon_stop_and_misses_nothing() {
         "the EventSource closed for good: {result}"
     );
 }
+
+/// Runs browser-many-streams.mjs: `n` EventSources on `origin`; publishes once all that can
+/// open are open; returns its JSON line.
+fn many_streams(origin: &str, n: usize, publish_port: u16) -> serde_json::Value {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/node/browser-many-streams.mjs"
+    );
+    let mut browser = Command::new("node")
+        .arg(script)
+        .arg(origin)
+        .arg("/events?topic=t")
+        .arg(n.to_string())
+        .arg("5")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node");
+    let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    publish(publish_port, "to every open stream");
+    let result = lines.next().expect("a result line").unwrap();
+    let _ = browser.wait();
+    serde_json::from_str(&result).unwrap()
+}
+
+#[test]
+fn over_http2_with_tls_a_page_holds_more_than_six_streams() {
+    if !have("chromium") || !have("openssl") {
+        return;
+    }
+    let Some((d, _)) = daemon_behind_nginx(CONFIG) else {
+        return;
+    };
+    // The shipped TLS server block, with a certificate made by openssl for this test.
+    let certs = TempDir::new("tls");
+    let (cert, key) = (certs.path("cert.pem"), certs.path("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("{}/conf/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let tls_port = free_port();
+    let snippet = read("nginx-fastsse.conf").replace(
+        "unix:/run/fastsse/fastsse.sock",
+        &format!("unix:{}", d.socket.display()),
+    );
+    let tls = read("nginx-tls.conf")
+        .replace("include snippets/fastsse.conf;", &snippet)
+        .replace(
+            "listen 443 ssl http2;",
+            &format!("listen 127.0.0.1:{tls_port} ssl http2;"),
+        )
+        .replace("listen [::]:443 ssl http2;", "")
+        .replace("server_name example.com;", "server_name localhost;")
+        .replace(
+            "/etc/letsencrypt/live/example.com/fullchain.pem",
+            &cert.display().to_string(),
+        )
+        .replace(
+            "/etc/letsencrypt/live/example.com/privkey.pem",
+            &key.display().to_string(),
+        );
+    let n = Nginx::start(&format!("unix:{}", d.socket.display()), &tls);
+    // HTTP/1.1: Chromium opens six connections to an origin; the seventh and eighth wait.
+    let plain = many_streams(&format!("http://127.0.0.1:{}", n.port), 8, n.port);
+    assert_eq!(plain["protocol"], "http/1.1", "{plain}");
+    assert_eq!(plain["opened"], 6, "{plain}");
+    assert_eq!(plain["withMessage"], 6, "{plain}");
+    // HTTP/2 over TLS (the shipped server block): all eight open and get the event.
+    let h2 = many_streams(&format!("https://localhost:{tls_port}"), 8, n.port);
+    assert_eq!(h2["protocol"], "h2", "{h2}");
+    assert_eq!(h2["opened"], 8, "{h2}");
+    assert_eq!(h2["withMessage"], 8, "{h2}");
+}
