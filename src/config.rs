@@ -54,6 +54,28 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
+/// A list of addresses, or one written on its own (`listen = "unix:/run/x.sock"`).
+fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ListenAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(x)) => vec![x],
+        Ok(OneOrMany::Many(v)) => v,
+        Err(_) => {
+            return Err(serde::de::Error::custom(
+                "expected an address (\"unix:/run/fastsse/fastsse.sock\" or \"127.0.0.1:9000\") or a list of them",
+            ))
+        }
+    };
+    list.iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
 /// Parses `"15s"`, `"500ms"`, `"2m"`, `"1h"` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -124,7 +146,9 @@ fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Addresses to listen on (`unix:PATH` or `HOST:PORT`). `--listen` replaces them.
+    /// Addresses to listen on (`unix:PATH` or `HOST:PORT`): a list, or one address as a
+    /// string. `--listen` replaces them.
+    #[serde(deserialize_with = "de_listen")]
     pub listen: Vec<ListenAddr>,
     /// Unix socket file mode, octal string.
     #[serde(deserialize_with = "de_mode")]
@@ -709,8 +733,16 @@ interval = "250ms"
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("heartbeat")));
         assert!(e.message.contains("unit"), "{e}");
 
+        let one = Config::parse("[server]\nlisten = \"unix:/tmp/one.sock\"\n", "t").unwrap();
+        assert_eq!(
+            one.server.listen,
+            vec![ListenAddr::Unix(PathBuf::from("/tmp/one.sock"))]
+        );
         let e = error_of("[server]\nlisten = [\"nowhere\"]\n");
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("listen")));
+        assert!(e.to_string().contains("`nowhere` is neither"), "{e}");
+        let e = error_of("[server]\nlisten = 9000\n");
+        assert!(e.to_string().contains("or a list of them"), "{e}");
 
         let e = error_of("[server]\nmax_stream = 3\n");
         assert_eq!(e.line, Some(2));
