@@ -226,6 +226,7 @@ fn publish(args: PublishArgs) -> Result<(), String> {
         event: args.event,
         retry_ms: args.retry,
         data,
+        ..Default::default()
     };
     let socket = args
         .socket

@@ -17,6 +17,7 @@
 
 pub mod access_log;
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod cgi;
 pub mod check;

@@ -85,6 +85,7 @@ pub fn parse_publication(req: &Request, max_topics: usize) -> Result<Publication
         event: None,
         retry_ms: None,
         data: String::new(),
+        ..Default::default()
     };
     match mime.as_str() {
         "application/x-www-form-urlencoded" => {

@@ -102,6 +102,7 @@ pub fn journal(args: JournalBenchArgs) -> Result<(), String> {
                             event: None,
                             retry_ms: None,
                             data: data.clone(),
+                            ..Default::default()
                         };
                         if hub.publish(p).await.is_ok() {
                             lat.push(t.elapsed());

@@ -68,7 +68,7 @@ pub struct JournalSettings {
 }
 
 /// One journaled event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JournalRecord {
     /// Server-assigned id, strictly increasing across the journal's life.
     pub id: u64,
@@ -82,12 +82,16 @@ pub struct JournalRecord {
     pub retry_ms: Option<u64>,
     /// Data.
     pub data: String,
+    /// Only for subscribers authorized for one of its topics (Mercure's `private`).
+    pub private: bool,
+    /// The publisher's id (Mercure's `id`), sent as `id:` instead of the sequence number.
+    pub public_id: Option<String>,
 }
 
 /// What a publisher hands the journal (the id and time are assigned on append).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Publication {
-    /// Topics (at least one).
+    /// Topics (at least one): the first is the canonical one, the others alternates.
     pub topics: Vec<String>,
     /// Event name.
     pub event: Option<String>,
@@ -95,6 +99,10 @@ pub struct Publication {
     pub retry_ms: Option<u64>,
     /// Data.
     pub data: String,
+    /// Only for subscribers authorized for one of its topics.
+    pub private: bool,
+    /// The publisher's own id for the event.
+    pub public_id: Option<String>,
 }
 
 /// A journal failure. Every variant means "not stored" for the event it is reported for.
@@ -246,6 +254,7 @@ pub(crate) mod test_support {
             event: None,
             retry_ms: None,
             data: data.into(),
+            ..Default::default()
         }
     }
 }

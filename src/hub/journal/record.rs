@@ -4,7 +4,10 @@
 //! nothing valid after them: a record still being written, or one torn by a writer that died).
 //!
 //! Frame: `len: u32 LE | crc32: u32 LE | payload[len]`; payload: `id u64 | unix_ms u64 |
-//! topics u16 (len u16, bytes)* | event len u16, bytes | retry_ms u64 (u64::MAX = none) | data`.
+//! topics u16 (len u16, bytes)* | event len u16, bytes | retry_ms u64 (u64::MAX = none) |
+//! [extension] | data`. The extension is there only when bit 63 of `unix_ms` is set (no
+//! timestamp reaches it, so records written before it existed read unchanged): `len u16 |
+//! flags u8 (bit 0: private) | public id len u16, bytes | anything later versions add`.
 
 use super::{JournalError, JournalRecord};
 
@@ -46,6 +49,11 @@ pub const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
 /// checksum is computed).
 const MAX_ID_JUMP: u64 = 1 << 32;
 
+/// Bit 63 of `unix_ms`: an extension block follows `retry_ms`.
+const HAS_EXTENSION: u64 = 1 << 63;
+/// Extension flag: the event is private.
+const FLAG_PRIVATE: u8 = 1;
+
 fn put_str16(out: &mut Vec<u8>, s: &str, what: &'static str) -> Result<(), JournalError> {
     let len = u16::try_from(s.len()).map_err(|_| JournalError::TooLarge(what))?;
     out.extend_from_slice(&len.to_le_bytes());
@@ -56,8 +64,14 @@ fn put_str16(out: &mut Vec<u8>, s: &str, what: &'static str) -> Result<(), Journ
 /// Encodes one record with its frame.
 pub fn encode_record(r: &JournalRecord) -> Result<Vec<u8>, JournalError> {
     let mut p = Vec::with_capacity(64 + r.data.len());
+    let extended = r.private || r.public_id.is_some();
+    let flagged = if extended {
+        r.unix_ms | HAS_EXTENSION
+    } else {
+        r.unix_ms
+    };
     p.extend_from_slice(&r.id.to_le_bytes());
-    p.extend_from_slice(&r.unix_ms.to_le_bytes());
+    p.extend_from_slice(&flagged.to_le_bytes());
     let n = u16::try_from(r.topics.len()).map_err(|_| JournalError::TooLarge("topic list"))?;
     p.extend_from_slice(&n.to_le_bytes());
     for t in &r.topics {
@@ -65,6 +79,13 @@ pub fn encode_record(r: &JournalRecord) -> Result<Vec<u8>, JournalError> {
     }
     put_str16(&mut p, r.event.as_deref().unwrap_or(""), "event name")?;
     p.extend_from_slice(&r.retry_ms.unwrap_or(u64::MAX).to_le_bytes());
+    if extended {
+        let mut ext = vec![if r.private { FLAG_PRIVATE } else { 0 }];
+        put_str16(&mut ext, r.public_id.as_deref().unwrap_or(""), "event id")?;
+        let len = u16::try_from(ext.len()).map_err(|_| JournalError::TooLarge("event id"))?;
+        p.extend_from_slice(&len.to_le_bytes());
+        p.extend_from_slice(&ext);
+    }
     p.extend_from_slice(r.data.as_bytes());
     if p.len() > MAX_PAYLOAD {
         return Err(JournalError::TooLarge("event"));
@@ -119,14 +140,23 @@ fn decode_payload(p: &[u8]) -> Option<JournalRecord> {
     let topics = (0..n).map(|_| c.str16()).collect::<Option<Vec<_>>>()?;
     let event = c.str16()?;
     let retry = c.u64()?;
+    let (mut private, mut public_id) = (false, None);
+    if unix_ms & HAS_EXTENSION != 0 {
+        let len = c.u16()? as usize;
+        let mut ext = Cursor(c.take(len)?);
+        private = ext.take(1)?[0] & FLAG_PRIVATE != 0;
+        public_id = Some(ext.str16()?).filter(|s| !s.is_empty());
+    }
     let data = String::from_utf8(c.0.to_vec()).ok()?;
     Some(JournalRecord {
         id,
-        unix_ms,
+        unix_ms: unix_ms & !HAS_EXTENSION,
         topics,
         event: (!event.is_empty()).then_some(event),
         retry_ms: (retry != u64::MAX).then_some(retry),
         data,
+        private,
+        public_id,
     })
 }
 
@@ -248,6 +278,7 @@ mod tests {
             event: Some("e".into()),
             retry_ms: Some(1500),
             data: data.into(),
+            ..Default::default()
         }
     }
 
@@ -282,8 +313,50 @@ mod tests {
             event: None,
             retry_ms: None,
             data: String::new(),
+            ..Default::default()
         };
         assert_eq!(encode_record(&r).unwrap().len(), MIN_FRAME);
+    }
+
+    #[test]
+    fn private_records_and_publisher_ids_round_trip_and_old_records_read_unchanged() {
+        let mut r = rec(43, "secret");
+        r.unix_ms = 1_795_000_000_000;
+        r.private = true;
+        r.public_id = Some("urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into());
+        let enc = encode_record(&r).unwrap();
+        assert_eq!(decode_record(&enc), Decoded::Record(r.clone(), enc.len()));
+        for cut in 0..enc.len() {
+            assert_eq!(decode_record(&enc[..cut]), Decoded::Incomplete, "cut {cut}");
+        }
+        let only_id = JournalRecord {
+            private: false,
+            ..r.clone()
+        };
+        let enc = encode_record(&only_id).unwrap();
+        assert_eq!(decode_record(&enc), Decoded::Record(only_id, enc.len()));
+        // A record as the format was before the extension, encoded by hand: it decodes to a
+        // public record with no publisher id.
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&44u64.to_le_bytes());
+        payload.extend_from_slice(&1_700_000_000_000u64.to_le_bytes());
+        payload.extend_from_slice(&1u16.to_le_bytes());
+        payload.extend_from_slice(&1u16.to_le_bytes());
+        payload.extend_from_slice(b"t");
+        payload.extend_from_slice(&0u16.to_le_bytes());
+        payload.extend_from_slice(&u64::MAX.to_le_bytes());
+        payload.extend_from_slice(b"old");
+        let mut old = (payload.len() as u32).to_le_bytes().to_vec();
+        old.extend_from_slice(&crc32(&payload).to_le_bytes());
+        old.extend_from_slice(&payload);
+        let Decoded::Record(d, _) = decode_record(&old) else {
+            panic!("old record not read")
+        };
+        assert_eq!(
+            (d.id, d.unix_ms, d.private, d.public_id),
+            (44, 1_700_000_000_000, false, None)
+        );
+        assert_eq!(d.data, "old");
     }
 
     fn three() -> (Vec<u8>, [usize; 3]) {

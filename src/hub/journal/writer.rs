@@ -285,6 +285,8 @@ impl JournalWriter {
                 event: p.event.clone(),
                 retry_ms: p.retry_ms,
                 data: p.data.clone(),
+                private: p.private,
+                public_id: p.public_id.clone(),
             };
             match encode_record(&rec) {
                 Ok(bytes) => encoded.push((i, id, bytes)),

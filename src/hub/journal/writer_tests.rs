@@ -41,6 +41,7 @@ fn ids_continue_across_reopen_and_a_torn_tail_is_cut_without_reusing_its_ids() {
         event: None,
         retry_ms: None,
         data: "torn".into(),
+        ..Default::default()
     })
     .unwrap();
     let mut f = OpenOptions::new()

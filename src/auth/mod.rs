@@ -1,0 +1,212 @@
+//! Authorization, one module for every route that has it: JWS compact tokens (Mercure's
+//! `mercure.publish` / `mercure.subscribe` / `mercure.payload` claims) found in
+//! `Authorization: Bearer`, the `authorization` query parameter, or a cookie; verified with the
+//! `jsonwebtoken` crate against one configured algorithm and key (no `alg: none`, no HS/RS
+//! confusion), `exp` and `nbf` enforced. Topic selectors are in [`selector`].
+
+pub mod selector;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::request::Request;
+pub use selector::Selector;
+
+/// Longest token accepted (bytes); a longer one is refused before it is decoded.
+pub const MAX_TOKEN_BYTES: usize = 8192;
+
+/// A configured key: the algorithm tokens must be signed with and the key that checks them.
+#[derive(Clone)]
+pub struct Verifier {
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Verifier({:?})", self.alg)
+    }
+}
+
+impl Verifier {
+    /// A verifier from config: `alg` is `HS256`/`HS384`/`HS512` (then `key` is the secret) or
+    /// `RS256`…`RS512`, `PS256`…, `ES256`/`ES384` (then `key` is a PEM public key, inline or
+    /// the path of a file holding one). Blocking file I/O: call it while loading config.
+    pub fn from_config(alg: &str, key: &str) -> Result<Verifier, String> {
+        let alg: Algorithm = alg.parse().map_err(|_| {
+            format!("unknown algorithm `{alg}` (HS256, HS384, HS512, RS256, RS384, RS512, PS256, ES256, ES384)")
+        })?;
+        if key.is_empty() {
+            return Err("empty key".into());
+        }
+        let pem = || -> Result<Vec<u8>, String> {
+            if key.trim_start().starts_with("-----BEGIN") {
+                Ok(key.as_bytes().to_vec())
+            } else {
+                std::fs::read(key).map_err(|e| format!("reading the public key {key}: {e}"))
+            }
+        };
+        let key = match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                if key.len() < 16 {
+                    return Err(
+                        "an HMAC secret shorter than 16 bytes can be guessed; use 32 or more"
+                            .into(),
+                    );
+                }
+                DecodingKey::from_secret(key.as_bytes())
+            }
+            Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem()?)
+                .map_err(|e| format!("not an EC public key in PEM form: {e}"))?,
+            Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem()?)
+                .map_err(|e| format!("not an Ed25519 public key in PEM form: {e}"))?,
+            _ => DecodingKey::from_rsa_pem(&pem()?)
+                .map_err(|e| format!("not an RSA public key in PEM form: {e}"))?,
+        };
+        Ok(Verifier { alg, key })
+    }
+
+    /// Checks a token's signature, algorithm, `exp` and `nbf`; returns its claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Invalid(format!(
+                "token longer than {MAX_TOKEN_BYTES} bytes"
+            )));
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Invalid(format!("malformed token: {e}")))?;
+        if header.alg != self.alg {
+            return Err(AuthError::Invalid(format!(
+                "token signed with {:?}, this route accepts {:?} only",
+                header.alg, self.alg
+            )));
+        }
+        let mut v = Validation::new(self.alg);
+        v.required_spec_claims.clear();
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.leeway = 0;
+        let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            AuthError::Invalid(match e.kind() {
+                K::ExpiredSignature => "token expired (exp)".into(),
+                K::ImmatureSignature => "token not valid yet (nbf)".into(),
+                K::InvalidSignature => "bad signature".into(),
+                K::InvalidAlgorithm => "algorithm not accepted".into(),
+                K::Json(_) => "claims are not the expected JSON (mercure.publish and mercure.subscribe are lists of strings)".into(),
+                _ => format!("invalid token: {e}"),
+            })
+        })?;
+        let c = data.claims;
+        let m = c.mercure.unwrap_or_default();
+        Ok(Claims {
+            publish: m
+                .publish
+                .map(|v| v.iter().map(|s| Selector::parse(s)).collect()),
+            subscribe: m
+                .subscribe
+                .map(|v| v.iter().map(|s| Selector::parse(s)).collect()),
+            payload: m.payload,
+            expires: c.exp.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    exp: Option<u64>,
+    mercure: Option<MercureClaim>,
+}
+
+#[derive(Deserialize, Default)]
+struct MercureClaim {
+    publish: Option<Vec<String>>,
+    subscribe: Option<Vec<String>>,
+    payload: Option<serde_json::Value>,
+}
+
+/// What a verified token allows.
+#[derive(Clone, Debug, Default)]
+pub struct Claims {
+    /// `mercure.publish`: topics it may publish to (`None`: the claim is absent).
+    pub publish: Option<Vec<Selector>>,
+    /// `mercure.subscribe`: topics whose private updates it may receive.
+    pub subscribe: Option<Vec<Selector>>,
+    /// `mercure.payload`: data attached to the subscription.
+    pub payload: Option<serde_json::Value>,
+    /// `exp`, when present: a stream authorized by this token ends then.
+    pub expires: Option<SystemTime>,
+}
+
+impl Claims {
+    /// How long until the token expires (zero if it has); `None` if it never does.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.expires
+            .map(|e| e.duration_since(SystemTime::now()).unwrap_or_default())
+    }
+}
+
+/// Why a request was not authorized. The text is for the client: it says what to fix and
+/// never echoes the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No token anywhere it is looked for.
+    Missing,
+    /// A token that does not verify.
+    Invalid(String),
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthError::Missing => f.write_str("no token (Authorization: Bearer, the authorization query parameter, or the cookie)"),
+            AuthError::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Where a token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFrom {
+    /// `Authorization: Bearer`.
+    Header,
+    /// The `authorization` query parameter.
+    Query,
+    /// The cookie (a browser sends it on its own: a publish needs an allowed origin).
+    Cookie,
+}
+
+/// The token of a request, in Mercure's order: header, query parameter, cookie `cookie_name`.
+pub fn token_of(req: &Request, cookie_name: &str) -> Option<(String, TokenFrom)> {
+    if let Some(h) = req.header("Authorization") {
+        let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h, ""));
+        if scheme.eq_ignore_ascii_case("Bearer") {
+            return Some((rest.trim().to_string(), TokenFrom::Header));
+        }
+    }
+    if let Some(q) = req.query_values("authorization").into_iter().next() {
+        return Some((q, TokenFrom::Query));
+    }
+    cookie(req, cookie_name).map(|c| (c, TokenFrom::Cookie))
+}
+
+/// The value of cookie `name` (RFC 6265 `Cookie` header syntax).
+pub fn cookie(req: &Request, name: &str) -> Option<String> {
+    req.header("Cookie")?.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// The origin a browser request came from: `Origin`, else the scheme and host of `Referer`.
+pub fn origin_of(req: &Request) -> Option<String> {
+    if let Some(o) = req.header("Origin").filter(|o| *o != "null") {
+        return Some(o.trim_end_matches('/').to_string());
+    }
+    let r = req.header("Referer")?;
+    let (scheme, rest) = r.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    Some(format!("{scheme}://{host}"))
+}
