@@ -254,11 +254,16 @@ fn check_config(file: &std::path::Path, data_dir: Option<PathBuf>) -> Result<(),
             }
             RouteKind::Status => println!("{path} -> status"),
             RouteKind::Metrics => println!("{path} -> metrics"),
-            RouteKind::Topics => {
+            RouteKind::Topics | RouteKind::Mercure => {
                 let settings = config.journal.settings_for(r);
                 let damaged = check_journal(&settings).map_err(|e| format!("route {path}: {e}"))?;
                 println!(
-                    "{path} -> topics, journal {}{}",
+                    "{path} -> {}, journal {}{}",
+                    if r.kind == RouteKind::Topics {
+                        "topics"
+                    } else {
+                        "mercure hub"
+                    },
                     settings.dir.display(),
                     if damaged > 0 {
                         format!(" ({damaged} damaged regions, skipped per on_corruption)")

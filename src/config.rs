@@ -281,6 +281,9 @@ pub enum RouteKind {
     Metrics,
     /// Publish/subscribe topics with replay (`GET ?topic=` subscribes, `POST` publishes).
     Topics,
+    /// A Mercure hub (protocol as hub v0.24 speaks it): JWT authorization, private updates,
+    /// selectors and URI templates, CORS.
+    Mercure,
 }
 
 fn one_second() -> Duration {
@@ -320,6 +323,40 @@ pub struct RouteConfig {
     /// `topics`: when set, publishing needs `Authorization: Bearer <token>`.
     #[serde(default)]
     pub publish_token: Option<String>,
+    /// `mercure`: the key publishers' tokens are checked with (HMAC secret, or a PEM public key
+    /// or its path); without it the route refuses every publish.
+    #[serde(default)]
+    pub publisher_jwt_key: Option<toml::Spanned<String>>,
+    /// `mercure`: the only algorithm accepted for publishers' tokens.
+    #[serde(default = "default_jwt_alg")]
+    pub publisher_jwt_alg: toml::Spanned<String>,
+    /// `mercure`: the key subscribers' tokens are checked with; without it no subscriber is
+    /// authorized for private updates.
+    #[serde(default)]
+    pub subscriber_jwt_key: Option<toml::Spanned<String>>,
+    /// `mercure`: the only algorithm accepted for subscribers' tokens.
+    #[serde(default = "default_jwt_alg")]
+    pub subscriber_jwt_alg: toml::Spanned<String>,
+    /// `mercure`: subscribers without a token are served public updates (else refused, 401).
+    #[serde(default)]
+    pub anonymous: bool,
+    /// `mercure`: origins (`https://app.example.com`) whose pages may subscribe and publish
+    /// with credentials; `*` allows any origin without credentials.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// `mercure`: origins a publish authorized by the cookie may come from (CSRF guard).
+    #[serde(default)]
+    pub publish_origins: Vec<String>,
+    /// `mercure`: the cookie holding a browser's token.
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: String,
+}
+
+fn default_jwt_alg() -> toml::Spanned<String> {
+    toml::Spanned::new(0..0, "HS256".to_string())
+}
+fn default_cookie_name() -> String {
+    "mercureAuthorization".to_string()
 }
 
 fn default_history_events() -> usize {
@@ -404,6 +441,11 @@ impl JournalConfig {
 
 impl RouteConfig {
     /// The folder name of this route's journal: the path without slashes (`/events` -> `events`).
+    /// Whether the route keeps a journal (`topics` and `mercure`).
+    pub fn has_journal(&self) -> bool {
+        matches!(self.kind, RouteKind::Topics | RouteKind::Mercure)
+    }
+
     pub fn journal_name(&self) -> String {
         let name: String = self
             .path
@@ -474,6 +516,14 @@ fn route(path: &str, kind: RouteKind) -> RouteConfig {
         subscriber_queue: default_subscriber_queue(),
         max_topics: default_max_topics(),
         publish_token: None,
+        publisher_jwt_key: None,
+        publisher_jwt_alg: default_jwt_alg(),
+        subscriber_jwt_key: None,
+        subscriber_jwt_alg: default_jwt_alg(),
+        anonymous: false,
+        cors_origins: Vec::new(),
+        publish_origins: Vec::new(),
+        cookie_name: default_cookie_name(),
     }
 }
 
@@ -596,6 +646,30 @@ impl Config {
                 ));
             }
             seen.push(path);
+            for (key, alg, name) in [
+                (
+                    &r.publisher_jwt_key,
+                    &r.publisher_jwt_alg,
+                    "publisher_jwt_key",
+                ),
+                (
+                    &r.subscriber_jwt_key,
+                    &r.subscriber_jwt_alg,
+                    "subscriber_jwt_key",
+                ),
+            ] {
+                if let Some(key) = key {
+                    if let Err(why) =
+                        crate::auth::Verifier::from_config(alg.get_ref(), key.get_ref())
+                    {
+                        return Err(err(
+                            key.span(),
+                            name,
+                            format!("route {path}: {why} (algorithm {})", alg.get_ref()),
+                        ));
+                    }
+                }
+            }
             if let Some(token) = &r.publish_token {
                 if token.trim().is_empty() {
                     let line = text
@@ -620,11 +694,8 @@ impl Config {
                 }
             }
         }
-        let topic_routes: Vec<&RouteConfig> = self
-            .routes
-            .iter()
-            .filter(|r| r.kind == RouteKind::Topics)
-            .collect();
+        let topic_routes: Vec<&RouteConfig> =
+            self.routes.iter().filter(|r| r.has_journal()).collect();
         for (i, a) in topic_routes.iter().enumerate() {
             if let Some(b) = topic_routes[..i]
                 .iter()

@@ -38,6 +38,8 @@ pub struct StreamResponse {
     pub permit: StreamPermit,
     /// Where its access line goes when it ends (when an access log is configured).
     pub access: Option<Box<(Arc<AccessLog>, StreamLog)>>,
+    /// Header fields besides those of every stream (CORS, Mercure's `Last-Event-ID`).
+    pub extra_headers: Vec<(String, String)>,
 }
 
 /// What the application answers.
@@ -55,6 +57,7 @@ fn reason(status: u16) -> &'static str {
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -232,8 +235,15 @@ async fn head_and_run<W: BodyWriter>(
     abort: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> StreamEnd {
+    let head = if stream.extra_headers.is_empty() {
+        stream_head()
+    } else {
+        let mut fields = stream_headers();
+        fields.append(&mut stream.extra_headers);
+        header_block(200, &fields)
+    };
     tokio::select! {
-        r = body.write(stream_head()) => match r {
+        r = body.write(head) => match r {
             Ok(()) => run_stream(stream.source.as_mut(), body, stream.timing, abort, shutdown).await,
             Err(_) => StreamEnd::ClientGone,
         },

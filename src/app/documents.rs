@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::{App, Handler};
+use super::App;
 use crate::hub::Hub;
 use crate::response::FullResponse;
 
@@ -97,10 +97,7 @@ impl App {
         let hubs: Vec<(&str, &Hub)> = current
             .routes
             .iter()
-            .filter_map(|r| match &r.handler {
-                Handler::Topics(_, hub) => Some((r.path.as_str(), hub.as_ref())),
-                _ => None,
-            })
+            .filter_map(|r| r.handler.hub().map(|hub| (r.path.as_str(), hub.as_ref())))
             .collect();
         type Figure = fn(&Hub) -> f64;
         let per_route: [(&str, crate::metrics::Kind, &str, Figure); 11] = [
@@ -282,8 +279,9 @@ impl App {
             .current()
             .routes
             .iter()
-            .filter_map(|r| match &r.handler {
-                Handler::Topics(_, hub) => Some((
+            .filter_map(|r| {
+                let hub = r.handler.hub()?;
+                Some((
                     r.path.clone(),
                     serde_json::json!({
                         "subscribers": hub.subscribers(),
@@ -298,8 +296,7 @@ impl App {
                         "append_failures": hub.stats.append_failures.load(Ordering::Relaxed),
                         "backend": if hub.stats.backend_failing.load(Ordering::Relaxed) { "failing" } else { "ok" },
                     }),
-                )),
-                _ => None,
+                ))
             })
             .collect();
         let doc = serde_json::json!({

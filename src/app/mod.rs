@@ -18,6 +18,7 @@ use crate::source::{ClockSource, PingSource, Source, StreamTiming};
 use crate::stats::{ConnectionGuard, InputCharge, Stats, StreamPermit};
 
 mod documents;
+mod mercure;
 
 /// Builds a source for one request to a custom route; an `Err` response is sent instead.
 pub type SourceFactory = Arc<dyn Fn(&Request) -> Result<Box<dyn Source>, Response> + Send + Sync>;
@@ -26,9 +27,20 @@ pub type SourceFactory = Arc<dyn Fn(&Request) -> Result<Box<dyn Source>, Respons
 enum Handler {
     Builtin(RouteConfig),
     Topics(RouteConfig, Arc<Hub>),
+    Mercure(Arc<mercure::MercureRoute>, Arc<Hub>),
     /// A topics route whose journal could not be opened (CGI only: the daemon refuses to start).
     Unavailable(&'static str),
     Custom(SourceFactory),
+}
+
+impl Handler {
+    /// The hub of a `topics` or `mercure` route.
+    fn hub(&self) -> Option<&Arc<Hub>> {
+        match self {
+            Handler::Topics(_, hub) | Handler::Mercure(_, hub) => Some(hub),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -75,26 +87,29 @@ fn build_routes(config: &Config, strict: bool, keep: &[Route]) -> Result<Vec<Rou
     for r in &config.routes {
         let path = r.path.get_ref();
         let handler = match r.kind {
-            RouteKind::Topics => {
+            RouteKind::Topics | RouteKind::Mercure => {
                 let journal = config.journal.settings_for(r);
-                let kept = keep.iter().find_map(|o| match &o.handler {
-                    Handler::Topics(_, hub) if &o.path == path && hub.dir() == journal.dir => {
-                        Some(hub.clone())
-                    }
+                let kept = keep.iter().find_map(|o| match o.handler.hub() {
+                    Some(hub) if &o.path == path && hub.dir() == journal.dir => Some(hub.clone()),
                     _ => None,
                 });
-                match kept {
-                    Some(hub) => Handler::Topics(r.clone(), hub),
-                    None => match Hub::open(path, journal, hub_settings(config, r)) {
-                        Ok(hub) => Handler::Topics(r.clone(), hub),
-                        Err(e) if !strict => {
-                            log::error!(
-                                "route {path}: journal unavailable, the route answers 503: {e}"
-                            );
-                            Handler::Unavailable(e.public_reason())
-                        }
+                let hub = match kept {
+                    Some(hub) => Ok(hub),
+                    None => Hub::open(path, journal, hub_settings(config, r)),
+                };
+                match hub {
+                    Ok(hub) if r.kind == RouteKind::Topics => Handler::Topics(r.clone(), hub),
+                    Ok(hub) => match mercure::MercureRoute::new(r) {
+                        Ok(m) => Handler::Mercure(Arc::new(m), hub),
                         Err(e) => return Err(format!("route {path}: {e}")),
                     },
+                    Err(e) if !strict => {
+                        log::error!(
+                            "route {path}: journal unavailable, the route answers 503: {e}"
+                        );
+                        Handler::Unavailable(e.public_reason())
+                    }
+                    Err(e) => return Err(format!("route {path}: {e}")),
                 }
             }
             _ => Handler::Builtin(r.clone()),
@@ -319,6 +334,9 @@ impl App {
                 return self.publish(conf, hub, req).await.into();
             }
         }
+        if let Handler::Mercure(m, hub) = &route.handler {
+            return self.mercure(route, m, hub, req).await;
+        }
         if let Handler::Unavailable(reason) = &route.handler {
             return FullResponse::text(
                 503,
@@ -349,7 +367,7 @@ impl App {
                 RouteKind::Metrics => return self.metrics().await.into(),
                 RouteKind::Clock => Box::new(ClockSource::new(r.interval)),
                 RouteKind::Ping => Box::new(PingSource::new(r.interval)),
-                RouteKind::Topics => unreachable!("topics routes have a hub"),
+                RouteKind::Topics | RouteKind::Mercure => unreachable!("these routes have a hub"),
             },
             Handler::Topics(conf, hub) => {
                 let topics = req.query_values("topic");
@@ -363,10 +381,10 @@ impl App {
                     return self.refuse_full(route, req);
                 };
                 let resume = Resume::parse(req.last_event_id().as_deref());
-                let source = hub.subscribe(topics, resume);
+                let source = hub.subscribe(crate::hub::Interest::topics(topics), resume);
                 return self.open_stream(route, Box::new(source), permit, req);
             }
-            Handler::Unavailable(_) => unreachable!("answered above"),
+            Handler::Unavailable(_) | Handler::Mercure(..) => unreachable!("answered above"),
             Handler::Custom(factory) => match factory(req) {
                 Ok(s) => s,
                 Err(resp) => return resp,
@@ -454,6 +472,7 @@ impl App {
             route: route.path.clone(),
             permit,
             access,
+            extra_headers: Vec::new(),
         })
     }
 
@@ -486,28 +505,30 @@ impl App {
             Ok(id) => {
                 FullResponse::text(200, id.to_string()).with_header("Cache-Control", "no-cache")
             }
-            Err(e) => {
-                // The log gets the whole story; the client a reason and the id to find it by.
-                log::error!(
-                    "req={} route={} peer={}: publish failed, not stored: {e}",
-                    req.id,
-                    conf.path.get_ref(),
-                    req.peer
-                );
-                let reason = e.public_reason();
-                match e {
-                    HubError::Journal(_) => FullResponse::text(
-                        500,
-                        format!("not stored: {reason} (request {})", req.id),
-                    ),
-                    HubError::Busy(_) | HubError::Closed => FullResponse::text(
-                        503,
-                        format!("not stored: {reason}; retry (request {})", req.id),
-                    )
-                    .with_header("Retry-After", "1"),
-                }
-            }
+            Err(e) => not_stored(e, req, conf.path.get_ref()),
         }
+    }
+}
+
+/// The answer to a publish the hub did not store: 500 when the journal failed, 503 (retry)
+/// when it was busy or closing. The log gets the whole story; the client a reason and the
+/// request id to find it by.
+fn not_stored(e: HubError, req: &Request, route: &str) -> FullResponse {
+    log::error!(
+        "req={} route={route} peer={}: publish failed, not stored: {e}",
+        req.id,
+        req.peer
+    );
+    let reason = e.public_reason();
+    match e {
+        HubError::Journal(_) => {
+            FullResponse::text(500, format!("not stored: {reason} (request {})", req.id))
+        }
+        HubError::Busy(_) | HubError::Closed => FullResponse::text(
+            503,
+            format!("not stored: {reason}; retry (request {})", req.id),
+        )
+        .with_header("Retry-After", "1"),
     }
 }
 

@@ -6,6 +6,7 @@
 //! The ordering rule of each subscriber lives in [`subscriber`], replay history in [`replay`].
 //! Async tasks only exchange messages with the backend; no lock is held across an `.await`.
 
+pub mod interest;
 pub mod journal;
 pub mod local;
 pub mod replay;
@@ -26,6 +27,8 @@ use journal::{Damage, JournalError, JournalRecord, JournalSettings, Publication}
 use local::{AppendJob, LocalJournal, Opened};
 use replay::{ReplayBounds, ReplayBuffer};
 use subscriber::{Offer, Subscriber};
+
+pub use interest::Interest;
 
 /// Subscribers written to between two yields of the delivery task.
 const FAN_OUT_SLICE: usize = 512;
@@ -53,15 +56,20 @@ pub struct StoredEvent {
     pub id: u64,
     /// Publish time (ms since the epoch).
     pub unix_ms: u64,
-    /// Topics.
+    /// Topics: the first is the canonical one, the others alternates.
     pub topics: Vec<String>,
+    /// Only for subscribers authorized for one of its topics.
+    pub private: bool,
+    /// The publisher's id, sent as `id:` in place of the sequence number.
+    pub public_id: Option<String>,
     /// `id:`/`event:`/`retry:`/`data:` lines and the blank line, shared by all subscribers.
     pub wire: Bytes,
 }
 
 impl StoredEvent {
     pub(crate) fn from_record(r: JournalRecord) -> StoredEvent {
-        let mut ev = Event::new().id(r.id.to_string()).data(r.data);
+        let wire_id = r.public_id.clone().unwrap_or_else(|| r.id.to_string());
+        let mut ev = Event::new().id(wire_id).data(r.data);
         if let Some(e) = r.event {
             ev = ev.event(e);
         }
@@ -78,6 +86,8 @@ impl StoredEvent {
             id: r.id,
             unix_ms: r.unix_ms,
             topics: r.topics,
+            private: r.private,
+            public_id: r.public_id,
             wire,
         }
     }
@@ -88,6 +98,8 @@ struct HubState {
     history: ReplayBuffer,
     last_id: u64,
     by_topic: HashMap<String, Vec<u64>>,
+    /// Subscribers with selectors that are not exact topics (checked for every event).
+    by_pattern: Vec<u64>,
     subscribers: HashMap<u64, Subscriber>,
     next_subscriber: u64,
 }
@@ -189,6 +201,10 @@ pub enum Resume {
     After(u64),
     /// A `Last-Event-ID` that is not an id this server issued.
     Invalid,
+    /// Every retained event (Mercure's `earliest`).
+    Earliest,
+    /// After the event with this id as the publisher gave it (or as the hub generated it).
+    Named(String),
 }
 
 impl Resume {
@@ -327,9 +343,25 @@ impl Hub {
             .flatten()
             .copied()
             .collect();
-        if ev.topics.len() > 1 {
+        let mut merged = ev.topics.len() > 1;
+        for sid in &st.by_pattern {
+            if st.subscribers.get(sid).is_some_and(|s| {
+                crate::auth::selector::any_matches(&s.interest.patterns, &ev.topics)
+            }) {
+                targets.push(*sid);
+                merged = true;
+            }
+        }
+        if merged {
             targets.sort_unstable();
             targets.dedup();
+        }
+        if ev.private {
+            targets.retain(|sid| {
+                st.subscribers
+                    .get(sid)
+                    .is_some_and(|s| s.interest.may_see_private(&ev.topics))
+            });
         }
         Some((ev, targets))
     }
@@ -396,13 +428,16 @@ impl Hub {
         let Some(sub) = st.subscribers.remove(&sid) else {
             return false;
         };
-        for t in &sub.topics {
+        for t in &sub.interest.exact {
             if let Some(v) = st.by_topic.get_mut(t) {
                 v.retain(|&s| s != sid);
                 if v.is_empty() {
                     st.by_topic.remove(t);
                 }
             }
+        }
+        if !sub.interest.patterns.is_empty() {
+            st.by_pattern.retain(|&s| s != sid);
         }
         true
     }
@@ -428,34 +463,84 @@ impl Hub {
         });
     }
 
-    /// Subscribes to `topics`: replays what the client missed after `resume`, then live events,
-    /// with no gap and no duplicate (both are taken under one lock).
-    pub fn subscribe(self: &Arc<Self>, mut topics: Vec<String>, resume: Resume) -> TopicSource {
+    /// Subscribes with `interest`: replays what the client missed after `resume`, then live
+    /// events, with no gap and no duplicate (both are taken under one lock).
+    pub fn subscribe(self: &Arc<Self>, interest: Interest, resume: Resume) -> TopicSource {
         self.start_delivery_task();
-        // `?topic=a&topic=a` is one subscription to `a`, not two deliveries of each event.
-        topics.sort();
-        topics.dedup();
         let (tx, rx) = mpsc::channel(self.settings.subscriber_queue);
         let mut st = self.lock();
         st.history.trim(&self.settings.history);
         let last_id = st.last_id;
-        let (preamble, replay) = match resume {
-            Resume::Live => (None, VecDeque::new()),
-            Resume::After(id) => match st.history.after(id, last_id, &topics) {
-                Ok(replay) => (None, replay),
+        let newest = Self::newest_id(&st);
+        let wanted = |e: &StoredEvent| interest.wants(e);
+        let asked = match &resume {
+            Resume::Named(name) => Some(name.clone()),
+            _ => None,
+        };
+        let resume = match resume {
+            Resume::Named(name) => match st.history.find_public(&name) {
+                Some(seq) => Resume::After(seq),
+                None => match Resume::parse(Some(&name)) {
+                    Resume::After(seq) if st.history.find_public(&seq.to_string()).is_none() => {
+                        Resume::After(seq)
+                    }
+                    _ => {
+                        let reset = self.reset_event("unknown", last_id, &newest);
+                        return self.attach(
+                            st,
+                            interest,
+                            tx,
+                            rx,
+                            Some(reset),
+                            VecDeque::new(),
+                            newest,
+                        );
+                    }
+                },
+            },
+            other => other,
+        };
+        let (preamble, replay, from) = match resume {
+            Resume::Live => (None, VecDeque::new(), newest.clone()),
+            Resume::Earliest => (None, st.history.all(wanted), "earliest".to_string()),
+            Resume::After(id) => match st.history.after(id, last_id, wanted) {
+                Ok(replay) => (None, replay, asked.unwrap_or_else(|| id.to_string())),
                 Err(why) => (
-                    Some(self.reset_event(why.reason(), last_id)),
+                    Some(self.reset_event(why.reason(), last_id, &newest)),
                     VecDeque::new(),
+                    newest.clone(),
                 ),
             },
-            Resume::Invalid => (Some(self.reset_event("invalid", last_id)), VecDeque::new()),
+            Resume::Invalid | Resume::Named(_) => (
+                Some(self.reset_event("invalid", last_id, &newest)),
+                VecDeque::new(),
+                newest.clone(),
+            ),
         };
+        self.attach(st, interest, tx, rx, preamble, replay, from)
+    }
+
+    /// Registers a subscriber (under the lock the replay was taken with).
+    #[allow(clippy::too_many_arguments)]
+    fn attach(
+        self: &Arc<Self>,
+        mut st: MutexGuard<'_, HubState>,
+        interest: Interest,
+        tx: mpsc::Sender<Arc<StoredEvent>>,
+        rx: mpsc::Receiver<Arc<StoredEvent>>,
+        preamble: Option<Bytes>,
+        replay: VecDeque<Arc<StoredEvent>>,
+        resumed_after: String,
+    ) -> TopicSource {
         let sid = st.next_subscriber;
         st.next_subscriber += 1;
-        for t in &topics {
+        for t in &interest.exact {
             st.by_topic.entry(t.clone()).or_default().push(sid);
         }
-        st.subscribers.insert(sid, Subscriber::new(topics, tx));
+        if !interest.patterns.is_empty() {
+            st.by_pattern.push(sid);
+        }
+        st.subscribers.insert(sid, Subscriber::new(interest, tx));
         drop(st);
         TopicSource {
             hub: self.clone(),
@@ -465,14 +550,31 @@ impl Hub {
             rx,
             finished: false,
             direct: false,
+            resumed_after,
         }
     }
 
-    fn reset_event(&self, reason: &str, last_id: u64) -> Bytes {
+    /// The id (as sent on the wire) of the newest event, `earliest` when there is none.
+    fn newest_id(st: &HubState) -> String {
+        match st.history.newest() {
+            Some(ev) if ev.id == st.last_id => {
+                ev.public_id.clone().unwrap_or_else(|| ev.id.to_string())
+            }
+            _ if st.last_id == 0 => "earliest".to_string(),
+            _ => st.last_id.to_string(),
+        }
+    }
+
+    fn reset_event(&self, reason: &str, last_id: u64, newest: &str) -> Bytes {
         let data = serde_json::json!({ "reason": reason, "last_id": last_id }).to_string();
+        let id = if newest == "earliest" {
+            last_id.to_string()
+        } else {
+            newest.to_string()
+        };
         Event::new()
             .event(RESET_EVENT)
-            .id(last_id.to_string())
+            .id(id)
             .data(data)
             .encode()
             .map(EncodedEvent::into_bytes)
@@ -515,6 +617,9 @@ pub struct TopicSource {
     rx: mpsc::Receiver<Arc<StoredEvent>>,
     finished: bool,
     direct: bool,
+    /// The id this stream resumes after, as Mercure's `Last-Event-ID` response header says it:
+    /// the event before the first one sent, `earliest`, or the newest when nothing is replayed.
+    pub resumed_after: String,
 }
 
 impl Source for TopicSource {

@@ -93,12 +93,12 @@ impl ReplayBuffer {
         }
     }
 
-    /// Events after `id` on any of `topics`, oldest first; or why they cannot be given.
+    /// Events after `id` that `wanted` keeps, oldest first; or why they cannot be given.
     pub fn after(
         &self,
         id: u64,
         last_id: u64,
-        topics: &[String],
+        wanted: impl Fn(&StoredEvent) -> bool,
     ) -> Result<VecDeque<Arc<StoredEvent>>, Unresumable> {
         if id > last_id {
             return Err(Unresumable::Unknown);
@@ -113,9 +113,28 @@ impl ReplayBuffer {
         Ok(self
             .events
             .range(start..)
-            .filter(|e| e.topics.iter().any(|t| topics.contains(t)))
+            .filter(|e| wanted(e))
             .cloned()
             .collect())
+    }
+
+    /// The newest retained event.
+    pub fn newest(&self) -> Option<&Arc<StoredEvent>> {
+        self.events.back()
+    }
+
+    /// Every retained event that `wanted` keeps (Mercure's `earliest`).
+    pub fn all(&self, wanted: impl Fn(&StoredEvent) -> bool) -> VecDeque<Arc<StoredEvent>> {
+        self.events.iter().filter(|e| wanted(e)).cloned().collect()
+    }
+
+    /// The sequence number of the newest retained event the publisher named `public_id`.
+    pub fn find_public(&self, public_id: &str) -> Option<u64> {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e.public_id.as_deref() == Some(public_id))
+            .map(|e| e.id)
     }
 
     /// Events retained.
@@ -144,6 +163,8 @@ mod tests {
             id,
             unix_ms: now_ms(),
             topics: vec!["t".into()],
+            private: false,
+            public_id: Some(format!("urn:ev:{id}")),
             wire: Bytes::from(vec![b'x'; size]),
         })
     }
@@ -168,33 +189,37 @@ mod tests {
             r.push(ev(id, 300), &b);
         }
         assert_eq!((r.len(), r.bytes()), (3, 900));
-        let t = vec!["t".to_string()];
-        assert_eq!(ids(r.after(8, 10, &t)), vec![9, 10]);
-        assert_eq!(r.after(6, 10, &t).unwrap_err(), Unresumable::Expired);
-        assert_eq!(ids(r.after(7, 10, &t)), vec![8, 9, 10]);
-        assert_eq!(r.after(11, 10, &t).unwrap_err(), Unresumable::Unknown);
+        let t = |e: &StoredEvent| e.topics[0] == "t";
+        assert_eq!(ids(r.after(8, 10, t)), vec![9, 10]);
+        assert_eq!(r.after(8, 10, |_| false).unwrap().len(), 0);
+        assert_eq!(r.all(t).len(), 3);
+        assert_eq!(r.find_public("urn:ev:9"), Some(9));
+        assert_eq!(r.find_public("urn:ev:2"), None, "evicted");
+        assert_eq!(r.after(6, 10, t).unwrap_err(), Unresumable::Expired);
+        assert_eq!(ids(r.after(7, 10, t)), vec![8, 9, 10]);
+        assert_eq!(r.after(11, 10, t).unwrap_err(), Unresumable::Unknown);
     }
 
     #[test]
     fn resuming_across_a_hole_is_refused_until_the_hole_is_evicted() {
         let b = bounds(5, 1 << 20);
         let mut r = ReplayBuffer::default();
-        let t = vec!["t".to_string()];
+        let t = |_: &StoredEvent| true;
         for id in [1, 2, 3, 6, 7] {
             r.push(ev(id, 10), &b);
         }
         r.add_hole(3, 6);
-        assert_eq!(r.after(1, 7, &t).unwrap_err(), Unresumable::Lost);
-        assert_eq!(r.after(4, 7, &t).unwrap_err(), Unresumable::Lost);
-        assert_eq!(ids(r.after(5, 7, &t)), vec![6, 7]);
-        assert_eq!(ids(r.after(6, 7, &t)), vec![7]);
+        assert_eq!(r.after(1, 7, t).unwrap_err(), Unresumable::Lost);
+        assert_eq!(r.after(4, 7, t).unwrap_err(), Unresumable::Lost);
+        assert_eq!(ids(r.after(5, 7, t)), vec![6, 7]);
+        assert_eq!(ids(r.after(6, 7, t)), vec![7]);
         for id in 8..=12 {
             r.push(ev(id, 10), &b);
         }
-        assert_eq!(ids(r.after(7, 12, &t)), vec![8, 9, 10, 11, 12]);
+        assert_eq!(ids(r.after(7, 12, t)), vec![8, 9, 10, 11, 12]);
         r.add_hole(12, 13);
         assert_eq!(
-            ids(r.after(11, 12, &t)),
+            ids(r.after(11, 12, t)),
             vec![12],
             "an empty hole loses nothing"
         );

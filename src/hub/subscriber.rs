@@ -22,10 +22,11 @@ pub enum Offer {
     Lagging,
 }
 
-/// A subscription: its topics, its queue, and (when the transport offers one) a direct writer.
+/// A subscription: what it wants, its queue, and (when the transport offers one) a direct
+/// writer.
 pub struct Subscriber {
-    /// Topics subscribed to.
-    pub topics: Vec<String>,
+    /// Topics asked for and authorized.
+    pub interest: super::Interest,
     tx: mpsc::Sender<Arc<StoredEvent>>,
     direct: Option<Arc<dyn DirectWriter>>,
     /// Direct writes keep order only while nothing waits in `tx`.
@@ -34,9 +35,9 @@ pub struct Subscriber {
 
 impl Subscriber {
     /// A subscriber whose task reads the other end of `tx`.
-    pub fn new(topics: Vec<String>, tx: mpsc::Sender<Arc<StoredEvent>>) -> Subscriber {
+    pub fn new(interest: super::Interest, tx: mpsc::Sender<Arc<StoredEvent>>) -> Subscriber {
         Subscriber {
-            topics,
+            interest,
             tx,
             direct: None,
             direct_ok: false,
@@ -106,6 +107,8 @@ mod tests {
             id,
             unix_ms: 0,
             topics: vec![],
+            private: false,
+            public_id: None,
             wire: Bytes::from(id.to_string()),
         })
     }
@@ -116,7 +119,7 @@ mod tests {
             for drain_every in [1, 2, 5] {
                 let sink = Arc::new(Mutex::new(Vec::new()));
                 let (tx, mut rx) = mpsc::channel(64);
-                let mut sub = Subscriber::new(vec![], tx);
+                let mut sub = Subscriber::new(Default::default(), tx);
                 sub.attach(Arc::new(Flaky {
                     n,
                     calls: AtomicUsize::new(0),
@@ -155,7 +158,7 @@ mod tests {
     #[test]
     fn without_a_direct_writer_everything_queues_and_a_full_queue_lags() {
         let (tx, mut rx) = mpsc::channel(3);
-        let mut sub = Subscriber::new(vec![], tx);
+        let mut sub = Subscriber::new(Default::default(), tx);
         sub.drained(true);
         let offers: Vec<Offer> = (1..=4).map(|i| sub.offer(&ev(i))).collect();
         assert_eq!(

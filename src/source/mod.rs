@@ -7,6 +7,7 @@
 //! and noticing that the browser left are done for it.
 
 pub mod clock;
+pub mod expiring;
 pub mod ping;
 
 use std::future::Future;

@@ -1,0 +1,308 @@
+//! The `mercure` route: a Mercure hub (the protocol as hub v0.24 and `symfony/mercure` speak
+//! it) on a topics hub. `POST` publishes a form (`topic`…, `data`, `private`, `id`, `type`,
+//! `retry`) with a publisher token; `GET ?topic=` subscribes with selectors, resuming from
+//! `Last-Event-ID` (or `lastEventID`, or `earliest`); private updates reach only subscribers
+//! whose token allows one of their topics; `OPTIONS` answers CORS preflights.
+
+use std::sync::Arc;
+
+use super::{App, Route};
+use crate::auth::{self, origin_of, token_of, Claims, TokenFrom, Verifier};
+use crate::config::RouteConfig;
+use crate::hub::journal::Publication;
+use crate::hub::{Hub, Interest, Resume};
+use crate::publish::{check_event_name, validate_topics};
+use crate::request::{parse_form, Request};
+use crate::response::{FullResponse, Response};
+use crate::source::expiring::Expiring;
+use crate::source::Source;
+
+/// Longest publisher-chosen id.
+const MAX_ID_BYTES: usize = 1024;
+
+/// A `mercure` route's settings and keys.
+pub(super) struct MercureRoute {
+    pub(super) conf: RouteConfig,
+    publisher: Option<Verifier>,
+    subscriber: Option<Verifier>,
+}
+
+impl MercureRoute {
+    /// Builds the keys (reads PEM files: call it while loading config).
+    pub(super) fn new(conf: &RouteConfig) -> Result<MercureRoute, String> {
+        let verifier = |key: &Option<toml::Spanned<String>>, alg: &toml::Spanned<String>| {
+            key.as_ref()
+                .map(|k| Verifier::from_config(alg.get_ref(), k.get_ref()))
+                .transpose()
+        };
+        Ok(MercureRoute {
+            publisher: verifier(&conf.publisher_jwt_key, &conf.publisher_jwt_alg)?,
+            subscriber: verifier(&conf.subscriber_jwt_key, &conf.subscriber_jwt_alg)?,
+            conf: conf.clone(),
+        })
+    }
+
+    /// CORS response headers for the request's `Origin`, if it is allowed.
+    fn cors(&self, req: &Request) -> Vec<(String, String)> {
+        let Some(origin) = req.header("Origin") else {
+            return Vec::new();
+        };
+        let origins = &self.conf.cors_origins;
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        if origins.iter().any(|o| o.trim_end_matches('/') == origin) {
+            vec![
+                pair("Access-Control-Allow-Origin", origin),
+                pair("Access-Control-Allow-Credentials", "true"),
+                pair("Vary", "Origin"),
+            ]
+        } else if origins.iter().any(|o| o == "*") {
+            vec![pair("Access-Control-Allow-Origin", "*")]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+fn refuse(status: u16, why: impl Into<String>) -> FullResponse {
+    let r = FullResponse::text(status, why);
+    if status == 401 {
+        r.with_header("WWW-Authenticate", "Bearer")
+    } else {
+        r
+    }
+}
+
+impl App {
+    /// Answers a request to a `mercure` route.
+    pub(super) async fn mercure(
+        &self,
+        route: &Route,
+        m: &MercureRoute,
+        hub: &Arc<Hub>,
+        req: &Request,
+    ) -> Response {
+        let cors = m.cors(req);
+        let mut response = match req.method.as_str() {
+            "OPTIONS" => preflight(m, req, &cors).into(),
+            "POST" => self.mercure_publish(m, hub, req).await.into(),
+            "GET" | "HEAD" => self.mercure_subscribe(route, m, hub, req),
+            other => refuse(405, format!("{} does not accept {other}", route.path))
+                .with_header("Allow", "GET, HEAD, POST, OPTIONS")
+                .into(),
+        };
+        match &mut response {
+            Response::Full(f) => f.headers.extend(cors),
+            Response::Stream(s) => s.extra_headers.extend(cors),
+        }
+        response
+    }
+
+    async fn mercure_publish(&self, m: &MercureRoute, hub: &Hub, req: &Request) -> FullResponse {
+        let path = m.conf.path.get_ref();
+        let refused = |status: u16, why: String| {
+            log::warn!(
+                "req={} route={path} peer={}: publish refused ({status}): {why}",
+                req.id,
+                req.peer
+            );
+            refuse(status, why)
+        };
+        let Some(verifier) = &m.publisher else {
+            return refused(
+                403,
+                "publishing is off on this hub: it has no publisher_jwt_key".into(),
+            );
+        };
+        let Some((token, from)) = token_of(req, &m.conf.cookie_name) else {
+            return refused(401, auth::AuthError::Missing.to_string());
+        };
+        if from == TokenFrom::Cookie {
+            // A browser sends the cookie on its own, from any page: only listed origins.
+            let origin = origin_of(req);
+            let allowed = origin.as_deref().is_some_and(|o| {
+                m.conf
+                    .publish_origins
+                    .iter()
+                    .any(|p| p.trim_end_matches('/') == o)
+            });
+            if !allowed {
+                return refused(
+                    403,
+                    format!(
+                        "a publish authorized by the {} cookie must come from an origin in publish_origins (this one came from {})",
+                        m.conf.cookie_name,
+                        origin.as_deref().unwrap_or("no Origin or Referer")
+                    ),
+                );
+            }
+        }
+        let claims = match verifier.verify(&token) {
+            Ok(c) => c,
+            Err(e) => return refused(401, e.to_string()),
+        };
+        let publication = match parse_update(req, m.conf.max_topics) {
+            Ok(p) => p,
+            Err(why) => return refused(400, why),
+        };
+        let Some(allowed) = &claims.publish else {
+            return refused(403, "the token has no mercure.publish claim".into());
+        };
+        if let Some(t) = publication
+            .topics
+            .iter()
+            .find(|t| !allowed.iter().any(|s| s.matches(t)))
+        {
+            return refused(
+                403,
+                format!("topic {t} is not among the token's mercure.publish selectors"),
+            );
+        }
+        let public_id = publication.public_id.clone();
+        match hub.publish(publication).await {
+            Ok(seq) => FullResponse::text(200, public_id.unwrap_or_else(|| seq.to_string()))
+                .with_header("Cache-Control", "no-cache"),
+            Err(e) => super::not_stored(e, req, path),
+        }
+    }
+
+    fn mercure_subscribe(
+        &self,
+        route: &Route,
+        m: &MercureRoute,
+        hub: &Arc<Hub>,
+        req: &Request,
+    ) -> Response {
+        let topics = req.query_values("topic");
+        if topics.is_empty() {
+            return refuse(400, "missing topic parameter (?topic=<selector>)").into();
+        }
+        if let Err(r) = validate_topics(&topics, m.conf.max_topics) {
+            return refuse(400, r.reason).into();
+        }
+        let claims = match (token_of(req, &m.conf.cookie_name), &m.subscriber) {
+            (Some((token, _)), Some(v)) => match v.verify(&token) {
+                Ok(c) => c,
+                Err(e) => return refuse(401, e.to_string()).into(),
+            },
+            _ if m.conf.anonymous => Claims::default(),
+            (None, Some(_)) => {
+                return refuse(
+                    401,
+                    "this hub needs a token to subscribe (anonymous = false)",
+                )
+                .into()
+            }
+            (_, None) => return refuse(
+                403,
+                "this hub takes no subscribers: it has no subscriber_jwt_key and anonymous = false",
+            )
+            .into(),
+        };
+        if req.is_head() {
+            return self.stream_head_only();
+        }
+        let Some(permit) = self.try_acquire_stream() else {
+            return self.refuse_full(route, req);
+        };
+        let asked = req
+            .last_event_id()
+            .or_else(|| req.query_values("lastEventID").into_iter().next())
+            .or_else(|| req.query_values("Last-Event-ID").into_iter().next());
+        let resume = match asked.as_deref() {
+            None | Some("") => Resume::Live,
+            Some("earliest") => Resume::Earliest,
+            Some(id) if id.len() > MAX_ID_BYTES || id.contains('\u{FFFD}') => Resume::Invalid,
+            Some(id) => Resume::Named(id.to_string()),
+        };
+        let interest = Interest::selectors(&topics, claims.subscribe.clone().unwrap_or_default());
+        let source = hub.subscribe(interest, resume);
+        let resumed_after = source.resumed_after.clone();
+        let mut source: Box<dyn Source> = Box::new(source);
+        if let Some(left) = claims.remaining() {
+            let retry = self.config().stream.retry.as_millis() as u64;
+            source = Box::new(Expiring::new(
+                source,
+                tokio::time::Instant::now() + left,
+                retry,
+            ));
+        }
+        let mut response = self.open_stream(route, source, permit, req);
+        if asked.is_some() {
+            if let Response::Stream(s) = &mut response {
+                s.extra_headers
+                    .push(("Last-Event-ID".into(), resumed_after));
+            }
+        }
+        response
+    }
+}
+
+/// The `OPTIONS` preflight: allowed origins get the methods and headers a subscriber or a
+/// publisher sends.
+fn preflight(m: &MercureRoute, req: &Request, cors: &[(String, String)]) -> FullResponse {
+    if cors.is_empty() {
+        let why = match req.header("Origin") {
+            Some(o) => format!("origin {o} is not in cors_origins"),
+            None => "OPTIONS is for CORS preflight requests (no Origin)".into(),
+        };
+        return refuse(403, why);
+    }
+    let _ = m;
+    FullResponse {
+        status: 204,
+        headers: vec![
+            (
+                "Access-Control-Allow-Methods".into(),
+                "GET, POST, OPTIONS".into(),
+            ),
+            (
+                "Access-Control-Allow-Headers".into(),
+                "Authorization, Content-Type, Last-Event-ID, Cache-Control".into(),
+            ),
+            ("Access-Control-Max-Age".into(), "600".into()),
+        ],
+        body: bytes::Bytes::new(),
+    }
+}
+
+/// Parses a Mercure publish form into a publication, or says what is wrong.
+fn parse_update(req: &Request, max_topics: usize) -> Result<Publication, String> {
+    let mime = req.var("CONTENT_TYPE").unwrap_or("");
+    let mime = mime.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(format!(
+            "a publish is a form: Content-Type application/x-www-form-urlencoded, not `{mime}`"
+        ));
+    }
+    let body = std::str::from_utf8(&req.body).map_err(|_| "the form is not UTF-8".to_string())?;
+    let mut p = Publication::default();
+    for (k, v) in parse_form(body) {
+        match k.as_str() {
+            "topic" => p.topics.push(v),
+            "data" => p.data = v,
+            "private" => p.private = true,
+            "id" => p.public_id = Some(v),
+            "type" => p.event = Some(v),
+            "retry" => {
+                p.retry_ms =
+                    Some(v.parse().map_err(|_| {
+                        format!("retry must be a number of milliseconds, not `{v}`")
+                    })?)
+            }
+            _ => {}
+        }
+    }
+    validate_topics(&p.topics, max_topics).map_err(|r| r.reason)?;
+    check_event_name(p.event.as_deref()).map_err(|r| r.reason)?;
+    if let Some(id) = &p.public_id {
+        if id.starts_with('#') {
+            return Err("an id must not start with # (reserved)".into());
+        }
+        if id.is_empty() || id.len() > MAX_ID_BYTES || id.contains(['\r', '\n', '\0']) {
+            return Err(format!(
+                "an id must be 1 to {MAX_ID_BYTES} bytes with no CR, LF or NUL"
+            ));
+        }
+    }
+    Ok(p)
+}

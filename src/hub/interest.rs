@@ -1,0 +1,111 @@
+//! What one subscriber wants from a hub, and the rule for private events: the topics it asked
+//! for (exact names, looked up through the hub's index, and selectors — `*` and URI templates —
+//! checked per event), and the topics it is authorized for. A public event goes to a
+//! subscriber that asked for one of its topics; a private one only if, besides, one of its
+//! topics is among those the subscriber's token allows (Mercure's `mercure.subscribe`).
+
+use super::StoredEvent;
+use crate::auth::selector::{any_matches, Selector};
+
+/// One subscriber's topics and authorization.
+#[derive(Clone, Debug, Default)]
+pub struct Interest {
+    /// Exact topics (indexed by the hub).
+    pub exact: Vec<String>,
+    /// Selectors that are not exact topics (checked for every event).
+    pub patterns: Vec<Selector>,
+    /// Topics whose private events it may receive; empty: public events only.
+    pub authorized: Vec<Selector>,
+}
+
+impl Interest {
+    /// Exact topics only, public events only (a `topics` route).
+    pub fn topics(mut topics: Vec<String>) -> Interest {
+        // `?topic=a&topic=a` is one subscription to `a`, not two deliveries of each event.
+        topics.sort();
+        topics.dedup();
+        Interest {
+            exact: topics,
+            ..Interest::default()
+        }
+    }
+
+    /// From Mercure selectors, with the selectors of a token's subscribe claim.
+    pub fn selectors(selectors: &[String], authorized: Vec<Selector>) -> Interest {
+        let mut i = Interest {
+            authorized,
+            ..Interest::default()
+        };
+        for s in selectors {
+            match Selector::parse(s) {
+                Selector::Exact(t) => i.exact.push(t),
+                other => i.patterns.push(other),
+            }
+        }
+        i.exact.sort();
+        i.exact.dedup();
+        i.patterns.dedup();
+        i
+    }
+
+    /// Whether one of `topics` is among those asked for by a selector (exact ones are the
+    /// index's job, but this checks them too).
+    pub fn asked_for(&self, topics: &[String]) -> bool {
+        topics.iter().any(|t| self.exact.iter().any(|e| e == t))
+            || any_matches(&self.patterns, topics)
+    }
+
+    /// Whether a private event with `topics` may reach this subscriber.
+    pub fn may_see_private(&self, topics: &[String]) -> bool {
+        any_matches(&self.authorized, topics)
+    }
+
+    /// The whole rule, for replay: asked for, and public or authorized.
+    pub fn wants(&self, ev: &StoredEvent) -> bool {
+        self.asked_for(&ev.topics) && (!ev.private || self.may_see_private(&ev.topics))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn ev(topics: &[&str], private: bool) -> StoredEvent {
+        StoredEvent {
+            id: 1,
+            unix_ms: 0,
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            private,
+            public_id: None,
+            wire: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn public_private_and_alternate_topics() {
+        let alice = Interest::selectors(
+            &["https://ex.com/users/alice/{x}".into(), "news".into()],
+            vec![Selector::parse("https://ex.com/users/alice/{x}")],
+        );
+        let anonymous = Interest::selectors(&["*".into()], vec![]);
+        let mine = ev(&["https://ex.com/users/alice/orders"], true);
+        let bobs = ev(&["https://ex.com/users/bob/orders"], true);
+        let public = ev(&["news"], false);
+        // A private event whose alternate topic alice may read.
+        let alternate = ev(
+            &[
+                "https://ex.com/orders/7",
+                "https://ex.com/users/alice/orders",
+            ],
+            true,
+        );
+        assert!(alice.wants(&mine) && alice.wants(&public) && alice.wants(&alternate));
+        assert!(!alice.wants(&bobs));
+        assert!(anonymous.wants(&public));
+        assert!(!anonymous.wants(&mine) && !anonymous.wants(&bobs) && !anonymous.wants(&alternate));
+        let topics = Interest::topics(vec!["b".into(), "a".into(), "b".into()]);
+        assert_eq!(topics.exact, ["a", "b"]);
+        assert!(topics.wants(&ev(&["a"], false)) && !topics.wants(&ev(&["a"], true)));
+    }
+}

@@ -1,0 +1,608 @@
+//! The `mercure` route through real nginx with the shipped snippet: publishing the way
+//! `symfony/mercure` does (a form POST with a Bearer JWT), subscribing with selectors and URI
+//! templates, resuming by the publisher's ids, private updates, every refusal, RS256/ES256
+//! keys, cookies and CORS, and a stream ended when its token expires. Tokens are made by PyJWT
+//! (Debian's python3-jwt) and keys by openssl, never by fastsse.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::*;
+
+const SECRET: &str = "!ChangeThisMercureHubJWTSecretKey!";
+const HUB: &str = "/.well-known/mercure";
+
+/// A token signed by PyJWT: `key` is a secret, or the path of a PEM private key.
+fn token(alg: &str, key: &str, claims: serde_json::Value) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import jwt, json, os, sys\n\
+             claims, alg, key = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]\n\
+             key = open(key).read() if os.path.isfile(key) else key\n\
+             t = jwt.encode(claims, None if alg == 'none' else key, algorithm=alg)\n\
+             print(t.decode() if isinstance(t, bytes) else t)",
+        ])
+        .arg(claims.to_string())
+        .arg(alg)
+        .arg(key)
+        .output()
+        .expect("python3 with PyJWT (Debian: python3-jwt)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// An HS256 token whose secret is `secret_file`'s bytes, made with Python's hmac (PyJWT refuses
+/// to sign with a public key: this is the forgery an HS/RS-confused hub would accept).
+fn hs256_with_file_as_secret(secret_file: &str, claims: serde_json::Value) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import base64, hashlib, hmac, json, sys\n\
+             b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b'=').decode()\n\
+             head = b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())\n\
+             body = b64(sys.argv[1].encode())\n\
+             key = open(sys.argv[2], 'rb').read()\n\
+             sig = hmac.new(key, f'{head}.{body}'.encode(), hashlib.sha256).digest()\n\
+             print(f'{head}.{body}.{b64(sig)}')",
+        ])
+        .arg(claims.to_string())
+        .arg(secret_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The next block that is an event (skips the opening `retry:` hint and heartbeats).
+fn next_event_block(s: &mut HttpStream) -> String {
+    loop {
+        let b = s.next_block().expect("an event");
+        if b.contains("data:") {
+            return b;
+        }
+    }
+}
+
+fn publisher(topics: &[&str]) -> String {
+    token(
+        "HS256",
+        SECRET,
+        serde_json::json!({"mercure": {"publish": topics}}),
+    )
+}
+
+fn subscriber(topics: &[&str]) -> String {
+    token(
+        "HS256",
+        SECRET,
+        serde_json::json!({"mercure": {"subscribe": topics}}),
+    )
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn hub_config(extra: &str) -> String {
+    format!(
+        "[stream]\nretry = \"1s\"\nheartbeat = \"2s\"\n\n\
+         [[route]]\npath = \"{HUB}\"\ntype = \"mercure\"\n\
+         publisher_jwt_key = \"{SECRET}\"\nsubscriber_jwt_key = \"{SECRET}\"\n\
+         anonymous = true\n{extra}\n\n\
+         [[route]]\npath = \"/status\"\ntype = \"status\"\n"
+    )
+}
+
+/// `application/x-www-form-urlencoded`, as PHP's http_build_query writes it.
+fn form(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let enc: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
+                    b' ' => "+".into(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// POSTs a publish; returns (status, body).
+fn publish(port: u16, headers: &[(&str, &str)], fields: &[(&str, &str)]) -> (u16, String) {
+    let mut h = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    h.extend_from_slice(headers);
+    let mut s = HttpStream::send(port, "POST", HUB, &h, form(fields).as_bytes());
+    (s.status, s.rest().trim().to_string())
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+fn subscribe(port: u16, query: &str, headers: &[(&str, &str)]) -> HttpStream {
+    HttpStream::open(port, "GET", &format!("{HUB}?{query}"), headers)
+}
+
+fn enc(s: &str) -> String {
+    form(&[("x", s)])[2..].to_string()
+}
+
+#[test]
+fn publish_and_subscribe_as_symfony_mercure_and_the_js_clients_do() {
+    let Some((_d, n)) = daemon_behind_nginx(&hub_config("")) else {
+        return;
+    };
+    let books = "https://example.com/books/{id}";
+    let mut s = subscribe(n.port, &format!("topic={}", enc(books)), &[]);
+    assert_eq!(s.status, 200);
+    assert_eq!(s.header("content-type"), Some("text/event-stream"));
+    let auth = bearer(&publisher(&["https://example.com/books/{id}"]));
+    let (status, id) = publish(
+        n.port,
+        &[("Authorization", &auth)],
+        &[
+            ("topic", "https://example.com/books/1"),
+            ("data", "{\"title\":\"one\"}\nsecond line"),
+            ("id", "urn:uuid:5e94c686-2c0b-4f9b-958c-92ccc3bbb4eb"),
+        ],
+    );
+    assert_eq!(
+        (status, id.as_str()),
+        (200, "urn:uuid:5e94c686-2c0b-4f9b-958c-92ccc3bbb4eb")
+    );
+    let (ev_id, _, data) = s.next_event().unwrap();
+    assert_eq!(ev_id, id);
+    assert_eq!(data, "{\"title\":\"one\"}\nsecond line");
+    // Alternate topics: the canonical one does not match, an alternate does.
+    let (status, generated) = publish(
+        n.port,
+        &[("Authorization", &bearer(&publisher(&["*"])))],
+        &[
+            ("topic", "https://example.com/reviews/9"),
+            ("topic", "https://example.com/books/2"),
+            ("data", "two"),
+            ("type", "bookUpdated"),
+            ("retry", "4000"),
+        ],
+    );
+    assert_eq!(status, 200);
+    let block = next_event_block(&mut s);
+    assert!(block.contains(&format!("id: {generated}\n")), "{block}");
+    assert!(
+        block.contains("event: bookUpdated\n") && block.contains("retry: 4000\n"),
+        "{block}"
+    );
+    // Not selected: another collection.
+    publish(
+        n.port,
+        &[("Authorization", &bearer(&publisher(&["*"])))],
+        &[("topic", "https://example.com/authors/1"), ("data", "no")],
+    );
+    publish(
+        n.port,
+        &[("Authorization", &bearer(&publisher(&["*"])))],
+        &[
+            ("topic", "https://example.com/books/3"),
+            ("data", "three"),
+            ("id", "book-3"),
+        ],
+    );
+    assert_eq!(s.next_event().unwrap().2, "three");
+    drop(s);
+    // Resuming after the publisher's id, from the header (as a browser's EventSource does).
+    let mut s = subscribe(
+        n.port,
+        &format!("topic={}", enc(books)),
+        &[("Last-Event-ID", &id)],
+    );
+    assert_eq!(s.header("last-event-id"), Some(id.as_str()));
+    assert_eq!(s.next_event().unwrap().2, "two");
+    assert_eq!(s.next_event().unwrap().0, "book-3");
+    drop(s);
+    // From the query (clients that cannot set headers), and `earliest`.
+    let mut s = subscribe(
+        n.port,
+        &format!("topic={}&lastEventID=earliest", enc(books)),
+        &[],
+    );
+    assert_eq!(s.header("last-event-id"), Some("earliest"));
+    let got: Vec<String> = (0..3).map(|_| s.next_event().unwrap().0).collect();
+    assert_eq!(got, [id.clone(), generated.clone(), "book-3".into()]);
+    drop(s);
+    // An id the hub does not know: the in-band reset, then live events.
+    let mut s = subscribe(
+        n.port,
+        &format!("topic={}", enc(books)),
+        &[("Last-Event-ID", "urn:uuid:never-published")],
+    );
+    let block = next_event_block(&mut s);
+    assert!(
+        block.contains("event: fastsse-reset") && block.contains("unknown"),
+        "{block}"
+    );
+}
+
+#[test]
+fn every_refusal_says_why_and_stores_nothing() {
+    let Some((d, n)) = daemon_behind_nginx(&hub_config("")) else {
+        return;
+    };
+    let topic = [("topic", "https://example.com/t"), ("data", "x")];
+    let ok = bearer(&publisher(&["*"]));
+    let cases: Vec<(String, u16, &str)> = vec![
+        (String::new(), 401, "no token"),
+        (bearer("not.a.token"), 401, "malformed"),
+        (
+            bearer(&token(
+                "none",
+                "",
+                serde_json::json!({"mercure": {"publish": ["*"]}}),
+            )),
+            401,
+            "",
+        ),
+        (
+            bearer(&token(
+                "HS384",
+                SECRET,
+                serde_json::json!({"mercure": {"publish": ["*"]}}),
+            )),
+            401,
+            "HS256 only",
+        ),
+        (
+            bearer(&token(
+                "HS256",
+                "another secret, 32 bytes or more!",
+                serde_json::json!({"mercure": {"publish": ["*"]}}),
+            )),
+            401,
+            "bad signature",
+        ),
+        (
+            bearer(&token(
+                "HS256",
+                SECRET,
+                serde_json::json!({"exp": now() - 10, "mercure": {"publish": ["*"]}}),
+            )),
+            401,
+            "expired",
+        ),
+        (
+            bearer(&token(
+                "HS256",
+                SECRET,
+                serde_json::json!({"nbf": now() + 600, "mercure": {"publish": ["*"]}}),
+            )),
+            401,
+            "not valid yet",
+        ),
+        (
+            bearer(&token("HS256", SECRET, serde_json::json!({"sub": "x"}))),
+            403,
+            "no mercure.publish",
+        ),
+        (
+            bearer(&publisher(&["https://example.com/other/{x}"])),
+            403,
+            "not among",
+        ),
+    ];
+    for (auth, status, reason) in &cases {
+        let headers: Vec<(&str, &str)> = if auth.is_empty() {
+            vec![]
+        } else {
+            vec![("Authorization", auth.as_str())]
+        };
+        let (got, body) = publish(n.port, &headers, &topic);
+        assert_eq!(got, *status, "{auth:.40}: {body}");
+        assert!(body.contains(reason), "{reason:?} not in {body:?}");
+        assert!(!body.contains(SECRET));
+    }
+    let bad_forms: [(&[(&str, &str)], &str); 5] = [
+        (&[("data", "no topic")], "missing topic"),
+        (&[("topic", "t"), ("retry", "soon")], "retry"),
+        (&[("topic", "t"), ("id", "#1")], "must not start with #"),
+        (&[("topic", "t"), ("id", "a\nb")], "CR, LF"),
+        (&[("topic", "t"), ("type", "a\r\nb")], "CR or LF"),
+    ];
+    for (fields, reason) in bad_forms {
+        let (got, body) = publish(n.port, &[("Authorization", &ok)], fields);
+        assert_eq!(got, 400, "{fields:?}: {body}");
+        assert!(body.contains(reason), "{reason:?} not in {body:?}");
+    }
+    let mut json = HttpStream::send(
+        n.port,
+        "POST",
+        HUB,
+        &[("Authorization", &ok), ("Content-Type", "application/json")],
+        b"{\"topic\":\"t\"}",
+    );
+    assert_eq!(json.status, 400);
+    assert!(json.rest().contains("x-www-form-urlencoded"));
+    assert_eq!(
+        d.status_number("published"),
+        0,
+        "a refusal stored something"
+    );
+    // The one that is right is stored.
+    assert_eq!(publish(n.port, &[("Authorization", &ok)], &topic).0, 200);
+    // Subscribers: a bad token is refused even where anonymous subscribers are served.
+    let s = subscribe(n.port, "topic=*", &[("Authorization", &bearer("x.y.z"))]);
+    assert_eq!(s.status, 401);
+    assert_eq!(subscribe(n.port, "", &[]).status, 400);
+    // A token longer than 8 KiB (nginx refuses such a header itself; straight to FastCGI).
+    let mut c = FcgiClient::connect(&d.socket);
+    let huge = bearer(&"a".repeat(9000));
+    let params = [
+        ("HTTP_AUTHORIZATION", huge.as_str()),
+        ("QUERY_STRING", "topic=t"),
+    ];
+    c.send(&get_request(
+        1,
+        "/.well-known/mercure?topic=t",
+        false,
+        &params,
+    ));
+    let text = String::from_utf8(c.read_response(1).0).unwrap();
+    assert!(
+        text.starts_with("Status: 401") && text.contains("longer than 8192"),
+        "{text}"
+    );
+}
+
+#[test]
+fn private_updates_reach_only_the_subscribers_allowed_to_see_them_even_after_a_restart() {
+    let Some((mut d, n)) = daemon_behind_nginx(&hub_config("")) else {
+        return;
+    };
+    let alice_t = subscriber(&["https://example.com/users/alice/{+rest}"]);
+    let bob_t = subscriber(&["https://example.com/users/bob/{+rest}"]);
+    let (alice_h, bob_h) = (bearer(&alice_t), bearer(&bob_t));
+    let all = "topic=*";
+    let mut alice = subscribe(n.port, all, &[("Authorization", &alice_h)]);
+    let mut bob = subscribe(n.port, all, &[("Authorization", &bob_h)]);
+    let mut anonymous = subscribe(n.port, all, &[]);
+    let auth = bearer(&publisher(&["*"]));
+    let send = |topics: &[&str], data: &str, private: bool| {
+        let mut fields: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", *t)).collect();
+        fields.push(("data", data));
+        if private {
+            fields.push(("private", "on"));
+        }
+        let (status, body) = publish(n.port, &[("Authorization", &auth)], &fields);
+        assert_eq!(status, 200, "{body}");
+    };
+    send(
+        &["https://example.com/users/alice/orders"],
+        "alice's order",
+        true,
+    );
+    send(
+        &["https://example.com/users/bob/orders"],
+        "bob's order",
+        true,
+    );
+    // Private, with an alternate topic bob may read.
+    send(
+        &[
+            "https://example.com/orders/7",
+            "https://example.com/users/bob/orders/7",
+        ],
+        "order 7 for bob",
+        true,
+    );
+    send(&["https://example.com/news"], "public news", false);
+    assert_eq!(alice.next_event().unwrap().2, "alice's order");
+    assert_eq!(alice.next_event().unwrap().2, "public news");
+    assert_eq!(bob.next_event().unwrap().2, "bob's order");
+    assert_eq!(bob.next_event().unwrap().2, "order 7 for bob");
+    assert_eq!(bob.next_event().unwrap().2, "public news");
+    assert_eq!(anonymous.next_event().unwrap().2, "public news");
+    drop((alice, bob, anonymous));
+    // After a restart the journal still knows which updates were private, and their ids.
+    d.restart("TERM");
+    let replay = |headers: &[(&str, &str)]| {
+        let mut s = subscribe(n.port, "topic=*&lastEventID=earliest", headers);
+        let mut got = Vec::new();
+        while got.last().map(String::as_str) != Some("public news") {
+            got.push(s.next_event().unwrap().2);
+        }
+        got
+    };
+    assert_eq!(
+        replay(&[("Authorization", &alice_h)]),
+        ["alice's order", "public news"]
+    );
+    assert_eq!(
+        replay(&[("Cookie", &format!("mercureAuthorization={bob_t}"))]),
+        ["bob's order", "order 7 for bob", "public news"]
+    );
+    assert_eq!(replay(&[]), ["public news"]);
+}
+
+#[test]
+fn rs256_and_es256_keys_made_by_openssl_and_no_algorithm_confusion() {
+    if !have("openssl") {
+        return;
+    }
+    let keys = TempDir::new("keys");
+    let make = |name: &str, args: &[&str]| {
+        let private = keys.path(&format!("{name}.key"));
+        let public = keys.path(&format!("{name}.pub"));
+        assert!(Command::new("openssl")
+            .args(["genpkey", "-algorithm"])
+            .args(args)
+            .arg("-out")
+            .arg(&private)
+            .status()
+            .unwrap()
+            .success());
+        assert!(Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap()
+            .success());
+        (private.display().to_string(), public.display().to_string())
+    };
+    let (rsa_key, rsa_pub) = make("rsa", &["RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+    let (ec_key, ec_pub) = make("ec", &["EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let config = format!(
+        "[[route]]\npath = \"{HUB}\"\ntype = \"mercure\"\n\
+         publisher_jwt_key = \"{rsa_pub}\"\npublisher_jwt_alg = \"RS256\"\n\
+         subscriber_jwt_key = \"{ec_pub}\"\nsubscriber_jwt_alg = \"ES256\"\n"
+    );
+    let Some((_d, n)) = daemon_behind_nginx(&config) else {
+        return;
+    };
+    let claims = serde_json::json!({"mercure": {"publish": ["*"], "subscribe": ["*"]}});
+    let es = bearer(&token("ES256", &ec_key, claims.clone()));
+    let mut s = subscribe(n.port, "topic=t", &[("Authorization", &es)]);
+    assert_eq!(s.status, 200);
+    let rs = bearer(&token("RS256", &rsa_key, claims.clone()));
+    let fields = [("topic", "t"), ("data", "signed"), ("private", "on")];
+    assert_eq!(publish(n.port, &[("Authorization", &rs)], &fields).0, 200);
+    assert_eq!(s.next_event().unwrap().2, "signed");
+    // The classic confusion: HS256 "signed" with the RSA public key as the secret.
+    let forged = bearer(&hs256_with_file_as_secret(&rsa_pub, claims.clone()));
+    let (status, body) = publish(n.port, &[("Authorization", &forged)], &fields);
+    assert_eq!(status, 401, "{body}");
+    // An ES256 token is not a publisher token here, nor RS256 a subscriber one.
+    assert_eq!(publish(n.port, &[("Authorization", &es)], &fields).0, 401);
+    assert_eq!(
+        subscribe(n.port, "topic=t", &[("Authorization", &rs)]).status,
+        401
+    );
+    // Without a token and with anonymous off: refused, saying why.
+    let mut anon = subscribe(n.port, "topic=t", &[]);
+    assert_eq!(anon.status, 401);
+    assert!(anon.rest().contains("anonymous = false"));
+}
+
+#[test]
+fn cookies_cors_and_the_csrf_guard() {
+    let extra =
+        "cors_origins = [\"https://app.example\"]\npublish_origins = [\"https://app.example\"]\n";
+    let Some((_d, n)) = daemon_behind_nginx(&hub_config(extra)) else {
+        return;
+    };
+    let cookie = format!("mercureAuthorization={}", publisher(&["*"]));
+    let fields = [("topic", "t"), ("data", "from a page")];
+    let from = |origin: &str| {
+        let mut h = vec![("Cookie", cookie.as_str())];
+        if !origin.is_empty() {
+            h.push(("Origin", origin));
+        }
+        publish(n.port, &h, &fields)
+    };
+    let (status, body) = from("https://evil.example");
+    assert_eq!(status, 403);
+    assert!(body.contains("publish_origins"), "{body}");
+    assert_eq!(from("").0, 403, "no Origin, no Referer");
+    assert_eq!(from("https://app.example").0, 200);
+    let referer = publish(
+        n.port,
+        &[
+            ("Cookie", &cookie),
+            ("Referer", "https://app.example/page?x=1"),
+        ],
+        &fields,
+    );
+    assert_eq!(referer.0, 200);
+    // A Bearer token is not sent by a browser on its own: no origin needed.
+    let bearer_only = publish(
+        n.port,
+        &[
+            ("Authorization", &bearer(&publisher(&["*"]))),
+            ("Origin", "https://evil.example"),
+        ],
+        &fields,
+    );
+    assert_eq!(bearer_only.0, 200);
+    // Preflight and the stream's CORS headers.
+    let pre = HttpStream::open(
+        n.port,
+        "OPTIONS",
+        HUB,
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+    );
+    assert_eq!(pre.status, 204);
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(pre.header("access-control-allow-credentials"), Some("true"));
+    let denied = HttpStream::open(
+        n.port,
+        "OPTIONS",
+        HUB,
+        &[("Origin", "https://evil.example")],
+    );
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.header("access-control-allow-origin"), None);
+    let s = subscribe(n.port, "topic=t", &[("Origin", "https://app.example")]);
+    assert_eq!(s.status, 200);
+    assert_eq!(
+        s.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let other = subscribe(n.port, "topic=t", &[("Origin", "https://evil.example")]);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn a_stream_ends_when_its_token_expires_and_a_hub_without_keys_says_why() {
+    let Some((_d, n)) = daemon_behind_nginx(&hub_config("")) else {
+        return;
+    };
+    let t = token(
+        "HS256",
+        SECRET,
+        serde_json::json!({"exp": now() + 3, "mercure": {"subscribe": ["*"]}}),
+    );
+    let started = Instant::now();
+    let mut s = subscribe(n.port, "topic=t", &[("Authorization", &bearer(&t))]);
+    assert_eq!(s.status, 200);
+    let rest = s.rest();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    assert!(rest.trim_end().ends_with("retry: 1000"), "{rest:?}");
+    drop(_d);
+    let keyless = format!("[[route]]\npath = \"{HUB}\"\ntype = \"mercure\"\nanonymous = true\n");
+    let Some((_d, n)) = daemon_behind_nginx(&keyless) else {
+        return;
+    };
+    let (status, body) = publish(
+        n.port,
+        &[("Authorization", &bearer(&publisher(&["*"])))],
+        &[("topic", "t")],
+    );
+    assert_eq!(status, 403);
+    assert!(body.contains("no publisher_jwt_key"), "{body}");
+}
