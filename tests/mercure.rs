@@ -606,3 +606,115 @@ fn a_stream_ends_when_its_token_expires_and_a_hub_without_keys_says_why() {
     assert_eq!(status, 403);
     assert!(body.contains("no publisher_jwt_key"), "{body}");
 }
+
+/// Runs browser-mercure.mjs; publishes (with `after_ready`) once the EventSource is open or has
+/// failed; returns its JSON line.
+fn browser(args: &[&str], after_ready: impl FnOnce()) -> serde_json::Value {
+    use std::io::{BufRead, BufReader};
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/node/browser-mercure.mjs"
+    );
+    let mut child = Command::new("node")
+        .arg(script)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    after_ready();
+    let result = lines.next().expect("a result line").unwrap();
+    let _ = child.wait();
+    serde_json::from_str(&result).unwrap()
+}
+
+#[test]
+fn in_chromium_the_cookie_opens_only_its_own_private_topic_and_cors_admits_only_listed_origins() {
+    if !have("chromium") {
+        return;
+    }
+    let Some((d, n)) = daemon_behind_nginx(&hub_config("")) else {
+        return;
+    };
+    // The page on another origin (localhost rather than 127.0.0.1) is listed: reload to say so.
+    let config = d.dir.path("fastsse.toml");
+    let listed = format!("http://localhost:{}", n.port);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "anonymous = true\n",
+            &format!("anonymous = true\ncors_origins = [\"{listed}\"]\n"),
+        ),
+    )
+    .unwrap();
+    d.signal("HUP");
+    wait_for("the reload", Duration::from_secs(5), || {
+        d.log().contains("SIGHUP: reloaded")
+    });
+    let origin = format!("http://127.0.0.1:{}", n.port);
+    let alice = subscriber(&["https://example.com/users/alice/{+rest}"]);
+    let auth = bearer(&publisher(&["*"]));
+    let send = |topic: &str, data: &str, private: bool| {
+        let mut f = vec![("topic", topic), ("data", data)];
+        if private {
+            f.push(("private", "on"));
+        }
+        assert_eq!(publish(n.port, &[("Authorization", &auth)], &f).0, 200);
+    };
+    // Same origin, the token in the mercureAuthorization cookie (as Symfony sets it).
+    let got = browser(
+        &[
+            &format!("{origin}/status"),
+            &format!("{HUB}?topic=*"),
+            "2",
+            "10",
+            &format!("mercureAuthorization={alice}"),
+        ],
+        || {
+            send("https://example.com/users/bob/inbox", "bob's secret", true);
+            send(
+                "https://example.com/users/alice/inbox",
+                "alice's secret",
+                true,
+            );
+            send("https://example.com/news", "news", false);
+        },
+    );
+    assert_eq!(
+        got["got"],
+        serde_json::json!(["alice's secret", "news"]),
+        "{got}"
+    );
+    // A page on the listed origin, withCredentials: CORS lets it read the stream.
+    let hub = format!("{origin}{HUB}?topic=t");
+    let got = browser(
+        &[
+            &format!("{listed}/status"),
+            &hub,
+            "1",
+            "10",
+            "",
+            "credentials",
+        ],
+        || send("t", "cross-origin", false),
+    );
+    assert_eq!(got["got"], serde_json::json!(["cross-origin"]), "{got}");
+    // The same page on an origin that is not listed: the browser refuses the stream.
+    // (browser-mercure.mjs maps *.test to 127.0.0.1)
+    let unlisted = format!("http://unlisted.test:{}", n.port);
+    let got = browser(
+        &[
+            &format!("{unlisted}/status"),
+            &hub,
+            "1",
+            "3",
+            "",
+            "credentials",
+        ],
+        || send("t", "not for you", false),
+    );
+    assert_eq!(got["got"], serde_json::json!([]), "{got}");
+    assert_eq!(got["readyState"], 2, "{got}");
+}
