@@ -350,6 +350,9 @@ pub struct RouteConfig {
     /// `mercure`: the cookie holding a browser's token.
     #[serde(default = "default_cookie_name")]
     pub cookie_name: String,
+    /// `mercure`: publish subscription events and serve the subscriptions API.
+    #[serde(default)]
+    pub subscriptions: bool,
 }
 
 fn default_jwt_alg() -> toml::Spanned<String> {
@@ -524,6 +527,7 @@ fn route(path: &str, kind: RouteKind) -> RouteConfig {
         cors_origins: Vec::new(),
         publish_origins: Vec::new(),
         cookie_name: default_cookie_name(),
+        subscriptions: false,
     }
 }
 

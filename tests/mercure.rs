@@ -718,3 +718,92 @@ fn in_chromium_the_cookie_opens_only_its_own_private_topic_and_cors_admits_only_
     assert_eq!(got["got"], serde_json::json!([]), "{got}");
     assert_eq!(got["readyState"], 2, "{got}");
 }
+
+#[test]
+fn active_subscriptions_are_announced_and_listed_to_those_allowed() {
+    let Some((_d, n)) = daemon_behind_nginx(&hub_config("subscriptions = true\n")) else {
+        return;
+    };
+    let watcher = bearer(&subscriber(&[
+        "/.well-known/mercure/subscriptions/{topic}/{subscriber}",
+    ]));
+    let topic_sel = "/.well-known/mercure/subscriptions/{topic}/{subscriber}";
+    let mut watch = subscribe(
+        n.port,
+        &format!("topic={}", enc(topic_sel)),
+        &[("Authorization", &watcher)],
+    );
+    assert_eq!(watch.status, 200);
+    let alice = token(
+        "HS256",
+        SECRET,
+        serde_json::json!({"mercure": {"subscribe": ["x"], "payload": {"user": "alice"}}}),
+    );
+    let book = "https://example.com/books/1";
+    let s = subscribe(
+        n.port,
+        &format!("topic={}", enc(book)),
+        &[("Authorization", &bearer(&alice))],
+    );
+    assert_eq!(s.status, 200);
+    // (The watcher's own subscription is announced too.)
+    let started: serde_json::Value = loop {
+        let (_, _, data) = watch.next_event().unwrap();
+        let d: serde_json::Value = serde_json::from_str(&data).unwrap();
+        if d["topic"] == book {
+            break d;
+        }
+    };
+    assert_eq!(started["type"], "Subscription");
+    assert_eq!(started["topic"], book);
+    assert_eq!(started["active"], true);
+    assert_eq!(started["payload"]["user"], "alice");
+    let subscriber_id = started["subscriber"].as_str().unwrap().to_string();
+    assert!(subscriber_id.starts_with("urn:uuid:"), "{started}");
+    let listed_id = started["id"].as_str().unwrap().to_string();
+    assert!(
+        listed_id.starts_with("/.well-known/mercure/subscriptions/https%3A%2F%2F"),
+        "{listed_id}"
+    );
+    // The API, for a token allowed to see them; anonymous gets 401, others see nothing.
+    let get = |path: &str, auth: &str| {
+        let mut h = HttpStream::open(n.port, "GET", path, &[("Authorization", auth)]);
+        (h.status, h.rest())
+    };
+    let (status, body) = get("/.well-known/mercure/subscriptions", &watcher);
+    assert_eq!(status, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["type"], "Subscriptions");
+    let subs = doc["subscriptions"].as_array().unwrap();
+    assert!(
+        subs.iter()
+            .any(|s| s["subscriber"] == subscriber_id.as_str()),
+        "{doc}"
+    );
+    assert!(doc["lastEventID"].is_string(), "{doc}");
+    let (status, body) = get(&listed_id, &watcher);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["topic"],
+        book
+    );
+    let (_, body) = get("/.well-known/mercure/subscriptions", &bearer(&alice));
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["subscriptions"], serde_json::json!([]), "{doc}");
+    assert_eq!(
+        HttpStream::open(n.port, "GET", "/.well-known/mercure/subscriptions", &[]).status,
+        401
+    );
+    // Leaving is announced too.
+    drop(s);
+    let ended: serde_json::Value = loop {
+        let (_, _, data) = watch.next_event().unwrap();
+        let d: serde_json::Value = serde_json::from_str(&data).unwrap();
+        if d["subscriber"] == subscriber_id.as_str() {
+            break d;
+        }
+    };
+    assert_eq!(ended["active"], false, "{ended}");
+    let (status, _) = get(&listed_id, &watcher);
+    assert_eq!(status, 404);
+}

@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use super::{App, Route};
+use super::{subscriptions, App, Route};
 use crate::auth::{self, origin_of, token_of, Claims, TokenFrom, Verifier};
 use crate::config::RouteConfig;
 use crate::hub::journal::Publication;
-use crate::hub::{Hub, Interest, Resume};
+use crate::hub::{Hub, Interest, Presence, Resume};
 use crate::publish::{check_event_name, validate_topics};
 use crate::request::{parse_form, Request};
 use crate::response::{FullResponse, Response};
@@ -40,6 +40,15 @@ impl MercureRoute {
             subscriber: verifier(&conf.subscriber_jwt_key, &conf.subscriber_jwt_alg)?,
             conf: conf.clone(),
         })
+    }
+
+    /// The claims of the request's subscriber token: `None` without a token (or a hub with no
+    /// subscriber key), `Err` with the reason for one that does not verify.
+    pub(super) fn subscriber_claims(&self, req: &Request) -> Result<Option<Claims>, String> {
+        match (token_of(req, &self.conf.cookie_name), &self.subscriber) {
+            (Some((token, _)), Some(v)) => v.verify(&token).map(Some).map_err(|e| e.to_string()),
+            _ => Ok(None),
+        }
     }
 
     /// CORS response headers for the request's `Origin`, if it is allowed.
@@ -179,20 +188,18 @@ impl App {
         if let Err(r) = validate_topics(&topics, m.conf.max_topics) {
             return refuse(400, r.reason).into();
         }
-        let claims = match (token_of(req, &m.conf.cookie_name), &m.subscriber) {
-            (Some((token, _)), Some(v)) => match v.verify(&token) {
-                Ok(c) => c,
-                Err(e) => return refuse(401, e.to_string()).into(),
-            },
-            _ if m.conf.anonymous => Claims::default(),
-            (None, Some(_)) => {
+        let claims = match m.subscriber_claims(req) {
+            Ok(Some(c)) => c,
+            Err(why) => return refuse(401, why).into(),
+            Ok(None) if m.conf.anonymous => Claims::default(),
+            Ok(None) if m.subscriber.is_some() => {
                 return refuse(
                     401,
                     "this hub needs a token to subscribe (anonymous = false)",
                 )
                 .into()
             }
-            (_, None) => return refuse(
+            Ok(None) => return refuse(
                 403,
                 "this hub takes no subscribers: it has no subscriber_jwt_key and anonymous = false",
             )
@@ -214,10 +221,29 @@ impl App {
             Some(id) if id.len() > MAX_ID_BYTES || id.contains('\u{FFFD}') => Resume::Invalid,
             Some(id) => Resume::Named(id.to_string()),
         };
-        let interest = Interest::selectors(&topics, claims.subscribe.clone().unwrap_or_default());
+        let mut interest =
+            Interest::selectors(&topics, claims.subscribe.clone().unwrap_or_default());
+        let presence = m.conf.subscriptions.then(|| {
+            Arc::new(Presence {
+                subscriber: subscriptions::new_subscriber_id(),
+                topics: topics.clone(),
+                payload: claims.payload.clone().unwrap_or_default(),
+            })
+        });
+        interest.presence = presence.clone();
         let source = hub.subscribe(interest, resume);
         let resumed_after = source.resumed_after.clone();
         let mut source: Box<dyn Source> = Box::new(source);
+        if let Some(presence) = presence {
+            let hub_path = m.conf.path.get_ref().clone();
+            subscriptions::announce(hub.clone(), hub_path.clone(), presence.clone(), true);
+            source = Box::new(subscriptions::Announced {
+                inner: source,
+                hub: hub.clone(),
+                hub_path,
+                presence,
+            });
+        }
         if let Some(left) = claims.remaining() {
             let retry = self.config().stream.retry.as_millis() as u64;
             source = Box::new(Expiring::new(

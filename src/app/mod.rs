@@ -19,6 +19,7 @@ use crate::stats::{ConnectionGuard, InputCharge, Stats, StreamPermit};
 
 mod documents;
 mod mercure;
+mod subscriptions;
 
 /// Builds a source for one request to a custom route; an `Err` response is sent instead.
 pub type SourceFactory = Arc<dyn Fn(&Request) -> Result<Box<dyn Source>, Response> + Send + Sync>;
@@ -327,6 +328,19 @@ impl App {
                     .flatten()
             });
         let Some(route) = route else {
+            // A Mercure hub's subscriptions API lives under the hub's path.
+            let api = current.routes.iter().find_map(|r| match &r.handler {
+                Handler::Mercure(m, hub) => req
+                    .path
+                    .strip_prefix(r.path.as_str())
+                    .and_then(|rest| rest.strip_prefix("/subscriptions"))
+                    .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+                    .map(|_| (m, hub)),
+                _ => None,
+            });
+            if let Some((m, hub)) = api {
+                return self.mercure_subscriptions(m, hub, req).into();
+            }
             return FullResponse::text(404, format!("no route for {}", req.path)).into();
         };
         if let Handler::Topics(conf, hub) = &route.handler {

@@ -16,6 +16,19 @@ pub struct Interest {
     pub patterns: Vec<Selector>,
     /// Topics whose private events it may receive; empty: public events only.
     pub authorized: Vec<Selector>,
+    /// Who it is, for hubs that list their subscriptions (Mercure's active subscriptions).
+    pub presence: Option<std::sync::Arc<Presence>>,
+}
+
+/// A subscription as a hub that lists them shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Presence {
+    /// The subscriber's id (an IRI such as `urn:uuid:…`).
+    pub subscriber: String,
+    /// The selectors it subscribed with.
+    pub topics: Vec<String>,
+    /// Its token's `mercure.payload` (JSON null when none).
+    pub payload: serde_json::Value,
 }
 
 impl Interest {

@@ -28,7 +28,7 @@ use local::{AppendJob, LocalJournal, Opened};
 use replay::{ReplayBounds, ReplayBuffer};
 use subscriber::{Offer, Subscriber};
 
-pub use interest::Interest;
+pub use interest::{Interest, Presence};
 
 /// Subscribers written to between two yields of the delivery task.
 const FAN_OUT_SLICE: usize = 512;
@@ -584,6 +584,23 @@ impl Hub {
     /// The journal directory.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
+    }
+
+    /// The subscriptions that say who they are ([`Interest::presence`]), oldest first.
+    pub fn presences(&self) -> Vec<Arc<Presence>> {
+        let st = self.lock();
+        let mut v: Vec<(u64, Arc<Presence>)> = st
+            .subscribers
+            .iter()
+            .filter_map(|(sid, s)| s.interest.presence.clone().map(|p| (*sid, p)))
+            .collect();
+        v.sort_by_key(|(sid, _)| *sid);
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// The id (as sent on the wire) of the newest event, `earliest` when there is none.
+    pub fn newest_event_id(&self) -> String {
+        Self::newest_id(&self.lock())
     }
 
     /// Subscribers now.

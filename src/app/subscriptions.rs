@@ -1,0 +1,225 @@
+//! Mercure's active subscriptions (`subscriptions = true` on a `mercure` route): a private
+//! update on `{hub}/subscriptions/{topic}/{subscriber}` whenever a subscription starts or ends
+//! (a JSON-LD `Subscription` document), and `GET {hub}/subscriptions[/{topic}[/{subscriber}]]`
+//! listing the active ones for a token whose `mercure.subscribe` selects them.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::mercure::MercureRoute;
+use super::App;
+use crate::auth::selector::any_matches;
+use crate::hub::journal::Publication;
+use crate::hub::{Hub, Presence};
+use crate::request::{percent_decode, Request};
+use crate::response::FullResponse;
+use crate::source::{DirectWriter, NextEvent, Source};
+
+/// A new subscriber IRI: `urn:uuid:` and a random (version 4) UUID.
+pub(super) fn new_subscriber_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // RandomState is seeded from the OS's randomness; two of them give 128 bits.
+    let half = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.finish()
+    };
+    let (a, b) = (half(), half());
+    let a = (a & !0xF000) | 0x4000; // version 4
+    let b = (b & !(0b11 << 62)) | (0b10 << 62); // RFC 4122 variant
+    format!(
+        "urn:uuid:{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xFFFF,
+        a & 0xFFFF,
+        b >> 48,
+        b & 0xFFFF_FFFF_FFFF
+    )
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (a path segment).
+pub(super) fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The topic (and JSON-LD id) of one subscription.
+fn subscription_topic(hub_path: &str, topic: &str, subscriber: &str) -> String {
+    format!(
+        "{hub_path}/subscriptions/{}/{}",
+        encode_segment(topic),
+        encode_segment(subscriber)
+    )
+}
+
+fn document(hub_path: &str, p: &Presence, topic: &str, active: bool) -> serde_json::Value {
+    serde_json::json!({
+        "@context": "https://mercure.rocks/",
+        "id": subscription_topic(hub_path, topic, &p.subscriber),
+        "type": "Subscription",
+        "topic": topic,
+        "subscriber": p.subscriber,
+        "active": active,
+        "payload": p.payload,
+    })
+}
+
+/// Publishes (private) that `p` started or ended, one update per topic; in the background.
+pub(super) fn announce(hub: Arc<Hub>, hub_path: String, p: Arc<Presence>, active: bool) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        for t in &p.topics {
+            let publication = Publication {
+                topics: vec![subscription_topic(&hub_path, t, &p.subscriber)],
+                data: document(&hub_path, &p, t, active).to_string(),
+                private: true,
+                ..Publication::default()
+            };
+            if let Err(e) = hub.publish(publication).await {
+                log::warn!(
+                    "route {hub_path}: subscription update for {} not stored: {e}",
+                    p.subscriber
+                );
+            }
+        }
+    });
+}
+
+/// A subscriber's source that announces the end of its subscription when the stream ends.
+pub(super) struct Announced {
+    pub(super) inner: Box<dyn Source>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) hub_path: String,
+    pub(super) presence: Arc<Presence>,
+}
+
+impl Source for Announced {
+    fn next(&mut self) -> NextEvent<'_> {
+        self.inner.next()
+    }
+
+    fn attach_direct(&mut self, writer: Arc<dyn DirectWriter>) {
+        self.inner.attach_direct(writer);
+    }
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        announce(
+            self.hub.clone(),
+            self.hub_path.clone(),
+            self.presence.clone(),
+            false,
+        );
+    }
+}
+
+impl App {
+    /// `GET {hub}/subscriptions[/{topic}[/{subscriber}]]`.
+    pub(super) fn mercure_subscriptions(
+        &self,
+        m: &MercureRoute,
+        hub: &Hub,
+        req: &Request,
+    ) -> FullResponse {
+        let hub_path = m.conf.path.get_ref();
+        if !m.conf.subscriptions {
+            return FullResponse::text(404, format!("{hub_path}: subscriptions = false"));
+        }
+        if req.method != "GET" {
+            return FullResponse::text(405, "the subscriptions API is read-only (GET)")
+                .with_header("Allow", "GET");
+        }
+        let claims = match m.subscriber_claims(req) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return FullResponse::text(401, crate::auth::AuthError::Missing.to_string())
+            }
+            Err(why) => return FullResponse::text(401, why),
+        };
+        let allowed = claims.subscribe.unwrap_or_default();
+        // Segments are matched encoded (a topic holds slashes): from the raw request URI.
+        let prefix = format!("{hub_path}/subscriptions");
+        let raw = req.var("REQUEST_URI").unwrap_or(&req.path);
+        let raw = raw.split('?').next().unwrap_or("");
+        let rest = raw.strip_prefix(&prefix).unwrap_or("");
+        let parts: Vec<String> = rest
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| percent_decode(s, false))
+            .collect();
+        if parts.len() > 2 {
+            return FullResponse::text(404, "no such subscription resource");
+        }
+        let mut docs = Vec::new();
+        for p in hub.presences() {
+            for t in &p.topics {
+                let id = subscription_topic(hub_path, t, &p.subscriber);
+                let selected = parts.first().is_none_or(|want| want == t)
+                    && parts.get(1).is_none_or(|want| *want == p.subscriber);
+                if selected && any_matches(&allowed, &[id]) {
+                    docs.push(document(hub_path, &p, t, true));
+                }
+            }
+        }
+        let body = if parts.len() == 2 {
+            match docs.pop() {
+                Some(d) => d,
+                None => return FullResponse::text(404, "no such active subscription"),
+            }
+        } else {
+            serde_json::json!({
+                "@context": "https://mercure.rocks/",
+                "id": format!("{prefix}{rest}"),
+                "type": "Subscriptions",
+                "lastEventID": hub.newest_event_id(),
+                "subscriptions": docs,
+            })
+        };
+        FullResponse {
+            status: 200,
+            headers: vec![
+                ("Content-Type".into(), "application/ld+json".into()),
+                ("Cache-Control".into(), "no-cache".into()),
+            ],
+            body: bytes::Bytes::from(body.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriber_ids_are_distinct_v4_uuids() {
+        let a = new_subscriber_id();
+        let b = new_subscriber_id();
+        assert_ne!(a, b);
+        let u = a.strip_prefix("urn:uuid:").unwrap();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!("89ab".contains(&u[19..20]), "{u}");
+    }
+
+    #[test]
+    fn topics_are_encoded_as_one_segment() {
+        assert_eq!(
+            subscription_topic(
+                "/.well-known/mercure",
+                "https://ex.com/b/{id}",
+                "urn:uuid:1"
+            ),
+            "/.well-known/mercure/subscriptions/https%3A%2F%2Fex.com%2Fb%2F%7Bid%7D/urn%3Auuid%3A1"
+        );
+    }
+}
