@@ -353,6 +353,14 @@ pub struct RouteConfig {
     /// `mercure`: publish subscription events and serve the subscriptions API.
     #[serde(default)]
     pub subscriptions: bool,
+    /// `topics`, `mercure`: the FastCGI param naming the user the web server authenticated
+    /// (`REMOTE_USER`, or one set from nginx `auth_request`); unset: no user is trusted.
+    #[serde(default)]
+    pub user_param: Option<String>,
+    /// `topics`, `mercure`: topic templates with `{user}` (`user/{user}`) that only that user
+    /// may read (and, on a `mercure` route, whose private updates that user receives).
+    #[serde(default)]
+    pub user_topics: Vec<String>,
 }
 
 fn default_jwt_alg() -> toml::Spanned<String> {
@@ -528,6 +536,8 @@ fn route(path: &str, kind: RouteKind) -> RouteConfig {
         publish_origins: Vec::new(),
         cookie_name: default_cookie_name(),
         subscriptions: false,
+        user_param: None,
+        user_topics: Vec::new(),
     }
 }
 

@@ -125,10 +125,12 @@ impl Request {
         r
     }
 
-    /// A variable as UTF-8, if present and valid UTF-8 (the first of duplicates).
+    /// A variable as UTF-8, if present and valid UTF-8. Of duplicates the last wins, as in
+    /// php-fpm: a `fastcgi_param` written after `include fastcgi_params` overrides it.
     pub fn var(&self, name: &str) -> Option<&str> {
         self.vars
             .iter()
+            .rev()
             .find(|(k, _)| &k[..] == name.as_bytes())
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
@@ -164,6 +166,7 @@ impl Request {
     pub fn last_event_id(&self) -> Option<String> {
         self.vars
             .iter()
+            .rev()
             .find(|(k, _)| &k[..] == b"HTTP_LAST_EVENT_ID")
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .or_else(|| self.query_values("lastEventId").into_iter().next())

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::{subscriptions, App, Route};
-use crate::auth::{self, origin_of, token_of, Claims, TokenFrom, Verifier};
+use crate::auth::{Claims, RouteAuth};
 use crate::config::RouteConfig;
 use crate::hub::journal::Publication;
 use crate::hub::{Hub, Interest, Presence, Resume};
@@ -23,32 +23,16 @@ const MAX_ID_BYTES: usize = 1024;
 /// A `mercure` route's settings and keys.
 pub(super) struct MercureRoute {
     pub(super) conf: RouteConfig,
-    publisher: Option<Verifier>,
-    subscriber: Option<Verifier>,
+    pub(super) auth: RouteAuth,
 }
 
 impl MercureRoute {
     /// Builds the keys (reads PEM files: call it while loading config).
     pub(super) fn new(conf: &RouteConfig) -> Result<MercureRoute, String> {
-        let verifier = |key: &Option<toml::Spanned<String>>, alg: &toml::Spanned<String>| {
-            key.as_ref()
-                .map(|k| Verifier::from_config(alg.get_ref(), k.get_ref()))
-                .transpose()
-        };
         Ok(MercureRoute {
-            publisher: verifier(&conf.publisher_jwt_key, &conf.publisher_jwt_alg)?,
-            subscriber: verifier(&conf.subscriber_jwt_key, &conf.subscriber_jwt_alg)?,
+            auth: RouteAuth::from_route(conf)?,
             conf: conf.clone(),
         })
-    }
-
-    /// The claims of the request's subscriber token: `None` without a token (or a hub with no
-    /// subscriber key), `Err` with the reason for one that does not verify.
-    pub(super) fn subscriber_claims(&self, req: &Request) -> Result<Option<Claims>, String> {
-        match (token_of(req, &self.conf.cookie_name), &self.subscriber) {
-            (Some((token, _)), Some(v)) => v.verify(&token).map(Some).map_err(|e| e.to_string()),
-            _ => Ok(None),
-        }
     }
 
     /// CORS response headers for the request's `Origin`, if it is allowed.
@@ -116,61 +100,22 @@ impl App {
             );
             refuse(status, why)
         };
-        let Some(verifier) = &m.publisher else {
-            return refused(
-                403,
-                "publishing is off on this hub: it has no publisher_jwt_key".into(),
-            );
-        };
-        let Some((token, from)) = token_of(req, &m.conf.cookie_name) else {
-            return refused(401, auth::AuthError::Missing.to_string());
-        };
-        if from == TokenFrom::Cookie {
-            // A browser sends the cookie on its own, from any page: only listed origins.
-            let origin = origin_of(req);
-            let allowed = origin.as_deref().is_some_and(|o| {
-                m.conf
-                    .publish_origins
-                    .iter()
-                    .any(|p| p.trim_end_matches('/') == o)
-            });
-            if !allowed {
-                return refused(
-                    403,
-                    format!(
-                        "a publish authorized by the {} cookie must come from an origin in publish_origins (this one came from {})",
-                        m.conf.cookie_name,
-                        origin.as_deref().unwrap_or("no Origin or Referer")
-                    ),
-                );
-            }
-        }
-        let claims = match verifier.verify(&token) {
+        let claims = match m.auth.publisher_claims(req) {
             Ok(c) => c,
-            Err(e) => return refused(401, e.to_string()),
+            Err((status, why)) => return refused(status, why),
         };
         let publication = match parse_update(req, m.conf.max_topics) {
             Ok(p) => p,
             Err(why) => return refused(400, why),
         };
-        let Some(allowed) = &claims.publish else {
-            return refused(403, "the token has no mercure.publish claim".into());
-        };
-        if let Some(t) = publication
-            .topics
-            .iter()
-            .find(|t| !allowed.iter().any(|s| s.matches(t)))
-        {
-            return refused(
-                403,
-                format!("topic {t} is not among the token's mercure.publish selectors"),
-            );
+        if let Err((status, why)) = RouteAuth::may_publish(&claims, &publication.topics) {
+            return refused(status, why);
         }
         let public_id = publication.public_id.clone();
         match hub.publish(publication).await {
             Ok(seq) => FullResponse::text(200, public_id.unwrap_or_else(|| seq.to_string()))
                 .with_header("Cache-Control", "no-cache"),
-            Err(e) => super::not_stored(e, req, path),
+            Err(e) => super::topics::not_stored(e, req, path),
         }
     }
 
@@ -188,11 +133,12 @@ impl App {
         if let Err(r) = validate_topics(&topics, m.conf.max_topics) {
             return refuse(400, r.reason).into();
         }
-        let claims = match m.subscriber_claims(req) {
+        let user = m.auth.user(req);
+        let claims = match m.auth.subscriber_claims(req) {
             Ok(Some(c)) => c,
             Err(why) => return refuse(401, why).into(),
-            Ok(None) if m.conf.anonymous => Claims::default(),
-            Ok(None) if m.subscriber.is_some() => {
+            Ok(None) if m.conf.anonymous || user.is_some() => Claims::default(),
+            Ok(None) if m.auth.subscriber.is_some() => {
                 return refuse(
                     401,
                     "this hub needs a token to subscribe (anonymous = false)",
@@ -221,8 +167,11 @@ impl App {
             Some(id) if id.len() > MAX_ID_BYTES || id.contains('\u{FFFD}') => Resume::Invalid,
             Some(id) => Resume::Named(id.to_string()),
         };
-        let mut interest =
-            Interest::selectors(&topics, claims.subscribe.clone().unwrap_or_default());
+        let mut authorized = claims.subscribe.clone().unwrap_or_default();
+        if let Some(u) = &user {
+            authorized.extend(m.auth.user_selectors(u));
+        }
+        let mut interest = Interest::selectors(&topics, authorized);
         let presence = m.conf.subscriptions.then(|| {
             Arc::new(Presence {
                 subscriber: subscriptions::new_subscriber_id(),

@@ -8,10 +8,11 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::access_log::{AccessLog, StreamLog};
+use crate::auth::RouteAuth;
 use crate::config::{Config, RouteConfig, RouteKind};
 use crate::hub::replay::ReplayBounds;
-use crate::hub::{Hub, HubError, HubSettings, Resume};
-use crate::publish::{parse_publication, token_matches, validate_topics};
+use crate::hub::{Hub, HubSettings, Resume};
+use crate::publish::validate_topics;
 use crate::request::Request;
 use crate::response::{stream_headers, FullResponse, Response, StreamResponse};
 use crate::source::{ClockSource, PingSource, Source, StreamTiming};
@@ -20,14 +21,15 @@ use crate::stats::{ConnectionGuard, InputCharge, Stats, StreamPermit};
 mod documents;
 mod mercure;
 mod subscriptions;
+mod topics;
 
 /// Builds a source for one request to a custom route; an `Err` response is sent instead.
 pub type SourceFactory = Arc<dyn Fn(&Request) -> Result<Box<dyn Source>, Response> + Send + Sync>;
 
 #[derive(Clone)]
 enum Handler {
-    Builtin(RouteConfig),
-    Topics(RouteConfig, Arc<Hub>),
+    Builtin(Box<RouteConfig>),
+    Topics(Arc<(RouteConfig, RouteAuth)>, Arc<Hub>),
     Mercure(Arc<mercure::MercureRoute>, Arc<Hub>),
     /// A topics route whose journal could not be opened (CGI only: the daemon refuses to start).
     Unavailable(&'static str),
@@ -99,7 +101,10 @@ fn build_routes(config: &Config, strict: bool, keep: &[Route]) -> Result<Vec<Rou
                     None => Hub::open(path, journal, hub_settings(config, r)),
                 };
                 match hub {
-                    Ok(hub) if r.kind == RouteKind::Topics => Handler::Topics(r.clone(), hub),
+                    Ok(hub) if r.kind == RouteKind::Topics => match RouteAuth::from_route(r) {
+                        Ok(auth) => Handler::Topics(Arc::new((r.clone(), auth)), hub),
+                        Err(e) => return Err(format!("route {path}: {e}")),
+                    },
                     Ok(hub) => match mercure::MercureRoute::new(r) {
                         Ok(m) => Handler::Mercure(Arc::new(m), hub),
                         Err(e) => return Err(format!("route {path}: {e}")),
@@ -113,7 +118,7 @@ fn build_routes(config: &Config, strict: bool, keep: &[Route]) -> Result<Vec<Rou
                     Err(e) => return Err(format!("route {path}: {e}")),
                 }
             }
-            _ => Handler::Builtin(r.clone()),
+            _ => Handler::Builtin(Box::new(r.clone())),
         };
         routes.push(Route {
             path: path.clone(),
@@ -343,9 +348,10 @@ impl App {
             }
             return FullResponse::text(404, format!("no route for {}", req.path)).into();
         };
-        if let Handler::Topics(conf, hub) = &route.handler {
+        if let Handler::Topics(route_auth, hub) = &route.handler {
             if req.method == "POST" {
-                return self.publish(conf, hub, req).await.into();
+                let (conf, auth) = &**route_auth;
+                return self.publish(conf, auth, hub, req).await.into();
             }
         }
         if let Handler::Mercure(m, hub) = &route.handler {
@@ -383,10 +389,20 @@ impl App {
                 RouteKind::Ping => Box::new(PingSource::new(r.interval)),
                 RouteKind::Topics | RouteKind::Mercure => unreachable!("these routes have a hub"),
             },
-            Handler::Topics(conf, hub) => {
+            Handler::Topics(route_auth, hub) => {
+                let (conf, auth) = &**route_auth;
                 let topics = req.query_values("topic");
                 if let Err(refusal) = validate_topics(&topics, conf.max_topics) {
                     return FullResponse::from(refusal).into();
+                }
+                if let Err((status, why)) = auth.may_subscribe(req, &topics) {
+                    log::info!(
+                        "req={} route={} peer={}: subscription refused ({status}): {why}",
+                        req.id,
+                        route.path,
+                        req.peer
+                    );
+                    return FullResponse::text(status, why).into();
                 }
                 if req.is_head() {
                     return self.stream_head_only();
@@ -488,61 +504,6 @@ impl App {
             access,
             extra_headers: Vec::new(),
         })
-    }
-
-    /// `POST` to a topics route: authorise, parse, journal, answer with the id.
-    async fn publish(&self, conf: &RouteConfig, hub: &Hub, req: &Request) -> FullResponse {
-        if let Some(expected) = &conf.publish_token {
-            let presented = req
-                .header("Authorization")
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !token_matches(presented.trim(), expected) {
-                log::warn!(
-                    "req={} route={} peer={}: publish refused, missing or wrong token",
-                    req.id,
-                    conf.path.get_ref(),
-                    req.peer
-                );
-                return FullResponse::text(
-                    401,
-                    "publishing needs Authorization: Bearer <publish_token>",
-                )
-                .with_header("WWW-Authenticate", "Bearer");
-            }
-        }
-        let publication = match parse_publication(req, conf.max_topics) {
-            Ok(p) => p,
-            Err(refusal) => return refusal.into(),
-        };
-        match hub.publish(publication).await {
-            Ok(id) => {
-                FullResponse::text(200, id.to_string()).with_header("Cache-Control", "no-cache")
-            }
-            Err(e) => not_stored(e, req, conf.path.get_ref()),
-        }
-    }
-}
-
-/// The answer to a publish the hub did not store: 500 when the journal failed, 503 (retry)
-/// when it was busy or closing. The log gets the whole story; the client a reason and the
-/// request id to find it by.
-fn not_stored(e: HubError, req: &Request, route: &str) -> FullResponse {
-    log::error!(
-        "req={} route={route} peer={}: publish failed, not stored: {e}",
-        req.id,
-        req.peer
-    );
-    let reason = e.public_reason();
-    match e {
-        HubError::Journal(_) => {
-            FullResponse::text(500, format!("not stored: {reason} (request {})", req.id))
-        }
-        HubError::Busy(_) | HubError::Closed => FullResponse::text(
-            503,
-            format!("not stored: {reason}; retry (request {})", req.id),
-        )
-        .with_header("Retry-After", "1"),
     }
 }
 

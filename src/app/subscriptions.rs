@@ -139,7 +139,7 @@ impl App {
             return FullResponse::text(405, "the subscriptions API is read-only (GET)")
                 .with_header("Allow", "GET");
         }
-        let claims = match m.subscriber_claims(req) {
+        let claims = match m.auth.subscriber_claims(req) {
             Ok(Some(c)) => c,
             Ok(None) => {
                 return FullResponse::text(401, crate::auth::AuthError::Missing.to_string())

@@ -4,6 +4,7 @@
 //! `jsonwebtoken` crate against one configured algorithm and key (no `alg: none`, no HS/RS
 //! confusion), `exp` and `nbf` enforced. Topic selectors are in [`selector`].
 
+pub mod route;
 pub mod selector;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,6 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::request::Request;
+pub use route::RouteAuth;
 pub use selector::Selector;
 
 /// Longest token accepted (bytes); a longer one is refused before it is decoded.
@@ -209,4 +211,17 @@ pub fn origin_of(req: &Request) -> Option<String> {
     let (scheme, rest) = r.split_once("://")?;
     let host = rest.split(['/', '?', '#']).next()?;
     Some(format!("{scheme}://{host}"))
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters (what a URI template's simple
+/// expansion of a value gives).
+pub fn encode_component(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

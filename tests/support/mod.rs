@@ -530,6 +530,12 @@ impl Nginx {
     /// Starts nginx with the `location` block the project ships in `conf/nginx.conf`, pointed
     /// at `upstream`, plus `extra_http` lines.
     pub fn start(upstream: &str, extra_http: &str) -> Nginx {
+        Nginx::start_with(upstream, extra_http, "")
+    }
+
+    /// [`Nginx::start`] with `extra_server` lines in the shipped `server` block, after the
+    /// snippet (`unix:/run/fastsse/fastsse.sock` in them is replaced by `upstream` too).
+    pub fn start_with(upstream: &str, extra_http: &str, extra_server: &str) -> Nginx {
         let dir = TempDir::new("nginx");
         let port = free_port();
         let shipped =
@@ -541,7 +547,10 @@ impl Nginx {
         ))
         .expect("conf/nginx-fastsse.conf");
         let shipped = shipped
-            .replace("include snippets/fastsse.conf;", &snippet)
+            .replace(
+                "include snippets/fastsse.conf;",
+                &format!("{snippet}\n{extra_server}"),
+            )
             .replace("unix:/run/fastsse/fastsse.sock", upstream)
             .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
             .replace("server_name example.com;", "server_name localhost;");

@@ -1,0 +1,131 @@
+//! `POST` to a `topics` route: who may publish (a page of another site may not; then the
+//! `publish_token` or a publisher JWT), the body parsed, the journal's answer — 200 with the
+//! id only once stored, 500/503 with a reason when not.
+
+use super::App;
+use crate::auth::RouteAuth;
+use crate::config::RouteConfig;
+use crate::hub::{Hub, HubError};
+use crate::publish::{parse_publication, token_matches};
+use crate::request::Request;
+use crate::response::FullResponse;
+
+impl App {
+    /// `POST` to a topics route: authorise, parse, journal, answer with the id.
+    pub(super) async fn publish(
+        &self,
+        conf: &RouteConfig,
+        auth: &RouteAuth,
+        hub: &Hub,
+        req: &Request,
+    ) -> FullResponse {
+        if let Some(origin) = cross_origin(req, &conf.publish_origins) {
+            log::warn!(
+                "req={} route={} peer={}: publish from the page of another site ({origin}) refused",
+                req.id,
+                conf.path.get_ref(),
+                req.peer
+            );
+            return FullResponse::text(
+                403,
+                format!("a publish from a page on {origin} is refused: that origin is not in publish_origins"),
+            );
+        }
+        let presented = req
+            .header("Authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .trim();
+        let token_ok = conf
+            .publish_token
+            .as_deref()
+            .is_some_and(|t| token_matches(presented, t));
+        let mut jwt = None;
+        if auth.publisher.is_some() && !token_ok {
+            match auth.publisher_claims(req) {
+                Ok(c) => jwt = Some(c),
+                Err((status, why)) => {
+                    log::warn!(
+                        "req={} route={} peer={}: publish refused ({status}): {why}",
+                        req.id,
+                        conf.path.get_ref(),
+                        req.peer
+                    );
+                    return FullResponse::text(status, why)
+                        .with_header("WWW-Authenticate", "Bearer");
+                }
+            }
+        } else if let Some(expected) = &conf.publish_token {
+            if !token_matches(presented, expected) {
+                log::warn!(
+                    "req={} route={} peer={}: publish refused, missing or wrong token",
+                    req.id,
+                    conf.path.get_ref(),
+                    req.peer
+                );
+                return FullResponse::text(
+                    401,
+                    "publishing needs Authorization: Bearer <publish_token>",
+                )
+                .with_header("WWW-Authenticate", "Bearer");
+            }
+        }
+        let publication = match parse_publication(req, conf.max_topics) {
+            Ok(p) => p,
+            Err(refusal) => return refusal.into(),
+        };
+        if let Some(claims) = &jwt {
+            if let Err((status, why)) = RouteAuth::may_publish(claims, &publication.topics) {
+                return FullResponse::text(status, why);
+            }
+        }
+        match hub.publish(publication).await {
+            Ok(id) => {
+                FullResponse::text(200, id.to_string()).with_header("Cache-Control", "no-cache")
+            }
+            Err(e) => not_stored(e, req, conf.path.get_ref()),
+        }
+    }
+}
+
+/// The origin of a browser request from a page on another site (`Origin`, else `Referer`),
+/// unless it is listed in `allowed`. Hosts are compared without ports (nginx passes `Host`
+/// without one); requests without either header (curl, a PHP backend) are not cross-origin.
+fn cross_origin(req: &Request, allowed: &[String]) -> Option<String> {
+    let origin = crate::auth::origin_of(req)?;
+    if allowed.iter().any(|a| a.trim_end_matches('/') == origin) {
+        return None;
+    }
+    let host_of = |s: &str| {
+        let s = s.rsplit("://").next().unwrap_or(s);
+        let s = s.split('/').next().unwrap_or(s);
+        match s.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6).to_ascii_lowercase(),
+            None => s.split(':').next().unwrap_or(s).to_ascii_lowercase(),
+        }
+    };
+    let host = req.header("Host")?;
+    (host_of(&origin) != host_of(host)).then_some(origin)
+}
+
+/// The answer to a publish the hub did not store: 500 when the journal failed, 503 (retry)
+/// when it was busy or closing. The log gets the whole story; the client a reason and the
+/// request id to find it by.
+pub(super) fn not_stored(e: HubError, req: &Request, route: &str) -> FullResponse {
+    log::error!(
+        "req={} route={route} peer={}: publish failed, not stored: {e}",
+        req.id,
+        req.peer
+    );
+    let reason = e.public_reason();
+    match e {
+        HubError::Journal(_) => {
+            FullResponse::text(500, format!("not stored: {reason} (request {})", req.id))
+        }
+        HubError::Busy(_) | HubError::Closed => FullResponse::text(
+            503,
+            format!("not stored: {reason}; retry (request {})", req.id),
+        )
+        .with_header("Retry-After", "1"),
+    }
+}

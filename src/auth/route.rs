@@ -1,0 +1,167 @@
+//! A route's authorization, the same for `topics` and `mercure` routes: who may publish (a
+//! publisher token whose `mercure.publish` covers every topic; by cookie only from
+//! `publish_origins`), who may read what (a subscriber token's `mercure.subscribe`, or the user
+//! the web server names in a FastCGI param — `REMOTE_USER` after nginx `auth_request` or Apache
+//! `Require valid-user` — for the `user_topics` templates with `{user}` filled in).
+
+use super::selector::Selector;
+use super::{origin_of, token_of, AuthError, Claims, TokenFrom, Verifier};
+use crate::config::RouteConfig;
+use crate::request::Request;
+
+/// A refusal: the status (401 or 403) and the reason for the client.
+pub type Refused = (u16, String);
+
+/// One route's keys and rules.
+pub struct RouteAuth {
+    /// Checks publishers' tokens; `None`: no publisher tokens on this route.
+    pub publisher: Option<Verifier>,
+    /// Checks subscribers' tokens; `None`: no subscriber tokens on this route.
+    pub subscriber: Option<Verifier>,
+    cookie_name: String,
+    publish_origins: Vec<String>,
+    user_param: Option<String>,
+    user_topics: Vec<String>,
+}
+
+impl RouteAuth {
+    /// From a route's config (reads PEM key files: call it while loading config).
+    pub fn from_route(conf: &RouteConfig) -> Result<RouteAuth, String> {
+        let verifier = |key: &Option<toml::Spanned<String>>, alg: &toml::Spanned<String>| {
+            key.as_ref()
+                .map(|k| Verifier::from_config(alg.get_ref(), k.get_ref()))
+                .transpose()
+        };
+        Ok(RouteAuth {
+            publisher: verifier(&conf.publisher_jwt_key, &conf.publisher_jwt_alg)?,
+            subscriber: verifier(&conf.subscriber_jwt_key, &conf.subscriber_jwt_alg)?,
+            cookie_name: conf.cookie_name.clone(),
+            publish_origins: conf.publish_origins.clone(),
+            user_param: conf.user_param.clone(),
+            user_topics: conf.user_topics.clone(),
+        })
+    }
+
+    /// The claims of the publisher's token, or why there is none that counts.
+    pub fn publisher_claims(&self, req: &Request) -> Result<Claims, Refused> {
+        let Some(verifier) = &self.publisher else {
+            return Err((
+                403,
+                "publishing is off on this hub: it has no publisher_jwt_key".into(),
+            ));
+        };
+        let Some((token, from)) = token_of(req, &self.cookie_name) else {
+            return Err((401, AuthError::Missing.to_string()));
+        };
+        if from == TokenFrom::Cookie {
+            // A browser sends the cookie on its own, from any page: only listed origins.
+            let origin = origin_of(req);
+            let listed = origin.as_deref().is_some_and(|o| {
+                self.publish_origins
+                    .iter()
+                    .any(|p| p.trim_end_matches('/') == o)
+            });
+            if !listed {
+                return Err((
+                    403,
+                    format!(
+                        "a publish authorized by the {} cookie must come from an origin in publish_origins (this one came from {})",
+                        self.cookie_name,
+                        origin.as_deref().unwrap_or("no Origin or Referer")
+                    ),
+                ));
+            }
+        }
+        verifier.verify(&token).map_err(|e| (401, e.to_string()))
+    }
+
+    /// Whether `claims` may publish to every one of `topics`.
+    pub fn may_publish(claims: &Claims, topics: &[String]) -> Result<(), Refused> {
+        let Some(allowed) = &claims.publish else {
+            return Err((403, "the token has no mercure.publish claim".into()));
+        };
+        match topics
+            .iter()
+            .find(|t| !allowed.iter().any(|s| s.matches(t)))
+        {
+            Some(t) => Err((
+                403,
+                format!("topic {t} is not among the token's mercure.publish selectors"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The claims of the subscriber's token: `None` without a token (or with no subscriber key
+    /// on this route), `Err` with the reason for one that does not verify.
+    pub fn subscriber_claims(&self, req: &Request) -> Result<Option<Claims>, String> {
+        match (token_of(req, &self.cookie_name), &self.subscriber) {
+            (Some((token, _)), Some(v)) => v.verify(&token).map(Some).map_err(|e| e.to_string()),
+            _ => Ok(None),
+        }
+    }
+
+    /// The user the web server vouches for (`user_param`), if it names one.
+    pub fn user(&self, req: &Request) -> Option<String> {
+        let name = self.user_param.as_deref()?;
+        req.var(name).filter(|u| !u.is_empty()).map(str::to_string)
+    }
+
+    /// The `user_topics` templates with `{user}` filled in (percent-encoded, as a URI
+    /// template's simple expansion would).
+    pub fn user_selectors(&self, user: &str) -> Vec<Selector> {
+        let user: String = super::encode_component(user);
+        self.user_topics
+            .iter()
+            .map(|t| Selector::parse(&t.replace("{user}", &user)))
+            .collect()
+    }
+
+    /// Whether `topic` is some user's own (it matches a `user_topics` template).
+    pub fn is_user_topic(&self, topic: &str) -> bool {
+        self.user_topics
+            .iter()
+            .any(|t| Selector::parse(t).matches(topic))
+    }
+
+    /// For a `topics` route (no private flag: a topic is open or guarded): whether `req` may
+    /// subscribe to `topics`. With a subscriber key every topic is guarded; a `user_topics`
+    /// topic is guarded always. A guarded topic needs the token's `mercure.subscribe` or the
+    /// web server's user to allow it.
+    pub fn may_subscribe(&self, req: &Request, topics: &[String]) -> Result<(), Refused> {
+        let guarded: Vec<&String> = topics
+            .iter()
+            .filter(|t| self.subscriber.is_some() || self.is_user_topic(t))
+            .collect();
+        if guarded.is_empty() {
+            return Ok(());
+        }
+        let claims = self.subscriber_claims(req).map_err(|why| (401, why))?;
+        let user = self.user(req);
+        if claims.is_none() && user.is_none() {
+            return Err((
+                401,
+                format!(
+                    "topic {} needs a subscriber token{}",
+                    guarded[0],
+                    if self.user_param.is_some() {
+                        " or a signed-in user"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        let mut allowed = claims.and_then(|c| c.subscribe).unwrap_or_default();
+        if let Some(u) = &user {
+            allowed.extend(self.user_selectors(u));
+        }
+        match guarded
+            .iter()
+            .find(|t| !allowed.iter().any(|s| s.matches(t)))
+        {
+            Some(t) => Err((403, format!("topic {t} is not yours to read"))),
+            None => Ok(()),
+        }
+    }
+}
