@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 # Real peers the integration tests start: nginx, cgi-fcgi (libfcgi-bin), curl, Apache (with
 # mod_fcgid), lighttpd, h2o, systemd (systemd-socket-activate), chromium (a real browser, driven
 # headless by npm puppeteer-core; nothing downloads a browser of its own), openssl (test
-# certificates and keys), PyJWT with cryptography (tokens made independently of fastsse);
+# certificates and keys), PyJWT with cryptography (tokens made independently of fastsse),
+# php-cli with php-curl (the README's PHP publisher);
 # node and npm for
 # the npm `eventsource` client (a WHATWG EventSource) when the machine has no node of its own.
 packages=(nginx libfcgi-bin curl apache2 libapache2-mod-fcgid lighttpd h2o systemd chromium openssl
-  python3-jwt python3-cryptography)
+  python3-jwt python3-cryptography php-cli php-curl)
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do

@@ -380,6 +380,8 @@ fn private_updates_reach_only_the_subscribers_allowed_to_see_them_even_after_a_r
     let mut alice = subscribe(n.port, all, &[("Authorization", &alice_h)]);
     let mut bob = subscribe(n.port, all, &[("Authorization", &bob_h)]);
     let mut anonymous = subscribe(n.port, all, &[]);
+    // The token in the `authorization` query parameter (clients that can set no header).
+    let mut alice_q = subscribe(n.port, &format!("{all}&authorization={alice_t}"), &[]);
     let auth = bearer(&publisher(&["*"]));
     let send = |topics: &[&str], data: &str, private: bool| {
         let mut fields: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", *t)).collect();
@@ -416,7 +418,8 @@ fn private_updates_reach_only_the_subscribers_allowed_to_see_them_even_after_a_r
     assert_eq!(bob.next_event().unwrap().2, "order 7 for bob");
     assert_eq!(bob.next_event().unwrap().2, "public news");
     assert_eq!(anonymous.next_event().unwrap().2, "public news");
-    drop((alice, bob, anonymous));
+    assert_eq!(alice_q.next_event().unwrap().2, "alice's order");
+    drop((alice, bob, anonymous, alice_q));
     // After a restart the journal still knows which updates were private, and their ids.
     d.restart("TERM");
     let replay = |headers: &[(&str, &str)]| {
@@ -806,4 +809,64 @@ fn active_subscriptions_are_announced_and_listed_to_those_allowed() {
     assert_eq!(ended["active"], false, "{ended}");
     let (status, _) = get(&listed_id, &watcher);
     assert_eq!(status, 404);
+}
+
+#[test]
+fn the_readmes_plain_php_publisher_publishes_a_private_update() {
+    if !have("php") {
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = &readme[readme
+        .find("<!-- php-publisher")
+        .expect("the php block marker")..];
+    let start = block.find("```php\n").unwrap() + 7;
+    let php = &block[start..start + block[start..].find("```").unwrap()];
+    let Some((_d, n)) = daemon_behind_nginx(&hub_config("")) else {
+        return;
+    };
+    let alice = bearer(&subscriber(&["https://example.com/users/alice/{+rest}"]));
+    let mut s = subscribe(n.port, "topic=*", &[("Authorization", &alice)]);
+    let mut anonymous = subscribe(n.port, "topic=*", &[]);
+    let dir = TempDir::new("php");
+    let script = dir.path("publish.php");
+    std::fs::write(&script, php).unwrap();
+    let out = Command::new("php")
+        .arg(&script)
+        .env("MERCURE_URL", format!("http://127.0.0.1:{}{HUB}", n.port))
+        .env("MERCURE_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (got_id, _, data) = s.next_event().unwrap();
+    assert_eq!((got_id, data.as_str()), (id, "{\"status\":\"shipped\"}"));
+    // Private: the anonymous subscriber gets nothing (a public event proves it is listening).
+    let (status, _) = publish(
+        n.port,
+        &[("Authorization", &bearer(&publisher(&["*"])))],
+        &[("topic", "https://example.com/news"), ("data", "public")],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(anonymous.next_event().unwrap().2, "public");
+    // A wrong secret: the PHP function throws with the hub's reason.
+    let out = Command::new("php")
+        .arg(&script)
+        .env("MERCURE_URL", format!("http://127.0.0.1:{}{HUB}", n.port))
+        .env("MERCURE_SECRET", "not the hub's secret, but long enough")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("not published: bad signature"), "{text}");
 }

@@ -355,10 +355,11 @@ fn oversized_and_hostile_params_get_clear_errors() {
             "{hostile:?}: {r}"
         );
     }
-    // Duplicate names, NUL and '=' in names, non-UTF-8 values: served.
+    // Duplicate names (the last wins, as in php-fpm), NUL and '=' in names, non-UTF-8
+    // values: served.
     let mut odd = pairs(&[
-        ("REQUEST_URI", "/status"),
         ("REQUEST_URI", "/clock"),
+        ("REQUEST_URI", "/status"),
         ("A\0=B", "x"),
     ]);
     odd.extend([4, 2]);
