@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -43,70 +42,44 @@ fn an_event_source_survives_a_five_second_daemon_stop_and_misses_nothing() {
     let Some((mut d, n)) = daemon_behind_nginx(CONFIG) else {
         return;
     };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/node/browser-eventsource.mjs"
+    let page = format!("http://127.0.0.1:{}/status", n.port);
+    let result = run_browser(
+        "browser-eventsource.mjs",
+        &[&page, "/events?topic=t", "20", "40"],
+        || {
+            for i in 0..10 {
+                publish(n.port, &format!("before {i}"));
+            }
+            // A deploy: the daemon is away for 5 s (nginx answers its error page meanwhile).
+            d.signal("TERM");
+            d.wait_exit(Duration::from_secs(5));
+            std::thread::sleep(Duration::from_secs(5));
+            d.respawn();
+            for i in 0..10 {
+                publish(n.port, &format!("after {i}"));
+            }
+        },
     );
-    let mut browser = Command::new("node")
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{}", n.port))
-        .arg("/events?topic=t")
-        .arg("20")
-        .arg("40")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node");
-    let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    for i in 0..10 {
-        publish(n.port, &format!("before {i}"));
-    }
-    // A deploy: the daemon is away for 5 s (nginx answers its error page meanwhile).
-    d.signal("TERM");
-    d.wait_exit(Duration::from_secs(5));
-    std::thread::sleep(Duration::from_secs(5));
-    d.respawn();
-    for i in 0..10 {
-        publish(n.port, &format!("after {i}"));
-    }
-    let result = lines.next().expect("a result line").unwrap();
-    let _ = browser.wait();
     let want: Vec<String> = (0..10)
-        .map(|i| format!("\"before {i}\""))
-        .chain((0..10).map(|i| format!("\"after {i}\"")))
+        .map(|i| format!("before {i}"))
+        .chain((0..10).map(|i| format!("after {i}")))
         .collect();
-    let got = format!("[{}]", want.join(","));
-    assert!(result.contains(&format!("\"got\":{got}")), "{result}");
+    assert_eq!(result["got"], serde_json::json!(want), "{result}");
+    let result = result.to_string();
     assert!(
         !result.contains("\"readyState\":2"),
         "the EventSource closed for good: {result}"
     );
 }
 
-/// Runs browser-many-streams.mjs: `n` EventSources on `origin`; publishes once all that can
-/// open are open; returns its JSON line.
+/// `n` EventSources in one page on `origin`; publishes once all that can open are open.
 fn many_streams(origin: &str, n: usize, publish_port: u16) -> serde_json::Value {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/node/browser-many-streams.mjs"
-    );
-    let mut browser = Command::new("node")
-        .arg(script)
-        .arg(origin)
-        .arg("/events?topic=t")
-        .arg(n.to_string())
-        .arg("5")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node");
-    let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    publish(publish_port, "to every open stream");
-    let result = lines.next().expect("a result line").unwrap();
-    let _ = browser.wait();
-    serde_json::from_str(&result).unwrap()
+    let page = format!("{origin}/status");
+    run_browser(
+        "browser-many-streams.mjs",
+        &[&page, "/events?topic=t", &n.to_string(), "5"],
+        || publish(publish_port, "to every open stream"),
+    )
 }
 
 #[test]

@@ -610,26 +610,8 @@ fn a_stream_ends_when_its_token_expires_and_a_hub_without_keys_says_why() {
     assert!(body.contains("no publisher_jwt_key"), "{body}");
 }
 
-/// Runs browser-mercure.mjs; publishes (with `after_ready`) once the EventSource is open or has
-/// failed; returns its JSON line.
 fn browser(args: &[&str], after_ready: impl FnOnce()) -> serde_json::Value {
-    use std::io::{BufRead, BufReader};
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/node/browser-mercure.mjs"
-    );
-    let mut child = Command::new("node")
-        .arg(script)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("node");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    after_ready();
-    let result = lines.next().expect("a result line").unwrap();
-    let _ = child.wait();
-    serde_json::from_str(&result).unwrap()
+    run_browser("browser-eventsource.mjs", args, after_ready)
 }
 
 #[test]
@@ -705,7 +687,7 @@ fn in_chromium_the_cookie_opens_only_its_own_private_topic_and_cors_admits_only_
     );
     assert_eq!(got["got"], serde_json::json!(["cross-origin"]), "{got}");
     // The same page on an origin that is not listed: the browser refuses the stream.
-    // (browser-mercure.mjs maps *.test to 127.0.0.1)
+    // (browser-eventsource.mjs maps *.test to 127.0.0.1)
     let unlisted = format!("http://unlisted.test:{}", n.port);
     let got = browser(
         &[

@@ -207,36 +207,36 @@ impl App {
         // The names php-fpm's exporter uses, where a fastsse figure means the same to someone
         // whose dashboards were built for the php-fpm SSE endpoint this replaces: a stream is
         // what held a worker there.
-        e.single(
-            "phpfpm_up",
-            Gauge,
-            "1 while the pool serves (fastsse_up).",
-            1.0,
-        )
-        .single(
-            "phpfpm_start_since",
-            Counter,
-            "Seconds since start (fastsse_uptime_seconds).",
-            self.started.elapsed().as_secs_f64().floor(),
-        )
-        .single(
-            "phpfpm_accepted_connections",
-            Counter,
-            "Connections accepted (fastsse_connections_total).",
-            n(s.total_connections.load(Ordering::Relaxed)),
-        )
-        .single(
-            "phpfpm_active_processes",
-            Gauge,
-            "Busy workers: here, SSE streams open now (fastsse_streams_active).",
-            s.active_streams() as f64,
-        )
-        .single(
-            "phpfpm_max_children_reached",
-            Counter,
-            "Requests refused at the limit (fastsse_streams_rejected_total{reason=max_streams}).",
-            n(s.rejected_streams.load(Ordering::Relaxed)),
-        );
+        let php_fpm = [
+            ("phpfpm_up", Gauge, "1 while the pool serves (fastsse_up).", 1.0),
+            (
+                "phpfpm_start_since",
+                Counter,
+                "Seconds since start (fastsse_uptime_seconds).",
+                self.started.elapsed().as_secs_f64().floor(),
+            ),
+            (
+                "phpfpm_accepted_connections",
+                Counter,
+                "Connections accepted (fastsse_connections_total).",
+                n(s.total_connections.load(Ordering::Relaxed)),
+            ),
+            (
+                "phpfpm_active_processes",
+                Gauge,
+                "Busy workers: here, SSE streams open now (fastsse_streams_active).",
+                s.active_streams() as f64,
+            ),
+            (
+                "phpfpm_max_children_reached",
+                Counter,
+                "Requests refused at the limit (fastsse_streams_rejected_total{reason=max_streams}).",
+                n(s.rejected_streams.load(Ordering::Relaxed)),
+            ),
+        ];
+        for (name, kind, help, value) in php_fpm {
+            e.single(name, kind, help, value);
+        }
         // /proc is cheap, but listing 10,000 descriptors is not nothing: off the runtime.
         let (fds, rss) = tokio::task::spawn_blocking(process_figures)
             .await

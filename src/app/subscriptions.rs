@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::mercure::MercureRoute;
 use super::App;
+use crate::auth::encode_component;
 use crate::auth::selector::any_matches;
 use crate::hub::journal::Publication;
 use crate::hub::{Hub, Presence};
@@ -38,24 +39,12 @@ pub(super) fn new_subscriber_id() -> String {
     )
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters (a path segment).
-pub(super) fn encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The topic (and JSON-LD id) of one subscription.
 fn subscription_topic(hub_path: &str, topic: &str, subscriber: &str) -> String {
     format!(
         "{hub_path}/subscriptions/{}/{}",
-        encode_segment(topic),
-        encode_segment(subscriber)
+        encode_component(topic),
+        encode_component(subscriber)
     )
 }
 

@@ -19,14 +19,23 @@ impl App {
         hub: &Hub,
         req: &Request,
     ) -> FullResponse {
-        if let Some(origin) = cross_origin(req, &conf.publish_origins) {
+        let path = conf.path.get_ref();
+        // Every refusal: logged with the request, answered with the reason.
+        let refused = |status: u16, why: String| {
             log::warn!(
-                "req={} route={} peer={}: publish from the page of another site ({origin}) refused",
+                "req={} route={path} peer={}: publish refused ({status}): {why}",
                 req.id,
-                conf.path.get_ref(),
                 req.peer
             );
-            return FullResponse::text(
+            let r = FullResponse::text(status, why);
+            if status == 401 {
+                r.with_header("WWW-Authenticate", "Bearer")
+            } else {
+                r
+            }
+        };
+        if let Some(origin) = cross_origin(req, &conf.publish_origins) {
+            return refused(
                 403,
                 format!("a publish from a page on {origin} is refused: that origin is not in publish_origins"),
             );
@@ -40,50 +49,34 @@ impl App {
             .publish_token
             .as_deref()
             .is_some_and(|t| token_matches(presented, t));
-        let mut jwt = None;
-        if auth.publisher.is_some() && !token_ok {
-            match auth.publisher_claims(req) {
-                Ok(c) => jwt = Some(c),
-                Err((status, why)) => {
-                    log::warn!(
-                        "req={} route={} peer={}: publish refused ({status}): {why}",
-                        req.id,
-                        conf.path.get_ref(),
-                        req.peer
-                    );
-                    return FullResponse::text(status, why)
-                        .with_header("WWW-Authenticate", "Bearer");
-                }
-            }
-        } else if let Some(expected) = &conf.publish_token {
-            if !token_matches(presented, expected) {
-                log::warn!(
-                    "req={} route={} peer={}: publish refused, missing or wrong token",
-                    req.id,
-                    conf.path.get_ref(),
-                    req.peer
-                );
-                return FullResponse::text(
+        // A publisher JWT is needed unless the publish_token was presented.
+        let jwt = match (&auth.publisher, &conf.publish_token) {
+            (Some(_), _) if !token_ok => match auth.publisher_claims(req) {
+                Ok(c) => Some(c),
+                Err((status, why)) => return refused(status, why),
+            },
+            (None, Some(_)) if !token_ok => {
+                return refused(
                     401,
-                    "publishing needs Authorization: Bearer <publish_token>",
+                    "publishing needs Authorization: Bearer <publish_token>".into(),
                 )
-                .with_header("WWW-Authenticate", "Bearer");
             }
-        }
+            _ => None,
+        };
         let publication = match parse_publication(req, conf.max_topics) {
             Ok(p) => p,
             Err(refusal) => return refusal.into(),
         };
         if let Some(claims) = &jwt {
             if let Err((status, why)) = RouteAuth::may_publish(claims, &publication.topics) {
-                return FullResponse::text(status, why);
+                return refused(status, why);
             }
         }
         match hub.publish(publication).await {
             Ok(id) => {
                 FullResponse::text(200, id.to_string()).with_header("Cache-Control", "no-cache")
             }
-            Err(e) => not_stored(e, req, conf.path.get_ref()),
+            Err(e) => not_stored(e, req, path),
         }
     }
 }

@@ -1,6 +1,6 @@
 // Many EventSources in one page of Debian's Chromium, headless, driven by puppeteer-core.
-// Usage: node browser-many-streams.mjs ORIGIN PATH N SECONDS
-// Loads ORIGIN/status, opens N EventSources on PATH, prints "ready" once N are open (or
+// Usage: node browser-many-streams.mjs PAGE_URL PATH N SECONDS
+// Loads PAGE_URL, opens N EventSources on PATH, prints "ready" once N are open (or
 // SECONDS passed), then waits until each has a message (or SECONDS passed) and prints
 // {"opened": n, "withMessage": n, "protocol": "h2" | "http/1.1"} as one JSON line.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import puppeteer from 'puppeteer-core';
 
-const [origin, path, n, seconds] = process.argv.slice(2);
+const [pageUrl, path, n, seconds] = process.argv.slice(2);
 const profile = mkdtempSync(join(tmpdir(), 'fastsse-chromium-'));
 const browser = await puppeteer.launch({
   executablePath: '/usr/bin/chromium',
@@ -27,7 +27,7 @@ const waitUntil = async (page, check, ms) => {
 };
 try {
   const page = await browser.newPage();
-  await page.goto(`${origin}/status`);
+  await page.goto(pageUrl);
   await page.evaluate((p, count) => {
     window.streams = [];
     for (let i = 0; i < count; i++) {

@@ -758,3 +758,27 @@ pub fn last_retry(text: &str) -> u64 {
 pub fn spread_retry(value: u64, base: u64) -> bool {
     (base..base + 5000).contains(&value)
 }
+
+/// Runs `tests/node/<script>` (a headless Chromium page driven by puppeteer-core) with `args`;
+/// once it prints `ready`, runs `after_ready`; returns the JSON line it prints last.
+pub fn run_browser(script: &str, args: &[&str], after_ready: impl FnOnce()) -> serde_json::Value {
+    use std::io::BufRead;
+    let path = format!("{}/tests/node/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new("node")
+        .arg(path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(
+        lines.next().and_then(Result::ok).as_deref(),
+        Some("ready"),
+        "{script} did not start"
+    );
+    after_ready();
+    let result = lines.next().expect("a result line").unwrap();
+    let _ = child.wait();
+    serde_json::from_str(&result).unwrap_or_else(|e| panic!("{e}: {result}"))
+}
