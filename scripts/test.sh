@@ -9,11 +9,11 @@ cd "$(dirname "$0")/.."
 # mod_fcgid), lighttpd, h2o, systemd (systemd-socket-activate), chromium (a real browser, driven
 # headless by npm puppeteer-core; nothing downloads a browser of its own), openssl (test
 # certificates and keys), PyJWT with cryptography (tokens made independently of fastsse),
-# php-cli with php-curl (the README's PHP publisher);
+# php-cli with php-curl (the README's PHP publisher), redis-server (topics shared by instances);
 # node and npm for
 # the npm `eventsource` client (a WHATWG EventSource) when the machine has no node of its own.
 packages=(nginx libfcgi-bin curl apache2 libapache2-mod-fcgid lighttpd h2o systemd chromium openssl
-  python3-jwt python3-cryptography php-cli php-curl)
+  python3-jwt python3-cryptography php-cli php-curl redis-server)
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do

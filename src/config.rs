@@ -411,6 +411,24 @@ pub struct JournalConfig {
     /// Damage in a journal (bad records followed by good ones): `skip` it with a log line
     /// (clients resuming across it get a reset), or `refuse` to start.
     pub on_corruption: crate::hub::journal::CorruptionPolicy,
+    /// Where topics are kept: `local` (the journal in `dir`) or `redis` (one Redis stream per
+    /// route, shared by every instance that points at it).
+    pub backend: JournalBackend,
+    /// `redis`: `redis://[user:pass@]host:port/db` or `redis+unix:///path/redis.sock`.
+    pub url: Option<toml::Spanned<String>>,
+    /// `redis`: prefix of the keys (`<prefix><route>` stream, `<prefix><route>:seq` counter).
+    pub key_prefix: String,
+}
+
+/// `[journal] backend`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalBackend {
+    /// The local journal (segments in `dir`, flock, inotify).
+    #[default]
+    Local,
+    /// Redis Streams: several instances, on several hosts, share one history.
+    Redis,
 }
 
 impl Default for JournalConfig {
@@ -423,6 +441,9 @@ impl Default for JournalConfig {
             max_age: Duration::from_secs(7 * 86400),
             lock_timeout: Duration::from_secs(2),
             on_corruption: crate::hub::journal::CorruptionPolicy::Skip,
+            backend: JournalBackend::Local,
+            url: None,
+            key_prefix: "fastsse:".to_string(),
         }
     }
 }
@@ -436,6 +457,21 @@ fn de_positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 impl JournalConfig {
+    /// Where one topics or mercure route keeps its events.
+    pub fn storage_for(&self, route: &RouteConfig) -> crate::hub::Storage {
+        match (self.backend, &self.url) {
+            (JournalBackend::Redis, Some(url)) => {
+                crate::hub::Storage::Redis(crate::hub::redis::RedisSettings {
+                    url: url.get_ref().clone(),
+                    key: format!("{}{}", self.key_prefix, route.journal_name()),
+                    max_len: route.history_events,
+                    timeout: self.lock_timeout,
+                })
+            }
+            _ => crate::hub::Storage::Local(self.settings_for(route)),
+        }
+    }
+
     /// The journal of one topics route: its own folder in the data directory.
     pub fn settings_for(&self, route: &RouteConfig) -> crate::hub::journal::JournalSettings {
         crate::hub::journal::JournalSettings {
@@ -725,6 +761,31 @@ impl Config {
                         a.journal_name()
                     ),
                 ));
+            }
+        }
+        if self.journal.backend == JournalBackend::Redis {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("backend"))
+                .map(|i| i + 1);
+            let url_err = |line: Option<usize>, message: String| ConfigError {
+                file: file.to_string(),
+                line,
+                key: Some("journal.url".into()),
+                message,
+            };
+            match &self.journal.url {
+                None => {
+                    return Err(url_err(
+                        line,
+                        "backend = \"redis\" needs url = \"redis://host:6379/0\"".into(),
+                    ))
+                }
+                Some(url) => {
+                    if let Err(e) = crate::hub::redis::check_url(url.get_ref()) {
+                        return Err(url_err(Some(line_of(text, url.span().start)), e));
+                    }
+                }
             }
         }
         if self.server.max_connections < self.server.max_streams {

@@ -141,6 +141,9 @@ pub fn into_journal(
     p: Publication,
     explicit_dir: bool,
 ) -> Result<u64, String> {
+    if let crate::hub::Storage::Redis(rs) = config.journal.storage_for(route) {
+        return crate::hub::redis::append_once(&rs, p);
+    }
     let settings = config.journal.settings_for(route);
     let data_dir = &config.journal.dir;
     if !explicit_dir && !data_dir.is_dir() {

@@ -100,7 +100,7 @@ impl App {
             .filter_map(|r| r.handler.hub().map(|hub| (r.path.as_str(), hub.as_ref())))
             .collect();
         type Figure = fn(&Hub) -> f64;
-        let per_route: [(&str, crate::metrics::Kind, &str, Figure); 11] = [
+        let per_route: [(&str, crate::metrics::Kind, &str, Figure); 12] = [
             (
                 "fastsse_journal_bytes",
                 Gauge,
@@ -124,6 +124,12 @@ impl App {
                         1.0
                     }
                 },
+            ),
+            (
+                "fastsse_backend_lag_events",
+                Gauge,
+                "Redis: events other instances published that this one has not read yet.",
+                |h| h.stats.backend_lag.load(Ordering::Relaxed) as f64,
             ),
             (
                 "fastsse_topic_subscribers",
@@ -295,6 +301,7 @@ impl App {
                         "journal_bytes": hub.stats.journal_bytes.load(Ordering::Relaxed),
                         "append_failures": hub.stats.append_failures.load(Ordering::Relaxed),
                         "backend": if hub.stats.backend_failing.load(Ordering::Relaxed) { "failing" } else { "ok" },
+                        "backend_lag": hub.stats.backend_lag.load(Ordering::Relaxed),
                     }),
                 ))
             })

@@ -91,14 +91,16 @@ fn build_routes(config: &Config, strict: bool, keep: &[Route]) -> Result<Vec<Rou
         let path = r.path.get_ref();
         let handler = match r.kind {
             RouteKind::Topics | RouteKind::Mercure => {
-                let journal = config.journal.settings_for(r);
+                let storage = config.journal.storage_for(r);
                 let kept = keep.iter().find_map(|o| match o.handler.hub() {
-                    Some(hub) if &o.path == path && hub.dir() == journal.dir => Some(hub.clone()),
+                    Some(hub) if &o.path == path && hub.location() == storage.location() => {
+                        Some(hub.clone())
+                    }
                     _ => None,
                 });
                 let hub = match kept {
                     Some(hub) => Ok(hub),
-                    None => Hub::open(path, journal, hub_settings(config, r)),
+                    None => Hub::open(path, storage, hub_settings(config, r)),
                 };
                 match hub {
                     Ok(hub) if r.kind == RouteKind::Topics => match RouteAuth::from_route(r) {

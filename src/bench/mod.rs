@@ -65,7 +65,7 @@ pub fn journal(args: JournalBenchArgs) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&dir);
         let hub = Hub::open(
             "bench",
-            JournalSettings {
+            crate::hub::Storage::Local(JournalSettings {
                 dir: dir.clone(),
                 fsync: policy,
                 segment_bytes: 64 << 20,
@@ -73,7 +73,7 @@ pub fn journal(args: JournalBenchArgs) -> Result<(), String> {
                 max_age: Duration::from_secs(3600),
                 lock_timeout: Duration::from_secs(2),
                 on_corruption: CorruptionPolicy::Skip,
-            },
+            }),
             HubSettings {
                 history: ReplayBounds {
                     events: 1000,

@@ -9,8 +9,10 @@
 pub mod interest;
 pub mod journal;
 pub mod local;
+pub mod redis;
 pub mod replay;
 pub mod subscriber;
+mod topic_source;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -21,7 +23,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::source::{DirectWriter, NextEvent, Source};
 use crate::sse::{EncodedEvent, Event};
 use journal::{Damage, JournalError, JournalRecord, JournalSettings, Publication};
 use local::{AppendJob, LocalJournal, Opened};
@@ -29,6 +30,7 @@ use replay::{ReplayBounds, ReplayBuffer};
 use subscriber::{Offer, Subscriber};
 
 pub use interest::{Interest, Presence};
+pub use topic_source::TopicSource;
 
 /// Subscribers written to between two yields of the delivery task.
 const FAN_OUT_SLICE: usize = 512;
@@ -165,6 +167,9 @@ pub struct HubStats {
     pub journal_bytes: AtomicU64,
     /// Whether the journal can be read by the follower (false while reads fail).
     pub backend_failing: std::sync::atomic::AtomicBool,
+    /// Redis: ids issued (by any instance) that this one has not read yet, as of the reader's
+    /// last idle second.
+    pub backend_lag: AtomicU64,
 }
 
 /// Where a hub's events are stored and come back from: the local journal ([`LocalJournal`])
@@ -180,8 +185,10 @@ pub trait Backend: Send + Sync {
 /// A topic hub for one route.
 pub struct Hub {
     pub(crate) name: String,
-    /// The journal directory (a reload keeps the hub while it is unchanged).
-    dir: std::path::PathBuf,
+    /// Where its events are kept (a reload keeps the hub while it is unchanged).
+    location: String,
+    /// Other instances append too (Redis): this one may be a little behind the newest id.
+    shared: bool,
     settings: HubSettings,
     state: Mutex<HubState>,
     backend: Box<dyn Backend>,
@@ -190,6 +197,31 @@ pub struct Hub {
     delivery: std::sync::OnceLock<mpsc::UnboundedSender<Vec<JournalRecord>>>,
     /// Counters.
     pub stats: HubStats,
+}
+
+/// Where a hub keeps its events.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// The local journal.
+    Local(JournalSettings),
+    /// A Redis stream shared by every instance.
+    Redis(redis::RedisSettings),
+}
+
+impl Storage {
+    /// Where, for logs and for telling whether a reload changed it.
+    pub fn location(&self) -> String {
+        match self {
+            Storage::Local(j) => j.dir.display().to_string(),
+            Storage::Redis(r) => format!("redis {}", r.key),
+        }
+    }
+}
+
+/// A backend's threads, started once the hub exists.
+enum Starter {
+    Local(local::Threads),
+    Redis(redis::Threads),
 }
 
 /// Where a subscription starts.
@@ -225,21 +257,37 @@ impl Hub {
     /// retained history, and starts the journal's threads.
     pub fn open(
         name: &str,
-        journal: JournalSettings,
+        storage: Storage,
         settings: HubSettings,
     ) -> Result<Arc<Hub>, JournalError> {
         let mut state = HubState::default();
-        let Opened {
-            backend,
-            last_id,
-            damage,
-            threads,
-        } = LocalJournal::open(journal.clone(), |r| {
+        let each = |r: JournalRecord| {
             state.last_id = state.last_id.max(r.id);
             state
                 .history
                 .push(Arc::new(StoredEvent::from_record(r)), &settings.history);
-        })?;
+        };
+        let (backend, last_id, damage, threads): (Box<dyn Backend>, u64, Vec<Damage>, Starter) =
+            match &storage {
+                Storage::Local(journal) => {
+                    let Opened {
+                        backend,
+                        last_id,
+                        damage,
+                        threads,
+                    } = LocalJournal::open(journal.clone(), each)?;
+                    (Box::new(backend), last_id, damage, Starter::Local(threads))
+                }
+                Storage::Redis(r) => {
+                    let (backend, last_id, threads) = redis::RedisJournal::open(r.clone(), each)?;
+                    (
+                        Box::new(backend),
+                        last_id,
+                        Vec::new(),
+                        Starter::Redis(threads),
+                    )
+                }
+            };
         state.last_id = state.last_id.max(last_id);
         state.history.loaded(state.last_id);
         for d in &damage {
@@ -247,7 +295,7 @@ impl Hub {
         }
         log::info!(
             "topics {name}: journal {} at id {}, {} events ({} bytes) retained for replay{}",
-            journal.dir.display(),
+            storage.location(),
             state.last_id,
             state.history.len(),
             state.history.bytes(),
@@ -259,14 +307,18 @@ impl Hub {
         );
         let hub = Arc::new(Hub {
             name: name.to_string(),
-            dir: journal.dir.clone(),
+            location: storage.location(),
+            shared: matches!(storage, Storage::Redis(_)),
             settings,
             state: Mutex::new(state),
-            backend: Box::new(backend),
+            backend,
             delivery: std::sync::OnceLock::new(),
             stats: HubStats::default(),
         });
-        threads.start(&hub)?;
+        match threads {
+            Starter::Local(t) => t.start(&hub)?,
+            Starter::Redis(t) => t.start(&hub)?,
+        }
         Ok(hub)
     }
 
@@ -381,6 +433,7 @@ impl Hub {
                     cut.push(sid);
                     self.stats.queued_writes.fetch_add(1, Ordering::Relaxed)
                 }
+                Offer::Skipped => 0,
             };
         }
         for sid in cut {
@@ -489,17 +542,31 @@ impl Hub {
                         return self.attach(
                             st,
                             interest,
-                            tx,
-                            rx,
-                            Some(reset),
-                            VecDeque::new(),
+                            (tx, rx),
+                            (Some(reset), VecDeque::new()),
                             newest,
+                            None,
                         );
                     }
                 },
             },
             other => other,
         };
+        // Shared backend: an id a little above ours may be another instance's newest.
+        if let Resume::After(id) = resume {
+            if id > last_id && self.shared {
+                let from = asked.unwrap_or_else(|| id.to_string());
+                let wait = tokio::time::Instant::now() + topic_source::UNVERIFIED_GRACE;
+                return self.attach(
+                    st,
+                    interest,
+                    (tx, rx),
+                    (None, VecDeque::new()),
+                    from,
+                    Some((id, wait)),
+                );
+            }
+        }
         let (preamble, replay, from) = match resume {
             Resume::Live => (None, VecDeque::new(), newest.clone()),
             Resume::Earliest => (None, st.history.all(wanted), "earliest".to_string()),
@@ -517,20 +584,35 @@ impl Hub {
                 newest.clone(),
             ),
         };
-        self.attach(st, interest, tx, rx, preamble, replay, from)
+        self.attach(st, interest, (tx, rx), (preamble, replay), from, None)
     }
 
-    /// Registers a subscriber (under the lock the replay was taken with).
-    #[allow(clippy::too_many_arguments)]
+    /// A stream that resumed after `id`, which never showed up: it gets the `unknown` reset and
+    /// live events from now on.
+    fn give_up_on(&self, sid: u64, id: u64) -> Bytes {
+        let mut st = self.lock();
+        if let Some(sub) = st.subscribers.get_mut(&sid) {
+            sub.min_id = 0;
+        }
+        log::info!("topics {}: resume id {id} never appeared; reset", self.name);
+        let newest = Self::newest_id(&st);
+        self.reset_event("unknown", st.last_id, &newest)
+    }
+
+    /// Registers a subscriber (under the lock the replay was taken with): its queue, what it
+    /// gets first (reset, replay), and, when it resumed after an id not seen yet, that id and
+    /// how long to wait for it.
     fn attach(
         self: &Arc<Self>,
         mut st: MutexGuard<'_, HubState>,
         interest: Interest,
-        tx: mpsc::Sender<Arc<StoredEvent>>,
-        rx: mpsc::Receiver<Arc<StoredEvent>>,
-        preamble: Option<Bytes>,
-        replay: VecDeque<Arc<StoredEvent>>,
+        (tx, rx): (
+            mpsc::Sender<Arc<StoredEvent>>,
+            mpsc::Receiver<Arc<StoredEvent>>,
+        ),
+        (preamble, replay): (Option<Bytes>, VecDeque<Arc<StoredEvent>>),
         resumed_after: String,
+        unverified: Option<(u64, tokio::time::Instant)>,
     ) -> TopicSource {
         let sid = st.next_subscriber;
         st.next_subscriber += 1;
@@ -540,7 +622,9 @@ impl Hub {
         if !interest.patterns.is_empty() {
             st.by_pattern.push(sid);
         }
-        st.subscribers.insert(sid, Subscriber::new(interest, tx));
+        let mut sub = Subscriber::new(interest, tx);
+        sub.min_id = unverified.map_or(0, |(id, _)| id);
+        st.subscribers.insert(sid, sub);
         drop(st);
         TopicSource {
             hub: self.clone(),
@@ -550,6 +634,7 @@ impl Hub {
             rx,
             finished: false,
             direct: false,
+            unverified,
             resumed_after,
         }
     }
@@ -581,9 +666,9 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// The journal directory.
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
+    /// Where its events are kept: the journal directory, or the Redis stream.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// The subscriptions that say who they are ([`Interest::presence`]), oldest first.
@@ -621,69 +706,5 @@ impl Hub {
     /// Bytes retained for replay.
     pub fn retained_bytes(&self) -> usize {
         self.lock().history.bytes()
-    }
-}
-
-/// One subscriber's stream: reset event (if any), replay, then live events; cut off with a
-/// `retry:` hint when it falls `subscriber_queue` events behind.
-pub struct TopicSource {
-    hub: Arc<Hub>,
-    sid: u64,
-    preamble: Option<Bytes>,
-    replay: VecDeque<Arc<StoredEvent>>,
-    rx: mpsc::Receiver<Arc<StoredEvent>>,
-    finished: bool,
-    direct: bool,
-    /// The id this stream resumes after, as Mercure's `Last-Event-ID` response header says it:
-    /// the event before the first one sent, `earliest`, or the newest when nothing is replayed.
-    pub resumed_after: String,
-}
-
-impl Source for TopicSource {
-    fn attach_direct(&mut self, writer: Arc<dyn DirectWriter>) {
-        let mut st = self.hub.lock();
-        if let Some(sub) = st.subscribers.get_mut(&self.sid) {
-            sub.attach(writer);
-            self.direct = true;
-        }
-    }
-
-    fn next(&mut self) -> NextEvent<'_> {
-        Box::pin(async move {
-            if let Some(p) = self.preamble.take() {
-                return Some(EncodedEvent::from_shared(p));
-            }
-            if let Some(ev) = self.replay.pop_front() {
-                return Some(EncodedEvent::from_shared(ev.wire.clone()));
-            }
-            if self.direct {
-                // Everything handed out so far has been written. If nothing waits in the queue,
-                // the hub may write live events straight to the socket (checked and set under
-                // the hub lock, which delivery also holds, so no event can overtake another).
-                let mut st = self.hub.lock();
-                if let Some(sub) = st.subscribers.get_mut(&self.sid) {
-                    sub.drained(self.rx.is_empty());
-                }
-            }
-            match self.rx.recv().await {
-                Some(ev) => Some(EncodedEvent::from_shared(ev.wire.clone())),
-                // The hub dropped this subscriber for falling behind: tell the browser to come
-                // back (it resumes from history with Last-Event-ID), then end.
-                None if !self.finished => {
-                    self.finished = true;
-                    Some(EncodedEvent::retry_hint(
-                        self.hub.settings.retry.as_millis() as u64,
-                    ))
-                }
-                None => None,
-            }
-        })
-    }
-}
-
-impl Drop for TopicSource {
-    fn drop(&mut self) {
-        let mut st = self.hub.lock();
-        Hub::remove(&mut st, self.sid);
     }
 }

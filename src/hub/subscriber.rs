@@ -20,6 +20,8 @@ pub enum Offer {
     Queued,
     /// The queue is full: the subscriber fell too far behind and must be cut off.
     Lagging,
+    /// At or below the id it resumed after: not for it.
+    Skipped,
 }
 
 /// A subscription: what it wants, its queue, and (when the transport offers one) a direct
@@ -31,6 +33,9 @@ pub struct Subscriber {
     direct: Option<Arc<dyn DirectWriter>>,
     /// Direct writes keep order only while nothing waits in `tx`.
     direct_ok: bool,
+    /// Events with ids up to this one are not sent (it resumed after an id this instance had
+    /// not seen yet).
+    pub min_id: u64,
 }
 
 impl Subscriber {
@@ -41,6 +46,7 @@ impl Subscriber {
             tx,
             direct: None,
             direct_ok: false,
+            min_id: 0,
         }
     }
 
@@ -61,6 +67,9 @@ impl Subscriber {
     /// Hands `ev` on, in order: straight to the socket when nothing is queued and the socket
     /// takes it at once, else to the queue.
     pub fn offer(&mut self, ev: &Arc<StoredEvent>) -> Offer {
+        if ev.id <= self.min_id {
+            return Offer::Skipped;
+        }
         if self.direct_ok {
             if let Some(d) = &self.direct {
                 if d.try_write_now(&ev.wire) {
@@ -132,6 +141,7 @@ mod tests {
                         Offer::Written => roads[0] += 1,
                         Offer::Queued => roads[1] += 1,
                         Offer::Lagging => panic!("lagging at {id}"),
+                        Offer::Skipped => panic!("skipped {id}"),
                     }
                     // The subscriber's task runs now and then: writes its queue, then says so.
                     if id % drain_every == 0 {
@@ -166,5 +176,17 @@ mod tests {
             vec![Offer::Queued, Offer::Queued, Offer::Queued, Offer::Lagging]
         );
         assert_eq!(rx.try_recv().unwrap().id, 1);
+    }
+
+    #[test]
+    fn events_up_to_the_resume_id_are_skipped() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut sub = Subscriber::new(Default::default(), tx);
+        sub.min_id = 5;
+        assert_eq!(sub.offer(&ev(4)), Offer::Skipped);
+        assert_eq!(sub.offer(&ev(5)), Offer::Skipped);
+        assert_eq!(sub.offer(&ev(6)), Offer::Queued);
+        assert_eq!(rx.try_recv().unwrap().id, 6);
+        assert!(rx.try_recv().is_err());
     }
 }

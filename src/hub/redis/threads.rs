@@ -1,0 +1,293 @@
+//! The Redis backend's two threads per route: the appender (each batch of waiting
+//! publications is one script call, one truthful answer per publication) and the reader
+//! (`XREAD BLOCK` from the last id delivered, into the hub's fan-out). Both reconnect with
+//! backoff and log one line per outage; every call has a socket deadline.
+
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use redis::streams::{StreamRangeReply, StreamReadReply};
+use redis::{Client, Connection, RedisError, Script, Value};
+
+use super::{connect, record_of, RedisSettings, APPEND, BATCH, BLOCK, MAX_BACKOFF};
+use crate::hub::journal::{encode_record, now_ms, Damage, JournalRecord};
+use crate::hub::local::AppendJob;
+use crate::hub::{Hub, HubError};
+
+/// One log line when an outage starts and one when it ends, not one per retry.
+struct Outage {
+    since: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Outage {
+    fn new() -> Outage {
+        Outage {
+            since: None,
+            backoff: Duration::from_millis(100),
+        }
+    }
+    fn failed(&mut self, what: &str, key: &str, e: &RedisError, hub: &Weak<Hub>) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            log::error!("redis {key}: {what}: {e}; retrying");
+            if let Some(h) = hub.upgrade() {
+                h.stats
+                    .backend_failing
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+    fn ok(&mut self, key: &str, hub: &Weak<Hub>) {
+        if let Some(since) = self.since.take() {
+            log::warn!(
+                "redis {key}: answering again after {:.1} s",
+                since.elapsed().as_secs_f64()
+            );
+            if let Some(h) = hub.upgrade() {
+                h.stats
+                    .backend_failing
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.backoff = Duration::from_millis(100);
+    }
+    fn wait(&mut self) {
+        std::thread::sleep(self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The appender: each batch of waiting publications is one script call.
+pub(super) fn append_loop(
+    s: &RedisSettings,
+    client: &Client,
+    jobs: std::sync::mpsc::Receiver<AppendJob>,
+    hub: Weak<Hub>,
+) {
+    let script = Script::new(APPEND);
+    let mut con: Option<Connection> = None;
+    let mut outage = Outage::new();
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        let (late, batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| now > j.deadline);
+        for j in late {
+            let _ = j.reply.send(Err(HubError::Busy(
+                "Redis is behind (publish queue wait exceeded lock_timeout); not stored".into(),
+            )));
+        }
+        let mut encoded = Vec::new();
+        let mut waiting = Vec::new();
+        for j in batch {
+            let record = JournalRecord {
+                id: 0,
+                unix_ms: now_ms(),
+                topics: j.publication.topics,
+                event: j.publication.event,
+                retry_ms: j.publication.retry_ms,
+                data: j.publication.data,
+                private: j.publication.private,
+                public_id: j.publication.public_id,
+            };
+            match encode_record(&record) {
+                Ok(bytes) => {
+                    encoded.push(bytes);
+                    waiting.push(j.reply);
+                }
+                Err(e) => {
+                    let _ = j.reply.send(Err(HubError::Journal(e)));
+                }
+            }
+        }
+        if waiting.is_empty() {
+            continue;
+        }
+        if con.is_none() {
+            match connect(client, s.timeout, s.timeout) {
+                Ok(c) => con = Some(c),
+                Err(e) => outage.failed("cannot connect", &s.key, &e, &hub),
+            }
+        }
+        let Some(c) = con.as_mut() else {
+            for reply in waiting {
+                let _ = reply.send(Err(HubError::Busy(
+                    "Redis is not answering; not stored".into(),
+                )));
+            }
+            continue;
+        };
+        let floor = hub.upgrade().map_or(0, |h| h.last_id());
+        let mut call = script.prepare_invoke();
+        call.key(&s.key)
+            .key(format!("{}:seq", s.key))
+            .arg(s.max_len)
+            .arg(floor);
+        for bytes in &encoded {
+            call.arg(bytes.as_slice());
+        }
+        let started = Instant::now();
+        match call.invoke::<Vec<Value>>(c) {
+            Ok(answers) => {
+                outage.ok(&s.key, &hub);
+                if let Some(h) = hub.upgrade() {
+                    h.stats.append_latency.record(started.elapsed());
+                }
+                let mut answers = answers.into_iter();
+                for reply in waiting {
+                    let answer = match answers.next() {
+                        Some(Value::Int(id)) if id > 0 => Ok(id as u64),
+                        other => {
+                            let why = match other {
+                                Some(Value::BulkString(b)) => {
+                                    String::from_utf8_lossy(&b).into_owned()
+                                }
+                                Some(Value::SimpleString(t)) => t,
+                                _ => "no answer".into(),
+                            };
+                            log::error!("redis {}: append refused: {why}", s.key);
+                            if let Some(h) = hub.upgrade() {
+                                h.stats
+                                    .append_failures
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(HubError::Busy(format!(
+                                "Redis refused the event ({why}); not stored"
+                            )))
+                        }
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                // Refused before anything was sent: not stored. Lost while waiting for the
+                // answer: Redis may have run the script, and the publisher is told so.
+                let why = if e.is_connection_refusal() {
+                    "Redis is not answering; not stored".to_string()
+                } else {
+                    format!("Redis did not answer ({e}): the event may or may not be stored")
+                };
+                outage.failed("append failed", &s.key, &e, &hub);
+                con = None;
+                for reply in waiting {
+                    let _ = reply.send(Err(HubError::Busy(why.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// The reader: every entry after the last one delivered, in order, to the hub.
+pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
+    let mut last = match hub.upgrade() {
+        Some(h) => h.last_id(),
+        None => return,
+    };
+    let mut con: Option<Connection> = None;
+    let mut outage = Outage::new();
+    let mut lag_checked = Instant::now();
+    loop {
+        if hub.strong_count() == 0 {
+            return;
+        }
+        let Some(c) = con.as_mut() else {
+            match connect(client, s.timeout, BLOCK + s.timeout) {
+                Ok(c) => con = Some(c),
+                Err(e) => {
+                    outage.failed("cannot connect", &s.key, &e, &hub);
+                    outage.wait();
+                }
+            }
+            continue;
+        };
+        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(BATCH * 4)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&s.key)
+            .arg(format!("{last}-0"))
+            .query(c);
+        match read {
+            Ok(reply) => {
+                outage.ok(&s.key, &hub);
+                let records: Vec<JournalRecord> = reply
+                    .into_iter()
+                    .flat_map(|r| r.keys)
+                    .flat_map(|k| k.ids)
+                    .filter_map(|e| record_of(&e))
+                    .collect();
+                if lag_checked.elapsed() >= Duration::from_secs(1) {
+                    lag_checked = Instant::now();
+                    let seen = records.last().map_or(last, |r| r.id);
+                    measure_lag(c, s, seen, &hub);
+                }
+                let Some(first) = records.first().map(|r| r.id) else {
+                    continue;
+                };
+                let Some(h) = hub.upgrade() else { return };
+                if first > last + 1 {
+                    trimmed_past(c, s, last, &h);
+                }
+                last = records.last().map_or(last, |r| r.id);
+                h.take_records(records);
+            }
+            Err(e) => {
+                outage.failed("read failed", &s.key, &e, &hub);
+                con = None;
+                outage.wait();
+            }
+        }
+    }
+}
+
+/// How many ids have been issued (by any instance) past `seen`, for `/status` and metrics.
+fn measure_lag(c: &mut Connection, s: &RedisSettings, seen: u64, hub: &Weak<Hub>) {
+    let issued: redis::RedisResult<Option<u64>> =
+        redis::cmd("GET").arg(format!("{}:seq", s.key)).query(c);
+    if let (Ok(Some(issued)), Some(h)) = (issued, hub.upgrade()) {
+        h.stats.backend_lag.store(
+            issued.saturating_sub(seen),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// Entries after `last` came back with a gap: if the stream no longer holds `last + 1`
+/// because trimming passed it while this instance was away, those ids are lost to it, and
+/// subscribers resuming across them are told (`lost`), as with journal damage.
+fn trimmed_past(c: &mut Connection, s: &RedisSettings, last: u64, hub: &Hub) {
+    let oldest: redis::RedisResult<StreamRangeReply> = redis::cmd("XRANGE")
+        .arg(&s.key)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query(c);
+    let first_kept = oldest.ok().and_then(|r| {
+        r.ids
+            .first()
+            .and_then(|e| e.id.split('-').next()?.parse::<u64>().ok())
+    });
+    if let Some(first) = first_kept.filter(|&f| f > last + 1) {
+        log::error!(
+            "redis {}: entries {}..{} were trimmed before this instance read them",
+            s.key,
+            last + 1,
+            first - 1
+        );
+        hub.on_damage(&[Damage {
+            offset: 0,
+            len: 0,
+            after_id: last,
+            next_id: first,
+        }]);
+    }
+}

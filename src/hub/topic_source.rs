@@ -1,0 +1,103 @@
+//! One subscriber's stream out of a hub: the reset event (if any), the replay, then live
+//! events (from its queue, or written straight to the socket by the fan-out); cut off with a
+//! `retry:` hint when it falls behind. On a shared backend (Redis) a `Last-Event-ID` above the
+//! newest id this instance has seen may have been issued by another instance that is a few
+//! milliseconds ahead: the stream skips events up to it and calls it `unknown` only if no such
+//! id shows up within [`UNVERIFIED_GRACE`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{Hub, StoredEvent};
+use crate::source::{DirectWriter, NextEvent, Source};
+use crate::sse::EncodedEvent;
+
+/// How long an id from another instance may take to reach this one.
+pub const UNVERIFIED_GRACE: Duration = Duration::from_secs(2);
+
+/// One subscriber's stream: reset event (if any), replay, then live events; cut off with a
+/// `retry:` hint when it falls `subscriber_queue` events behind.
+pub struct TopicSource {
+    pub(super) hub: Arc<Hub>,
+    pub(super) sid: u64,
+    pub(super) preamble: Option<Bytes>,
+    pub(super) replay: VecDeque<Arc<StoredEvent>>,
+    pub(super) rx: mpsc::Receiver<Arc<StoredEvent>>,
+    pub(super) finished: bool,
+    pub(super) direct: bool,
+    /// A resume id above the newest this instance had seen, and when to stop waiting for it.
+    pub(super) unverified: Option<(u64, tokio::time::Instant)>,
+    /// The id this stream resumes after, as Mercure's `Last-Event-ID` response header says it:
+    /// the event before the first one sent, `earliest`, or the newest when nothing is replayed.
+    pub resumed_after: String,
+}
+
+impl Source for TopicSource {
+    fn attach_direct(&mut self, writer: Arc<dyn DirectWriter>) {
+        let mut st = self.hub.lock();
+        if let Some(sub) = st.subscribers.get_mut(&self.sid) {
+            sub.attach(writer);
+            self.direct = true;
+        }
+    }
+
+    fn next(&mut self) -> NextEvent<'_> {
+        Box::pin(async move {
+            if let Some(p) = self.preamble.take() {
+                return Some(EncodedEvent::from_shared(p));
+            }
+            if let Some(ev) = self.replay.pop_front() {
+                return Some(EncodedEvent::from_shared(ev.wire.clone()));
+            }
+            if self.direct {
+                // Everything handed out so far has been written. If nothing waits in the queue,
+                // the hub may write live events straight to the socket (checked and set under
+                // the hub lock, which delivery also holds, so no event can overtake another).
+                let mut st = self.hub.lock();
+                if let Some(sub) = st.subscribers.get_mut(&self.sid) {
+                    sub.drained(self.rx.is_empty());
+                }
+            }
+            let received = match self.unverified {
+                None => self.rx.recv().await,
+                Some((id, deadline)) => tokio::select! {
+                    ev = self.rx.recv() => {
+                        // Events up to `id` are skipped by the fan-out: this one proves it.
+                        self.unverified = None;
+                        ev
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        self.unverified = None;
+                        if self.hub.last_id() >= id {
+                            return self.next().await;
+                        }
+                        return Some(EncodedEvent::from_shared(self.hub.give_up_on(self.sid, id)));
+                    }
+                },
+            };
+            match received {
+                Some(ev) => Some(EncodedEvent::from_shared(ev.wire.clone())),
+                // The hub dropped this subscriber for falling behind: tell the browser to come
+                // back (it resumes from history with Last-Event-ID), then end.
+                None if !self.finished => {
+                    self.finished = true;
+                    Some(EncodedEvent::retry_hint(
+                        self.hub.settings.retry.as_millis() as u64,
+                    ))
+                }
+                None => None,
+            }
+        })
+    }
+}
+
+impl Drop for TopicSource {
+    fn drop(&mut self) {
+        let mut st = self.hub.lock();
+        Hub::remove(&mut st, self.sid);
+    }
+}

@@ -1,0 +1,335 @@
+//! Topics over Redis Streams (`[journal] backend = "redis"`), with Debian's redis-server started
+//! on its own port and directory: two instances behind one nginx, an instance killed mid-stream,
+//! Redis restarted (AOF on) mid-run, and a subscriber hopping between three instances.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A redis-server of the test's own, with append-only persistence in a temp dir.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        if !have("redis-server") {
+            return None;
+        }
+        let dir = TempDir::new("redis");
+        let port = free_port();
+        let child = Redis::spawn(&dir, port);
+        let r = Redis { child, port, dir };
+        r.wait_up();
+        Some(r)
+    }
+
+    fn spawn(dir: &TempDir, port: u16) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server")
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf).is_ok_and(|n| &buf[..n] == b"+PONG\r\n")
+    }
+
+    fn wait_up(&self) {
+        wait_for("redis-server", Duration::from_secs(10), || self.ping());
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.child = Redis::spawn(&self.dir, self.port);
+        self.wait_up();
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn instance(redis: &Redis) -> Daemon {
+    Daemon::start(&format!(
+        "[stream]\nretry = \"500ms\"\nheartbeat = \"1s\"\n\n\
+         [journal]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"test:\"\n\n\
+         [[route]]\npath = \"/events\"\ntype = \"topics\"\n\n\
+         [[route]]\npath = \"/status\"\ntype = \"status\"\n",
+        redis.url()
+    ))
+}
+
+/// nginx in front of `instances` with the shipped cluster upstream.
+fn cluster(instances: &[&Daemon]) -> Nginx {
+    let conf = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/nginx-cluster.conf"
+    ))
+    .unwrap();
+    let servers: String = instances
+        .iter()
+        .map(|d| format!("    server unix:{};\n", d.socket.display()))
+        .collect();
+    let conf = conf.replace("    server unix:/run/fastsse/fastsse.sock;\n", &servers);
+    Nginx::start("fastsse_cluster", &conf)
+}
+
+/// `fastsse bench sse` through nginx (publishing at 20/s for `seconds`), calling `during`
+/// with the time elapsed every 100 ms; returns its JSON report.
+fn bench(port: u16, n: usize, seconds: u64, mut during: impl FnMut(Duration)) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{port}/events?topic=cluster");
+    let mut child = Command::new(fastsse_bin())
+        .args([
+            "bench",
+            "sse",
+            "--json",
+            "--quiet",
+            "--url",
+            &url,
+            "--publish-url",
+            &url,
+        ])
+        .args(["-n", &n.to_string(), "--rate", "20"])
+        .args(["--duration", &format!("{seconds}s"), "--drain", "3s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        during(started.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn two_instances_behind_one_nginx_deliver_every_event_once_in_order() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (instance(&redis), instance(&redis));
+    let n = cluster(&[&a, &b]);
+    let mut spread = (0, 0);
+    let report = bench(n.port, 200, 5, |t| {
+        if t > Duration::from_secs(3) && spread == (0, 0) {
+            spread = (
+                a.status_number("active_streams"),
+                b.status_number("active_streams"),
+            );
+        }
+    });
+    assert!(
+        spread.0 > 0 && spread.1 > 0,
+        "subscribers not spread: {spread:?}"
+    );
+    assert_eq!(report["events_lost"], 0, "{report}");
+    assert_eq!(report["events_duplicated"], 0, "{report}");
+    assert_eq!(report["events_out_of_order"], 0, "{report}");
+    assert_eq!(report["publish_failed"], 0, "{report}");
+    assert!(report["published"].as_u64().unwrap() >= 60, "{report}");
+    // Publishes went through both instances.
+    let published = |d: &Daemon| number_after(&d.status(), "published");
+    assert!(
+        published(&a) > 0 && published(&b) > 0,
+        "{} {}",
+        a.status(),
+        b.status()
+    );
+}
+
+#[test]
+fn an_instance_killed_mid_stream_loses_its_browsers_nothing() {
+    let Some(redis) = Redis::start() else { return };
+    let (mut a, b) = (instance(&redis), instance(&redis));
+    let n = cluster(&[&a, &b]);
+    let mut killed = false;
+    let report = bench(n.port, 200, 8, |t| {
+        if t > Duration::from_secs(4) && !killed {
+            killed = true;
+            let _ = a.child.kill(); // SIGKILL: no retry hint, no clean end
+        }
+    });
+    assert!(killed);
+    assert_eq!(report["events_lost"], 0, "{report}");
+    assert_eq!(report["events_duplicated"], 0, "{report}");
+    assert_eq!(report["events_out_of_order"], 0, "{report}");
+    assert!(report["reconnects"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        b.status().contains("active_streams"),
+        "the survivor does not serve"
+    );
+}
+
+/// Reads events from a FastCGI stream until `n` have arrived; returns their (id, data).
+fn read_events(c: &mut FcgiClient, n: usize) -> Vec<(u64, String)> {
+    let mut got = Vec::new();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while got.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} events: {got:?}",
+            got.len()
+        );
+        let Some(rec) = c.read_record() else { break };
+        text.push_str(&String::from_utf8_lossy(&rec.content));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let (id, _, data) = parse_block(&block);
+            if !data.is_empty() {
+                got.push((id.parse().unwrap(), data));
+            }
+        }
+    }
+    got
+}
+
+fn subscribe_after(socket: &std::path::Path, last: Option<u64>) -> FcgiClient {
+    let mut c = FcgiClient::connect(socket);
+    let last = last.map(|l| l.to_string());
+    let mut params = vec![("QUERY_STRING", "topic=t")];
+    if let Some(l) = &last {
+        params.push(("HTTP_LAST_EVENT_ID", l.as_str()));
+    }
+    c.send(&get_request(1, "/events?topic=t", false, &params));
+    c
+}
+
+#[test]
+fn a_redis_restart_keeps_acknowledged_events_refuses_publishes_meanwhile_and_loses_nothing() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let d = instance(&redis);
+    let mut sub = subscribe_after(&d.socket, None);
+    sub.read_stdout_until(1, "retry:");
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let (status, body) = fcgi_publish(&d.socket, "t", &format!("before {i}"));
+        assert_eq!(status, 200, "{body}");
+        acked.push((body.trim().parse::<u64>().unwrap(), format!("before {i}")));
+    }
+    redis.stop();
+    // Away: publishes are refused (not stored), subscribers stay connected, /status says so.
+    for i in 0..5 {
+        let (status, body) = fcgi_publish(&d.socket, "t", &format!("refused {i}"));
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("Redis"), "{body}");
+    }
+    wait_for("/status to show the outage", Duration::from_secs(5), || {
+        d.status().contains("\"failing\"")
+    });
+    assert_eq!(d.status_number("active_streams"), 1);
+    std::thread::sleep(Duration::from_secs(2));
+    redis.restart();
+    wait_for("publishing to work again", Duration::from_secs(15), || {
+        let (status, body) = fcgi_publish(&d.socket, "t", "after 0");
+        if status == 200 {
+            acked.push((body.trim().parse().unwrap(), "after 0".into()));
+        }
+        status == 200
+    });
+    for i in 1..20 {
+        let (status, body) = fcgi_publish(&d.socket, "t", &format!("after {i}"));
+        assert_eq!(status, 200, "{body}");
+        acked.push((body.trim().parse().unwrap(), format!("after {i}")));
+    }
+    // The subscriber that stayed connected got every acknowledged event once, in order.
+    assert_eq!(read_events(&mut sub, acked.len()), acked);
+    // A new subscriber replaying from the start gets exactly the acknowledged events.
+    let mut replay = subscribe_after(&d.socket, Some(0));
+    assert_eq!(read_events(&mut replay, acked.len()), acked);
+    let log = d.log();
+    assert_eq!(
+        log.matches("retrying").count(),
+        2,
+        "one log line per outage and thread, not one per retry: {log}"
+    );
+    assert!(!d.status().contains("\"failing\""));
+}
+
+#[test]
+fn a_subscriber_hopping_between_three_instances_sees_no_gap() {
+    let Some(redis) = Redis::start() else { return };
+    let instances = [instance(&redis), instance(&redis), instance(&redis)];
+    let sockets: Vec<_> = instances.iter().map(|d| d.socket.clone()).collect();
+    let publisher = {
+        let sockets = sockets.clone();
+        std::thread::spawn(move || {
+            let mut acked = BTreeSet::new();
+            for i in 0..150 {
+                let (status, body) = fcgi_publish(&sockets[i % 3], "t", &format!("e{i}"));
+                assert_eq!(status, 200, "{body}");
+                acked.insert(body.trim().parse::<u64>().unwrap());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            acked
+        })
+    };
+    let mut seen = Vec::new();
+    let mut last = Some(0);
+    let mut hop = 0;
+    while seen.len() < 150 {
+        let mut c = subscribe_after(&sockets[hop % 3], last);
+        let want = (150 - seen.len()).min(7);
+        let got = read_events(&mut c, want);
+        last = got.last().map(|e| e.0).or(last);
+        seen.extend(got.into_iter().map(|e| e.0));
+        hop += 1;
+    }
+    let acked = publisher.join().unwrap();
+    assert!(hop > 10, "hopped {hop} times");
+    let unique: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "duplicates: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {seen:?}"
+    );
+    assert_eq!(unique, acked);
+}
