@@ -2,7 +2,9 @@
 # Side-by-side SSE performance: one run, one machine, one nginx build, one bench client
 # (`fastsse bench sse`). Rows: nginx + fastsse (unix socket, publish hop included), nginx + the
 # floor upstream (the least possible FastCGI SSE backend), nginx + nchan, nginx + php-fpm running
-# the classic PHP loop (pm = static sized to the test, and the default pool), Apache + fastsse.
+# the classic PHP loop (pm = static sized to the test, and the default pool), Apache + fastsse,
+# and (row `cluster`) two fastsse instances sharing topics through Redis behind one nginx
+# upstream, where CPU includes both instances and redis-server (redis alone is printed below).
 # Prints a table and the ratios fastsse/floor, fastsse/nchan, fastsse/php-fpm.
 #
 #   scripts/compare.sh                       # 1000 subscribers x 20 events/s for 20 s
@@ -10,6 +12,7 @@
 #   ROWS="fastsse floor" N=5000 scripts/compare.sh
 #   SCENARIO=idle N=10000 scripts/compare.sh # memory of 10,000 idle streams per backend
 #   SCENARIO=churn N=1000 scripts/compare.sh # 10% of subscribers reconnect each second
+#   ROWS="fastsse cluster" N=5000 scripts/compare.sh  # one instance vs two on Redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -24,7 +27,7 @@ NGINX_WORKERS=${NGINX_WORKERS:-4}
 FSYNC=${FSYNC:-batch}              # fastsse journal fsync policy: always, batch, never
 FASTSSE_WORKERS=${FASTSSE_WORKERS:-}  # fastsse runtime threads (default: one per core)
 
-packages=(nginx libnginx-mod-nchan php-fpm apache2)
+packages=(nginx libnginx-mod-nchan php-fpm apache2 redis-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -56,6 +59,7 @@ phpfpm=$(ls /usr/sbin/php-fpm* | head -1)
 port_base=$((10000 + RANDOM % 20000))
 p_fastsse=$((port_base)); p_floor=$((port_base + 1)); p_nchan=$((port_base + 2))
 p_php_static=$((port_base + 3)); p_php_default=$((port_base + 4)); p_apache=$((port_base + 5))
+p_cluster=$((port_base + 6)); p_redis=$((port_base + 7))
 
 # ---- backends ---------------------------------------------------------------------------
 cat > "$work/fastsse.toml" <<CONF
@@ -150,6 +154,10 @@ $(fcgi_loc /sse.php unix:$work/php-static.sock)
     }
     server { listen 127.0.0.1:$p_php_default;
 $(fcgi_loc /sse.php unix:$work/php-default.sock)
+    }
+    upstream fastsse_cluster { server unix:$work/c1.sock; server unix:$work/c2.sock; }
+    server { listen 127.0.0.1:$p_cluster;
+$(fcgi_loc /events fastsse_cluster)
     }
 }
 CONF
@@ -272,6 +280,22 @@ CONF
       apid=$!; pids+=($apid); sleep 1
       run_row apache $pid "http://127.0.0.1:$p_apache/events?topic=bench" "http://127.0.0.1:$p_apache/events?topic=bench"
       kill -TERM $apid $pid; wait $apid $pid 2>/dev/null || true ;;
+    cluster)
+      mkdir -p "$work/redis"
+      sed -e '/^\[journal\]/a backend = "redis"\nurl = "redis://127.0.0.1:'"$p_redis"'/0"' "$work/fastsse.toml" > "$work/cluster.toml"
+      # One parent, so that the row's CPU and memory cover redis and both instances.
+      setsid bash -c "redis-server --port $p_redis --bind 127.0.0.1 --dir $work/redis --appendonly yes --save '' >$work/redis.log 2>&1 &
+        sleep 0.5
+        '$bin' serve --config $work/cluster.toml --listen unix:$work/c1.sock 2>$work/c1.log &
+        '$bin' serve --config $work/cluster.toml --listen unix:$work/c2.sock 2>$work/c2.log &
+        wait" &
+      pid=$!; pids+=($pid); sleep 1.5
+      rpid=$(pgrep -f "redis-server 127.0.0.1:$p_redis" | head -1)
+      rbefore=$(cpu_ticks $rpid)
+      run_row cluster $pid "http://127.0.0.1:$p_cluster/events?topic=bench" "http://127.0.0.1:$p_cluster/events?topic=bench"
+      rafter=$(cpu_ticks $rpid)
+      echo "cluster: redis-server alone used $(python3 -c "print(f'{($rafter - $rbefore) / $hz:.2f}')") CPU s" >> "$work/notes"
+      pkill -TERM -P $pid 2>/dev/null || true; kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true ;;
   esac
 done
 
@@ -281,6 +305,7 @@ echo "fastsse compare: scenario=$SCENARIO N=$N rate=${RATE}/s duration=$DURATION
   printf "row\tstreams\treconnects\tdelivered/expected\tlost\tp50ms\tp99ms\tmaxms\tprocs\tRSS_MB\tPSS_MB\tPSS_KB/stream\tCPU_s\tCPU_s/M\n"
   cat "$work/rows.tsv"
 } | column -t -s $'\t'
+[ -f "$work/notes" ] && cat "$work/notes"
 python3 - "$work/rows.tsv" <<'PY'
 import sys
 rows = {}
@@ -296,6 +321,8 @@ def ratio(a, b, col, label):
 print()
 for other in ("floor", "nchan", "php-static"):
     ratio("fastsse", other, 6, "p99")
+ratio("cluster", "fastsse", 6, "p99")
+ratio("cluster", "fastsse", 13, "CPU per delivery")
 for other in ("nchan", "php-static"):
     ratio("fastsse", other, 10, "PSS")
 PY

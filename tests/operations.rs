@@ -110,6 +110,10 @@ fn metrics_are_prometheus_text_that_a_real_parser_reads() {
     for data in ["a", "b"] {
         assert_eq!(fcgi_publish(&d.socket, "t", data).0, 200);
     }
+    // Stored is acknowledged; the hub's last id follows once the follower has read it.
+    wait_for("the hub to read both", Duration::from_secs(5), || {
+        d.status_number("last_id") == 2
+    });
     let _subscriber = fcgi_subscribe(&d.socket, "t");
     let mut c = FcgiClient::connect(&d.socket);
     c.send(&get_request(1, "/metrics", false, &[]));
