@@ -383,3 +383,62 @@ fn a_network_blip_between_an_instance_and_redis_loses_and_repeats_nothing() {
     assert_eq!(got, acked);
     assert_eq!(d.status_number("active_streams"), 1);
 }
+
+#[test]
+fn the_publish_cli_and_a_cgi_process_use_the_same_redis() {
+    let Some(redis) = Redis::start() else { return };
+    let d = instance(&redis);
+    let mut sub = subscribe_after(&d.socket, None);
+    sub.read_stdout_until(1, "retry:");
+    // The same config without a listen address: `fastsse publish` writes to Redis itself.
+    let dir = TempDir::new("redis-cli");
+    let config = dir.path("fastsse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[journal]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"test:\"\n\n\
+             [[route]]\npath = \"/events\"\ntype = \"topics\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(fastsse_bin())
+        .args(["publish", "--config"])
+        .arg(&config)
+        .args(["--topic", "t", "from the CLI"])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(read_events(&mut sub, 1), [(id, "from the CLI".to_string())]);
+    assert!(
+        std::fs::read_dir(&dir.0).unwrap().count() == 1,
+        "publish left files beside the config"
+    );
+    // A CGI request replays it from Redis.
+    let cgi = Command::new(fastsse_bin())
+        .current_dir(&dir.0)
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("REQUEST_METHOD", "GET")
+        .env("PATH_INFO", "/events")
+        .env("QUERY_STRING", "topic=t")
+        .env("HTTP_LAST_EVENT_ID", "0")
+        .env("FASTSSE_CONFIG", &config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = Command::new("kill").arg(cgi.id().to_string()).status();
+    let out = cgi.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("id: {id}\ndata: from the CLI")),
+        "{text}"
+    );
+}
