@@ -37,6 +37,31 @@ pub struct AppendJob {
     pub deadline: Instant,
 }
 
+/// The next publications to append: waits for one, takes up to `max` of those waiting, and
+/// answers those whose deadline passed in the queue ("busy, not stored") itself. `None` when
+/// the hub is gone. `store` names the storage in that answer.
+pub fn next_batch(
+    jobs: &std::sync::mpsc::Receiver<AppendJob>,
+    max: usize,
+    store: &str,
+) -> Option<Vec<AppendJob>> {
+    let mut batch = vec![jobs.recv().ok()?];
+    while batch.len() < max {
+        match jobs.try_recv() {
+            Ok(j) => batch.push(j),
+            Err(_) => break,
+        }
+    }
+    let now = Instant::now();
+    let (late, batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| now > j.deadline);
+    for j in late {
+        let _ = j.reply.send(Err(HubError::Busy(format!(
+            "{store} is behind (publish queue wait exceeded lock_timeout); not stored"
+        ))));
+    }
+    Some(batch)
+}
+
 fn hub_error(e: JournalError) -> HubError {
     match e {
         JournalError::LockTimeout(_) => HubError::Busy(e.public_reason().to_string()),
@@ -58,21 +83,7 @@ pub fn append_loop(
             .journal_bytes
             .store(writer.journal_bytes(), std::sync::atomic::Ordering::Relaxed);
     }
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match jobs.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let now = Instant::now();
-        let (late, batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| now > j.deadline);
-        for j in late {
-            let _ = j.reply.send(Err(HubError::Busy(
-                "the journal is behind (publish queue wait exceeded lock_timeout)".into(),
-            )));
-        }
+    while let Some(batch) = next_batch(&jobs, BATCH, "the journal") {
         if batch.is_empty() {
             continue;
         }

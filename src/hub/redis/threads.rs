@@ -11,7 +11,7 @@ use redis::{Client, Connection, RedisError, Script, Value};
 
 use super::{connect, record_of, RedisSettings, APPEND, BATCH, BLOCK, MAX_BACKOFF};
 use crate::hub::journal::{encode_record, now_ms, Damage, JournalRecord};
-use crate::hub::local::AppendJob;
+use crate::hub::local::{next_batch, AppendJob};
 use crate::hub::{Hub, HubError};
 
 /// One log line when an outage starts and one when it ends, not one per retry.
@@ -68,21 +68,7 @@ pub(super) fn append_loop(
     let script = Script::new(APPEND);
     let mut con: Option<Connection> = None;
     let mut outage = Outage::new();
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match jobs.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let now = Instant::now();
-        let (late, batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| now > j.deadline);
-        for j in late {
-            let _ = j.reply.send(Err(HubError::Busy(
-                "Redis is behind (publish queue wait exceeded lock_timeout); not stored".into(),
-            )));
-        }
+    while let Some(batch) = next_batch(&jobs, BATCH, "Redis") {
         let mut encoded = Vec::new();
         let mut waiting = Vec::new();
         for j in batch {
