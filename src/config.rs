@@ -465,6 +465,7 @@ impl JournalConfig {
                     url: url.get_ref().clone(),
                     key: format!("{}{}", self.key_prefix, route.journal_name()),
                     max_len: route.history_events,
+                    max_age: route.history_age,
                     timeout: self.lock_timeout,
                 })
             }

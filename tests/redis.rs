@@ -442,3 +442,35 @@ fn the_publish_cli_and_a_cgi_process_use_the_same_redis() {
         "{text}"
     );
 }
+
+#[test]
+fn history_age_trims_the_stream() {
+    let Some(redis) = Redis::start() else { return };
+    let d = Daemon::start(&format!(
+        "[journal]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"test:\"\n\n\
+         [[route]]\npath = \"/events\"\ntype = \"topics\"\nhistory_age = \"2s\"\n",
+        redis.url()
+    ));
+    let xlen = || {
+        let mut s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+        s.write_all(b"XLEN test:events\r\n").unwrap();
+        let mut buf = [0u8; 32];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n])
+            .trim()
+            .trim_start_matches(':')
+            .parse::<u64>()
+            .unwrap()
+    };
+    for i in 0..3 {
+        assert_eq!(fcgi_publish(&d.socket, "t", &format!("old {i}")).0, 200);
+    }
+    assert_eq!(xlen(), 3);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(fcgi_publish(&d.socket, "t", "young").0, 200);
+    wait_for(
+        "the old entries to be trimmed",
+        Duration::from_secs(5),
+        || xlen() == 1,
+    );
+}

@@ -44,6 +44,8 @@ pub struct RedisSettings {
     pub key: String,
     /// Entries kept (`MAXLEN ~`): the route's `history_events`.
     pub max_len: usize,
+    /// Entries older than this are trimmed (`MINID`): the route's `history_age`.
+    pub max_age: Duration,
     /// Deadline of connecting and of each call.
     pub timeout: Duration,
 }

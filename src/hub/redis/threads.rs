@@ -178,6 +178,7 @@ pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
     let mut con: Option<Connection> = None;
     let mut outage = Outage::new();
     let mut lag_checked = Instant::now();
+    let mut age_trimmed = Instant::now();
     loop {
         if hub.strong_count() == 0 {
             return;
@@ -215,6 +216,11 @@ pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
                     let seen = records.last().map_or(last, |r| r.id);
                     measure_lag(c, s, seen, &hub);
                 }
+                // Entries older than history_age go, checked a few times per history_age.
+                if age_trimmed.elapsed() >= (s.max_age / 4).clamp(BLOCK, Duration::from_secs(30)) {
+                    age_trimmed = Instant::now();
+                    trim_by_age(c, s);
+                }
                 let Some(first) = records.first().map(|r| r.id) else {
                     continue;
                 };
@@ -230,6 +236,40 @@ pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
                 con = None;
                 outage.wait();
             }
+        }
+    }
+}
+
+/// Trims entries older than `max_age` (`XTRIM MINID`), reading the oldest entries' publish
+/// times 100 at a time (at most 1,000 per call). Every instance does it; it is idempotent.
+fn trim_by_age(c: &mut Connection, s: &RedisSettings) {
+    let cutoff = now_ms().saturating_sub(s.max_age.as_millis() as u64);
+    for _ in 0..10 {
+        let oldest: redis::RedisResult<StreamRangeReply> = redis::cmd("XRANGE")
+            .arg(&s.key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(100)
+            .query(c);
+        let Ok(oldest) = oldest else { return };
+        let records: Vec<JournalRecord> = oldest.ids.iter().filter_map(record_of).collect();
+        let Some(last) = records.last() else { return };
+        let (min, more) = match records.iter().find(|r| r.unix_ms >= cutoff) {
+            Some(young) => (young.id, false),
+            None => (last.id + 1, true),
+        };
+        if let Err(e) = redis::cmd("XTRIM")
+            .arg(&s.key)
+            .arg("MINID")
+            .arg(format!("{min}-0"))
+            .query::<u64>(c)
+        {
+            log::warn!("redis {}: trimming by age failed: {e}", s.key);
+            return;
+        }
+        if !more {
+            return;
         }
     }
 }
