@@ -418,6 +418,9 @@ pub struct JournalConfig {
     pub url: Option<toml::Spanned<String>>,
     /// `redis`: prefix of the keys (`<prefix><route>` stream, `<prefix><route>:seq` counter).
     pub key_prefix: String,
+    /// `redis` over TLS (`rediss://`): a CA certificate (PEM) to check the server with, in
+    /// place of the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// `[journal] backend`.
@@ -444,6 +447,7 @@ impl Default for JournalConfig {
             backend: JournalBackend::Local,
             url: None,
             key_prefix: "fastsse:".to_string(),
+            tls_ca_file: None,
         }
     }
 }
@@ -467,6 +471,7 @@ impl JournalConfig {
                     max_len: route.history_events,
                     max_age: route.history_age,
                     timeout: self.lock_timeout,
+                    tls_ca: self.tls_ca_file.clone(),
                 })
             }
             _ => crate::hub::Storage::Local(self.settings_for(route)),

@@ -474,3 +474,126 @@ fn history_age_trims_the_stream() {
         || xlen() == 1,
     );
 }
+
+/// Kills a child process when dropped (a server a test started by hand).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn rediss_checks_the_servers_certificate() {
+    if !have("redis-server") || !have("openssl") {
+        return;
+    }
+    // A CA and a server certificate for 127.0.0.1 signed by it, made by openssl.
+    let dir = TempDir::new("redis-tls");
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir.0)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "openssl {args:?}");
+    };
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test CA",
+        ]
+        .iter()
+        .chain(&["-keyout", "ca.key", "-out", "ca.pem"])
+        .copied()
+        .collect::<Vec<_>>(),
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]
+        .iter()
+        .chain(&["-keyout", "key.pem", "-out", "req.csr"])
+        .copied()
+        .collect::<Vec<_>>(),
+    );
+    std::fs::write(dir.path("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        &[
+            "x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        ]
+        .iter()
+        .chain(&[
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "cert.pem",
+        ])
+        .copied()
+        .collect::<Vec<_>>(),
+    );
+    let port = free_port();
+    let _server = KillOnDrop(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args(["--tls-cert-file", "cert.pem", "--tls-key-file", "key.pem"])
+            .args([
+                "--tls-ca-cert-file",
+                "ca.pem",
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+            ])
+            .current_dir(&dir.0)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("redis-server (TLS)", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let config = |ca: &str| {
+        format!(
+            "[journal]\nbackend = \"redis\"\nurl = \"rediss://127.0.0.1:{port}/0\"\n{ca}\n\
+             [[route]]\npath = \"/events\"\ntype = \"topics\"\n"
+        )
+    };
+    let ca = dir.path("ca.pem");
+    let trusted = Daemon::start(&config(&format!("tls_ca_file = \"{}\"\n", ca.display())));
+    let mut sub = subscribe_after(&trusted.socket, None);
+    sub.read_stdout_until(1, "retry:");
+    let (status, body) = fcgi_publish(&trusted.socket, "t", "over TLS");
+    assert_eq!(status, 200, "{body}\n{}", trusted.log());
+    let id: u64 = body.trim().parse().unwrap();
+    assert_eq!(read_events(&mut sub, 1), [(id, "over TLS".to_string())]);
+    // The same server without its CA (the system's roots): refused, never stored.
+    let untrusted = Daemon::start(&config(""));
+    let (status, body) = fcgi_publish(&untrusted.socket, "t", "not over an unchecked TLS");
+    assert_eq!(status, 503, "{body}");
+}

@@ -48,6 +48,32 @@ pub struct RedisSettings {
     pub max_age: Duration,
     /// Deadline of connecting and of each call.
     pub timeout: Duration,
+    /// `rediss://`: the CA certificate (PEM) the server's certificate is checked against;
+    /// `None`: the system's roots.
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+/// A client for `s` (TLS for `rediss://`, with `tls_ca` as the root when set). Reads the CA
+/// file: call it while loading config or from a blocking thread.
+pub fn client(s: &RedisSettings) -> Result<Client, String> {
+    if s.url.starts_with("rediss://") {
+        // rustls needs a process-wide crypto provider; ring is the one built in.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match (&s.tls_ca, s.url.starts_with("rediss://")) {
+        (Some(ca), true) => {
+            let root = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            Client::build_with_tls(
+                s.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root),
+                },
+            )
+            .map_err(|e| e.to_string())
+        }
+        _ => Client::open(s.url.as_str()).map_err(|e| e.to_string()),
+    }
 }
 
 /// Checks a Redis URL without connecting.
@@ -82,13 +108,6 @@ for i = 3, #ARGV do
 end
 return out
 ";
-
-fn io(what: &str, e: RedisError) -> JournalError {
-    JournalError::Io {
-        what: what.to_string(),
-        source: std::io::Error::other(e.to_string()),
-    }
-}
 
 pub(super) fn connect(
     client: &Client,
@@ -147,7 +166,10 @@ impl RedisJournal {
         settings: RedisSettings,
         mut each: impl FnMut(JournalRecord),
     ) -> Result<(RedisJournal, u64, Threads), JournalError> {
-        let client = Client::open(settings.url.as_str()).map_err(|e| io("redis url", e))?;
+        let client = client(&settings).map_err(|e| JournalError::Io {
+            what: "redis client".into(),
+            source: std::io::Error::other(e),
+        })?;
         let load = |con: &mut Connection, each: &mut dyn FnMut(JournalRecord)| {
             let newest: StreamRangeReply = redis::cmd("XREVRANGE")
                 .arg(&settings.key)
@@ -224,7 +246,7 @@ impl Threads {
 
 /// For `check-config`: whether Redis answers, and how many entries the stream holds.
 pub fn check(s: &RedisSettings) -> Result<u64, String> {
-    let client = Client::open(s.url.as_str()).map_err(|e| e.to_string())?;
+    let client = client(s)?;
     let mut con = connect(&client, s.timeout, s.timeout).map_err(|e| e.to_string())?;
     redis::cmd("XLEN")
         .arg(&s.key)
@@ -234,7 +256,7 @@ pub fn check(s: &RedisSettings) -> Result<u64, String> {
 
 /// Appends one publication from outside a hub (`fastsse publish` with no daemon listening).
 pub fn append_once(s: &RedisSettings, p: super::journal::Publication) -> Result<u64, String> {
-    let client = Client::open(s.url.as_str()).map_err(|e| e.to_string())?;
+    let client = client(s)?;
     let mut con = connect(&client, s.timeout, s.timeout)
         .map_err(|e| format!("Redis is not answering ({e}); not stored"))?;
     let record = JournalRecord {
