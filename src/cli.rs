@@ -370,7 +370,17 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        (Some(Command::CheckConfig { file, data_dir }), _) => check_config(&file, data_dir),
+        (Some(Command::CheckConfig { file, data_dir }), _) => {
+            // A listing piped into `head` ends quietly, as Unix tools do, not with a panic.
+            // SAFETY: setting a signal's disposition to the default has no preconditions.
+            let _ = unsafe {
+                nix::sys::signal::signal(
+                    nix::sys::signal::Signal::SIGPIPE,
+                    nix::sys::signal::SigHandler::SigDfl,
+                )
+            };
+            check_config(&file, data_dir)
+        }
         (None, mode) => {
             // SAFETY: fd 0 stays open for the life of the process (ensure_std_fds).
             let fd0 = unsafe { BorrowedFd::borrow_raw(0) };
