@@ -253,6 +253,15 @@ fn check_config(file: &std::path::Path, data_dir: Option<PathBuf>) -> Result<(),
                 println!("{path} -> {:?} every {:?}", r.kind, r.interval)
             }
             RouteKind::Status => println!("{path} -> status"),
+            RouteKind::Command => println!(
+                "{path} -> command {:?}, {:?}{}",
+                r.command,
+                r.mode,
+                r.topic
+                    .as_ref()
+                    .map(|t| format!(", events to topic {t}"))
+                    .unwrap_or_default()
+            ),
             RouteKind::Metrics => println!("{path} -> metrics"),
             RouteKind::Topics | RouteKind::Mercure => {
                 if let crate::hub::Storage::Redis(rs) = config.journal.storage_for(r) {

@@ -284,6 +284,9 @@ pub enum RouteKind {
     /// A Mercure hub (protocol as hub v0.24 speaks it): JWT authorization, private updates,
     /// selectors and URI templates, CORS.
     Mercure,
+    /// A program's output as events: one process for every subscriber (`shared`) or one per
+    /// stream (`per-stream`), e.g. an unchanged PHP SSE loop.
+    Command,
 }
 
 fn one_second() -> Duration {
@@ -361,6 +364,54 @@ pub struct RouteConfig {
     /// may read (and, on a `mercure` route, whose private updates that user receives).
     #[serde(default)]
     pub user_topics: Vec<String>,
+    /// `command`: the program and its arguments (an argv list, never a shell).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// `command`: `shared` (one process for every subscriber) or `per-stream`.
+    #[serde(default)]
+    pub mode: crate::command::Mode,
+    /// `command`: `sse` (what a PHP SSE loop prints) or `lines` (each line one event).
+    #[serde(default)]
+    pub format: crate::command::output::Format,
+    /// `command`, shared: `on-demand` (with the first subscriber) or `always` (at start).
+    #[serde(default)]
+    pub start: crate::command::Start,
+    /// `command`, shared: how long the process runs on after its last subscriber left.
+    #[serde(default = "default_idle_stop", deserialize_with = "de_duration")]
+    pub idle_stop: Duration,
+    /// `command`: the program's working directory (default: the daemon's).
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    /// `command`: names of the daemon's environment variables the program gets (besides PATH;
+    /// nothing else is passed).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `command`: the user to run the program as when fastsse runs as root.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `command`, per-stream: most programs at once; past it, 503.
+    #[serde(default = "default_max_processes", deserialize_with = "de_positive")]
+    pub max_processes: usize,
+    /// `command`: after SIGTERM, how long a program has before SIGKILL.
+    #[serde(
+        default = "default_kill_grace",
+        deserialize_with = "de_positive_duration"
+    )]
+    pub kill_grace: Duration,
+    /// `command`, shared: publish the program's events to this topic of the route's own hub
+    /// (journal, ids, Last-Event-ID replay, POST from elsewhere too); unset: live only.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+fn default_idle_stop() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_processes() -> usize {
+    100
+}
+fn default_kill_grace() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_jwt_alg() -> toml::Spanned<String> {
@@ -494,9 +545,10 @@ impl JournalConfig {
 
 impl RouteConfig {
     /// The folder name of this route's journal: the path without slashes (`/events` -> `events`).
-    /// Whether the route keeps a journal (`topics` and `mercure`).
+    /// Whether the route keeps a journal (`topics`, `mercure`, a `command` with a `topic`).
     pub fn has_journal(&self) -> bool {
         matches!(self.kind, RouteKind::Topics | RouteKind::Mercure)
+            || (self.kind == RouteKind::Command && self.topic.is_some())
     }
 
     pub fn journal_name(&self) -> String {
@@ -580,6 +632,17 @@ fn route(path: &str, kind: RouteKind) -> RouteConfig {
         subscriptions: false,
         user_param: None,
         user_topics: Vec::new(),
+        command: Vec::new(),
+        mode: crate::command::Mode::default(),
+        format: crate::command::output::Format::default(),
+        start: crate::command::Start::default(),
+        idle_stop: default_idle_stop(),
+        working_dir: None,
+        env: Vec::new(),
+        user: None,
+        max_processes: default_max_processes(),
+        kill_grace: default_kill_grace(),
+        topic: None,
     }
 }
 
@@ -724,6 +787,22 @@ impl Config {
                             format!("route {path}: {why} (algorithm {})", alg.get_ref()),
                         ));
                     }
+                }
+            }
+            if r.kind == RouteKind::Command {
+                if let Err(why) = crate::command::check(r) {
+                    let line = text
+                        .lines()
+                        .enumerate()
+                        .skip(line_of(text, r.path.span().start).saturating_sub(1))
+                        .find(|(_, l)| l.trim_start().starts_with("command"))
+                        .map(|(i, _)| i + 1);
+                    return Err(ConfigError {
+                        file: file.to_string(),
+                        line,
+                        key: Some("command".into()),
+                        message: format!("route {path}: {why}"),
+                    });
                 }
             }
             if let Some(token) = &r.publish_token {

@@ -22,6 +22,7 @@ pub mod bench;
 pub mod cgi;
 pub mod check;
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod fcgi;
 pub mod hub;

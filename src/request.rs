@@ -135,6 +135,13 @@ impl Request {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
+    /// Every variable that is valid UTF-8, in the order received.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars
+            .iter()
+            .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
+    }
+
     /// An HTTP request header by its HTTP name (`Last-Event-ID` reads `HTTP_LAST_EVENT_ID`).
     pub fn header(&self, name: &str) -> Option<&str> {
         let var: String = "HTTP_"

@@ -289,6 +289,7 @@ pub fn run_daemon(
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let app = Arc::new(app);
+        app.start_commands();
         tokio::spawn(cancel_on_signals(shutdown.clone()));
         tokio::spawn(reload_on_hangup(app.clone(), reload, shutdown.clone()));
         if let Some(fd) = lifeline {

@@ -306,7 +306,34 @@ impl App {
                 ))
             })
             .collect();
+        let commands: serde_json::Map<String, serde_json::Value> = self
+            .current()
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let super::Handler::Command(c) = &r.handler else {
+                    return None;
+                };
+                let doc = match &c.kind {
+                    super::CommandKind::Shared(sh) => serde_json::json!({
+                        "mode": "shared",
+                        "running": sh.stats.running.load(Ordering::Relaxed),
+                        "pid": sh.stats.pid.load(Ordering::Relaxed),
+                        "restarts": sh.stats.restarts.load(Ordering::Relaxed),
+                        "events": sh.stats.events.load(Ordering::Relaxed),
+                        "dropped": sh.stats.dropped.load(Ordering::Relaxed),
+                        "subscribers": sh.subscribers(),
+                    }),
+                    super::CommandKind::PerStream(p) => serde_json::json!({
+                        "mode": "per-stream",
+                        "running": p.running.load(Ordering::Relaxed),
+                    }),
+                };
+                Some((r.path.clone(), doc))
+            })
+            .collect();
         let doc = serde_json::json!({
+            "commands": commands,
             "topics": topics,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.started.elapsed().as_secs(),

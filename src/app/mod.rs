@@ -11,7 +11,7 @@ use crate::access_log::{AccessLog, StreamLog};
 use crate::auth::RouteAuth;
 use crate::config::{Config, RouteConfig, RouteKind};
 use crate::hub::replay::ReplayBounds;
-use crate::hub::{Hub, HubSettings, Resume};
+use crate::hub::{Hub, HubSettings, Interest, Resume};
 use crate::publish::validate_topics;
 use crate::request::Request;
 use crate::response::{stream_headers, FullResponse, Response, StreamResponse};
@@ -31,19 +31,90 @@ enum Handler {
     Builtin(Box<RouteConfig>),
     Topics(Arc<(RouteConfig, RouteAuth)>, Arc<Hub>),
     Mercure(Arc<mercure::MercureRoute>, Arc<Hub>),
+    Command(Arc<CommandRoute>),
     /// A topics route whose journal could not be opened (CGI only: the daemon refuses to start).
     Unavailable(&'static str),
     Custom(SourceFactory),
 }
 
 impl Handler {
-    /// The hub of a `topics` or `mercure` route.
+    /// The hub of a `topics` or `mercure` route, or of a `command` with a `topic`.
     fn hub(&self) -> Option<&Arc<Hub>> {
         match self {
             Handler::Topics(_, hub) | Handler::Mercure(_, hub) => Some(hub),
+            Handler::Command(c) => match &c.kind {
+                CommandKind::Shared(s) => s.hub().map(|(h, _)| h),
+                CommandKind::PerStream(_) => None,
+            },
             _ => None,
         }
     }
+}
+
+/// A `command` route: its config and authorization (for POSTs to its topic) and its programs.
+struct CommandRoute {
+    conf: RouteConfig,
+    auth: RouteAuth,
+    kind: CommandKind,
+}
+
+enum CommandKind {
+    Shared(Arc<crate::command::shared::Shared>),
+    PerStream(crate::command::per_stream::PerStream),
+}
+
+/// The hub of a route: the one in `keep` (a reload) when it is stored in the same place, else
+/// newly opened.
+fn route_hub(
+    config: &Config,
+    r: &RouteConfig,
+    keep: &[Route],
+) -> Result<Arc<Hub>, crate::hub::journal::JournalError> {
+    let path = r.path.get_ref();
+    let storage = config.journal.storage_for(r);
+    let kept = keep.iter().find_map(|o| match o.handler.hub() {
+        Some(hub) if &o.path == path && hub.location() == storage.location() => Some(hub.clone()),
+        _ => None,
+    });
+    match kept {
+        Some(hub) => Ok(hub),
+        None => Hub::open(path, storage, hub_settings(config, r)),
+    }
+}
+
+/// A `command` route's handler; its shared program's supervisor starts when a runtime is up.
+fn command_route(config: &Config, r: &RouteConfig, keep: &[Route]) -> Result<CommandRoute, String> {
+    use crate::command::{per_stream::PerStream, shared::Shared, Mode, Program};
+    let program = Program::from_route(r);
+    let kind = match r.mode {
+        Mode::PerStream => {
+            CommandKind::PerStream(PerStream::new(program, r.format, r.max_processes))
+        }
+        Mode::Shared => {
+            let hub = match &r.topic {
+                Some(t) => Some((
+                    route_hub(config, r, keep).map_err(|e| e.to_string())?,
+                    t.clone(),
+                )),
+                None => None,
+            };
+            let shared = Shared::new(
+                program,
+                r.format,
+                (r.start, r.idle_stop),
+                r.subscriber_queue,
+                config.stream.retry,
+                hub,
+            );
+            shared.ensure_started();
+            CommandKind::Shared(shared)
+        }
+    };
+    Ok(CommandRoute {
+        conf: r.clone(),
+        auth: RouteAuth::from_route(r)?,
+        kind,
+    })
 }
 
 #[derive(Clone)]
@@ -90,36 +161,29 @@ fn build_routes(config: &Config, strict: bool, keep: &[Route]) -> Result<Vec<Rou
     for r in &config.routes {
         let path = r.path.get_ref();
         let handler = match r.kind {
-            RouteKind::Topics | RouteKind::Mercure => {
-                let storage = config.journal.storage_for(r);
-                let kept = keep.iter().find_map(|o| match o.handler.hub() {
-                    Some(hub) if &o.path == path && hub.location() == storage.location() => {
-                        Some(hub.clone())
-                    }
-                    _ => None,
-                });
-                let hub = match kept {
-                    Some(hub) => Ok(hub),
-                    None => Hub::open(path, storage, hub_settings(config, r)),
-                };
-                match hub {
-                    Ok(hub) if r.kind == RouteKind::Topics => match RouteAuth::from_route(r) {
-                        Ok(auth) => Handler::Topics(Arc::new((r.clone(), auth)), hub),
-                        Err(e) => return Err(format!("route {path}: {e}")),
-                    },
-                    Ok(hub) => match mercure::MercureRoute::new(r) {
-                        Ok(m) => Handler::Mercure(Arc::new(m), hub),
-                        Err(e) => return Err(format!("route {path}: {e}")),
-                    },
-                    Err(e) if !strict => {
-                        log::error!(
-                            "route {path}: journal unavailable, the route answers 503: {e}"
-                        );
-                        Handler::Unavailable(e.public_reason())
-                    }
-                    Err(e) => return Err(format!("route {path}: {e}")),
+            RouteKind::Command => match command_route(config, r, keep) {
+                Ok(c) => Handler::Command(Arc::new(c)),
+                Err(e) if !strict => {
+                    log::error!("route {path}: unavailable, the route answers 503: {e}");
+                    Handler::Unavailable("its program or journal is unavailable")
                 }
-            }
+                Err(e) => return Err(format!("route {path}: {e}")),
+            },
+            RouteKind::Topics | RouteKind::Mercure => match route_hub(config, r, keep) {
+                Ok(hub) if r.kind == RouteKind::Topics => match RouteAuth::from_route(r) {
+                    Ok(auth) => Handler::Topics(Arc::new((r.clone(), auth)), hub),
+                    Err(e) => return Err(format!("route {path}: {e}")),
+                },
+                Ok(hub) => match mercure::MercureRoute::new(r) {
+                    Ok(m) => Handler::Mercure(Arc::new(m), hub),
+                    Err(e) => return Err(format!("route {path}: {e}")),
+                },
+                Err(e) if !strict => {
+                    log::error!("route {path}: journal unavailable, the route answers 503: {e}");
+                    Handler::Unavailable(e.public_reason())
+                }
+                Err(e) => return Err(format!("route {path}: {e}")),
+            },
             _ => Handler::Builtin(Box::new(r.clone())),
         };
         routes.push(Route {
@@ -180,6 +244,18 @@ impl App {
     /// journal directory is unchanged keep their hub (history, subscribers); a new one opens its
     /// journal (blocking I/O: call it off the runtime). On an error nothing changes. Listen
     /// addresses and `worker_threads` apply at the next start.
+    /// Starts the supervisors of shared commands (call it on the runtime: those with
+    /// `start = "always"` start their program now, the others wait for a subscriber).
+    pub fn start_commands(&self) {
+        for r in &self.current().routes {
+            if let Handler::Command(c) = &r.handler {
+                if let CommandKind::Shared(s) = &c.kind {
+                    s.ensure_started();
+                }
+            }
+        }
+    }
+
     pub fn reload(&self, config: Config) -> Result<usize, String> {
         let old = self.current();
         let mut routes = build_routes(&config, true, &old.routes)?;
@@ -359,6 +435,13 @@ impl App {
         if let Handler::Mercure(m, hub) = &route.handler {
             return self.mercure(route, m, hub, req).await;
         }
+        if let Handler::Command(c) = &route.handler {
+            if let (CommandKind::Shared(s), "POST") = (&c.kind, req.method.as_str()) {
+                if let Some((hub, _)) = s.hub() {
+                    return self.publish(&c.conf, &c.auth, hub, req).await.into();
+                }
+            }
+        }
         if let Handler::Unavailable(reason) = &route.handler {
             return FullResponse::text(
                 503,
@@ -389,7 +472,9 @@ impl App {
                 RouteKind::Metrics => return self.metrics().await.into(),
                 RouteKind::Clock => Box::new(ClockSource::new(r.interval)),
                 RouteKind::Ping => Box::new(PingSource::new(r.interval)),
-                RouteKind::Topics | RouteKind::Mercure => unreachable!("these routes have a hub"),
+                RouteKind::Topics | RouteKind::Mercure | RouteKind::Command => {
+                    unreachable!("these routes have handlers of their own")
+                }
             },
             Handler::Topics(route_auth, hub) => {
                 let (conf, auth) = &**route_auth;
@@ -416,6 +501,28 @@ impl App {
                 let source = hub.subscribe(crate::hub::Interest::topics(topics), resume);
                 return self.open_stream(route, Box::new(source), permit, req);
             }
+            Handler::Command(c) => match &c.kind {
+                CommandKind::PerStream(p) => {
+                    if req.is_head() {
+                        return self.stream_head_only();
+                    }
+                    let Some(permit) = self.try_acquire_stream() else {
+                        return self.refuse_full(route, req);
+                    };
+                    return match p.open(req) {
+                        Ok(source) => self.open_stream(route, Box::new(source), permit, req),
+                        Err(refusal) => refusal.into(),
+                    };
+                }
+                CommandKind::Shared(s) => match s.hub() {
+                    Some((hub, topic)) => {
+                        s.wake();
+                        let resume = Resume::parse(req.last_event_id().as_deref());
+                        Box::new(hub.subscribe(Interest::topics(vec![topic.clone()]), resume))
+                    }
+                    None => Box::new(s.subscribe()),
+                },
+            },
             Handler::Unavailable(_) | Handler::Mercure(..) => unreachable!("answered above"),
             Handler::Custom(factory) => match factory(req) {
                 Ok(s) => s,

@@ -1,0 +1,150 @@
+//! A per-stream command: one process per browser, with a CGI-style environment (what a PHP SSE
+//! endpoint reads: `QUERY_STRING`, `REQUEST_URI`, `REMOTE_ADDR`, `REMOTE_USER`, `HTTP_*`
+//! including `HTTP_LAST_EVENT_ID`), its stdout the stream. It is ended — SIGTERM, then SIGKILL
+//! after `kill_grace` — the moment the stream ends: the browser left, the program's output
+//! ended, or the server stops. Past `max_processes`, 503.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStdout};
+
+use super::output::{Format, OutputParser};
+use super::{end, Program};
+use crate::request::Request;
+use crate::response::FullResponse;
+use crate::source::{NextEvent, Source};
+use crate::sse::EncodedEvent;
+
+/// The CGI variables a per-stream program gets from its request (besides every `HTTP_*`).
+const CGI_VARS: &[&str] = &[
+    "QUERY_STRING",
+    "REQUEST_URI",
+    "REQUEST_METHOD",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "REMOTE_USER",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SERVER_PROTOCOL",
+    "HTTPS",
+];
+
+/// One per-stream command route.
+pub struct PerStream {
+    program: Program,
+    format: Format,
+    max: usize,
+    /// Programs running now.
+    pub running: Arc<AtomicUsize>,
+}
+
+impl PerStream {
+    /// A per-stream route running `program`, at most `max` at once.
+    pub fn new(program: Program, format: Format, max: usize) -> PerStream {
+        PerStream {
+            program,
+            format,
+            max,
+            running: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Starts the program for `req`; a 503 past `max_processes`, a 500 when it cannot start.
+    pub fn open(&self, req: &Request) -> Result<ProcessSource, FullResponse> {
+        let running = self.running.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(self.running.clone());
+        if running >= self.max {
+            return Err(FullResponse::text(
+                503,
+                format!(
+                    "{}: all {} programs are running (max_processes); retry",
+                    self.program.route, self.max
+                ),
+            )
+            .with_header("Retry-After", "5"));
+        }
+        let mut env: Vec<(String, String)> = req
+            .vars()
+            .filter(|(k, _)| k.starts_with("HTTP_") || CGI_VARS.contains(k))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push(("GATEWAY_INTERFACE".into(), "CGI/1.1".into()));
+        let mut child = self.program.spawn(&env).map_err(|e| {
+            log::error!(
+                "req={} route={}: cannot start {:?}: {e}",
+                req.id,
+                self.program.route,
+                self.program.argv
+            );
+            FullResponse::text(
+                500,
+                format!("{}: the program could not be started", self.program.route),
+            )
+        })?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        Ok(ProcessSource {
+            child: Some(child),
+            stdout,
+            parser: OutputParser::new(self.format),
+            pending: VecDeque::new(),
+            grace: self.program.kill_grace,
+            _slot: slot,
+        })
+    }
+}
+
+/// Gives a process slot back when the stream ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One browser's program.
+pub struct ProcessSource {
+    child: Option<Child>,
+    stdout: ChildStdout,
+    parser: OutputParser,
+    pending: VecDeque<Bytes>,
+    grace: std::time::Duration,
+    _slot: Slot,
+}
+
+impl Source for ProcessSource {
+    fn next(&mut self) -> NextEvent<'_> {
+        Box::pin(async move {
+            let mut buf = [0u8; 8192];
+            loop {
+                if let Some(ev) = self.pending.pop_front() {
+                    return Some(EncodedEvent::from_shared(ev));
+                }
+                // Cancel-safe: a read that is dropped has taken nothing.
+                let n = match self.stdout.read(&mut buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => n,
+                };
+                for ev in self.parser.feed(&buf[..n]) {
+                    if let Ok(e) = ev.to_event().encode() {
+                        self.pending.push_back(e.into_bytes());
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Drop for ProcessSource {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            end(child, self.grace);
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! A shared command: one process for every subscriber of the route. A supervisor task starts
+//! it when the first subscriber arrives (or at once with `start = "always"`), reads its stdout
+//! into events — broadcast live, or published to the route's hub when it has a `topic` — ends
+//! it `idle_stop` after the last subscriber left, and restarts it with backoff when it exits.
+//! A subscriber that falls `subscriber_queue` events behind is cut off with a `retry:` hint
+//! (the slow-subscriber rule), so a flooding program never grows memory.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
+
+use super::output::{Format, OutputParser};
+use super::{end, Program, Start};
+use crate::hub::journal::Publication;
+use crate::hub::Hub;
+use crate::source::{NextEvent, Source};
+use crate::sse::EncodedEvent;
+
+/// Largest live event (encoded); a larger one is dropped and counted. With the queue length
+/// this bounds the broadcast buffer: 1,024 × 64 KiB at most.
+const MAX_LIVE_EVENT: usize = 64 * 1024;
+
+/// Longest wait before a program that keeps exiting is started again.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What `/status` shows of a shared command.
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    /// Whether the process runs now.
+    pub running: AtomicBool,
+    /// Its pid (0 when none).
+    pub pid: AtomicU32,
+    /// Times it was started again after it exited.
+    pub restarts: AtomicU64,
+    /// Events read from it.
+    pub events: AtomicU64,
+    /// Events dropped as larger than the line bound, or lines dropped.
+    pub dropped: AtomicU64,
+}
+
+/// One shared command route.
+pub struct Shared {
+    program: Program,
+    format: Format,
+    start: Start,
+    idle_stop: Duration,
+    retry_ms: u64,
+    live: broadcast::Sender<Bytes>,
+    hub: Option<(Arc<Hub>, String)>,
+    wanted: Notify,
+    started: std::sync::OnceLock<()>,
+    /// Counters for `/status`.
+    pub stats: SharedStats,
+}
+
+impl Shared {
+    /// A shared command (its supervisor starts with [`Shared::start`]).
+    pub fn new(
+        program: Program,
+        format: Format,
+        (start, idle_stop): (Start, Duration),
+        queue: usize,
+        retry: Duration,
+        hub: Option<(Arc<Hub>, String)>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            program,
+            format,
+            start,
+            idle_stop,
+            retry_ms: retry.as_millis() as u64,
+            live: broadcast::channel(queue.max(1)).0,
+            hub,
+            wanted: Notify::new(),
+            started: std::sync::OnceLock::new(),
+            stats: SharedStats::default(),
+        })
+    }
+
+    /// Starts the supervisor on the current runtime, once (a no-op without a runtime: it
+    /// starts with the first subscriber or when the daemon's runtime is up).
+    pub fn ensure_started(self: &Arc<Self>) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if self.started.set(()).is_ok() {
+                rt.spawn(supervise(Arc::downgrade(self)));
+            }
+        }
+    }
+
+    /// The hub events go through, when the route has a `topic`.
+    pub fn hub(&self) -> Option<&(Arc<Hub>, String)> {
+        self.hub.as_ref()
+    }
+
+    /// Subscribers now.
+    pub fn subscribers(&self) -> usize {
+        match &self.hub {
+            Some((hub, _)) => hub.subscribers(),
+            None => self.live.receiver_count(),
+        }
+    }
+
+    /// A live subscriber (routes without a `topic`); wakes the supervisor.
+    pub fn subscribe(self: &Arc<Self>) -> LiveSource {
+        let rx = self.live.subscribe();
+        self.ensure_started();
+        self.wanted.notify_one();
+        LiveSource {
+            rx,
+            retry_ms: self.retry_ms,
+            finished: false,
+            _shared: self.clone(),
+        }
+    }
+
+    /// Tells the supervisor someone subscribed (through the hub).
+    pub fn wake(self: &Arc<Self>) {
+        self.ensure_started();
+        self.wanted.notify_one();
+    }
+
+    fn wanted_now(&self) -> bool {
+        self.start == Start::Always || self.subscribers() > 0
+    }
+
+    /// Hands one event on: broadcast, or published to the hub (in order).
+    async fn emit(&self, ev: super::output::ProgramEvent) {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        match &self.hub {
+            Some((hub, topic)) => {
+                let p = Publication {
+                    topics: vec![topic.clone()],
+                    event: ev.event,
+                    retry_ms: ev.retry_ms,
+                    data: ev.data,
+                    ..Publication::default()
+                };
+                if let Err(e) = hub.publish(p).await {
+                    log::warn!("route {}: event not stored: {e}", self.program.route);
+                }
+            }
+            None => match ev.to_event().encode() {
+                Ok(bytes) if bytes.as_bytes().len() <= MAX_LIVE_EVENT => {
+                    let _ = self.live.send(bytes.into_bytes());
+                }
+                _ => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        }
+    }
+}
+
+/// Runs the program while it is wanted, restarting it with backoff.
+async fn supervise(shared: Weak<Shared>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        // Wait until someone wants it (checked every second too: a reload, a leaving hub).
+        loop {
+            let Some(s) = shared.upgrade() else { return };
+            if s.wanted_now() {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), s.wanted.notified()).await;
+        }
+        let Some(s) = shared.upgrade() else { return };
+        let started = Instant::now();
+        let mut child = match s.program.spawn(&[]) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!(
+                    "route {}: cannot start {:?}: {e}; retrying in {backoff:?}",
+                    s.program.route,
+                    s.program.argv
+                );
+                drop(s);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        s.stats.running.store(true, Ordering::Relaxed);
+        s.stats.pid.store(pid, Ordering::Relaxed);
+        log::info!(
+            "route {}: started {:?} (pid {pid})",
+            s.program.route,
+            s.program.argv
+        );
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let mut parser = OutputParser::new(s.format);
+        let grace = s.program.kill_grace;
+        let (idle_stop, route) = (s.idle_stop, s.program.route.clone());
+        drop(s);
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut idle_since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let stopped = loop {
+            tokio::select! {
+                n = stdout.read(&mut buf) => {
+                    let n = match n { Ok(0) | Err(_) => break false, Ok(n) => n };
+                    let Some(s) = shared.upgrade() else { break true };
+                    for ev in parser.feed(&buf[..n]) {
+                        s.emit(ev).await;
+                    }
+                    s.stats.dropped.store(parser.dropped_lines, Ordering::Relaxed);
+                }
+                _ = tick.tick() => {
+                    let Some(s) = shared.upgrade() else { break true };
+                    if s.wanted_now() {
+                        idle_since = None;
+                    } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= idle_stop {
+                        log::info!("route {route}: no subscribers for {idle_stop:?}; stopping pid {pid}");
+                        break true;
+                    }
+                }
+            }
+        };
+        if let Some(s) = shared.upgrade() {
+            s.stats.running.store(false, Ordering::Relaxed);
+            s.stats.pid.store(0, Ordering::Relaxed);
+        }
+        if stopped {
+            end(child, grace);
+            backoff = Duration::from_millis(200);
+            continue;
+        }
+        let status = child.wait().await;
+        let Some(s) = shared.upgrade() else { return };
+        s.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        if started.elapsed() > MAX_BACKOFF {
+            backoff = Duration::from_millis(200);
+        }
+        log::warn!(
+            "route {route}: pid {pid} exited ({}); starting it again in {backoff:?}",
+            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+        );
+        drop(s);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A live subscriber of a shared command.
+pub struct LiveSource {
+    rx: broadcast::Receiver<Bytes>,
+    retry_ms: u64,
+    finished: bool,
+    /// Keeps the command (and its supervisor) alive while the stream is open.
+    _shared: Arc<Shared>,
+}
+
+impl Source for LiveSource {
+    fn next(&mut self) -> NextEvent<'_> {
+        Box::pin(async move {
+            if self.finished {
+                return None;
+            }
+            match self.rx.recv().await {
+                Ok(bytes) => Some(EncodedEvent::from_shared(bytes)),
+                // Fell `subscriber_queue` events behind: come back later (and catch up live).
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.finished = true;
+                    Some(EncodedEvent::retry_hint(self.retry_ms))
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
+    }
+}
