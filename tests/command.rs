@@ -289,3 +289,28 @@ fn a_missing_program_is_a_config_error_with_file_line_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn start_always_runs_before_anyone_subscribes_and_stderr_reaches_the_log() {
+    let dir = TempDir::new("cmd-always");
+    let chatty = script(
+        &dir,
+        "always-chatty.sh",
+        "echo 'warming the cache' >&2\nwhile true; do printf 'data: x\\n\\n'; sleep 0.5; done",
+    );
+    let d = Daemon::start(&with_status(&route(
+        "/always",
+        &format!("command = [\"{chatty}\"]\nstart = \"always\"\nidle_stop = \"1s\""),
+    )));
+    wait_for(
+        "the program to start on its own",
+        Duration::from_secs(5),
+        || processes("always-chatty.sh").len() == 1,
+    );
+    wait_for("its stderr in the log", Duration::from_secs(5), || {
+        d.log().contains("route /always: program") && d.log().contains("warming the cache")
+    });
+    // Nobody subscribes, and it keeps running past idle_stop.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(processes("always-chatty.sh").len(), 1);
+}
