@@ -11,13 +11,15 @@ use crate::access_log::{AccessLog, StreamLog};
 use crate::auth::RouteAuth;
 use crate::config::{Config, RouteConfig, RouteKind};
 use crate::hub::replay::ReplayBounds;
-use crate::hub::{Hub, HubSettings, Interest, Resume};
+use crate::hub::{Hub, HubSettings, Resume};
 use crate::publish::validate_topics;
 use crate::request::Request;
 use crate::response::{stream_headers, FullResponse, Response, StreamResponse};
 use crate::source::{ClockSource, PingSource, Source, StreamTiming};
 use crate::stats::{ConnectionGuard, InputCharge, Stats, StreamPermit};
+use command::{command_route, CommandKind, CommandRoute};
 
+mod command;
 mod documents;
 mod mercure;
 mod subscriptions;
@@ -51,18 +53,6 @@ impl Handler {
     }
 }
 
-/// A `command` route: its config and authorization (for POSTs to its topic) and its programs.
-struct CommandRoute {
-    conf: RouteConfig,
-    auth: RouteAuth,
-    kind: CommandKind,
-}
-
-enum CommandKind {
-    Shared(Arc<crate::command::shared::Shared>),
-    PerStream(crate::command::per_stream::PerStream),
-}
-
 /// The hub of a route: the one in `keep` (a reload) when it is stored in the same place, else
 /// newly opened.
 fn route_hub(
@@ -80,41 +70,6 @@ fn route_hub(
         Some(hub) => Ok(hub),
         None => Hub::open(path, storage, hub_settings(config, r)),
     }
-}
-
-/// A `command` route's handler; its shared program's supervisor starts when a runtime is up.
-fn command_route(config: &Config, r: &RouteConfig, keep: &[Route]) -> Result<CommandRoute, String> {
-    use crate::command::{per_stream::PerStream, shared::Shared, Mode, Program};
-    let program = Program::from_route(r);
-    let kind = match r.mode {
-        Mode::PerStream => {
-            CommandKind::PerStream(PerStream::new(program, r.format, r.max_processes))
-        }
-        Mode::Shared => {
-            let hub = match &r.topic {
-                Some(t) => Some((
-                    route_hub(config, r, keep).map_err(|e| e.to_string())?,
-                    t.clone(),
-                )),
-                None => None,
-            };
-            let shared = Shared::new(
-                program,
-                r.format,
-                (r.start, r.idle_stop),
-                r.subscriber_queue,
-                config.stream.retry,
-                hub,
-            );
-            shared.ensure_started();
-            CommandKind::Shared(shared)
-        }
-    };
-    Ok(CommandRoute {
-        conf: r.clone(),
-        auth: RouteAuth::from_route(r)?,
-        kind,
-    })
 }
 
 #[derive(Clone)]
@@ -436,11 +391,7 @@ impl App {
             return self.mercure(route, m, hub, req).await;
         }
         if let Handler::Command(c) = &route.handler {
-            if let (CommandKind::Shared(s), "POST") = (&c.kind, req.method.as_str()) {
-                if let Some((hub, _)) = s.hub() {
-                    return self.publish(&c.conf, &c.auth, hub, req).await.into();
-                }
-            }
+            return self.command(route, c, req).await;
         }
         if let Handler::Unavailable(reason) = &route.handler {
             return FullResponse::text(
@@ -501,29 +452,9 @@ impl App {
                 let source = hub.subscribe(crate::hub::Interest::topics(topics), resume);
                 return self.open_stream(route, Box::new(source), permit, req);
             }
-            Handler::Command(c) => match &c.kind {
-                CommandKind::PerStream(p) => {
-                    if req.is_head() {
-                        return self.stream_head_only();
-                    }
-                    let Some(permit) = self.try_acquire_stream() else {
-                        return self.refuse_full(route, req);
-                    };
-                    return match p.open(req) {
-                        Ok(source) => self.open_stream(route, Box::new(source), permit, req),
-                        Err(refusal) => refusal.into(),
-                    };
-                }
-                CommandKind::Shared(s) => match s.hub() {
-                    Some((hub, topic)) => {
-                        s.wake();
-                        let resume = Resume::parse(req.last_event_id().as_deref());
-                        Box::new(hub.subscribe(Interest::topics(vec![topic.clone()]), resume))
-                    }
-                    None => Box::new(s.subscribe()),
-                },
-            },
-            Handler::Unavailable(_) | Handler::Mercure(..) => unreachable!("answered above"),
+            Handler::Unavailable(_) | Handler::Mercure(..) | Handler::Command(_) => {
+                unreachable!("answered above")
+            }
             Handler::Custom(factory) => match factory(req) {
                 Ok(s) => s,
                 Err(resp) => return resp,
