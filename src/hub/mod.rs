@@ -11,10 +11,11 @@ pub mod journal;
 pub mod local;
 pub mod redis;
 pub mod replay;
+mod subscribe;
 pub mod subscriber;
 mod topic_source;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,6 +31,7 @@ use replay::{ReplayBounds, ReplayBuffer};
 use subscriber::{Offer, Subscriber};
 
 pub use interest::{Interest, Presence};
+pub use subscribe::Resume;
 pub use topic_source::TopicSource;
 
 /// Subscribers written to between two yields of the delivery task.
@@ -222,34 +224,6 @@ impl Storage {
 enum Starter {
     Local(local::Threads),
     Redis(redis::Threads),
-}
-
-/// Where a subscription starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resume {
-    /// No `Last-Event-ID`: live events only.
-    Live,
-    /// Resume after this id.
-    After(u64),
-    /// A `Last-Event-ID` that is not an id this server issued.
-    Invalid,
-    /// Every retained event (Mercure's `earliest`).
-    Earliest,
-    /// After the event with this id as the publisher gave it (or as the hub generated it).
-    Named(String),
-}
-
-impl Resume {
-    /// Interprets a `Last-Event-ID` value (untrusted).
-    pub fn parse(last_event_id: Option<&str>) -> Resume {
-        match last_event_id {
-            None | Some("") => Resume::Live,
-            Some(s) if s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => {
-                s.parse().map(Resume::After).unwrap_or(Resume::Invalid)
-            }
-            Some(_) => Resume::Invalid,
-        }
-    }
 }
 
 impl Hub {
@@ -514,156 +488,6 @@ impl Hub {
                 hub.deliver_in_slices(records).await;
             }
         });
-    }
-
-    /// Subscribes with `interest`: replays what the client missed after `resume`, then live
-    /// events, with no gap and no duplicate (both are taken under one lock).
-    pub fn subscribe(self: &Arc<Self>, interest: Interest, resume: Resume) -> TopicSource {
-        self.start_delivery_task();
-        let (tx, rx) = mpsc::channel(self.settings.subscriber_queue);
-        let mut st = self.lock();
-        st.history.trim(&self.settings.history);
-        let last_id = st.last_id;
-        let newest = Self::newest_id(&st);
-        let wanted = |e: &StoredEvent| interest.wants(e);
-        let asked = match &resume {
-            Resume::Named(name) => Some(name.clone()),
-            _ => None,
-        };
-        let resume = match resume {
-            Resume::Named(name) => match st.history.find_public(&name) {
-                Some(seq) => Resume::After(seq),
-                None => match Resume::parse(Some(&name)) {
-                    Resume::After(seq) if st.history.find_public(&seq.to_string()).is_none() => {
-                        Resume::After(seq)
-                    }
-                    _ => {
-                        let reset = self.reset_event("unknown", last_id, &newest);
-                        return self.attach(
-                            st,
-                            interest,
-                            (tx, rx),
-                            (Some(reset), VecDeque::new()),
-                            newest,
-                            None,
-                        );
-                    }
-                },
-            },
-            other => other,
-        };
-        // Shared backend: an id a little above ours may be another instance's newest.
-        if let Resume::After(id) = resume {
-            if id > last_id && self.shared {
-                let from = asked.unwrap_or_else(|| id.to_string());
-                let wait = tokio::time::Instant::now() + topic_source::UNVERIFIED_GRACE;
-                return self.attach(
-                    st,
-                    interest,
-                    (tx, rx),
-                    (None, VecDeque::new()),
-                    from,
-                    Some((id, wait)),
-                );
-            }
-        }
-        let (preamble, replay, from) = match resume {
-            Resume::Live => (None, VecDeque::new(), newest.clone()),
-            Resume::Earliest => (None, st.history.all(wanted), "earliest".to_string()),
-            Resume::After(id) => match st.history.after(id, last_id, wanted) {
-                Ok(replay) => (None, replay, asked.unwrap_or_else(|| id.to_string())),
-                Err(why) => (
-                    Some(self.reset_event(why.reason(), last_id, &newest)),
-                    VecDeque::new(),
-                    newest.clone(),
-                ),
-            },
-            Resume::Invalid | Resume::Named(_) => (
-                Some(self.reset_event("invalid", last_id, &newest)),
-                VecDeque::new(),
-                newest.clone(),
-            ),
-        };
-        self.attach(st, interest, (tx, rx), (preamble, replay), from, None)
-    }
-
-    /// A stream that resumed after `id`, which never showed up: it gets the `unknown` reset and
-    /// live events from now on.
-    fn give_up_on(&self, sid: u64, id: u64) -> Bytes {
-        let mut st = self.lock();
-        if let Some(sub) = st.subscribers.get_mut(&sid) {
-            sub.min_id = 0;
-        }
-        log::info!("topics {}: resume id {id} never appeared; reset", self.name);
-        let newest = Self::newest_id(&st);
-        self.reset_event("unknown", st.last_id, &newest)
-    }
-
-    /// Registers a subscriber (under the lock the replay was taken with): its queue, what it
-    /// gets first (reset, replay), and, when it resumed after an id not seen yet, that id and
-    /// how long to wait for it.
-    fn attach(
-        self: &Arc<Self>,
-        mut st: MutexGuard<'_, HubState>,
-        interest: Interest,
-        (tx, rx): (
-            mpsc::Sender<Arc<StoredEvent>>,
-            mpsc::Receiver<Arc<StoredEvent>>,
-        ),
-        (preamble, replay): (Option<Bytes>, VecDeque<Arc<StoredEvent>>),
-        resumed_after: String,
-        unverified: Option<(u64, tokio::time::Instant)>,
-    ) -> TopicSource {
-        let sid = st.next_subscriber;
-        st.next_subscriber += 1;
-        for t in &interest.exact {
-            st.by_topic.entry(t.clone()).or_default().push(sid);
-        }
-        if !interest.patterns.is_empty() {
-            st.by_pattern.push(sid);
-        }
-        let mut sub = Subscriber::new(interest, tx);
-        sub.min_id = unverified.map_or(0, |(id, _)| id);
-        st.subscribers.insert(sid, sub);
-        drop(st);
-        TopicSource {
-            hub: self.clone(),
-            sid,
-            preamble,
-            replay,
-            rx,
-            finished: false,
-            direct: false,
-            unverified,
-            resumed_after,
-        }
-    }
-
-    /// The id (as sent on the wire) of the newest event, `earliest` when there is none.
-    fn newest_id(st: &HubState) -> String {
-        match st.history.newest() {
-            Some(ev) if ev.id == st.last_id => {
-                ev.public_id.clone().unwrap_or_else(|| ev.id.to_string())
-            }
-            _ if st.last_id == 0 => "earliest".to_string(),
-            _ => st.last_id.to_string(),
-        }
-    }
-
-    fn reset_event(&self, reason: &str, last_id: u64, newest: &str) -> Bytes {
-        let data = serde_json::json!({ "reason": reason, "last_id": last_id }).to_string();
-        let id = if newest == "earliest" {
-            last_id.to_string()
-        } else {
-            newest.to_string()
-        };
-        Event::new()
-            .event(RESET_EVENT)
-            .id(id)
-            .data(data)
-            .encode()
-            .map(EncodedEvent::into_bytes)
-            .unwrap_or_default()
     }
 
     /// Where its events are kept: the journal directory, or the Redis stream.
