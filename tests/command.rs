@@ -314,3 +314,23 @@ fn start_always_runs_before_anyone_subscribes_and_stderr_reaches_the_log() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(processes("always-chatty.sh").len(), 1);
 }
+
+#[test]
+fn a_program_runs_as_the_configured_user_when_fastsse_is_root() {
+    if !is_root() {
+        return;
+    }
+    let dir = TempDir::new("cmd-user");
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let whoami = script(
+        &dir,
+        "whoami.sh",
+        "printf 'data: %s\\n\\n' \"$(id -un)\"\nwhile true; do sleep 1; done",
+    );
+    let d = Daemon::start(&with_status(&route(
+        "/who",
+        &format!("command = [\"{whoami}\"]\nmode = \"per-stream\"\nuser = \"www-data\""),
+    )));
+    let mut c = open(&d.socket, "/who", &[]);
+    c.read_stdout_until(1, "data: www-data");
+}
