@@ -13,6 +13,11 @@ path = "/events"
 type = "topics"
 
 [[route]]
+path = "/clock"
+type = "clock"
+interval = "100ms"
+
+[[route]]
 path = "/status"
 type = "status"
 "#;
@@ -138,5 +143,84 @@ fn too_many_subscribers_for_the_open_file_limit_is_refused_up_front() {
     assert!(
         err.contains("open files") && err.contains("ulimit"),
         "{err}"
+    );
+}
+
+#[test]
+fn thresholds_set_the_exit_status() {
+    let d = Daemon::start(CONFIG);
+    let fcgi = format!("unix:{}", d.socket.display());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--fcgi", &fcgi, "--path", "/events?topic=gate", "-n", "5"];
+        args.extend_from_slice(&["--duration", "1s", "--drain", "500ms"]);
+        args.extend_from_slice(extra);
+        bench(&args)
+    };
+    // Publishing through the same socket's HTTP side is not available over FastCGI: a
+    // subscriber-only run that receives nothing fails, saying so.
+    let (code, r, _) = run(&[]);
+    assert_eq!(code, 1, "{r}");
+    assert!(
+        r["failures"].to_string().contains("no event was received"),
+        "{r}"
+    );
+    // With a source that produces events (the clock) and thresholds it meets: exit 0.
+    let clock = |extra: &[&str]| {
+        let mut args = vec!["--fcgi", &fcgi, "--path", "/clock", "-n", "5"];
+        args.extend_from_slice(&["--duration", "2s", "--drain", "0s"]);
+        args.extend_from_slice(extra);
+        bench(&args)
+    };
+    let (code, r, _) = clock(&["--max-p99", "10s", "--max-loss", "0"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["failures"], serde_json::json!([]));
+}
+
+#[test]
+fn a_p99_threshold_and_a_404_fail_the_run_and_failed_connects_back_off() {
+    if !have("nginx") {
+        return;
+    }
+    let d = Daemon::start(CONFIG);
+    let n = Nginx::start(&format!("unix:{}", d.socket.display()), "");
+    let url = format!("http://127.0.0.1:{}/events?topic=p99", n.port);
+    let (code, r, _) = bench(&[
+        "--url",
+        &url,
+        "--publish-url",
+        &url,
+        "-n",
+        "5",
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--drain",
+        "500ms",
+        "--max-p99",
+        "0ms",
+    ]);
+    assert_eq!(code, 1, "{r}");
+    assert!(r["failures"].to_string().contains("--max-p99"), "{r}");
+    assert_eq!(r["events_lost"], 0, "the threshold alone failed it: {r}");
+    // A URL that answers 404: counted by cause, retried with back-off, not hammered.
+    let missing = format!("http://127.0.0.1:{}/nope", n.port);
+    let (code, r, _) = bench(&[
+        "--url",
+        &missing,
+        "-n",
+        "2",
+        "--duration",
+        "3s",
+        "--drain",
+        "0s",
+    ]);
+    assert_eq!(code, 1, "{r}");
+    let failed = r["connections_failed"].as_object().unwrap();
+    assert!(failed.keys().any(|k| k.contains("404")), "{r}");
+    let attempts = r["connections_attempted"].as_u64().unwrap();
+    assert!(
+        attempts <= 2 * 6,
+        "{attempts} attempts by 2 subscribers in ~3 s: {r}"
     );
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::client::{parse_url, post, Body, HttpUrl, Target};
-use super::report::{percentiles, Comebacks, Report, Shards};
+use super::report::{percentiles, Comebacks, Report, Shards, Thresholds};
 use crate::source::clock::unix_now;
 use crate::sse::SseParser;
 
@@ -54,6 +54,15 @@ pub struct LoadArgs {
     /// Time allowed after the last publish for events in flight.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// Fail the run (exit 1) when the delivery latency's p99 is above this (e.g. 100ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_p99: Option<Duration>,
+    /// Fail the run when more than this many expected deliveries were lost.
+    #[arg(long, default_value_t = 0)]
+    pub max_loss: u64,
+    /// Fail the run when fewer than this percent of the expected deliveries arrived (e.g. 99.9).
+    #[arg(long)]
+    pub min_delivered: Option<f64>,
     /// Print the final report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -168,6 +177,7 @@ fn now_us() -> u64 {
 async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> Outcome {
     let mut seen = Seen::default();
     let mut retry = Duration::from_millis(100);
+    let mut backoff = Duration::from_millis(250);
     let mut comebacks_ms = Vec::new();
     let mut last_id: Option<String> = None;
     let mut rng = (idx as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -193,12 +203,16 @@ async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> Out
             Ok(x) => x,
             Err(cause) => {
                 c.fail(cause);
+                // Back off (250 ms doubling to 5 s): a URL that answers 404 is not hammered.
+                let wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                    _ = tokio::time::sleep(wait) => continue,
                     _ = shared.stop.cancelled() => break,
                 }
             }
         };
+        backoff = Duration::from_millis(250);
         c.established.fetch_add(1, Ordering::Relaxed);
         c.connected.fetch_add(1, Ordering::Relaxed);
         if first_connection {
@@ -340,6 +354,7 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         (None, None) => return Err("give --url or --fcgi".into()),
     });
     let publish = args.publish_url.as_deref().map(parse_url).transpose()?;
+    let publish_given = publish.is_some();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -448,7 +463,13 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
             lost += want.len() as u64 - got;
         }
         let c = &shared.counters;
-        Ok(Report {
+        let thresholds = Thresholds {
+            max_p99: args.max_p99,
+            max_loss: args.max_loss,
+            min_delivered: args.min_delivered,
+            publishing: publish_given,
+        };
+        let mut report = Report {
             subscribers: args.subscribers,
             connections_attempted: c.attempted.load(Ordering::Relaxed),
             connections_established: c.established.load(Ordering::Relaxed),
@@ -466,7 +487,10 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
             first_event_ms: percentiles(&shared.first_event.merged()),
             comebacks: Comebacks::of(&mut comebacks),
             seconds,
-        })
+            failures: Vec::new(),
+        };
+        report.failures = thresholds.check(&report);
+        Ok(report)
     })
 }
 

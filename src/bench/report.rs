@@ -69,6 +69,63 @@ pub struct Report {
     pub comebacks: Comebacks,
     /// Seconds spent publishing (after the ramp-up).
     pub seconds: f64,
+    /// Why the run failed (empty: it passed).
+    pub failures: Vec<String>,
+}
+
+/// What makes a run fail, beyond lost events and failed connections.
+pub struct Thresholds {
+    /// `--max-p99`.
+    pub max_p99: Option<std::time::Duration>,
+    /// `--max-loss`.
+    pub max_loss: u64,
+    /// `--min-delivered` (percent).
+    pub min_delivered: Option<f64>,
+    /// Whether the run published (so that events were expected).
+    pub publishing: bool,
+}
+
+impl Thresholds {
+    /// Every reason `r` fails, in words a CI log can show.
+    pub fn check(&self, r: &Report) -> Vec<String> {
+        let mut why = Vec::new();
+        if r.events_lost > self.max_loss {
+            why.push(format!(
+                "{} expected deliveries lost (--max-loss {})",
+                r.events_lost, self.max_loss
+            ));
+        }
+        let failed: u64 = r.connections_failed.values().sum();
+        if failed > 0 {
+            why.push(format!("{failed} connection attempts failed"));
+        }
+        if r.publish_failed > 0 {
+            why.push(format!("{} publishes failed", r.publish_failed));
+        }
+        if self.publishing && r.events_expected == 0 {
+            why.push("no delivery was expected: nothing was published and acknowledged".into());
+        }
+        if r.events_received == 0 {
+            why.push("no event was received".into());
+        }
+        if let Some(max) = self.max_p99 {
+            let max_ms = max.as_secs_f64() * 1000.0;
+            if r.latency_ms.p99 > max_ms {
+                why.push(format!(
+                    "latency p99 {:.1} ms is over --max-p99 {max_ms:.1} ms",
+                    r.latency_ms.p99
+                ));
+            }
+        }
+        if let Some(min) = self.min_delivered {
+            let delivered = r.events_expected - r.events_lost;
+            let pct = 100.0 * delivered as f64 / r.events_expected.max(1) as f64;
+            if pct < min {
+                why.push(format!("{pct:.2}% delivered, under --min-delivered {min}%"));
+            }
+        }
+        why
+    }
 }
 
 /// How reconnects after the server ended streams (a restart, an upgrade) were spread in time:
@@ -134,9 +191,9 @@ pub(super) fn percentiles(h: &Histogram<u64>) -> Percentiles {
 }
 
 impl Report {
-    /// Whether the run should fail a deploy gate: events lost or connections failed.
+    /// Whether the run should fail a deploy gate (see [`Report::failures`]).
     pub fn failed(&self) -> bool {
-        self.events_lost > 0 || !self.connections_failed.is_empty() || self.publish_failed > 0
+        !self.failures.is_empty()
     }
 
     /// The human-readable report.
@@ -175,6 +232,9 @@ impl Report {
             "first event ms        p50 {:.2} p99 {:.2} max {:.2}",
             f.p50, f.p99, f.max
         );
+        for why in &self.failures {
+            println!("FAIL                  {why}");
+        }
         let b = &self.comebacks;
         if b.count > 0 {
             println!(
