@@ -149,6 +149,8 @@ fn field(data: &str, name: &str) -> Option<u64> {
 struct Shared {
     counters: Counters,
     latency: Shards,
+    /// This second's latencies, for the progress line (emptied each second).
+    this_second: Shards,
     first_event: Shards,
     server_closed: AtomicU64,
     stop: CancellationToken,
@@ -235,7 +237,9 @@ async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> Out
                         .record(idx, started.elapsed().as_micros() as u64);
                 }
                 if let Some(t) = field(&ev.data, "\"t\"") {
-                    shared.latency.record(idx, now_us().saturating_sub(t));
+                    let us = now_us().saturating_sub(t);
+                    shared.latency.record(idx, us);
+                    shared.this_second.record(idx, us);
                 }
                 if let Some(seq) = field(&ev.data, "\"seq\"") {
                     seen.add(seq);
@@ -362,6 +366,7 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
     let shared = Arc::new(Shared {
         counters: Counters::default(),
         latency: Shards::new(),
+        this_second: Shards::new(),
         first_event: Shards::new(),
         server_closed: AtomicU64::new(0),
         stop: CancellationToken::new(),
@@ -389,6 +394,8 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
                     }
                     let c = &shared.counters;
                     let events = c.events.load(Ordering::Relaxed);
+                    // The last second's p99, not the run's so far (the run's is in the report).
+                    let second = shared.this_second.take();
                     if !quiet {
                         let failures: u64 = c
                             .failures
@@ -397,11 +404,12 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
                             .values()
                             .sum();
                         eprintln!(
-                            "t={:>4.0}s connected={}/{n} events/s={} p99={:.1}ms errors={failures}",
+                            "t={:>4.0}s connected={}/{n} events/s={} p50={:.1}ms p99={:.1}ms errors={failures}",
                             start.elapsed().as_secs_f64(),
                             c.connected.load(Ordering::Relaxed),
                             events - last,
-                            shared.latency.merged().value_at_quantile(0.99) as f64 / 1000.0,
+                            second.value_at_quantile(0.5) as f64 / 1000.0,
+                            second.value_at_quantile(0.99) as f64 / 1000.0,
                         );
                     }
                     last = events;

@@ -23,6 +23,17 @@ impl Shards {
             .unwrap_or_else(|p| p.into_inner());
         let _ = h.record(us.clamp(1, 600_000_000));
     }
+    /// The samples so far, merged, leaving every shard empty.
+    pub(super) fn take(&self) -> Histogram<u64> {
+        let mut all = Histogram::new_with_bounds(1, 600_000_000, 3).unwrap();
+        for s in &self.0 {
+            let mut h = s.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = all.add(&*h);
+            h.reset();
+        }
+        all
+    }
+
     pub(super) fn merged(&self) -> Histogram<u64> {
         let mut all = Histogram::new_with_bounds(1, 600_000_000, 3).unwrap();
         for s in &self.0 {
@@ -247,7 +258,25 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::Comebacks;
+    use super::{Comebacks, Shards};
+
+    #[test]
+    fn take_empties_the_window_and_merged_keeps_everything() {
+        let (all, window) = (Shards::new(), Shards::new());
+        for (i, us) in [1000u64, 2000, 3000].into_iter().enumerate() {
+            all.record(i, us);
+            window.record(i, us);
+        }
+        assert_eq!(window.take().len(), 3);
+        assert_eq!(window.take().len(), 0, "the next second starts empty");
+        window.record(0, 9000);
+        assert_eq!(
+            window.take().max(),
+            9007,
+            "only the new sample (3 significant digits)"
+        );
+        assert_eq!(all.merged().len(), 3);
+    }
 
     #[test]
     fn comebacks_peak_is_the_busiest_100ms_window() {
