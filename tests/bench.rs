@@ -224,3 +224,50 @@ fn a_p99_threshold_and_a_404_fail_the_run_and_failed_connects_back_off() {
         "{attempts} attempts by 2 subscribers in ~3 s: {r}"
     );
 }
+
+#[test]
+fn headers_given_with_dash_h_reach_the_server() {
+    let secret = "a-shared-secret-of-32-bytes-or-more";
+    let config = format!(
+        "[[route]]\npath = \"/events\"\ntype = \"topics\"\nsubscriber_jwt_key = \"{secret}\"\n"
+    );
+    let Some((d, n)) = daemon_behind_nginx(&config) else {
+        return;
+    };
+    // A subscriber token made by PyJWT (Debian's python3-jwt).
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import jwt, sys\n\
+             t = jwt.encode({'mercure': {'subscribe': ['*']}}, sys.argv[1], algorithm='HS256')\n\
+             print(t.decode() if isinstance(t, bytes) else t)",
+        ])
+        .arg(secret)
+        .output()
+        .unwrap();
+    let auth = format!(
+        "Authorization: Bearer {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    let url = format!("http://127.0.0.1:{}/events?topic=t", n.port);
+    let fcgi = format!("unix:{}", d.socket.display());
+    let short = ["-n", "2", "--duration", "1s", "--drain", "0s"];
+    // Without the header: every connection is refused, 401.
+    let (code, r, _) = bench(&[&["--url", url.as_str()][..], &short].concat());
+    assert_eq!(code, 1);
+    assert!(r["connections_failed"].to_string().contains("401"), "{r}");
+    // With it, through nginx and straight over FastCGI: connected.
+    for target in [["--url", url.as_str()], ["--fcgi", fcgi.as_str()]] {
+        let mut args = vec![target[0], target[1], "-H", &auth];
+        if target[0] == "--fcgi" {
+            args.extend(["--path", "/events?topic=t"]);
+        }
+        args.extend(short);
+        let (_, r, err) = bench(&args);
+        assert_eq!(r["connections_established"], 2, "{r}\n{err}");
+        assert_eq!(r["connections_failed"], serde_json::json!({}), "{r}");
+    }
+    let (code, _, err) = bench(&["--url", &url, "-H", "no colon here"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("Name: value"), "{err}");
+}

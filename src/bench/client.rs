@@ -200,13 +200,18 @@ impl Body {
 
     /// Opens the stream and checks the response head. Returns the body and any body bytes that
     /// came with the head; `Err` is the failure cause.
+    /// `headers` (`-H`) go with every request: HTTP headers, or `HTTP_*` params over FastCGI.
     pub(super) async fn open(
         target: &Target,
         last_event_id: Option<&str>,
+        headers: &[(String, String)],
     ) -> Result<(Body, Vec<u8>), String> {
         match target {
             Target::Http(u) => {
-                let mut extra = Vec::new();
+                let mut extra: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 if let Some(id) = last_event_id {
                     extra.push(("Last-Event-ID", id));
                 }
@@ -243,6 +248,10 @@ impl Body {
                 }
                 if let Some(id) = last_event_id {
                     encode_pair(&mut p, b"HTTP_LAST_EVENT_ID", id.as_bytes());
+                }
+                for (k, v) in headers {
+                    let name = format!("HTTP_{}", k.to_ascii_uppercase().replace('-', "_"));
+                    encode_pair(&mut p, name.as_bytes(), v.as_bytes());
                 }
                 let mut out = BytesMut::new();
                 for (t, c) in [

@@ -20,6 +20,24 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::config::parse_duration(s)
 }
 
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not `Name: value`"))?;
+    let k = k.trim();
+    if k.is_empty()
+        || !k
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!("`{k}` is not a header name"));
+    }
+    if v.contains(['\r', '\n']) {
+        return Err("a header value cannot hold CR or LF".into());
+    }
+    Ok((k.to_string(), v.trim().to_string()))
+}
+
 /// Options of `fastsse bench sse`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
@@ -54,6 +72,10 @@ pub struct LoadArgs {
     /// Time allowed after the last publish for events in flight.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// A header sent with every subscription, as `Name: value` (repeatable): Authorization,
+    /// Cookie, Host…
+    #[arg(short = 'H', long = "header", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
     /// Fail the run (exit 1) when the delivery latency's p99 is above this (e.g. 100ms).
     #[arg(long, value_parser = parse_duration)]
     pub max_p99: Option<Duration>,
@@ -158,6 +180,8 @@ struct Shared {
     churn: f64,
     /// When the run began: reconnect times are counted from here.
     began: Instant,
+    /// `-H` headers.
+    headers: Vec<(String, String)>,
 }
 
 /// What one subscriber task hands back at the end of the run.
@@ -191,7 +215,7 @@ async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> Out
         c.attempted.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let opened = tokio::select! {
-            r = Body::open(&target, last_id.as_deref()) => r,
+            r = Body::open(&target, last_id.as_deref(), &shared.headers) => r,
             _ = shared.stop.cancelled() => break,
         };
         let first_attempt_done = |c: &Counters| {
@@ -373,6 +397,7 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         publishing: AtomicU64::new(0),
         churn: args.churn,
         began: Instant::now(),
+        headers: args.headers.clone(),
     });
     rt.block_on(async move {
         let mut subs = Vec::with_capacity(args.subscribers);
