@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bench::client::{parse_url, post, Body, HttpUrl};
+use crate::bench::http::{
+    head_text, parse_url, ClientSettings, HttpBody, HttpClient, HttpVersion, Url, NO_HEAD,
+};
 use crate::sse::SseParser;
 
 /// Options of `fastsse check`.
@@ -25,6 +27,9 @@ pub struct CheckArgs {
     /// How long to watch the stream for an idle timeout (longer than the heartbeat).
     #[arg(long, default_value = "20s", value_parser = |s: &str| crate::config::parse_duration(s))]
     pub idle: Duration,
+    /// Accept any TLS certificate (a self-signed test server).
+    #[arg(long, short = 'k')]
+    pub insecure: bool,
 }
 
 const BUFFERING_FIX: &str = "turn buffering off: nginx `fastcgi_buffering off;` and no `fastcgi_ignore_headers X-Accel-Buffering` (in a proxy in front: `proxy_buffering off;`); Apache `flushpackets=on`; lighttpd `server.stream-response-body = 2`";
@@ -98,7 +103,7 @@ fn check_head(head: &str, origin: Option<&str>, f: &mut Findings) -> bool {
 /// Reads the stream until `until`, returning (seconds since start, event data) of each event,
 /// whether a retry hint was seen, and when the stream ended (if it did).
 async fn watch(
-    body: &mut Body,
+    body: &mut HttpBody,
     start: Instant,
     until: Instant,
     parser: &mut SseParser,
@@ -125,7 +130,18 @@ async fn watch(
 
 async fn check(args: &CheckArgs) -> Result<Findings, String> {
     let url = parse_url(&args.url)?;
-    let publish: Option<HttpUrl> = args.publish_url.as_deref().map(parse_url).transpose()?;
+    let publish: Option<Url> = args.publish_url.as_deref().map(parse_url).transpose()?;
+    // A browser's view: HTTP/1.1, the system's CAs (or none checked with --insecure).
+    let client = std::sync::Arc::new(HttpClient::new(
+        ClientSettings {
+            version: HttpVersion::Http1,
+            insecure: args.insecure,
+            cacert: None,
+            sources: Vec::new(),
+            streams_per_connection: 1,
+        },
+        1,
+    )?);
     let mut f = Findings::default();
     // What a browser sends: compression is offered, so a compressing proxy shows itself.
     let mut extra = vec![("Accept-Encoding", "gzip, deflate, br")];
@@ -133,16 +149,16 @@ async fn check(args: &CheckArgs) -> Result<Findings, String> {
         extra.push(("Origin", o.as_str()));
     }
     let start = Instant::now();
-    let Ok(opened) =
-        tokio::time::timeout(Duration::from_secs(10), Body::open_http(&url, &extra)).await
-    else {
+    let opened = client.get(&url, 0, &extra).await;
+    if matches!(&opened, Err(e) if e == NO_HEAD) {
         f.problem(
             "no response head within 10 s: something in the chain holds the whole response back",
             BUFFERING_FIX,
         );
         return Ok(f);
     };
-    let (mut body, head) = opened?;
+    let (parts, mut body) = opened?;
+    let head = head_text(&parts);
     if !check_head(&head, args.origin.as_deref(), &mut f)
         || header(&head, "content-encoding").is_some()
     {
@@ -169,10 +185,11 @@ async fn check(args: &CheckArgs) -> Result<Findings, String> {
         // Five probe events 300 ms apart: a chain that hands each on at once shows the gaps.
         let probes = tokio::spawn({
             let pub_url = pub_url.clone();
+            let client = client.clone();
             async move {
                 for i in 0..5 {
                     let data = format!("fastsse-check probe {i}");
-                    tokio::time::timeout(Duration::from_secs(5), post(&pub_url, &data))
+                    tokio::time::timeout(Duration::from_secs(5), client.post(&pub_url, &data))
                         .await
                         .map_err(|_| "no answer within 5 s".to_string())??;
                     tokio::time::sleep(Duration::from_millis(300)).await;

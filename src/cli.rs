@@ -65,7 +65,7 @@ pub enum BenchCommand {
     /// Load-test any SSE server: N subscribers (through a web server or straight to a FastCGI
     /// socket), a publisher, churn; reports delivery and latency. Exits 1 when events were lost
     /// or connections failed.
-    Sse(crate::bench::load::LoadArgs),
+    Sse(Box<crate::bench::load::LoadArgs>),
     /// The least possible FastCGI SSE upstream (for comparisons): one pre-encoded record per
     /// tick to every connection.
     Floor(crate::bench::floor::FloorArgs),
@@ -364,7 +364,7 @@ pub fn run(cli: Cli) -> ExitCode {
         (Some(Command::Bench(BenchCommand::Floor(args))), _) => crate::bench::floor::run(args),
         (Some(Command::Bench(BenchCommand::Sse(args))), _) => {
             let json = args.json;
-            match crate::bench::load::run(args) {
+            match crate::bench::load::run(*args) {
                 Ok(report) => {
                     if json {
                         println!("{}", serde_json::to_string(&report).unwrap_or_default());

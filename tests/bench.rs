@@ -271,3 +271,150 @@ fn headers_given_with_dash_h_reach_the_server() {
     assert_eq!(code, 2);
     assert!(err.contains("Name: value"), "{err}");
 }
+
+/// The addresses nginx logged as clients (the first field of each access-log line).
+fn client_addresses(log: &str) -> std::collections::BTreeSet<String> {
+    log.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn https_over_http1_and_http2_through_the_shipped_tls_server() {
+    if !have("nginx") || !have("openssl") {
+        return;
+    }
+    let d = Daemon::start(CONFIG);
+    let certs = TestCerts::make();
+    let (tls, tls_port) = shipped_tls_server(&d, &certs);
+    let n = Nginx::start(&format!("unix:{}", d.socket.display()), &tls);
+    let url = format!("https://localhost:{tls_port}/events?topic=tls");
+    let ca = certs.ca.display().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--url",
+            &url,
+            "--publish-url",
+            &url,
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+            "--drain",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        bench(&args)
+    };
+
+    // HTTP/1.1 over TLS, trusting the test CA: one connection per stream.
+    let (code, r, err) = run(&["-n", "20", "--cacert", &ca]);
+    assert_eq!(code, 0, "{r}\n{err}");
+    assert_eq!(r["protocol"], "https HTTP/1.1", "{r}");
+    assert_eq!(r["transport_connections"], 20, "{r}");
+    let published = r["published"].as_u64().unwrap();
+    assert!(published >= 30, "{r}");
+    assert_eq!(
+        r["events_received"].as_u64().unwrap(),
+        published * 20,
+        "{r}"
+    );
+    assert_eq!(r["events_lost"], 0, "{r}");
+
+    // HTTP/2: 250 streams on three connections (100 each, nginx allows 128), as a browser does.
+    let (code, r, err) = run(&["-n", "250", "--cacert", &ca, "--http", "2"]);
+    assert_eq!(code, 0, "{r}\n{err}");
+    assert_eq!(r["protocol"], "https HTTP/2", "{r}");
+    assert_eq!(r["connections_established"], 250, "{r}");
+    assert_eq!(r["transport_connections"], 3, "{r}");
+    let published = r["published"].as_u64().unwrap();
+    assert_eq!(
+        r["events_received"].as_u64().unwrap(),
+        published * 250,
+        "{r}"
+    );
+    assert_eq!(r["events_lost"], 0, "{r}");
+    assert!(
+        n.access_log()
+            .contains("\"GET /events?topic=tls HTTP/2.0\" 200"),
+        "nginx saw HTTP/2 streams:\n{}",
+        n.access_log()
+    );
+
+    // The system's CAs do not know the test CA: every connect fails, by cause, and the run too.
+    let (code, r, _) = run(&["-n", "5"]);
+    assert_eq!(code, 1, "{r}");
+    let causes = r["connections_failed"].to_string();
+    assert!(
+        causes.contains("tls") && causes.contains("UnknownIssuer"),
+        "{r}"
+    );
+    assert!(
+        r["failures"].to_string().contains("no event was received"),
+        "{r}"
+    );
+    // --insecure accepts the certificate.
+    let (code, r, err) = run(&["-n", "5", "--insecure", "--http", "2"]);
+    assert_eq!(code, 0, "{r}\n{err}");
+    assert_eq!(r["transport_connections"], 1, "{r}");
+}
+
+#[test]
+fn subscribers_spread_over_urls_and_source_addresses() {
+    if !have("nginx") || !have("openssl") {
+        return;
+    }
+    let d = Daemon::start(CONFIG);
+    let certs = TestCerts::make();
+    let (tls, tls_port) = shipped_tls_server(&d, &certs);
+    let n = Nginx::start(&format!("unix:{}", d.socket.display()), &tls);
+    let plain = format!("http://127.0.0.1:{}/events?topic=spread", n.port);
+    let secure = format!("https://localhost:{tls_port}/events?topic=spread");
+    let (code, r, err) = bench(&[
+        "--url",
+        &plain,
+        "--url",
+        &secure,
+        "--insecure",
+        "--publish-url",
+        &plain,
+        "-n",
+        "40",
+        "--source",
+        "127.0.0.2,127.0.0.3",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--drain",
+        "1s",
+    ]);
+    assert_eq!(code, 0, "{r}\n{err}");
+    assert_eq!(r["events_lost"], 0, "{r}");
+    assert_eq!(r["transport_connections"], 40, "{r}");
+    let log = n.access_log();
+    let from = client_addresses(&log);
+    assert!(
+        from.contains("127.0.0.2") && from.contains("127.0.0.3"),
+        "connections from both source addresses: {from:?}"
+    );
+    assert_eq!(log.matches("GET /events?topic=spread").count(), 40, "{log}");
+
+    // HTTP/2 asked of a server without it: the cause is named and the run fails.
+    let (code, r, _) = bench(&[
+        "--url",
+        &plain,
+        "--http",
+        "2",
+        "-n",
+        "3",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(code, 1, "{r}");
+    assert!(
+        r["connections_failed"].to_string().contains("http2 error"),
+        "{r}"
+    );
+}

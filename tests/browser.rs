@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
@@ -91,44 +90,8 @@ fn over_http2_with_tls_a_page_holds_more_than_six_streams() {
         return;
     };
     // The shipped TLS server block, with a certificate made by openssl for this test.
-    let certs = TempDir::new("tls");
-    let (cert, key) = (certs.path("cert.pem"), certs.path("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let read = |name: &str| {
-        std::fs::read_to_string(format!("{}/conf/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-    };
-    let tls_port = free_port();
-    let snippet = read("nginx-fastsse.conf").replace(
-        "unix:/run/fastsse/fastsse.sock",
-        &format!("unix:{}", d.socket.display()),
-    );
-    let tls = read("nginx-tls.conf")
-        .replace("include snippets/fastsse.conf;", &snippet)
-        .replace(
-            "listen 443 ssl http2;",
-            &format!("listen 127.0.0.1:{tls_port} ssl http2;"),
-        )
-        .replace("listen [::]:443 ssl http2;", "")
-        .replace("server_name example.com;", "server_name localhost;")
-        .replace(
-            "/etc/letsencrypt/live/example.com/fullchain.pem",
-            &cert.display().to_string(),
-        )
-        .replace(
-            "/etc/letsencrypt/live/example.com/privkey.pem",
-            &key.display().to_string(),
-        );
+    let certs = TestCerts::make();
+    let (tls, tls_port) = shipped_tls_server(&d, &certs);
     let n = Nginx::start(&format!("unix:{}", d.socket.display()), &tls);
     // HTTP/1.1: Chromium opens six connections to an origin; the seventh and eighth wait.
     let plain = many_streams(&format!("http://127.0.0.1:{}", n.port), 8, n.port);

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::client::{parse_url, post, Body, HttpUrl, Target};
+use super::client::{Body, Target};
+use super::http::{parse_url, ClientSettings, HttpClient, HttpVersion, Url};
 use super::report::{percentiles, Comebacks, Report, Shards, Thresholds};
 use crate::source::clock::unix_now;
 use crate::sse::SseParser;
@@ -41,12 +42,30 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 /// Options of `fastsse bench sse`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Subscribe through a web server: http://HOST:PORT/PATH?QUERY.
+    /// Subscribe through a web server: http(s)://HOST:PORT/PATH?QUERY. Repeat it to spread the
+    /// subscribers over several URLs (subscriber i takes URL i mod n).
     #[arg(long, required_unless_present = "fcgi")]
-    pub url: Option<String>,
-    /// Subscribe straight to a FastCGI socket instead: unix:PATH or HOST:PORT.
+    pub url: Vec<String>,
+    /// Subscribe straight to a FastCGI socket instead: unix:PATH or HOST:PORT (repeatable).
     #[arg(long, conflicts_with = "url")]
-    pub fcgi: Option<String>,
+    pub fcgi: Vec<String>,
+    /// HTTP version: 1.1 (a connection per stream) or 2 (streams share connections, as in a
+    /// browser; h2c prior knowledge on http://).
+    #[arg(long = "http", value_enum, default_value = "1.1")]
+    pub http: HttpVersion,
+    /// Streams per HTTP/2 connection (nginx allows 128 by default).
+    #[arg(long, default_value_t = 100)]
+    pub streams_per_connection: usize,
+    /// Accept any TLS certificate (self-signed test servers).
+    #[arg(long, short = 'k')]
+    pub insecure: bool,
+    /// Trust the CA certificates in this PEM file instead of the system's.
+    #[arg(long)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Local addresses to connect from, comma-separated (127.0.0.2,127.0.0.3): each gives
+    /// another ~28,000 ephemeral ports towards one server address.
+    #[arg(long = "source", value_delimiter = ',')]
+    pub sources: Vec<std::net::IpAddr>,
     /// Request path and query sent with --fcgi.
     #[arg(long, default_value = "/events?topic=bench")]
     pub path: String,
@@ -215,7 +234,7 @@ async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> Out
         c.attempted.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let opened = tokio::select! {
-            r = Body::open(&target, last_id.as_deref(), &shared.headers) => r,
+            r = Body::open(&target, idx, last_id.as_deref(), &shared.headers) => r,
             _ = shared.stop.cancelled() => break,
         };
         let first_attempt_done = |c: &Counters| {
@@ -327,7 +346,8 @@ async fn subscriber(idx: usize, target: Arc<Target>, shared: Arc<Shared>) -> Out
 
 /// POSTs `{"t":…,"seq":…}` at `rate` for `duration`; returns the acknowledged sequence numbers.
 async fn publisher(
-    url: HttpUrl,
+    client: HttpClient,
+    url: Url,
     rate: f64,
     duration: Duration,
     shared: Arc<Shared>,
@@ -344,7 +364,7 @@ async fn publisher(
         seq += 1;
         shared.publishing.store(seq, Ordering::Release);
         let body = format!("{{\"t\":{},\"seq\":{seq}}}", now_us());
-        match post(&url, &body).await {
+        match client.post(&url, &body).await {
             Ok(()) => acked.push(seq),
             Err(e) => {
                 failed += 1;
@@ -376,17 +396,41 @@ fn check_open_files(n: usize) -> Result<(), String> {
 /// Runs the load test; returns the report (the caller prints it and sets the exit status).
 pub fn run(args: LoadArgs) -> Result<Report, String> {
     check_open_files(args.subscribers)?;
-    let target = Arc::new(match (&args.url, &args.fcgi) {
-        (Some(u), _) => Target::Http(parse_url(u)?),
-        (None, Some(addr)) => Target::Fcgi(addr.clone(), args.path.clone()),
-        (None, None) => return Err("give --url or --fcgi".into()),
-    });
-    let publish = args.publish_url.as_deref().map(parse_url).transpose()?;
-    let publish_given = publish.is_some();
+    let settings = |version| ClientSettings {
+        version,
+        insecure: args.insecure,
+        cacert: args.cacert.clone(),
+        sources: args.sources.clone(),
+        streams_per_connection: args.streams_per_connection,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // Clients hold tokio handles (rustls, hyper): made inside the runtime.
+    let _guard = rt.enter();
+    let target = Arc::new(if !args.url.is_empty() {
+        Target::Http {
+            client: HttpClient::new(settings(args.http), args.subscribers)?,
+            urls: args
+                .url
+                .iter()
+                .map(|u| parse_url(u))
+                .collect::<Result<_, _>>()?,
+        }
+    } else if !args.fcgi.is_empty() {
+        Target::Fcgi {
+            addrs: args.fcgi.clone(),
+            path: args.path.clone(),
+        }
+    } else {
+        return Err("give --url or --fcgi".into());
+    });
+    let publish = match args.publish_url.as_deref() {
+        Some(u) => Some((HttpClient::new(settings(args.http), 1)?, parse_url(u)?)),
+        None => None,
+    };
+    let publish_given = publish.is_some();
     let shared = Arc::new(Shared {
         counters: Counters::default(),
         latency: Shards::new(),
@@ -455,7 +499,9 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();
         let (acked, publish_failed) = match publish {
-            Some(url) => publisher(url, args.rate, args.duration, shared.clone()).await,
+            Some((client, url)) => {
+                publisher(client, url, args.rate, args.duration, shared.clone()).await
+            }
             None => {
                 tokio::time::sleep(args.duration).await;
                 (Vec::new(), 0)
@@ -505,6 +551,18 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         let mut report = Report {
             subscribers: args.subscribers,
             connections_attempted: c.attempted.load(Ordering::Relaxed),
+            transport_connections: match &*target {
+                Target::Http { client, .. } => client.connections.load(Ordering::Relaxed),
+                Target::Fcgi { .. } => c.established.load(Ordering::Relaxed),
+            },
+            protocol: match &*target {
+                Target::Http { urls, .. } => format!(
+                    "{} HTTP/{}",
+                    if urls[0].https { "https" } else { "http" },
+                    if args.http == HttpVersion::Http2 { "2" } else { "1.1" }
+                ),
+                Target::Fcgi { .. } => "FastCGI".into(),
+            },
             connections_established: c.established.load(Ordering::Relaxed),
             connections_failed: c.failures.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             reconnects: c.reconnects.load(Ordering::Relaxed),

@@ -5,6 +5,7 @@
 
 pub(crate) mod client;
 pub mod floor;
+pub(crate) mod http;
 pub mod load;
 pub mod report;
 

@@ -48,8 +48,12 @@ impl Shards {
 pub struct Report {
     /// Subscribers asked for.
     pub subscribers: usize,
+    /// How the subscribers connected: `http HTTP/1.1`, `https HTTP/2`, `FastCGI`.
+    pub protocol: String,
     /// Connection attempts (including reconnects).
     pub connections_attempted: u64,
+    /// TCP (or unix) connections opened: one per stream over HTTP/1.1, shared over HTTP/2.
+    pub transport_connections: u64,
     /// Connections that got a 200 event stream.
     pub connections_established: u64,
     /// Failed attempts by cause.
@@ -209,7 +213,10 @@ impl Report {
 
     /// The human-readable report.
     pub fn print(&self) {
-        println!("subscribers           {}", self.subscribers);
+        println!(
+            "subscribers           {} ({}, {} transport connections)",
+            self.subscribers, self.protocol, self.transport_connections
+        );
         println!(
             "connections           attempted {} established {} failed {} reconnects {} (server ended {})",
             self.connections_attempted,

@@ -782,3 +782,117 @@ pub fn run_browser(script: &str, args: &[&str], after_ready: impl FnOnce()) -> s
     let _ = child.wait();
     serde_json::from_str(&result).unwrap_or_else(|e| panic!("{e}: {result}"))
 }
+
+/// A test CA and a server certificate it signed for `localhost` and 127.0.0.1, made by openssl
+/// (never by fastsse's code): `ca.pem`, `cert.pem`, `key.pem` in the returned folder.
+pub struct TestCerts {
+    pub dir: TempDir,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCerts {
+    pub fn make() -> TestCerts {
+        let dir = TempDir::new("tls");
+        let p = |n: &str| dir.path(n);
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir.0)
+                .stdin(Stdio::null())
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fastsse test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            p("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ]);
+        TestCerts {
+            ca: p("ca.pem"),
+            cert: p("cert.pem"),
+            key: p("key.pem"),
+            dir,
+        }
+    }
+}
+
+/// The shipped `conf/nginx-tls.conf` server block (HTTPS, HTTP/2) for `daemon`'s socket on a
+/// free port with `certs`, as `extra_http` for [`Nginx::start`]; returns it and the port.
+pub fn shipped_tls_server(daemon: &Daemon, certs: &TestCerts) -> (String, u16) {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("{}/conf/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let tls_port = free_port();
+    let snippet = read("nginx-fastsse.conf").replace(
+        "unix:/run/fastsse/fastsse.sock",
+        &format!("unix:{}", daemon.socket.display()),
+    );
+    let tls = read("nginx-tls.conf")
+        .replace("include snippets/fastsse.conf;", &snippet)
+        .replace(
+            "listen 443 ssl http2;",
+            &format!("listen 127.0.0.1:{tls_port} ssl http2;"),
+        )
+        .replace("listen [::]:443 ssl http2;", "")
+        .replace("server_name example.com;", "server_name localhost;")
+        .replace(
+            "/etc/letsencrypt/live/example.com/fullchain.pem",
+            &certs.cert.display().to_string(),
+        )
+        .replace(
+            "/etc/letsencrypt/live/example.com/privkey.pem",
+            &certs.key.display().to_string(),
+        );
+    (tls, tls_port)
+}
