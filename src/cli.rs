@@ -71,6 +71,8 @@ pub enum BenchCommand {
     Floor(crate::bench::floor::FloorArgs),
     /// Publish throughput and acknowledgement latency of the journal under each fsync policy.
     Journal(crate::bench::JournalBenchArgs),
+    /// One HTML page (and SVG charts) from saved `bench sse --json` reports, side by side.
+    Report(crate::bench::ReportArgs),
 }
 
 /// `fastsse publish` options.
@@ -362,23 +364,12 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         (Some(Command::Bench(BenchCommand::Journal(args))), _) => crate::bench::journal(args),
         (Some(Command::Bench(BenchCommand::Floor(args))), _) => crate::bench::floor::run(args),
-        (Some(Command::Bench(BenchCommand::Sse(args))), _) => {
-            let json = args.json;
-            match crate::bench::load::run(*args) {
-                Ok(report) => {
-                    if json {
-                        println!("{}", serde_json::to_string(&report).unwrap_or_default());
-                    } else {
-                        report.print();
-                    }
-                    if report.failed() {
-                        return ExitCode::FAILURE;
-                    }
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        }
+        (Some(Command::Bench(BenchCommand::Sse(args))), _) => match crate::bench::sse(*args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        (Some(Command::Bench(BenchCommand::Report(args))), _) => crate::bench::report(args),
         (Some(Command::CheckConfig { file, data_dir }), _) => {
             // A listing piped into `head` ends quietly, as Unix tools do, not with a panic.
             // SAFETY: setting a signal's disposition to the default has no preconditions.

@@ -418,3 +418,100 @@ fn subscribers_spread_over_urls_and_source_addresses() {
         "{r}"
     );
 }
+
+#[test]
+fn stages_ramp_up_hold_and_down_and_the_report_draws_the_series() {
+    if !have("nginx") {
+        return;
+    }
+    let d = Daemon::start(CONFIG);
+    let n = Nginx::start(&format!("unix:{}", d.socket.display()), "");
+    let url = format!("http://127.0.0.1:{}/events?topic=stages", n.port);
+    let out = TempDir::new("report");
+    let html = out.path("run.html");
+    let (code, r, err) = bench(&[
+        "--url",
+        &url,
+        "--publish-url",
+        &url,
+        "--stages",
+        "1s:30,2s:30,1s:6",
+        "--rate",
+        "20",
+        "--drain",
+        "1s",
+        "--report",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{r}\n{err}");
+    assert_eq!(r["subscribers"], 30, "the peak: {r}");
+    assert_eq!(r["stages"], "1s:30,2s:30,1s:6");
+    assert_eq!(r["events_lost"], 0, "{r}");
+    assert!(r["events_expected"].as_u64().unwrap() > 0, "{r}");
+    let series = r["series"].as_array().unwrap();
+    assert!(series.len() >= 4, "{r}");
+    let connected: Vec<u64> = series
+        .iter()
+        .map(|s| s["connected"].as_u64().unwrap())
+        .collect();
+    assert!(connected.contains(&30), "held at 30: {connected:?}");
+    assert_eq!(*connected.last().unwrap(), 6, "ramped down: {connected:?}");
+    let published: u64 = series
+        .iter()
+        .map(|s| s["published"].as_u64().unwrap())
+        .sum();
+    assert_eq!(published, r["published"].as_u64().unwrap(), "{r}");
+    assert!(series.iter().any(|s| s["p99_ms"].as_f64().unwrap() > 0.0));
+
+    // One self-contained page: three inline SVG charts, nothing fetched from anywhere.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<svg").count(), 3, "{page}");
+    assert_eq!(
+        page.matches("<polyline").count(),
+        4,
+        "p99, p50, streams, events"
+    );
+    for outside in ["src=", "href=", "<script", "@import", "url("] {
+        assert!(!page.contains(outside), "{outside} in the page");
+    }
+
+    // `bench report` puts saved runs side by side and writes the charts as SVG files.
+    let (a, b) = (out.path("a.json"), out.path("b.json"));
+    std::fs::write(&a, r.to_string()).unwrap();
+    let mut other = r.clone();
+    other["series"] = serde_json::json!([]);
+    std::fs::write(&b, other.to_string()).unwrap();
+    let both = out.path("both.html");
+    let o = Command::new(fastsse_bin())
+        .args(["bench", "report", "--svg-dir"])
+        .arg(out.path("svg"))
+        .arg("-o")
+        .arg(&both)
+        .arg(format!("first={}", a.display()))
+        .arg(format!("second={}", b.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = std::fs::read_to_string(&both).unwrap();
+    assert!(page.contains("<th>first</th><th>second</th>"), "{page}");
+    for name in ["latency", "connected", "events"] {
+        let svg = std::fs::read_to_string(out.path("svg").join(format!("{name}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    }
+    // A file that is not a report is named, with the reason.
+    let o = Command::new(fastsse_bin())
+        .args(["bench", "report", "-o"])
+        .arg(&both)
+        .arg(&html)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("not a `fastsse bench sse --json` report"),
+        "{e}"
+    );
+    // Bad stages are refused before anything starts.
+    let (code, _, err) = bench(&["--url", &url, "--stages", "1s:10,soon:20"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("stage `soon:20`"), "{err}");
+}

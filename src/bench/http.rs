@@ -353,7 +353,8 @@ impl HttpClient {
         idx: usize,
     ) -> Result<http2::SendRequest<Full<Bytes>>, String> {
         let per = self.settings.streams_per_connection.max(1);
-        let slot = &self.h2[(idx / per).min(self.h2.len() - 1)];
+        // Subscribers of later stages (indexes past the peak) take the slots again in turn.
+        let slot = &self.h2[(idx / per) % self.h2.len()];
         // The slot's lock is held while its connection is made, so the streams that share it
         // wait for one connection instead of each making one; the connect has a deadline.
         let mut guard = slot.lock().await;

@@ -3,11 +3,15 @@
 //! ([`floor`]), and `fastsse bench journal` measures publish throughput of the journal under
 //! each fsync policy.
 
+mod args;
 pub(crate) mod client;
 pub mod floor;
+pub mod html;
 pub(crate) mod http;
 pub mod load;
 pub mod report;
+mod seen;
+pub mod series;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +20,78 @@ use std::time::{Duration, Instant};
 use crate::hub::journal::{CorruptionPolicy, FsyncPolicy, JournalSettings, Publication};
 use crate::hub::replay::ReplayBounds;
 use crate::hub::{Hub, HubSettings};
+
+/// Runs `fastsse bench sse`: prints the report (or its JSON), writes `--report`; `Ok(false)`
+/// when the run failed its thresholds.
+pub fn sse(args: load::LoadArgs) -> Result<bool, String> {
+    let (json, html) = (args.json, args.report.clone());
+    let report = load::run(args)?;
+    if json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        report.print();
+    }
+    if let Some(path) = html {
+        let title = format!("fastsse bench sse: {}", report.protocol);
+        html::write(
+            &path,
+            None,
+            &title,
+            &[("run".into(), report_clone(&report)?)],
+        )?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(!report.failed())
+}
+
+fn report_clone(r: &report::Report) -> Result<report::Report, String> {
+    serde_json::to_value(r)
+        .and_then(serde_json::from_value)
+        .map_err(|e| e.to_string())
+}
+
+/// Options of `fastsse bench report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Saved `fastsse bench sse --json` outputs, as NAME=FILE (or FILE: named by its stem).
+    #[arg(required = true)]
+    pub runs: Vec<String>,
+    /// The HTML page to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Also write each chart as an SVG file in this folder (latency.svg, connected.svg,
+    /// events.svg).
+    #[arg(long)]
+    pub svg_dir: Option<PathBuf>,
+    /// The page's title.
+    #[arg(long, default_value = "fastsse bench")]
+    pub title: String,
+}
+
+/// `fastsse bench report`: one page (and SVG files) with saved runs side by side.
+pub fn report(args: ReportArgs) -> Result<(), String> {
+    let mut runs = Vec::new();
+    for spec in &args.runs {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, f)) => (n.to_string(), PathBuf::from(f)),
+            None => {
+                let f = PathBuf::from(spec);
+                let stem = f.file_stem().map(|s| s.to_string_lossy().to_string());
+                (stem.unwrap_or_else(|| spec.clone()), f)
+            }
+        };
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let r: report::Report = serde_json::from_str(text.trim()).map_err(|e| {
+            format!(
+                "{}: not a `fastsse bench sse --json` report: {e}",
+                file.display()
+            )
+        })?;
+        runs.push((name, r));
+    }
+    html::write(&args.out, args.svg_dir.as_deref(), &args.title, &runs)
+}
 
 /// Options of `fastsse bench journal`.
 #[derive(Debug, clap::Args)]

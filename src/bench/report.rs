@@ -44,7 +44,7 @@ impl Shards {
 }
 
 /// The final figures.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     /// Subscribers asked for.
     pub subscribers: usize,
@@ -86,6 +86,12 @@ pub struct Report {
     pub seconds: f64,
     /// Why the run failed (empty: it passed).
     pub failures: Vec<String>,
+    /// `--stages` as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<String>,
+    /// One entry per second of the run.
+    #[serde(default)]
+    pub series: Vec<super::series::Second>,
 }
 
 /// What makes a run fail, beyond lost events and failed connections.
@@ -145,7 +151,7 @@ impl Thresholds {
 
 /// How reconnects after the server ended streams (a restart, an upgrade) were spread in time:
 /// what a server sees when thousands of browsers come back.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Comebacks {
     /// Reconnects after a server-ended stream.
     pub count: u64,
@@ -183,7 +189,7 @@ impl Comebacks {
 }
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Percentiles {
     pub samples: u64,
     pub p50: f64,
