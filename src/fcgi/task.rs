@@ -48,11 +48,15 @@ pub(super) struct RequestTask<S> {
 }
 
 impl<S: FcgiSocket> RequestTask<S> {
-    pub(super) async fn run(self, input: Result<Request, FullResponse>) {
+    /// `input` is boxed: an async fn keeps its arguments for its whole life, and an open
+    /// stream's task should not keep room for the request it no longer needs.
+    pub(super) async fn run(self, input: Box<Result<Request, FullResponse>>) {
         let out = Arc::new(RequestOut::new(self.id, self.writer.clone()));
         let mut body = FcgiBody(&out);
-        let (response, head_only) = match input {
+        let (response, head_only) = match *input {
             Ok(req) => {
+                // Boxed: routing, authorization and publishing need a large future for a
+                // moment; an open stream's task must not keep room for it (thousands wait).
                 let response = self.app.handle(&req).await;
                 // Logged now: nothing of the request is kept across the stream (thousands wait).
                 match &response {

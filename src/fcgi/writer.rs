@@ -151,7 +151,9 @@ impl<S: FcgiSocket> ConnWriter<S> {
                 pending.extend_from_slice(&bytes);
             }
         }
-        self.flush().await
+        // Boxed: the slow path (a full socket) is rare, and every open stream's task holds a
+        // write future; this keeps that future small (thousands of streams wait at once).
+        Box::pin(self.flush()).await
     }
 
     /// Writes queued bytes until none are left (whoever queued them).
