@@ -150,8 +150,15 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
     if let Some(dir) = args.data_dir {
         config.journal.dir = dir;
     }
+    // Several processes: this one binds and supervises; the workers open the journals.
+    let supervising =
+        config.server.processes > 1 && !inherited_only && !crate::workers::is_worker();
     // Journals are opened (and recovered) before anything listens.
-    let app = App::new(config.clone())?;
+    let app = if supervising {
+        None
+    } else {
+        Some(App::new(config.clone())?)
+    };
     let mut listeners = Vec::new();
     if let Some(activated) = activated {
         listeners = activated.map_err(|e| e.to_string())?;
@@ -186,7 +193,15 @@ fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String> {
     } else {
         None
     };
-    server::run_daemon(app, listeners, lifeline, reload).map_err(|e| format!("runtime: {e}"))
+    match app {
+        Some(app) => server::run_daemon(app, listeners, lifeline, reload)
+            .map_err(|e| format!("runtime: {e}")),
+        None => crate::workers::supervise(
+            config.server.processes,
+            listeners,
+            config.server.shutdown_timeout,
+        ),
+    }
 }
 
 fn publish(args: PublishArgs) -> Result<(), String> {

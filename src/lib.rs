@@ -37,3 +37,4 @@ pub mod source;
 pub mod sse;
 pub mod stats;
 pub mod upgrade;
+pub mod workers;

@@ -67,6 +67,20 @@ pub enum BoundListener {
 }
 
 impl BoundListener {
+    /// A unix socket's path (where it was renamed to, not where it was bound first).
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        match self {
+            BoundListener::Unix {
+                cleanup: Some(p), ..
+            } => Some(p.path().to_path_buf()),
+            BoundListener::Unix { listener, .. } => {
+                let a = listener.local_addr().ok()?;
+                a.as_pathname().map(Path::to_path_buf)
+            }
+            BoundListener::Tcp(_) => None,
+        }
+    }
+
     /// The listening socket's descriptor (for handing it to an upgraded process).
     pub fn raw_fd(&self) -> RawFd {
         match self {

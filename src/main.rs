@@ -4,9 +4,23 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = fastsse::cli::Cli::parse();
-    env_logger::Builder::from_env(
+    let mut logger = env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or(fastsse::cli::default_log_level()),
-    )
-    .init();
+    );
+    // Worker processes share the supervisor's log: each line says which worker wrote it.
+    if let Some(n) = fastsse::workers::worker_number() {
+        use std::io::Write;
+        logger.format(move |buf, record| {
+            writeln!(
+                buf,
+                "[{} {:<5} {} worker={n}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        });
+    }
+    logger.init();
     fastsse::cli::run(cli)
 }

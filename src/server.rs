@@ -147,10 +147,9 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
     let allowed = Arc::new(allowed_peers(&app));
     let idle = Arc::new(IdleConnections::default());
     let mut cleanup = Vec::new();
-    let fds: Vec<std::os::fd::RawFd> = listeners.iter().map(BoundListener::raw_fd).collect();
     let successor = Arc::new(crate::upgrade::Successor::default());
     tracker.spawn(crate::upgrade::upgrade_on_usr2(
-        fds,
+        crate::upgrade::Handover::of(&listeners),
         successor.clone(),
         shutdown.clone(),
     ));

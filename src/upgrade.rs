@@ -17,6 +17,9 @@ use crate::listen::{inherited, BoundListener, ListenError, SocketFile};
 
 /// How many listening sockets (from fd 3) a process started by an upgrade was handed.
 const LISTEN_FDS: &str = "FASTSSE_LISTEN_FDS";
+/// The unix socket paths of the handed-over sockets, one line each (empty for TCP): a socket
+/// bound at a staged path and renamed cannot tell its real path itself.
+const LISTEN_PATHS: &str = "FASTSSE_LISTEN_PATHS";
 /// The pid of the process that started this one by an upgrade, told to drain once it accepts.
 const UPGRADE_FROM: &str = "FASTSSE_UPGRADE_FROM";
 const FIRST_FD: RawFd = 3;
@@ -26,21 +29,34 @@ const FIRST_FD: RawFd = 3;
 pub fn inherited_listeners() -> Option<Result<Vec<BoundListener>, ListenError>> {
     let n: RawFd = std::env::var(LISTEN_FDS).ok()?.trim().parse().ok()?;
     std::env::remove_var(LISTEN_FDS);
+    let paths: Vec<String> = std::env::var(LISTEN_PATHS)
+        .unwrap_or_default()
+        .split('\n')
+        .map(str::to_string)
+        .collect();
+    std::env::remove_var(LISTEN_PATHS);
     let listeners = (FIRST_FD..FIRST_FD + n.max(0))
         .map(|fd| {
+            let named = paths
+                .get((fd - FIRST_FD) as usize)
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from);
             let l = inherited(fd).unwrap_or_else(|| {
                 Err(ListenError::Io {
                     what: format!("fd {fd} from the upgraded process"),
                     source: io::Error::new(io::ErrorKind::InvalidInput, "not a listening socket"),
                 })
             })?;
-            // The socket file is this process's now: removed at exit, as its predecessor would.
+            // The socket file is this process's now: removed at exit, as its predecessor would
+            // (not a worker's: its supervisor keeps the file).
             Ok(match l {
-                BoundListener::Unix { listener, .. } => {
-                    let cleanup = listener
-                        .local_addr()
-                        .ok()
-                        .and_then(|a| a.as_pathname().and_then(SocketFile::adopt));
+                BoundListener::Unix { listener, .. } if !crate::workers::is_worker() => {
+                    let cleanup = named
+                        .or_else(|| {
+                            let a = listener.local_addr().ok()?;
+                            a.as_pathname().map(std::path::Path::to_path_buf)
+                        })
+                        .and_then(|p| SocketFile::adopt(&p));
                     BoundListener::Unix { listener, cleanup }
                 }
                 tcp => tcp,
@@ -90,9 +106,56 @@ fn binary() -> io::Result<std::path::PathBuf> {
     std::env::current_exe()
 }
 
-/// Starts the same binary with the same arguments, handing it `fds` as fds 3, 4, …
-fn start_successor(fds: &[RawFd]) -> io::Result<std::process::Child> {
+/// Listening sockets to hand to another process: their descriptors and unix socket paths.
+#[derive(Clone)]
+pub struct Handover {
+    fds: Vec<RawFd>,
+    paths: Vec<String>,
+}
+
+impl Handover {
+    /// What to hand over of `listeners` (they must stay open while it is used).
+    pub fn of(listeners: &[BoundListener]) -> Handover {
+        Handover {
+            fds: listeners.iter().map(BoundListener::raw_fd).collect(),
+            paths: listeners
+                .iter()
+                .map(|l| {
+                    l.socket_path()
+                        .map(|p| p.to_string_lossy().replace('\n', ""))
+                        .unwrap_or_default()
+                })
+                .collect(),
+        }
+    }
+    /// How many sockets.
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+}
+
+/// Starts the same binary with the same arguments, handing it the sockets as fds 3, 4, …
+fn start_successor(sockets: &Handover) -> io::Result<std::process::Child> {
+    spawn_with_listeners(
+        sockets,
+        &[(UPGRADE_FROM, std::process::id().to_string())],
+        false,
+    )
+}
+
+/// Starts the same binary with the same arguments and `env`, handing it the sockets as fds
+/// 3, 4, … A `worker` gets SIGTERM when its parent dies and starts with no signal blocked.
+pub(crate) fn spawn_with_listeners(
+    sockets: &Handover,
+    env: &[(&str, String)],
+    worker: bool,
+) -> io::Result<std::process::Child> {
     const MAX: usize = 16;
+    let fds = &sockets.fds;
     if fds.len() > MAX {
         return Err(io::Error::other(format!(
             "more than {MAX} listening sockets"
@@ -101,11 +164,29 @@ fn start_successor(fds: &[RawFd]) -> io::Result<std::process::Child> {
     let mut cmd = std::process::Command::new(binary()?);
     cmd.args(std::env::args_os().skip(1))
         .env(LISTEN_FDS, fds.len().to_string())
-        .env(UPGRADE_FROM, std::process::id().to_string());
-    let fds = fds.to_vec();
-    // SAFETY: only async-signal-safe calls (fcntl, dup2, close) between fork and exec.
+        .env(LISTEN_PATHS, sockets.paths.join("\n"));
+    if worker {
+        // A worker relieves no predecessor: its supervisor does.
+        cmd.env_remove(UPGRADE_FROM);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let fds = fds.clone();
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, close, prctl, sigprocmask) between
+    // fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            if worker {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(io::Error::from)?;
+                nix::sys::signal::sigprocmask(
+                    nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                    Some(&nix::sys::signal::SigSet::empty()),
+                    None,
+                )
+                .map_err(io::Error::from)?;
+            }
             // Move each socket out of the way first, so that placing one at 3 + i never
             // overwrites another still to be placed.
             // (No allocation between fork and exec: a fixed array.)
@@ -128,7 +209,7 @@ fn start_successor(fds: &[RawFd]) -> io::Result<std::process::Child> {
 /// shutdown leaves the socket files to it. A successor that fails to start (or exits before
 /// it accepts) changes nothing: this process goes on serving.
 pub async fn upgrade_on_usr2(
-    fds: Vec<RawFd>,
+    sockets: Handover,
     successor: Arc<Successor>,
     shutdown: CancellationToken,
 ) {
@@ -140,16 +221,20 @@ pub async fn upgrade_on_usr2(
             _ = usr2.recv() => {}
             _ = shutdown.cancelled() => return,
         }
+        if crate::workers::is_worker() {
+            log::warn!("SIGUSR2 ignored: send it to the supervisor (this process's parent) to upgrade every worker");
+            continue;
+        }
         if successor.running() {
             log::warn!("SIGUSR2: an upgrade is already under way");
             continue;
         }
-        match start_successor(&fds) {
+        match start_successor(&sockets) {
             Ok(child) => {
                 log::info!(
                     "SIGUSR2: upgrade: started pid {} with {} listening socket(s); draining once it accepts",
                     child.id(),
-                    fds.len()
+                    sockets.len()
                 );
                 *successor.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
             }

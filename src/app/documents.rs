@@ -336,6 +336,9 @@ impl App {
             "commands": commands,
             "topics": topics,
             "version": env!("CARGO_PKG_VERSION"),
+            // With `[server] processes`: which worker answered (each counts its own streams).
+            "pid": std::process::id(),
+            "worker": crate::workers::worker_number(),
             "uptime_secs": self.started.elapsed().as_secs(),
             "active_streams": s.active_streams(),
             "total_streams": s.total_streams.load(Ordering::Relaxed),

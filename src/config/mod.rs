@@ -202,6 +202,12 @@ pub struct ServerConfig {
     /// Threads of the async runtime; 0 = half the cores (at least 1), leaving the rest to the
     /// web server in front, which does as much work per event as fastsse.
     pub worker_threads: usize,
+    /// Worker processes sharing the listening sockets and the journals (a supervisor starts
+    /// them). One process may hold only as many streams as it may open files (`ulimit -n`);
+    /// more processes serve more. `max_streams`, `max_connections` and `worker_threads` are
+    /// per process.
+    #[serde(deserialize_with = "de_positive")]
+    pub processes: usize,
 }
 
 impl ServerConfig {
@@ -236,6 +242,7 @@ impl Default for ServerConfig {
             web_server_addrs: Vec::new(),
             access_log: None,
             worker_threads: 0,
+            processes: 1,
         }
     }
 }

@@ -1,0 +1,198 @@
+//! `[server] processes = N`: a supervisor and N worker processes sharing one socket and one
+//! journal, through a real nginx: every worker serves, events published through any worker
+//! reach streams on every other, a worker killed mid-stream is replaced and its browsers come
+//! back losing nothing, SIGHUP reaches every worker, SIGTERM ends them all and removes the
+//! socket.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+const CONFIG: &str = r#"
+[server]
+processes = 3
+
+[stream]
+retry = "300ms"
+
+[[route]]
+path = "/events"
+type = "topics"
+
+[[route]]
+path = "/status"
+type = "status"
+"#;
+
+/// The pids whose parent is `pid`.
+fn children(pid: i32) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so split after the last ')'.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: i32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+        if ppid == pid && !after.starts_with('Z') {
+            out.insert(child);
+        }
+    }
+    out
+}
+
+/// The pids of the workers that answered `tries` requests for /status.
+fn answering(d: &Daemon, tries: usize) -> BTreeSet<u64> {
+    (0..tries)
+        .map(|_| number_after(&d.status(), "pid"))
+        .collect()
+}
+
+#[test]
+fn workers_share_the_socket_and_journal_and_a_killed_one_is_replaced_losing_nothing() {
+    if !have("nginx") {
+        return;
+    }
+    let mut d = Daemon::start(CONFIG);
+    let supervisor = d.pid();
+    wait_for("three workers", Duration::from_secs(10), || {
+        children(supervisor).len() == 3
+    });
+    let workers = children(supervisor);
+    // The kernel hands connections to whichever worker waits: each of them answers.
+    let seen = answering(&d, 60);
+    let expected: BTreeSet<u64> = workers.iter().map(|&p| p as u64).collect();
+    assert_eq!(seen, expected, "every worker answers /status");
+
+    let n = Nginx::start(&format!("unix:{}", d.socket.display()), "");
+    let url = format!("http://127.0.0.1:{}/events?topic=p", n.port);
+    let victim = *workers.iter().next().unwrap();
+    let bench = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let out = Command::new(fastsse_bin())
+                .args(["bench", "sse", "--json", "--quiet", "--url", &url])
+                .args(["--publish-url", &url, "-n", "300", "--rate", "20"])
+                .args(["--duration", "6s", "--drain", "2s"])
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let ok = Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (code, out, err) = bench.join().unwrap();
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
+    assert_eq!(code, Some(0), "{r}\n{err}\n{}", d.log());
+    assert!(r["connections_established"].as_u64().unwrap() >= 300, "{r}");
+    assert_eq!(r["events_lost"], 0, "{r}");
+    assert_eq!(r["events_duplicated"], 0, "{r}");
+    assert_eq!(r["events_out_of_order"], 0, "{r}");
+    assert!(
+        r["server_closed"].as_u64().unwrap() > 0,
+        "the killed worker's streams ended and came back: {r}"
+    );
+
+    // The supervisor started a new worker in its place.
+    wait_for(
+        "the killed worker replaced",
+        Duration::from_secs(10),
+        || {
+            let now = children(supervisor);
+            now.len() == 3 && !now.contains(&victim)
+        },
+    );
+    let log = d.log();
+    assert!(
+        log.contains("exited (signal: 9") && log.contains("starting it again"),
+        "{log}"
+    );
+
+    // SIGHUP reaches every worker: a route added to the config answers from all of them.
+    let conf = d.dir.path("fastsse.toml");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        format!("{text}\n[[route]]\npath = \"/status2\"\ntype = \"status\"\n"),
+    )
+    .unwrap();
+    d.signal("HUP");
+    wait_for("every worker reloaded", Duration::from_secs(10), || {
+        d.log().matches("SIGHUP: reloaded").count() >= 3
+    });
+    for _ in 0..30 {
+        let mut c = FcgiClient::connect(&d.socket);
+        c.send(&get_request(1, "/status2", false, &[]));
+        let (out, _) = c.read_response(1);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("\"worker\""), "/status2 answered: {text}");
+    }
+
+    // SIGUSR2 upgrades the whole set: a new supervisor with new workers on the same socket;
+    // the old one drains and exits.
+    let old_workers = children(supervisor);
+    d.signal("USR2");
+    let (status, _) = d.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}\n{}", d.log());
+    let log = d.log();
+    let successor: i32 = log
+        .split("upgrade: started supervisor pid ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no successor in the log:\n{log}"));
+    wait_for(
+        "the new supervisor's workers",
+        Duration::from_secs(10),
+        || children(successor).len() == 3,
+    );
+    let workers = children(successor);
+    assert!(workers.is_disjoint(&old_workers));
+    let seen = answering(&d, 60);
+    assert!(
+        seen.iter().all(|p| workers.contains(&(*p as i32))),
+        "only the new workers answer: {seen:?} {workers:?}"
+    );
+
+    // SIGTERM: the workers drain and exit, then the supervisor, and the socket is removed.
+    let started = std::time::Instant::now();
+    let ok = Command::new("kill")
+        .args(["-TERM", &successor.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    wait_for("the supervisor to exit", Duration::from_secs(15), || {
+        !std::path::Path::new(&format!("/proc/{successor}")).exists()
+            || std::fs::read_to_string(format!("/proc/{successor}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+    });
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    for w in workers {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{w}")).exists()
+                || std::fs::read_to_string(format!("/proc/{w}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z"),
+            "worker {w} still runs"
+        );
+    }
+    assert!(!d.socket.exists(), "the socket file is removed");
+    assert!(d.log().contains("every worker has exited"));
+}
