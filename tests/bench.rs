@@ -515,3 +515,90 @@ fn stages_ramp_up_hold_and_down_and_the_report_draws_the_series() {
     assert_eq!(code, 1);
     assert!(err.contains("stage `soon:20`"), "{err}");
 }
+
+#[test]
+fn processes_spread_the_subscribers_and_one_report_counts_them_all() {
+    if !have("nginx") {
+        return;
+    }
+    let d = Daemon::start(CONFIG);
+    let n = Nginx::start(&format!("unix:{}", d.socket.display()), "");
+    let url = format!("http://127.0.0.1:{}/events?topic=spread", n.port);
+    let (code, r, err) = bench(&[
+        "--url",
+        &url,
+        "--publish-url",
+        &url,
+        "-n",
+        "90",
+        "--processes",
+        "3",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--drain",
+        "1s",
+    ]);
+    assert_eq!(code, 0, "{r}\n{err}");
+    assert!(
+        r["protocol"]
+            .as_str()
+            .unwrap()
+            .contains("over 3 bench processes"),
+        "{r}"
+    );
+    let published = r["published"].as_u64().unwrap();
+    assert!(published >= 30, "{r}");
+    assert_eq!(r["connections_established"], 90, "{r}");
+    assert_eq!(
+        r["events_expected"].as_u64().unwrap(),
+        published * 90,
+        "{r}"
+    );
+    assert_eq!(
+        r["events_received"].as_u64().unwrap(),
+        published * 90,
+        "{r}"
+    );
+    assert_eq!(r["events_lost"], 0, "{r}");
+    assert_eq!(r["latency_ms"]["samples"].as_u64().unwrap(), published * 90);
+    let series = r["series"].as_array().unwrap();
+    assert!(series.iter().any(|s| s["connected"] == 90), "{r}");
+    let per_second: u64 = series
+        .iter()
+        .map(|s| s["published"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_second, published, "{r}");
+    // Nginx saw 90 streams from three bench processes' connections.
+    assert_eq!(
+        n.access_log().matches("GET /events?topic=spread").count(),
+        90
+    );
+
+    // With stages, each process follows its share of the count.
+    let (code, r, err) = bench(&[
+        "--url",
+        &url,
+        "--publish-url",
+        &url,
+        "--stages",
+        "1s:40,1s:40,1s:10",
+        "--processes",
+        "2",
+        "--rate",
+        "20",
+        "--drain",
+        "1s",
+    ]);
+    assert_eq!(code, 0, "{r}\n{err}");
+    assert_eq!(r["events_lost"], 0, "{r}");
+    let connected: Vec<u64> = r["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["connected"].as_u64().unwrap())
+        .collect();
+    assert!(connected.contains(&40), "{connected:?}");
+    assert_eq!(*connected.last().unwrap(), 10, "{connected:?}");
+}

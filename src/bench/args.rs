@@ -102,6 +102,14 @@ pub struct LoadArgs {
     /// Write the report as one self-contained HTML page (inline SVG charts) to this file.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
+    /// Spread the subscribers over this many bench processes (one process may open only
+    /// `ulimit -n` files: 50,000 streams need several). This one publishes, drives them and
+    /// merges their figures.
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// Internal: run as bench process I of N (`I/N`), driven by its parent over stdin/stdout.
+    #[arg(long, hide = true)]
+    pub bench_worker: Option<String>,
     /// Print the final report as one JSON object (with the per-second series).
     #[arg(long)]
     pub json: bool,

@@ -44,7 +44,8 @@ impl Counters {
     }
 }
 
-struct Shared {
+/// What every task of the run shares.
+pub(super) struct Shared {
     counters: Counters,
     latency: Shards,
     /// This second's latencies, for the progress line (emptied each second).
@@ -61,9 +62,72 @@ struct Shared {
     /// `-H` headers.
     headers: Vec<(String, String)>,
     /// When each sequence number was sent (index `seq - 1`).
-    sent_at: Mutex<Vec<Instant>>,
+    pub(super) sent_at: Mutex<Vec<Instant>>,
     /// One entry per second of the run.
-    series: Mutex<Vec<Second>>,
+    pub(super) series: Mutex<Vec<Second>>,
+}
+
+impl Shared {
+    pub(super) fn new(args: &LoadArgs) -> Shared {
+        Shared {
+            counters: Counters::default(),
+            latency: Shards::new(),
+            this_second: Shards::new(),
+            first_event: Shards::new(),
+            server_closed: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+            publishing: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            churn: args.churn,
+            began: Instant::now(),
+            headers: args.headers.clone(),
+            sent_at: Mutex::new(Vec::new()),
+            series: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Failures so far, by cause.
+    pub(super) fn counters_failures(&self) -> HashMap<String, u64> {
+        self.counters
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops the run's tasks (the progress task ends its series).
+    pub(super) fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// A bench process started by `--processes`: which one of how many. It subscribes its share
+/// (subscriber `k` of it is the run's `k * of + index`), its parent publishes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WorkerRole {
+    pub(super) index: usize,
+    pub(super) of: usize,
+}
+
+impl WorkerRole {
+    fn parse(s: &str) -> Result<WorkerRole, String> {
+        let (i, n) = s.split_once('/').ok_or("--bench-worker is I/N")?;
+        let (index, of) = (
+            i.parse().map_err(|_| "--bench-worker is I/N")?,
+            n.parse().map_err(|_| "--bench-worker is I/N")?,
+        );
+        if index >= of {
+            return Err("--bench-worker I/N needs I < N".into());
+        }
+        Ok(WorkerRole { index, of })
+    }
+    /// Its share of `n` subscribers.
+    pub(super) fn share(&self, n: usize) -> usize {
+        n / self.of + usize::from(self.index < n % self.of)
+    }
+    fn global(&self, k: usize) -> usize {
+        k * self.of + self.index
+    }
 }
 
 fn now_us() -> u64 {
@@ -207,7 +271,7 @@ async fn subscriber(
 }
 
 /// POSTs `{"t":…,"seq":…}` at `rate` for `duration`; returns the acknowledged sequence numbers.
-async fn publisher(
+pub(super) async fn publisher(
     client: HttpClient,
     url: Url,
     rate: f64,
@@ -264,7 +328,8 @@ fn check_open_files(n: usize) -> Result<(), String> {
 }
 
 /// Prints the progress line and keeps the series: one [`Second`] each second until the end.
-async fn progress(shared: Arc<Shared>, quiet: bool, peak: usize) {
+/// A bench worker writes each second as a `SEC` line for its parent instead.
+pub(super) async fn progress(shared: Arc<Shared>, quiet: bool, peak: usize, worker: bool) {
     let (mut last_events, mut last_published) = (0, 0);
     let mut last_failures: HashMap<String, u64> = HashMap::new();
     let start = Instant::now();
@@ -297,7 +362,9 @@ async fn progress(shared: Arc<Shared>, quiet: bool, peak: usize) {
             p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
             errors,
         };
-        if !quiet {
+        if worker {
+            super::spread::say("SEC", &second);
+        } else if !quiet {
             eprintln!(
                 "t={:>4}s connected={}/{peak} events/s={} p50={:.1}ms p99={:.1}ms errors={}",
                 second.t,
@@ -337,6 +404,7 @@ async fn follow_stages(
     stages: &[Stage],
     target: &Arc<Target>,
     shared: &Arc<Shared>,
+    role: Option<WorkerRole>,
 ) -> Vec<Running> {
     let total = series::total(stages);
     let begun = Instant::now();
@@ -345,8 +413,10 @@ async fn follow_stages(
     while begun.elapsed() < total {
         tick.tick().await;
         let want = series::target_at(stages, begun.elapsed());
+        let want = role.map_or(want, |r| r.share(want));
         while active.len() < want {
-            let idx = active.len() + ended.len();
+            let k = active.len() + ended.len();
+            let idx = role.map_or(k, |r| r.global(k));
             active.push(spawn_subscriber(idx, target, shared));
         }
         while active.len() > want {
@@ -397,12 +467,21 @@ fn targets(args: &LoadArgs, peak: usize) -> Result<(Target, Option<(HttpClient, 
 
 /// Runs the load test; returns the report (the caller prints it and sets the exit status).
 pub fn run(args: LoadArgs) -> Result<Report, String> {
+    if args.processes > 1 && args.bench_worker.is_none() {
+        return super::spread::run(args);
+    }
+    let role = args
+        .bench_worker
+        .as_deref()
+        .map(WorkerRole::parse)
+        .transpose()?;
     let stages = args
         .stages
         .as_deref()
         .map(series::parse_stages)
         .transpose()?;
-    let peak = stages.as_deref().map_or(args.subscribers, series::peak);
+    let peak_total = stages.as_deref().map_or(args.subscribers, series::peak);
+    let peak = role.map_or(peak_total, |r| r.share(peak_total));
     check_open_files(peak)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -412,24 +491,17 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
     let _guard = rt.enter();
     let (target, publish) = targets(&args, peak)?;
     let target = Arc::new(target);
-    let publish_given = publish.is_some();
-    let shared = Arc::new(Shared {
-        counters: Counters::default(),
-        latency: Shards::new(),
-        this_second: Shards::new(),
-        first_event: Shards::new(),
-        server_closed: AtomicU64::new(0),
-        stop: CancellationToken::new(),
-        publishing: AtomicU64::new(0),
-        acked: AtomicU64::new(0),
-        churn: args.churn,
-        began: Instant::now(),
-        headers: args.headers.clone(),
-        sent_at: Mutex::new(Vec::new()),
-        series: Mutex::new(Vec::new()),
-    });
+    let publish_given = args.publish_url.is_some();
+    // A bench worker's parent publishes.
+    let publish = if role.is_some() { None } else { publish };
+    let shared = Arc::new(Shared::new(&args));
+    if role.is_some() && stages.is_some() {
+        // The parent publishes from the start, beside the stages: a subscriber is expected to
+        // see what comes from the first event it got (none connects before publishing).
+        shared.publishing.store(1, Ordering::Release);
+    }
     rt.block_on(async move {
-        let progress = tokio::spawn(progress(shared.clone(), args.quiet, peak));
+        let progress = tokio::spawn(progress(shared.clone(), args.quiet, peak, role.is_some()));
         let publishing = |duration| {
             let shared = shared.clone();
             async move {
@@ -437,6 +509,8 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
                     Some((client, url)) => {
                         publisher(client, url, args.rate, duration, shared).await
                     }
+                    // Subscribed: the parent publishes, then says what it published.
+                    None if role.is_some() => super::spread::await_end(&shared).await,
                     None => {
                         tokio::time::sleep(duration).await;
                         (Vec::new(), 0)
@@ -449,20 +523,23 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
             // Stages: publishing runs from the start, beside the ramps.
             Some(st) => {
                 let p = tokio::spawn(publishing(series::total(st)));
-                let subs = follow_stages(st, &target, &shared).await;
+                let subs = follow_stages(st, &target, &shared, role).await;
                 (subs, p.await.unwrap_or_default())
             }
             None => {
-                let mut subs = Vec::with_capacity(args.subscribers);
-                let gap = Duration::from_secs_f64(1.0 / args.ramp.max(1.0));
+                let mine = peak;
+                let mut subs = Vec::with_capacity(mine);
+                let ramp = role.map_or(args.ramp, |r| args.ramp / r.of as f64);
+                let gap = Duration::from_secs_f64(1.0 / ramp.max(1.0));
                 let ramp_start = Instant::now();
-                for i in 0..args.subscribers {
-                    subs.push(spawn_subscriber(i, &target, &shared));
-                    tokio::time::sleep_until((ramp_start + gap * (i as u32 + 1)).into()).await;
+                for k in 0..mine {
+                    let idx = role.map_or(k, |r| r.global(k));
+                    subs.push(spawn_subscriber(idx, &target, &shared));
+                    tokio::time::sleep_until((ramp_start + gap * (k as u32 + 1)).into()).await;
                 }
                 // Let the ramp settle: every subscriber connected (or failed) first.
                 let settle = Instant::now() + Duration::from_secs(10);
-                while shared.counters.first_attempts.load(Ordering::Relaxed) < args.subscribers
+                while shared.counters.first_attempts.load(Ordering::Relaxed) < mine
                     && Instant::now() < settle
                 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -490,6 +567,9 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
             min_delivered: args.min_delivered,
             publishing: publish_given,
         };
+        let latency = shared.latency.merged();
+        let first_event = shared.first_event.merged();
+        let comebacks_ms = tally.comebacks.clone();
         let mut report = Report {
             subscribers: peak,
             connections_attempted: c.attempted.load(Ordering::Relaxed),
@@ -520,14 +600,19 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
             events_lost: tally.lost,
             events_duplicated: tally.duplicated,
             events_out_of_order: tally.out_of_order,
-            latency_ms: percentiles(&shared.latency.merged()),
-            first_event_ms: percentiles(&shared.first_event.merged()),
+            latency_ms: percentiles(&latency),
+            first_event_ms: percentiles(&first_event),
             comebacks: Comebacks::of(&mut tally.comebacks),
             seconds,
             failures: Vec::new(),
             stages: args.stages.clone(),
             series: std::mem::take(&mut *shared.series.lock().unwrap_or_else(|p| p.into_inner())),
         };
+        if role.is_some() {
+            // For the parent: the figures and what it needs to merge them.
+            super::spread::report_to_parent(&report, &latency, &first_event, comebacks_ms);
+            return Ok(report);
+        }
         report.failures = thresholds.check(&report);
         Ok(report)
     })
