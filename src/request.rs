@@ -159,11 +159,14 @@ impl Request {
 
     /// Decoded values of query parameter `key`, in order.
     pub fn query_values(&self, key: &str) -> Vec<String> {
-        parse_form(&self.query)
+        let mut v: Vec<String> = parse_form(&self.query)
             .into_iter()
             .filter(|(k, _)| k == key)
             .map(|(_, v)| v)
-            .collect()
+            .collect();
+        // Kept for a stream's life (its topics): no spare room.
+        v.shrink_to_fit();
+        v
     }
 
     /// The id the client last saw: the `Last-Event-ID` header, else `?lastEventId=` (for

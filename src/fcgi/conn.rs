@@ -147,7 +147,11 @@ impl Slots {
     fn insert(&mut self, id: u16, slot: Slot) {
         match self.get_mut(&id) {
             Some(s) => *s = slot,
-            None => self.0.push((id, slot)),
+            None => {
+                // One slot, not the four a first push reserves.
+                self.0.reserve_exact(1);
+                self.0.push((id, slot));
+            }
         }
     }
     fn values(&self) -> impl Iterator<Item = &Slot> {

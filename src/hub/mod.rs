@@ -9,6 +9,7 @@
 pub mod interest;
 pub mod journal;
 pub mod local;
+pub mod queue;
 pub mod redis;
 pub mod replay;
 mod subscribe;

@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::subscriber::Subscriber;
 use super::{topic_source, Hub, HubState, Interest, StoredEvent, TopicSource, RESET_EVENT};
@@ -45,7 +44,7 @@ impl Hub {
     /// events, with no gap and no duplicate (both are taken under one lock).
     pub fn subscribe(self: &Arc<Self>, interest: Interest, resume: Resume) -> TopicSource {
         self.start_delivery_task();
-        let (tx, rx) = mpsc::channel(self.settings.subscriber_queue);
+        let (tx, rx) = super::queue::queue(self.settings.subscriber_queue);
         let mut st = self.lock();
         st.history.trim(&self.settings.history);
         let last_id = st.last_id;
@@ -131,10 +130,7 @@ impl Hub {
         self: &Arc<Self>,
         mut st: MutexGuard<'_, HubState>,
         interest: Interest,
-        (tx, rx): (
-            mpsc::Sender<Arc<StoredEvent>>,
-            mpsc::Receiver<Arc<StoredEvent>>,
-        ),
+        (tx, rx): (super::queue::QueueTx, super::queue::QueueRx),
         (preamble, replay): (Option<Bytes>, VecDeque<Arc<StoredEvent>>),
         resumed_after: String,
         unverified: Option<(u64, tokio::time::Instant)>,

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use super::queue::QueueTx;
 
 use super::StoredEvent;
 use crate::source::DirectWriter;
@@ -29,7 +29,7 @@ pub enum Offer {
 pub struct Subscriber {
     /// Topics asked for and authorized.
     pub interest: super::Interest,
-    tx: mpsc::Sender<Arc<StoredEvent>>,
+    tx: QueueTx,
     direct: Option<Arc<dyn DirectWriter>>,
     /// Direct writes keep order only while nothing waits in `tx`.
     direct_ok: bool,
@@ -40,7 +40,7 @@ pub struct Subscriber {
 
 impl Subscriber {
     /// A subscriber whose task reads the other end of `tx`.
-    pub fn new(interest: super::Interest, tx: mpsc::Sender<Arc<StoredEvent>>) -> Subscriber {
+    pub fn new(interest: super::Interest, tx: QueueTx) -> Subscriber {
         Subscriber {
             interest,
             tx,
@@ -127,7 +127,7 @@ mod tests {
         for n in [2, 3, 7] {
             for drain_every in [1, 2, 5] {
                 let sink = Arc::new(Mutex::new(Vec::new()));
-                let (tx, mut rx) = mpsc::channel(64);
+                let (tx, mut rx) = super::super::queue::queue(64);
                 let mut sub = Subscriber::new(Default::default(), tx);
                 sub.attach(Arc::new(Flaky {
                     n,
@@ -145,13 +145,13 @@ mod tests {
                     }
                     // The subscriber's task runs now and then: writes its queue, then says so.
                     if id % drain_every == 0 {
-                        while let Ok(e) = rx.try_recv() {
+                        while let Some(e) = rx.try_recv() {
                             sink.lock().unwrap().push(e.id);
                         }
                         sub.drained(rx.is_empty());
                     }
                 }
-                while let Ok(e) = rx.try_recv() {
+                while let Some(e) = rx.try_recv() {
                     sink.lock().unwrap().push(e.id);
                 }
                 let got = sink.lock().unwrap().clone();
@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn without_a_direct_writer_everything_queues_and_a_full_queue_lags() {
-        let (tx, mut rx) = mpsc::channel(3);
+        let (tx, mut rx) = super::super::queue::queue(3);
         let mut sub = Subscriber::new(Default::default(), tx);
         sub.drained(true);
         let offers: Vec<Offer> = (1..=4).map(|i| sub.offer(&ev(i))).collect();
@@ -180,13 +180,13 @@ mod tests {
 
     #[test]
     fn events_up_to_the_resume_id_are_skipped() {
-        let (tx, mut rx) = mpsc::channel(8);
+        let (tx, mut rx) = super::super::queue::queue(8);
         let mut sub = Subscriber::new(Default::default(), tx);
         sub.min_id = 5;
         assert_eq!(sub.offer(&ev(4)), Offer::Skipped);
         assert_eq!(sub.offer(&ev(5)), Offer::Skipped);
         assert_eq!(sub.offer(&ev(6)), Offer::Queued);
         assert_eq!(rx.try_recv().unwrap().id, 6);
-        assert!(rx.try_recv().is_err());
+        assert!(rx.try_recv().is_none());
     }
 }

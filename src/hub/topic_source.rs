@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::{Hub, StoredEvent};
 use crate::source::{DirectWriter, NextEvent, Source};
@@ -26,7 +25,7 @@ pub struct TopicSource {
     pub(super) sid: u64,
     pub(super) preamble: Option<Bytes>,
     pub(super) replay: VecDeque<Arc<StoredEvent>>,
-    pub(super) rx: mpsc::Receiver<Arc<StoredEvent>>,
+    pub(super) rx: super::queue::QueueRx,
     pub(super) finished: bool,
     pub(super) direct: bool,
     /// A resume id above the newest this instance had seen, and when to stop waiting for it.

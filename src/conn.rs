@@ -1,0 +1,682 @@
+//! The FastCGI connection driver: one reader for the connection's whole life, a request table by
+//! id (multiplexing), KEEP_CONN, GET_VALUES, ABORT_REQUEST, and cancellation of every request the
+//! moment the peer closes the connection.
+//!
+//! Writing is [`super::writer`]'s job, each request's handler [`super::task`]'s; this file
+//! reads records and keeps the request table, deadlines and the idle registry.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::codec::{CodecError, Record, RecordCodec};
+use super::idle::IdleConnections;
+use super::params::{decode_params, encode_pair, ParamsLimits};
+use super::task::{Finished, RequestTask};
+use super::writer::{ConnWriter, Outgoing};
+use super::*;
+use crate::app::App;
+use crate::request::{PathFrom, Request};
+use crate::response::FullResponse;
+use crate::source::BodyClosed;
+use crate::stats::{ConnectionGuard, InputCharge};
+
+pub use super::writer::FcgiSocket;
+
+/// Read buffer growth step while a request arrives.
+const READ_BUFFER: usize = 2048;
+
+/// Everything a connection needs from the server.
+#[derive(Clone)]
+pub struct ConnContext {
+    /// The application.
+    pub app: Arc<App>,
+    /// Server shutdown: streams end with a `retry:` hint.
+    pub shutdown: CancellationToken,
+    /// Tracks the connection's tasks so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Connections with no request running (closed first when the server is full).
+    pub idle: Arc<IdleConnections>,
+    /// The web server's address on this connection, for logs.
+    pub peer: String,
+    /// Connection number, for logs.
+    pub conn_id: u64,
+}
+
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+enum Phase {
+    /// Collecting PARAMS; `None` once they exceeded `max_params_bytes`.
+    Params(Option<BytesMut>),
+    /// Collecting STDIN up to CONTENT_LENGTH.
+    Body {
+        vars: Vec<(Bytes, Bytes)>,
+        body: BytesMut,
+        expected: usize,
+    },
+    /// The handler task runs; its token aborts it.
+    Running(CancellationToken),
+}
+
+struct Slot {
+    keep_conn: bool,
+    phase: Phase,
+    /// When BEGIN_REQUEST arrived: the input must be complete by `request_timeout` after it.
+    begun: tokio::time::Instant,
+    /// The request's input bytes, counted against `max_input_bytes` until the slot goes.
+    charge: InputCharge,
+}
+
+/// Reads whole records from the connection, with the codec doing the framing. Holds no buffer
+/// while waiting: thousands of idle streams wait here.
+struct RecordReader<S> {
+    io: Arc<S>,
+    buf: BytesMut,
+    /// The read buffer past its first [`READ_BUFFER`] bytes counts against `max_input_bytes`
+    /// (a partial record of up to 64 KiB may wait here on every connection).
+    charge: InputCharge,
+}
+
+impl<S: FcgiSocket> RecordReader<S> {
+    /// The next record; `Ok(None)` at a clean EOF. Cancel-safe.
+    async fn next(&mut self) -> Result<Option<Record>, CodecError> {
+        loop {
+            if let Some(record) = RecordCodec.decode(&mut self.buf)? {
+                if self.buf.is_empty() {
+                    self.buf = BytesMut::new();
+                    self.charge.set(0);
+                }
+                return Ok(Some(record));
+            }
+            self.io.readable().await?;
+            if self.buf.capacity() == self.buf.len() {
+                self.buf.reserve(READ_BUFFER);
+                if !self
+                    .charge
+                    .set(self.buf.capacity().saturating_sub(READ_BUFFER))
+                {
+                    return Err(io::Error::other(
+                        "max_input_bytes of request input already buffered",
+                    )
+                    .into());
+                }
+            }
+            match self.io.try_read_buf(&mut self.buf) {
+                Ok(0) => return RecordCodec.decode_eof(&mut self.buf),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// The request table by id. A vector, not a hash map: web servers send one request per
+/// connection at a time (nginx, Apache) or a few, and every open stream's connection holds one
+/// table (a hash map's smallest allocation is four times this one's).
+#[derive(Default)]
+struct Slots(Vec<(u16, Slot)>);
+
+impl Slots {
+    fn get(&self, id: &u16) -> Option<&Slot> {
+        self.0.iter().find(|(k, _)| k == id).map(|(_, s)| s)
+    }
+    fn get_mut(&mut self, id: &u16) -> Option<&mut Slot> {
+        self.0.iter_mut().find(|(k, _)| k == id).map(|(_, s)| s)
+    }
+    fn contains_key(&self, id: &u16) -> bool {
+        self.get(id).is_some()
+    }
+    fn remove(&mut self, id: &u16) -> Option<Slot> {
+        let i = self.0.iter().position(|(k, _)| k == id)?;
+        let slot = self.0.swap_remove(i).1;
+        if self.0.is_empty() {
+            // Give the allocation back while the connection waits for its next request.
+            self.0 = Vec::new();
+        }
+        Some(slot)
+    }
+    fn insert(&mut self, id: u16, slot: Slot) {
+        match self.get_mut(&id) {
+            Some(s) => *s = slot,
+            None => {
+                // One slot, not the four a first push reserves.
+                self.0.reserve_exact(1);
+                self.0.push((id, slot));
+            }
+        }
+    }
+    fn values(&self) -> impl Iterator<Item = &Slot> {
+        self.0.iter().map(|(_, s)| s)
+    }
+    fn iter(&self) -> impl Iterator<Item = (&u16, &Slot)> {
+        self.0.iter().map(|(k, s)| (k, s))
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+struct Conn<S> {
+    ctx: ConnContext,
+    slots: Slots,
+    writer: Arc<ConnWriter<S>>,
+    /// Ids of requests that ended, reported by their tasks.
+    finished: Arc<Finished>,
+    cancel: CancellationToken,
+    close_when_idle: bool,
+    /// Since when no request has been running (`None` while one runs).
+    idle_since: Option<tokio::time::Instant>,
+}
+
+/// Serves one FastCGI connection until the peer closes it, a protocol error, shutdown, or
+/// `request_timeout` without a whole request. `counted` holds its place in `max_connections`.
+pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext, counted: ConnectionGuard) {
+    let _counted = counted;
+    let io = Arc::new(io);
+    let mut reader = RecordReader {
+        io: io.clone(),
+        buf: BytesMut::new(),
+        charge: ctx.app.input_charge(),
+    };
+    let cancel = CancellationToken::new();
+    let writer = Arc::new(ConnWriter::new(io, cancel.clone()));
+    let shutdown = ctx.shutdown.clone();
+    let mut conn = Conn {
+        ctx,
+        slots: Slots::default(),
+        writer,
+        finished: Arc::new(Finished::default()),
+        cancel,
+        close_when_idle: false,
+        idle_since: None,
+    };
+    log::debug!("conn={} peer={}: open", conn.ctx.conn_id, conn.ctx.peer);
+    conn.update_idle();
+    let mut draining = false;
+    loop {
+        let deadline = conn.deadline();
+        let flow = tokio::select! {
+            biased;
+            _ = conn.cancel.cancelled() => Flow::Close,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                conn.on_deadline()
+            }
+            _ = conn.finished.notify.notified() => {
+                let mut flow = Flow::Continue;
+                for id in conn.finished.take() {
+                    flow = conn.finished(id);
+                }
+                flow
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.close_when_idle = true;
+                conn.close_if_idle()
+            }
+            record = reader.next() => match record {
+                Ok(Some(record)) => conn.on_record(record).await,
+                Ok(None) => {
+                    log::debug!("conn={}: peer closed the connection", conn.ctx.conn_id);
+                    conn.cancel.cancel();
+                    Flow::Close
+                }
+                Err(CodecError::Io(e)) => {
+                    if e.kind() == io::ErrorKind::Other {
+                        log::warn!("conn={} peer={}: closing: {e}", conn.ctx.conn_id, conn.ctx.peer);
+                    } else {
+                        log::debug!("conn={}: read error: {e}", conn.ctx.conn_id);
+                    }
+                    conn.cancel.cancel();
+                    Flow::Close
+                }
+                Err(e) => {
+                    log::warn!("conn={} peer={}: closing: {e}", conn.ctx.conn_id, conn.ctx.peer);
+                    conn.cancel.cancel();
+                    Flow::Close
+                }
+            },
+        };
+        if flow == Flow::Close {
+            break;
+        }
+        conn.update_idle();
+    }
+    if !conn.slots.is_empty() {
+        // Streams still running lose their connection: stop them now.
+        conn.cancel.cancel();
+    }
+    // The socket closes when the last request task lets go of it.
+    log::debug!("conn={}: closed", conn.ctx.conn_id);
+}
+
+impl<S> Drop for Conn<S> {
+    /// Leaves the idle registry however the connection ends (a panic included).
+    fn drop(&mut self) {
+        self.ctx.idle.set(self.ctx.conn_id, &self.cancel, false);
+    }
+}
+
+impl<S: FcgiSocket> Conn<S> {
+    /// Keeps the idle registry and `idle_since` in step with whether a request runs.
+    fn update_idle(&mut self) {
+        let running = self
+            .slots
+            .values()
+            .any(|s| matches!(s.phase, Phase::Running(_)));
+        if running == self.idle_since.is_none() {
+            return;
+        }
+        self.idle_since = (!running).then(tokio::time::Instant::now);
+        self.ctx.idle.set(self.ctx.conn_id, &self.cancel, !running);
+    }
+
+    /// When the next request-input deadline falls: an idle connection must deliver a whole
+    /// request, and each request its whole input, within `request_timeout`.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let timeout = self.ctx.app.config().server.request_timeout;
+        if self.slots.is_empty() {
+            return self.idle_since.map(|t| t + timeout);
+        }
+        self.slots
+            .values()
+            .filter(|s| !matches!(s.phase, Phase::Running(_)))
+            .map(|s| s.begun + timeout)
+            .min()
+    }
+
+    /// A deadline passed: requests whose input is late get 408; a connection idle for too long
+    /// is closed.
+    fn on_deadline(&mut self) -> Flow {
+        let now = tokio::time::Instant::now();
+        let timeout = self.ctx.app.config().server.request_timeout;
+        let late: Vec<u16> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !matches!(s.phase, Phase::Running(_)) && s.begun + timeout <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            log::warn!(
+                "conn={} id={id} peer={}: request not complete within {timeout:?} (request_timeout); answering 408",
+                self.ctx.conn_id,
+                self.ctx.peer
+            );
+            let resp = FullResponse::text(
+                408,
+                format!("request not received completely within {timeout:?} (request_timeout)"),
+            );
+            self.dispatch(id, Err(resp));
+        }
+        match self.idle_since {
+            Some(t) if self.slots.is_empty() && t + timeout <= now => {
+                log::debug!(
+                    "conn={} peer={}: no request within {timeout:?}; closing",
+                    self.ctx.conn_id,
+                    self.ctx.peer
+                );
+                self.cancel.cancel();
+                Flow::Close
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    /// The 503 for a request whose input would pass `max_input_bytes`.
+    fn input_full(&self, id: u16) -> FullResponse {
+        let max = self.ctx.app.config().server.max_input_bytes;
+        log::warn!(
+            "conn={} id={id} peer={}: {max} bytes of request input already buffered (max_input_bytes); answering 503",
+            self.ctx.conn_id,
+            self.ctx.peer
+        );
+        FullResponse::text(503, "server busy: too much request input buffered; retry")
+            .with_header("Retry-After", "1")
+    }
+
+    /// Writes a record from the reader's own loop (management answers, refusals). A peer that
+    /// does not read them within `request_timeout` is closed: the loop never waits unbounded.
+    async fn send(&self, msg: Outgoing) -> Flow {
+        let timeout = self.ctx.app.config().server.request_timeout;
+        // Boxed: rare, and it would otherwise enlarge every connection's future.
+        match Box::pin(tokio::time::timeout(timeout, self.writer.send(msg))).await {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err(BodyClosed)) => Flow::Close,
+            Err(_) => {
+                log::warn!(
+                    "conn={} peer={}: not reading its answers for {timeout:?}; closing",
+                    self.ctx.conn_id,
+                    self.ctx.peer
+                );
+                self.cancel.cancel();
+                Flow::Close
+            }
+        }
+    }
+
+    fn protocol_error(&self, what: &str) -> Flow {
+        log::warn!(
+            "conn={} peer={}: FastCGI protocol error, closing: {what}",
+            self.ctx.conn_id,
+            self.ctx.peer
+        );
+        self.cancel.cancel();
+        Flow::Close
+    }
+
+    /// Closes the connection (by leaving the loop) when asked to and no request is left.
+    fn close_if_idle(&mut self) -> Flow {
+        if self.close_when_idle && self.slots.is_empty() {
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    /// A request ended (END_REQUEST already written): apply KEEP_CONN.
+    fn finished(&mut self, id: u16) -> Flow {
+        if let Some(slot) = self.slots.remove(&id) {
+            if !slot.keep_conn {
+                self.close_when_idle = true;
+            }
+        }
+        self.close_if_idle()
+    }
+
+    /// Ends a request that never started a handler.
+    async fn end_unstarted(&mut self, id: u16, keep_conn: bool, protocol_status: u8) -> Flow {
+        self.slots.remove(&id);
+        if self
+            .send(Outgoing::End {
+                id,
+                protocol_status,
+                terminate_stdout: false,
+            })
+            .await
+            == Flow::Close
+        {
+            return Flow::Close;
+        }
+        if !keep_conn {
+            self.close_when_idle = true;
+        }
+        self.close_if_idle()
+    }
+
+    async fn on_record(&mut self, r: Record) -> Flow {
+        if r.request_id == FCGI_NULL_REQUEST_ID {
+            return self.on_management(r).await;
+        }
+        match r.record_type {
+            FCGI_BEGIN_REQUEST => self.on_begin(r).await,
+            FCGI_ABORT_REQUEST => self.on_abort(r.request_id).await,
+            FCGI_PARAMS => self.on_params(r).await,
+            FCGI_STDIN => self.on_stdin(r).await,
+            // DATA (filter role only), records a web server never sends, unknown types on a
+            // request id, and records for inactive ids are ignored (spec 3.3).
+            _ => Flow::Continue,
+        }
+    }
+
+    async fn on_management(&mut self, r: Record) -> Flow {
+        if r.record_type != FCGI_GET_VALUES {
+            let mut body = vec![0u8; 8];
+            body[0] = r.record_type;
+            return self
+                .send(Outgoing::Management(Record::new(
+                    FCGI_UNKNOWN_TYPE,
+                    0,
+                    body,
+                )))
+                .await;
+        }
+        let asked = decode_params(&r.content, ParamsLimits { max_pairs: 64 }).unwrap_or_default();
+        let server = &self.ctx.app.config().server;
+        let mut answer = BytesMut::new();
+        let mut answered: Vec<&[u8]> = Vec::new();
+        for (name, _) in &asked {
+            let value = match &name[..] {
+                n if n == FCGI_MAX_CONNS.as_bytes() => server.max_connections.to_string(),
+                n if n == FCGI_MAX_REQS.as_bytes() => server.max_streams.to_string(),
+                n if n == FCGI_MPXS_CONNS.as_bytes() => "1".to_string(),
+                _ => continue,
+            };
+            if answered.contains(&&name[..]) {
+                continue;
+            }
+            answered.push(&name[..]);
+            encode_pair(&mut answer, name, value.as_bytes());
+        }
+        self.send(Outgoing::Management(Record::new(
+            FCGI_GET_VALUES_RESULT,
+            0,
+            answer.freeze(),
+        )))
+        .await
+    }
+
+    async fn on_begin(&mut self, r: Record) -> Flow {
+        let id = r.request_id;
+        if r.content.len() != 8 {
+            return self.protocol_error(&format!(
+                "BEGIN_REQUEST for id {id} has {} content bytes, not 8",
+                r.content.len()
+            ));
+        }
+        if self.slots.contains_key(&id) {
+            // The request may have ended a moment ago, its notice not yet handled.
+            for done in self.finished.take() {
+                self.finished(done);
+            }
+        }
+        if self.slots.contains_key(&id) {
+            return self.protocol_error(&format!("BEGIN_REQUEST for id {id}, which is active"));
+        }
+        let role = u16::from_be_bytes([r.content[0], r.content[1]]);
+        let keep_conn = r.content[2] & FCGI_KEEP_CONN != 0;
+        if role != FCGI_RESPONDER {
+            log::warn!(
+                "conn={} id={id}: role {role} is not RESPONDER; answering UNKNOWN_ROLE",
+                self.ctx.conn_id
+            );
+            return self.end_unstarted(id, keep_conn, FCGI_UNKNOWN_ROLE).await;
+        }
+        let limit = self.ctx.app.config().server.max_requests_per_connection;
+        if self.slots.len() >= limit {
+            log::warn!(
+                "conn={} id={id}: {limit} requests already multiplexed; answering OVERLOADED",
+                self.ctx.conn_id
+            );
+            return self.end_unstarted(id, keep_conn, FCGI_OVERLOADED).await;
+        }
+        self.slots.insert(
+            id,
+            Slot {
+                keep_conn,
+                phase: Phase::Params(Some(BytesMut::new())),
+                begun: tokio::time::Instant::now(),
+                charge: self.ctx.app.input_charge(),
+            },
+        );
+        Flow::Continue
+    }
+
+    async fn on_abort(&mut self, id: u16) -> Flow {
+        let Some(slot) = self.slots.get(&id) else {
+            return Flow::Continue;
+        };
+        match &slot.phase {
+            // The handler ends, queues END_REQUEST{REQUEST_COMPLETE} and reports back.
+            Phase::Running(token) => {
+                token.cancel();
+                Flow::Continue
+            }
+            _ => {
+                let keep_conn = slot.keep_conn;
+                self.end_unstarted(id, keep_conn, FCGI_REQUEST_COMPLETE)
+                    .await
+            }
+        }
+    }
+
+    async fn on_params(&mut self, r: Record) -> Flow {
+        let server = &self.ctx.app.config().server;
+        let (max_bytes, max_pairs, max_body) = (
+            server.max_params_bytes,
+            server.max_params_pairs,
+            server.max_body_bytes,
+        );
+        let Some(slot) = self.slots.get_mut(&r.request_id) else {
+            return Flow::Continue;
+        };
+        let Phase::Params(buf) = &mut slot.phase else {
+            return Flow::Continue;
+        };
+        if !r.content.is_empty() {
+            if let Some(b) = buf {
+                if b.len() + r.content.len() > max_bytes {
+                    *buf = None;
+                } else if !slot.charge.add(r.content.len()) {
+                    let full = self.input_full(r.request_id);
+                    return self.dispatch(r.request_id, Err(full));
+                } else {
+                    b.extend_from_slice(&r.content);
+                }
+            }
+            return Flow::Continue;
+        }
+        // End of PARAMS: decode the concatenation.
+        let id = r.request_id;
+        let Some(params) = buf.take() else {
+            log::warn!(
+                "conn={} id={id}: PARAMS over max_params_bytes ({max_bytes}); answering 431",
+                self.ctx.conn_id
+            );
+            let resp = FullResponse::text(
+                431,
+                format!("request headers exceed {max_bytes} bytes (max_params_bytes)"),
+            );
+            return self.dispatch(id, Err(resp));
+        };
+        let vars = match decode_params(&params.freeze(), ParamsLimits { max_pairs }) {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!("conn={} id={id}: bad PARAMS: {e}", self.ctx.conn_id);
+                return self.dispatch(
+                    id,
+                    Err(FullResponse::text(
+                        400,
+                        format!("malformed FastCGI PARAMS: {e}"),
+                    )),
+                );
+            }
+        };
+        let content_length = vars
+            .iter()
+            .find(|(k, _)| &k[..] == b"CONTENT_LENGTH")
+            .map(|(_, v)| std::str::from_utf8(v).ok().map(str::trim))
+            // nginx sends CONTENT_LENGTH empty when the request has no body.
+            .filter(|v| v != &Some(""))
+            .map(|v| v.and_then(|s| s.parse::<usize>().ok()));
+        match content_length {
+            None | Some(Some(0)) => self.dispatch(id, Ok((vars, Bytes::new()))),
+            Some(None) => self.dispatch(
+                id,
+                Err(FullResponse::text(400, "CONTENT_LENGTH is not a number")),
+            ),
+            Some(Some(n)) if n > max_body => self.dispatch(
+                id,
+                Err(FullResponse::text(
+                    413,
+                    format!("request body of {n} bytes exceeds max_body_bytes ({max_body})"),
+                )),
+            ),
+            Some(Some(n)) => {
+                // Grown as bytes arrive, never sized from CONTENT_LENGTH up front: a
+                // half-sent body costs only what was sent.
+                slot.phase = Phase::Body {
+                    vars,
+                    body: BytesMut::new(),
+                    expected: n,
+                };
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn on_stdin(&mut self, r: Record) -> Flow {
+        let Some(slot) = self.slots.get_mut(&r.request_id) else {
+            return Flow::Continue;
+        };
+        let Phase::Body { body, expected, .. } = &mut slot.phase else {
+            return Flow::Continue;
+        };
+        let room = *expected - body.len();
+        let take = r.content.len().min(room);
+        if !slot.charge.add(take) {
+            let full = self.input_full(r.request_id);
+            return self.dispatch(r.request_id, Err(full));
+        }
+        body.extend_from_slice(&r.content[..take]);
+        if !r.content.is_empty() && body.len() < *expected {
+            return Flow::Continue;
+        }
+        let Phase::Body {
+            vars,
+            body,
+            expected,
+        } = std::mem::replace(&mut slot.phase, Phase::Params(None))
+        else {
+            unreachable!("matched above")
+        };
+        if body.len() < expected {
+            let got = body.len();
+            return self.dispatch(
+                r.request_id,
+                Err(FullResponse::text(
+                    400,
+                    format!("request body ended after {got} of {expected} bytes (CONTENT_LENGTH)"),
+                )),
+            );
+        }
+        self.dispatch(r.request_id, Ok((vars, body.freeze())))
+    }
+
+    /// Starts the handler task for a request whose input is complete (or already refused).
+    fn dispatch(
+        &mut self,
+        id: u16,
+        input: Result<(Vec<(Bytes, Bytes)>, Bytes), FullResponse>,
+    ) -> Flow {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return Flow::Continue;
+        };
+        let abort = self.cancel.child_token();
+        slot.phase = Phase::Running(abort.clone());
+        // The input is decoded into the request now: its buffers no longer count.
+        slot.charge = self.ctx.app.input_charge();
+        let task = RequestTask {
+            app: self.ctx.app.clone(),
+            id,
+            conn_id: self.ctx.conn_id,
+            writer: self.writer.clone(),
+            finished: self.finished.clone(),
+            abort,
+            conn_cancel: self.cancel.clone(),
+            shutdown: self.ctx.shutdown.clone(),
+        };
+        let input = input.map(|(vars, body)| Request::from_vars(vars, body, PathFrom::RequestUri));
+        self.ctx.tracker.spawn(task.run(Box::new(input)));
+        Flow::Continue
+    }
+}
