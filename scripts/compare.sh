@@ -5,7 +5,10 @@
 # the classic PHP loop (pm = static sized to the test, and the default pool), Apache + fastsse,
 # and (row `cluster`) two fastsse instances sharing topics through Redis behind one nginx
 # upstream, where CPU includes both instances and redis-server (redis alone is printed below).
-# Prints a table and the ratios fastsse/floor, fastsse/nchan, fastsse/php-fpm.
+# Prints a table and the ratios fastsse/floor, fastsse/nchan, fastsse/php-fpm. CPU is shown for
+# the backend alone and for the whole stack (backend + the web server in front: nginx, or Apache
+# for the apache row; nchan is nginx itself), per million deliveries. One HTML report with
+# every row side by side (latency, streams and events over time) goes to $OUT/compare.html.
 #
 #   scripts/compare.sh                       # 1000 subscribers x 20 events/s for 20 s
 #   N=5000 RATE=2 DURATION=30s scripts/compare.sh
@@ -22,6 +25,7 @@ RATE=${RATE:-20}
 DURATION=${DURATION:-20s}
 SCENARIO=${SCENARIO:-load}
 ROWS=${ROWS:-"fastsse floor nchan php-static php-default apache"}
+OUT=${OUT:-$root/target/compare}
 PHP_MAX=${PHP_MAX:-400}          # php-fpm needs a process per stream: cap the static pool
 NGINX_WORKERS=${NGINX_WORKERS:-4}
 FSYNC=${FSYNC:-batch}              # fastsse journal fsync policy: always, batch, never
@@ -193,8 +197,9 @@ cpu_ticks() { # pids... -> utime+stime (+children) in clock ticks
 hz=$(getconf CLK_TCK)
 
 results=()
-run_row() { # name backend_root_pid url publish_url
-  local name=$1 bpid=$2 url=$3 pub=${4:-}
+run_row() { # name backend_root_pid url publish_url [web_server_root_pid, "-" for none]
+  local name=$1 bpid=$2 url=$3 pub=${4:-} web=${5:-$(cat "$work/nginx.pid")}
+  [ "$web" = - ] && web=""
   local extra=()
   [ -n "$pub" ] && extra+=(--publish-url "$pub")
   [ "$SCENARIO" = churn ] && extra+=(--churn 10)
@@ -203,6 +208,7 @@ run_row() { # name backend_root_pid url publish_url
   local n=$N
   [ "$name" = php-static ] && [ "$N" -gt "$PHP_MAX" ] && n=$PHP_MAX
   local before; before=$(cpu_ticks $(descendants "$bpid"))
+  local wbefore=0; [ -n "$web" ] && wbefore=$(cpu_ticks $(descendants "$web"))
   "$bin" bench sse --url "$url" -n "$n" --rate "$RATE" --duration "$dur" --ramp 2000 --json --quiet "${extra[@]}" \
       > "$work/$name.json" 2> "$work/$name.err" &
   local bench=$!
@@ -212,9 +218,10 @@ run_row() { # name backend_root_pid url publish_url
   local procs; procs=$(descendants "$bpid" | wc -l)
   wait "$bench" || true
   local after; after=$(cpu_ticks $(descendants "$bpid"))
-  python3 - "$name" "$work/$name.json" "$rss" "$pss" "$procs" "$(( after - before ))" "$hz" "$n" <<'PY' >> "$work/rows.tsv"
+  local wafter=0; [ -n "$web" ] && wafter=$(cpu_ticks $(descendants "$web"))
+  python3 - "$name" "$work/$name.json" "$rss" "$pss" "$procs" "$(( after - before ))" "$hz" "$n" "$(( wafter - wbefore ))" <<'PY' >> "$work/rows.tsv"
 import json, sys
-name, path, rss, pss, procs, ticks, hz, n = sys.argv[1:]
+name, path, rss, pss, procs, ticks, hz, n, wticks = sys.argv[1:]
 try:
     r = json.load(open(path))
 except Exception as e:
@@ -224,9 +231,12 @@ recv = r["events_received"]; exp = r["events_expected"]
 lat = r["latency_ms"]
 cpu = int(ticks) / int(hz)
 per_m = cpu / (recv / 1e6) if recv else 0
+stack = cpu + int(wticks) / int(hz)
+stack_m = stack / (recv / 1e6) if recv else 0
 print("\t".join(str(x) for x in [name, f"{streams}/{n}", r["reconnects"], f"{recv}/{exp if exp else '-'}", r["events_lost"],
       f'{lat["p50"]:.1f}', f'{lat["p99"]:.1f}', f'{lat["max"]:.1f}', procs,
-      f"{int(rss)/1024:.1f}", f"{int(pss)/1024:.1f}", f"{int(pss)/max(streams,1):.1f}", f"{cpu:.2f}", f"{per_m:.1f}"]))
+      f"{int(rss)/1024:.1f}", f"{int(pss)/1024:.1f}", f"{int(pss)/max(streams,1):.1f}", f"{cpu:.2f}", f"{per_m:.1f}",
+      f"{stack:.2f}", f"{stack_m:.1f}"]))
 PY
 }
 
@@ -243,7 +253,8 @@ for row in $ROWS; do
       run_row floor $pid "http://127.0.0.1:$p_floor/events"
       kill -TERM $pid; wait $pid 2>/dev/null || true ;;
     nchan)
-      run_row nchan "$(cat "$work/nginx.pid")" "http://127.0.0.1:$p_nchan/sub" "http://127.0.0.1:$p_nchan/pub" ;;
+      # nchan is nginx: its CPU is the whole stack's.
+      run_row nchan "$(cat "$work/nginx.pid")" "http://127.0.0.1:$p_nchan/sub" "http://127.0.0.1:$p_nchan/pub" - ;;
     php-static)
       n=$N; [ "$N" -gt "$PHP_MAX" ] && n=$PHP_MAX
       pid=$(php_pool static "$n" static); pids+=($pid); sleep 2
@@ -278,7 +289,7 @@ $(sed "s|/run/fastsse/fastsse.sock|$work/fastsse.sock|" conf/apache-proxy-fcgi.c
 CONF
       setsid apache2 -f "$work/apache/httpd.conf" -DFOREGROUND &
       apid=$!; pids+=($apid); sleep 1
-      run_row apache $pid "http://127.0.0.1:$p_apache/events?topic=bench" "http://127.0.0.1:$p_apache/events?topic=bench"
+      run_row apache $pid "http://127.0.0.1:$p_apache/events?topic=bench" "http://127.0.0.1:$p_apache/events?topic=bench" "$apid"
       kill -TERM $apid $pid; wait $apid $pid 2>/dev/null || true ;;
     cluster)
       mkdir -p "$work/redis"
@@ -302,7 +313,7 @@ done
 echo
 echo "fastsse compare: scenario=$SCENARIO N=$N rate=${RATE}/s duration=$DURATION nginx workers=$NGINX_WORKERS fastsse fsync=$FSYNC, $(nproc) cores, $(date -u +%Y-%m-%d)"
 {
-  printf "row\tstreams\treconnects\tdelivered/expected\tlost\tp50ms\tp99ms\tmaxms\tprocs\tRSS_MB\tPSS_MB\tPSS_KB/stream\tCPU_s\tCPU_s/M\n"
+  printf "row\tstreams\treconnects\tdelivered/expected\tlost\tp50ms\tp99ms\tmaxms\tprocs\tRSS_MB\tPSS_MB\tPSS_KB/stream\tCPU_s\tCPU_s/M\tstack_CPU_s\tstack_CPU_s/M\n"
   cat "$work/rows.tsv"
 } | column -t -s $'\t'
 [ -f "$work/notes" ] && cat "$work/notes"
@@ -325,4 +336,15 @@ ratio("cluster", "fastsse", 6, "p99")
 ratio("cluster", "fastsse", 13, "CPU per delivery")
 for other in ("nchan", "php-static"):
     ratio("fastsse", other, 10, "PSS")
+for other in ("floor", "nchan", "php-static"):
+    ratio("fastsse", other, 15, "whole-stack CPU per delivery")
 PY
+mkdir -p "$OUT"
+runs=()
+for row in $ROWS; do [ -s "$work/$row.json" ] && runs+=("$row=$work/$row.json"); done
+if [ ${#runs[@]} -gt 0 ]; then
+  "$bin" bench report -o "$OUT/compare.html" --svg-dir "$OUT" \
+    --title "fastsse compare: $SCENARIO, N=$N, ${RATE}/s, $(nproc) cores" "${runs[@]}"
+  cp "$work"/*.json "$OUT/" 2>/dev/null || true
+  echo "report: $OUT/compare.html (charts: $OUT/latency.svg connected.svg events.svg)"
+fi

@@ -176,32 +176,36 @@ pub fn respond<'a, W: BodyWriter>(
     }
 }
 
-async fn write_full<W: BodyWriter>(
+fn write_full<'a, W: BodyWriter>(
     full: FullResponse,
     head_only: bool,
-    body: &mut W,
-    abort: &CancellationToken,
-) -> Sent {
-    let bytes = full.to_bytes(head_only);
-    tokio::select! {
-        _ = body.write(bytes) => {}
-        _ = abort.cancelled() => {}
+    body: &'a mut W,
+    abort: &'a CancellationToken,
+) -> impl Future<Output = Sent> + 'a {
+    async move {
+        let bytes = full.to_bytes(head_only);
+        tokio::select! {
+            _ = body.write(bytes) => {}
+            _ = abort.cancelled() => {}
+        }
+        Sent::Full(full.status)
     }
-    Sent::Full(full.status)
 }
 
-async fn write_stream<W: BodyWriter>(
+fn write_stream<'a, W: BodyWriter>(
     mut stream: StreamResponse,
-    body: &mut W,
-    abort: &CancellationToken,
-    shutdown: &CancellationToken,
-) -> Sent {
-    let end = match stream.access.take() {
-        None => head_and_run(&mut stream, body, abort, shutdown).await,
-        // Boxed: only streams that are access-logged carry the counting future.
-        Some(access) => Box::pin(logged(&mut stream, body, access, abort, shutdown)).await,
-    };
-    Sent::Stream(end)
+    body: &'a mut W,
+    abort: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+) -> impl Future<Output = Sent> + 'a {
+    async move {
+        let end = match stream.access.take() {
+            None => head_and_run(&mut stream, body, abort, shutdown).await,
+            // Boxed: only streams that are access-logged carry the counting future.
+            Some(access) => Box::pin(logged(&mut stream, body, access, abort, shutdown)).await,
+        };
+        Sent::Stream(end)
+    }
 }
 
 /// [`head_and_run`], counting what reaches the client, then the stream's access line.
@@ -229,25 +233,27 @@ async fn logged<W: BodyWriter>(
     end
 }
 
-async fn head_and_run<W: BodyWriter>(
-    stream: &mut StreamResponse,
-    body: &mut W,
-    abort: &CancellationToken,
-    shutdown: &CancellationToken,
-) -> StreamEnd {
-    let head = if stream.extra_headers.is_empty() {
-        stream_head()
-    } else {
-        let mut fields = stream_headers();
-        fields.append(&mut stream.extra_headers);
-        header_block(200, &fields)
-    };
-    tokio::select! {
-        r = body.write(head) => match r {
-            Ok(()) => run_stream(stream.source.as_mut(), body, stream.timing, abort, shutdown).await,
-            Err(_) => StreamEnd::ClientGone,
-        },
-        _ = abort.cancelled() => StreamEnd::ClientGone,
+fn head_and_run<'a, W: BodyWriter>(
+    stream: &'a mut StreamResponse,
+    body: &'a mut W,
+    abort: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+) -> impl Future<Output = StreamEnd> + 'a {
+    async move {
+        let head = if stream.extra_headers.is_empty() {
+            stream_head()
+        } else {
+            let mut fields = stream_headers();
+            fields.append(&mut stream.extra_headers);
+            header_block(200, &fields)
+        };
+        tokio::select! {
+            r = body.write(head) => match r {
+                Ok(()) => run_stream(stream.source.as_mut(), body, &stream.timing, abort, shutdown).await,
+                Err(_) => StreamEnd::ClientGone,
+            },
+            _ = abort.cancelled() => StreamEnd::ClientGone,
+        }
     }
 }
 

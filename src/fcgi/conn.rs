@@ -182,8 +182,14 @@ struct Conn<S> {
 
 /// Serves one FastCGI connection until the peer closes it, a protocol error, shutdown, or
 /// `request_timeout` without a whole request. `counted` holds its place in `max_connections`.
-pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext, counted: ConnectionGuard) {
-    let _counted = counted;
+/// Not an `async fn`: the connection's state is built before its future, which then holds
+/// only that state (an async fn would also keep room for its arguments, for the connection's
+/// whole life, on every connection). Call it inside the runtime.
+pub fn serve_connection<S: FcgiSocket>(
+    io: S,
+    ctx: ConnContext,
+    counted: ConnectionGuard,
+) -> impl std::future::Future<Output = ()> {
     let io = Arc::new(io);
     let mut reader = RecordReader {
         io: io.clone(),
@@ -202,63 +208,76 @@ pub async fn serve_connection<S: FcgiSocket>(io: S, ctx: ConnContext, counted: C
         close_when_idle: false,
         idle_since: None,
     };
-    log::debug!("conn={} peer={}: open", conn.ctx.conn_id, conn.ctx.peer);
-    conn.update_idle();
-    let mut draining = false;
-    loop {
-        let deadline = conn.deadline();
-        let flow = tokio::select! {
-            biased;
-            _ = conn.cancel.cancelled() => Flow::Close,
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                conn.on_deadline()
-            }
-            _ = conn.finished.notify.notified() => {
-                let mut flow = Flow::Continue;
-                for id in conn.finished.take() {
-                    flow = conn.finished(id);
-                }
-                flow
-            }
-            _ = shutdown.cancelled(), if !draining => {
-                draining = true;
-                conn.close_when_idle = true;
-                conn.close_if_idle()
-            }
-            record = reader.next() => match record {
-                Ok(Some(record)) => conn.on_record(record).await,
-                Ok(None) => {
-                    log::debug!("conn={}: peer closed the connection", conn.ctx.conn_id);
-                    conn.cancel.cancel();
-                    Flow::Close
-                }
-                Err(CodecError::Io(e)) => {
-                    if e.kind() == io::ErrorKind::Other {
-                        log::warn!("conn={} peer={}: closing: {e}", conn.ctx.conn_id, conn.ctx.peer);
-                    } else {
-                        log::debug!("conn={}: read error: {e}", conn.ctx.conn_id);
-                    }
-                    conn.cancel.cancel();
-                    Flow::Close
-                }
-                Err(e) => {
-                    log::warn!("conn={} peer={}: closing: {e}", conn.ctx.conn_id, conn.ctx.peer);
-                    conn.cancel.cancel();
-                    Flow::Close
-                }
-            },
-        };
-        if flow == Flow::Close {
-            break;
-        }
+    async move {
+        let _counted = counted;
+        log::debug!("conn={} peer={}: open", conn.ctx.conn_id, conn.ctx.peer);
         conn.update_idle();
+        let mut draining = false;
+        // Boxed, and only while a deadline exists: a connection whose stream runs has none, and
+        // thousands of them wait here.
+        let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            match (conn.deadline(), timer.as_mut()) {
+                (None, _) => timer = None,
+                (Some(d), Some(t)) => t.as_mut().reset(d),
+                (Some(d), None) => timer = Some(Box::pin(tokio::time::sleep_until(d))),
+            }
+            let flow = tokio::select! {
+                biased;
+                _ = conn.cancel.cancelled() => Flow::Close,
+                _ = async { timer.as_mut().expect("guarded").await }, if timer.is_some() => {
+                    timer = None;
+                    conn.on_deadline()
+                }
+                _ = conn.finished.notify.notified() => {
+                    let mut flow = Flow::Continue;
+                    for id in conn.finished.take() {
+                        flow = conn.finished(id);
+                    }
+                    flow
+                }
+                _ = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    conn.close_when_idle = true;
+                    conn.close_if_idle()
+                }
+                record = reader.next() => match record {
+                    // Boxed: handling a record needs a large future for a moment; the
+                    // connection's task, waiting for the next one, keeps only the select.
+                    Ok(Some(record)) => Box::pin(conn.on_record(record)).await,
+                    Ok(None) => {
+                        log::debug!("conn={}: peer closed the connection", conn.ctx.conn_id);
+                        conn.cancel.cancel();
+                        Flow::Close
+                    }
+                    Err(CodecError::Io(e)) => {
+                        if e.kind() == io::ErrorKind::Other {
+                            log::warn!("conn={} peer={}: closing: {e}", conn.ctx.conn_id, conn.ctx.peer);
+                        } else {
+                            log::debug!("conn={}: read error: {e}", conn.ctx.conn_id);
+                        }
+                        conn.cancel.cancel();
+                        Flow::Close
+                    }
+                    Err(e) => {
+                        log::warn!("conn={} peer={}: closing: {e}", conn.ctx.conn_id, conn.ctx.peer);
+                        conn.cancel.cancel();
+                        Flow::Close
+                    }
+                },
+            };
+            if flow == Flow::Close {
+                break;
+            }
+            conn.update_idle();
+        }
+        if !conn.slots.is_empty() {
+            // Streams still running lose their connection: stop them now.
+            conn.cancel.cancel();
+        }
+        // The socket closes when the last request task lets go of it.
+        log::debug!("conn={}: closed", conn.ctx.conn_id);
     }
-    if !conn.slots.is_empty() {
-        // Streams still running lose their connection: stop them now.
-        conn.cancel.cancel();
-    }
-    // The socket closes when the last request task lets go of it.
-    log::debug!("conn={}: closed", conn.ctx.conn_id);
 }
 
 impl<S> Drop for Conn<S> {

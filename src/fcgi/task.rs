@@ -50,56 +50,61 @@ pub(super) struct RequestTask<S> {
 impl<S: FcgiSocket> RequestTask<S> {
     /// `input` is boxed: an async fn keeps its arguments for its whole life, and an open
     /// stream's task should not keep room for the request it no longer needs.
-    pub(super) async fn run(self, input: Box<Result<Request, FullResponse>>) {
+    pub(super) fn run(
+        self,
+        input: Box<Result<Request, FullResponse>>,
+    ) -> impl std::future::Future<Output = ()> {
         let out = Arc::new(RequestOut::new(self.id, self.writer.clone()));
-        let mut body = FcgiBody(&out);
-        let (response, head_only) = match *input {
-            Ok(req) => {
-                // Boxed: routing, authorization and publishing need a large future for a
-                // moment; an open stream's task must not keep room for it (thousands wait).
-                let response = self.app.handle(&req).await;
-                // Logged now: nothing of the request is kept across the stream (thousands wait).
-                match &response {
-                    Response::Stream(s) => log::debug!(
-                        "conn={} id={} peer={} route={}: stream open",
-                        self.conn_id,
-                        self.id,
-                        req.peer,
-                        s.route
-                    ),
-                    Response::Full(f) => log::debug!(
-                        "conn={} id={} peer={}: {}",
-                        self.conn_id,
-                        self.id,
-                        req.peer,
-                        f.status
-                    ),
+        async move {
+            let mut body = FcgiBody(&out);
+            let (response, head_only) = match *input {
+                Ok(req) => {
+                    // Boxed: routing, authorization and publishing need a large future for a
+                    // moment; an open stream's task must not keep room for it (thousands wait).
+                    let response = Box::pin(self.app.handle(&req)).await;
+                    // Logged now: nothing of the request is kept across the stream (thousands wait).
+                    match &response {
+                        Response::Stream(s) => log::debug!(
+                            "conn={} id={} peer={} route={}: stream open",
+                            self.conn_id,
+                            self.id,
+                            req.peer,
+                            s.route
+                        ),
+                        Response::Full(f) => log::debug!(
+                            "conn={} id={} peer={}: {}",
+                            self.conn_id,
+                            self.id,
+                            req.peer,
+                            f.status
+                        ),
+                    }
+                    (response, req.is_head())
                 }
-                (response, req.is_head())
+                Err(refusal) => (Response::Full(refusal), false),
+            };
+            let sent = respond(
+                response,
+                head_only,
+                &mut body,
+                Some(out.clone()),
+                &self.abort,
+                &self.shutdown,
+            )
+            .await;
+            if let Sent::Stream(end) = sent {
+                log::debug!(
+                    "conn={} id={}: stream ended ({end:?})",
+                    self.conn_id,
+                    self.id
+                );
             }
-            Err(refusal) => (Response::Full(refusal), false),
-        };
-        let sent = respond(
-            response,
-            head_only,
-            &mut body,
-            Some(out.clone()),
-            &self.abort,
-            &self.shutdown,
-        )
-        .await;
-        if let Sent::Stream(end) = sent {
-            log::debug!(
-                "conn={} id={}: stream ended ({end:?})",
-                self.conn_id,
-                self.id
-            );
-        }
-        // Retire the id before END_REQUEST can reach the peer: a client that reuses the id as
-        // soon as it reads END_REQUEST must find it free.
-        self.finished.push(self.id);
-        if !self.conn_cancel.is_cancelled() {
-            let _ = out.end(FCGI_REQUEST_COMPLETE).await;
+            // Retire the id before END_REQUEST can reach the peer: a client that reuses the id as
+            // soon as it reads END_REQUEST must find it free.
+            self.finished.push(self.id);
+            if !self.conn_cancel.is_cancelled() {
+                let _ = out.end(FCGI_REQUEST_COMPLETE).await;
+            }
         }
     }
 }

@@ -33,14 +33,16 @@ pub trait FcgiSocket: Send + Sync + 'static {
 macro_rules! fcgi_socket {
     ($t:ty) => {
         impl FcgiSocket for $t {
-            async fn readable(&self) -> io::Result<()> {
-                <$t>::readable(self).await
+            // Poll functions, not tokio's `readable()`: its future is ~170 bytes and every
+            // idle connection's task holds one while it waits.
+            fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+                std::future::poll_fn(move |cx| <$t>::poll_read_ready(self, cx))
             }
             fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
                 <$t>::try_read_buf(self, buf)
             }
-            async fn writable(&self) -> io::Result<()> {
-                <$t>::writable(self).await
+            fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+                std::future::poll_fn(move |cx| <$t>::poll_write_ready(self, cx))
             }
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$t>::try_write(self, buf)
@@ -127,33 +129,39 @@ impl<S: FcgiSocket> ConnWriter<S> {
     }
 
     /// Encodes and writes `msg`; returns once its bytes are in the kernel.
-    pub(super) async fn send(&self, msg: Outgoing) -> Result<(), BodyClosed> {
-        if self.cancel.is_cancelled() {
-            return Err(BodyClosed);
-        }
-        let mut bytes = BytesMut::new();
-        if let Err(e) = encode(msg, &mut bytes) {
-            log::error!("cannot encode a record: {e}");
-            return Ok(());
-        }
-        {
-            let mut pending = self.lock();
-            if pending.is_empty() {
-                match self.io.try_write(&bytes) {
-                    Ok(n) if n == bytes.len() => return Ok(()),
-                    Ok(n) => pending.extend_from_slice(&bytes[n..]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        pending.extend_from_slice(&bytes)
-                    }
-                    Err(e) => return Err(self.broken(e)),
-                }
-            } else {
-                pending.extend_from_slice(&bytes);
+    // Not an `async fn`: that would keep `msg` twice in the future (see `run_stream`).
+    pub(super) fn send(
+        &self,
+        msg: Outgoing,
+    ) -> impl std::future::Future<Output = Result<(), BodyClosed>> + '_ {
+        async move {
+            if self.cancel.is_cancelled() {
+                return Err(BodyClosed);
             }
+            let mut bytes = BytesMut::new();
+            if let Err(e) = encode(msg, &mut bytes) {
+                log::error!("cannot encode a record: {e}");
+                return Ok(());
+            }
+            {
+                let mut pending = self.lock();
+                if pending.is_empty() {
+                    match self.io.try_write(&bytes) {
+                        Ok(n) if n == bytes.len() => return Ok(()),
+                        Ok(n) => pending.extend_from_slice(&bytes[n..]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            pending.extend_from_slice(&bytes)
+                        }
+                        Err(e) => return Err(self.broken(e)),
+                    }
+                } else {
+                    pending.extend_from_slice(&bytes);
+                }
+            }
+            // Boxed: the slow path (a full socket) is rare, and every open stream's task holds a
+            // write future; this keeps that future small (thousands of streams wait at once).
+            Box::pin(self.flush()).await
         }
-        // Boxed: the slow path (a full socket) is rare, and every open stream's task holds a
-        // write future; this keeps that future small (thousands of streams wait at once).
-        Box::pin(self.flush()).await
     }
 
     /// Writes queued bytes until none are left (whoever queued them).
@@ -293,17 +301,23 @@ impl<S: FcgiSocket> BodyWriter for FcgiBody<'_, S> {
         (ms > 0).then(|| epoch() + std::time::Duration::from_millis(ms - 1))
     }
 
-    async fn write(&mut self, chunk: Bytes) -> Result<(), BodyClosed> {
-        if chunk.is_empty() {
-            // An empty STDOUT record would end the stream: an empty write is a no-op.
-            return Ok(());
+    // Not an `async fn`: that would keep `chunk` twice in the future (see `run_stream`).
+    fn write(
+        &mut self,
+        chunk: Bytes,
+    ) -> impl std::future::Future<Output = Result<(), BodyClosed>> + Send {
+        async move {
+            if chunk.is_empty() {
+                // An empty STDOUT record would end the stream: an empty write is a no-op.
+                return Ok(());
+            }
+            self.0
+                .conn
+                .send(Outgoing::Stdout {
+                    id: self.0.id,
+                    data: chunk,
+                })
+                .await
         }
-        self.0
-            .conn
-            .send(Outgoing::Stdout {
-                id: self.0.id,
-                data: chunk,
-            })
-            .await
     }
 }

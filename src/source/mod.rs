@@ -159,14 +159,22 @@ fn spread(max: Duration) -> Duration {
 }
 
 /// Writes `chunk` unless the stream is aborted first.
-async fn write_or_abort<W: BodyWriter>(
-    w: &mut W,
+///
+/// Not an `async fn` (here and in [`run_stream`]): an async fn keeps each argument twice in
+/// its future (as given and as a local), and every open stream's task holds these futures.
+/// [`run_stream`] boxes it: a stream's task spends its life waiting, not writing (events
+/// mostly reach the socket from the fan-out), so the room a write needs is taken only while
+/// one runs.
+fn write_or_abort<'a, W: BodyWriter>(
+    w: &'a mut W,
     chunk: Bytes,
-    abort: &CancellationToken,
-) -> Result<(), BodyClosed> {
-    tokio::select! {
-        r = w.write(chunk) => r,
-        _ = abort.cancelled() => Err(BodyClosed),
+    abort: &'a CancellationToken,
+) -> impl Future<Output = Result<(), BodyClosed>> + 'a {
+    async move {
+        tokio::select! {
+            r = w.write(chunk) => r,
+            _ = abort.cancelled() => Err(BodyClosed),
+        }
     }
 }
 
@@ -174,66 +182,72 @@ async fn write_or_abort<W: BodyWriter>(
 /// source yields, a heartbeat whenever the stream was idle for `timing.heartbeat`, until the
 /// source ends, `abort` fires (client gone: nothing more is written) or `shutdown` fires / the
 /// lifetime passes (a final `retry:` hint is written).
-pub async fn run_stream<W: BodyWriter>(
-    source: &mut dyn Source,
-    w: &mut W,
-    timing: StreamTiming,
-    abort: &CancellationToken,
-    shutdown: &CancellationToken,
-) -> StreamEnd {
-    let retry_hint = EncodedEvent::retry_hint(timing.retry.as_millis() as u64).into_bytes();
-    if write_or_abort(w, retry_hint.clone(), abort).await.is_err() {
-        return StreamEnd::ClientGone;
-    }
-    let far_future = Instant::now() + Duration::from_secs(86400 * 365);
-    let end_at = timing
-        .max_lifetime
-        .map_or(far_future, |l| Instant::now() + l);
-    // One timer for both the heartbeat and the lifetime. It is not moved on every event: when
-    // it fires early (events were written meanwhile) it is pushed to the real heartbeat time.
-    let mut last_write = Instant::now();
-    let timer = sleep_until((last_write + timing.heartbeat).min(end_at));
-    tokio::pin!(timer);
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            _ = abort.cancelled() => return StreamEnd::ClientGone,
-            _ = shutdown.cancelled() => {
-                let spread = (timing.retry + spread(timing.drain)).as_millis() as u64;
-                let _ = write_or_abort(w, EncodedEvent::retry_hint(spread).into_bytes(), abort).await;
-                return StreamEnd::Shutdown;
-            }
-            _ = &mut timer => {
-                let now = Instant::now();
-                if now >= end_at {
-                    let _ = write_or_abort(w, retry_hint, abort).await;
-                    return StreamEnd::Lifetime;
-                }
-                if let Some(t) = w.written_elsewhere_at() {
-                    last_write = last_write.max(t);
-                }
-                let due = last_write + timing.heartbeat;
-                if now < due {
-                    timer.as_mut().reset(due.min(end_at));
-                    None
-                } else {
-                    Some(EncodedEvent::heartbeat().into_bytes())
-                }
-            }
-            ev = source.next() => match ev {
-                Some(ev) => Some(ev.into_bytes()),
-                None => return StreamEnd::SourceDone,
-            },
-        };
-        let Some(chunk) = chunk else { continue };
-        if write_or_abort(w, chunk, abort).await.is_err() {
+pub fn run_stream<'a, W: BodyWriter>(
+    source: &'a mut dyn Source,
+    w: &'a mut W,
+    timing: &'a StreamTiming,
+    abort: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+) -> impl Future<Output = StreamEnd> + 'a {
+    async move {
+        // Made again where it is needed: a stream's future keeps no room for it meanwhile.
+        let retry_hint = || EncodedEvent::retry_hint(timing.retry.as_millis() as u64).into_bytes();
+        if Box::pin(write_or_abort(w, retry_hint(), abort))
+            .await
+            .is_err()
+        {
             return StreamEnd::ClientGone;
         }
-        last_write = Instant::now();
-        if timer.is_elapsed() {
-            timer
-                .as_mut()
-                .reset((last_write + timing.heartbeat).min(end_at));
+        let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+        let end_at = timing
+            .max_lifetime
+            .map_or(far_future, |l| Instant::now() + l);
+        // One timer for both the heartbeat and the lifetime. It is not moved on every event: when
+        // it fires early (events were written meanwhile) it is pushed to the real heartbeat time.
+        let mut last_write = Instant::now();
+        let timer = sleep_until((last_write + timing.heartbeat).min(end_at));
+        tokio::pin!(timer);
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                _ = abort.cancelled() => return StreamEnd::ClientGone,
+                _ = shutdown.cancelled() => {
+                    let spread = (timing.retry + spread(timing.drain)).as_millis() as u64;
+                    let _ = Box::pin(write_or_abort(w, EncodedEvent::retry_hint(spread).into_bytes(), abort)).await;
+                    return StreamEnd::Shutdown;
+                }
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= end_at {
+                        let _ = Box::pin(write_or_abort(w, retry_hint(), abort)).await;
+                        return StreamEnd::Lifetime;
+                    }
+                    if let Some(t) = w.written_elsewhere_at() {
+                        last_write = last_write.max(t);
+                    }
+                    let due = last_write + timing.heartbeat;
+                    if now < due {
+                        timer.as_mut().reset(due.min(end_at));
+                        None
+                    } else {
+                        Some(EncodedEvent::heartbeat().into_bytes())
+                    }
+                }
+                ev = source.next() => match ev {
+                    Some(ev) => Some(ev.into_bytes()),
+                    None => return StreamEnd::SourceDone,
+                },
+            };
+            let Some(chunk) = chunk else { continue };
+            if Box::pin(write_or_abort(w, chunk, abort)).await.is_err() {
+                return StreamEnd::ClientGone;
+            }
+            last_write = Instant::now();
+            if timer.is_elapsed() {
+                timer
+                    .as_mut()
+                    .reset((last_write + timing.heartbeat).min(end_at));
+            }
         }
     }
 }
@@ -310,7 +324,7 @@ mod tests {
         let end = run_stream(
             &mut src,
             &mut ChanWriter(tx),
-            timing(1000),
+            &timing(1000),
             &abort,
             &shutdown,
         )
@@ -345,7 +359,7 @@ mod tests {
         let end = run_stream(
             &mut src,
             &mut ChanWriter(tx),
-            timing(60_000),
+            &timing(60_000),
             &abort,
             &CancellationToken::new(),
         )
@@ -365,7 +379,7 @@ mod tests {
         let end = run_stream(
             &mut src,
             &mut ChanWriter(tx),
-            t,
+            &t,
             &CancellationToken::new(),
             &CancellationToken::new(),
         )
@@ -389,7 +403,7 @@ mod tests {
         let end = run_stream(
             &mut src,
             &mut ChanWriter(tx),
-            timing(1000),
+            &timing(1000),
             &CancellationToken::new(),
             &CancellationToken::new(),
         )
