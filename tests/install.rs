@@ -152,6 +152,14 @@ fn the_readme_steps_make_debians_stock_nginx_serve_fastsse() {
     let first = s.next_event();
     let mut st = HttpStream::open(port, "GET", "/status", &[]);
     let status_doc = (st.status, st.rest());
+    // QUIT, not KILL: a killed master leaves its (www-data) workers running.
+    let _ = Command::new("kill")
+        .args(["-QUIT", &nginx.id().to_string()])
+        .status();
+    let start = std::time::Instant::now();
+    while nginx.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = nginx.kill();
     let _ = nginx.wait();
     assert_eq!(status, 200);

@@ -149,6 +149,16 @@ impl Program {
         if let Some((uid, gid)) = self.ids {
             cmd.uid(uid).gid(gid);
         }
+        // Ends with fastsse even when fastsse is killed outright (no orphaned loops). Set in
+        // the child after its uid changed (a change of credentials clears it). Programs are
+        // started from runtime worker threads, which live as long as the runtime.
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
         let mut child = cmd.spawn()?;
         if let Some(err) = child.stderr.take() {
             tokio::spawn(log_lines(self.route.clone(), child.id(), err));
