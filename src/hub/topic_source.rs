@@ -44,6 +44,20 @@ impl Source for TopicSource {
         }
     }
 
+    fn try_next(&mut self) -> Option<EncodedEvent> {
+        // The preamble, and a resume id still unverified, are `next`'s to handle.
+        if self.preamble.is_some() || self.unverified.is_some() {
+            return None;
+        }
+        if let Some(ev) = self.replay.pop_front() {
+            return Some(EncodedEvent::from_shared(ev.wire.clone()));
+        }
+        // Taken from the queue: `next` tells the hub when the queue is empty again.
+        self.rx
+            .try_recv()
+            .map(|ev| EncodedEvent::from_shared(ev.wire.clone()))
+    }
+
     fn next(&mut self) -> NextEvent<'_> {
         Box::pin(async move {
             if let Some(p) = self.preamble.take() {

@@ -73,7 +73,17 @@ pub trait Source: Send + 'static {
     /// produces them, skipping this stream's task (fan-out sources use it; others ignore it).
     /// The transport calls it after the stream's first bytes are written.
     fn attach_direct(&mut self, _writer: std::sync::Arc<dyn DirectWriter>) {}
+
+    /// The next event if one is ready now (queued or in a replay), without waiting; `None`
+    /// says "ask [`Source::next`]". [`run_stream`] writes what is ready together: one write and
+    /// one record for several events, not one each.
+    fn try_next(&mut self) -> Option<EncodedEvent> {
+        None
+    }
 }
+
+/// Most bytes of events written together in one write.
+pub const COALESCE_BYTES: usize = 64 * 1024;
 
 /// Writes a complete event to a stream's client now, from any thread, if that can be done
 /// without waiting and without overtaking bytes already queued for the stream.
@@ -178,6 +188,23 @@ fn write_or_abort<'a, W: BodyWriter>(
     }
 }
 
+/// `first`, followed by the events `source` has ready now (up to [`COALESCE_BYTES`]).
+fn coalesce(first: Bytes, source: &mut dyn Source) -> Bytes {
+    let Some(second) = source.try_next() else {
+        return first;
+    };
+    let mut all = bytes::BytesMut::with_capacity(first.len() * 4);
+    all.extend_from_slice(&first);
+    all.extend_from_slice(&second.into_bytes());
+    while all.len() < COALESCE_BYTES {
+        match source.try_next() {
+            Some(ev) => all.extend_from_slice(&ev.into_bytes()),
+            None => break,
+        }
+    }
+    all.freeze()
+}
+
 /// Runs a stream after its header block has been written: a `retry:` hint, then each event the
 /// source yields, a heartbeat whenever the stream was idle for `timing.heartbeat`, until the
 /// source ends, `abort` fires (client gone: nothing more is written) or `shutdown` fires / the
@@ -234,7 +261,7 @@ pub fn run_stream<'a, W: BodyWriter>(
                     }
                 }
                 ev = source.next() => match ev {
-                    Some(ev) => Some(ev.into_bytes()),
+                    Some(ev) => Some(coalesce(ev.into_bytes(), source)),
                     None => return StreamEnd::SourceDone,
                 },
             };
@@ -276,6 +303,77 @@ mod tests {
                 Event::new().id(self.1.to_string()).data("x").encode().ok()
             })
         }
+    }
+
+    /// Events that are all ready at once: `next` gives the first, `try_next` the others.
+    struct Burst(std::collections::VecDeque<u32>);
+
+    impl Burst {
+        fn take(&mut self) -> Option<EncodedEvent> {
+            let id = self.0.pop_front()?;
+            Event::new().id(id.to_string()).data("x").encode().ok()
+        }
+    }
+
+    impl Source for Burst {
+        fn next(&mut self) -> NextEvent<'_> {
+            Box::pin(async move {
+                match self.take() {
+                    Some(ev) => Some(ev),
+                    None => std::future::pending().await,
+                }
+            })
+        }
+        fn try_next(&mut self) -> Option<EncodedEvent> {
+            self.take()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_ready_together_are_written_together_in_order() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let abort = CancellationToken::new();
+        let mut src = Burst((1..=2000).collect());
+        let a2 = abort.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            a2.cancel();
+        });
+        let end = run_stream(
+            &mut src,
+            &mut ChanWriter(tx),
+            &timing(60_000),
+            &abort,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(end, StreamEnd::ClientGone);
+        let mut writes = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            writes.push(b);
+        }
+        // The retry hint, then 2,000 events (about 13 bytes each) in writes of at most 64 KiB.
+        let events: Vec<u32> = writes[1..]
+            .iter()
+            .flat_map(|w| {
+                std::str::from_utf8(w)
+                    .unwrap()
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("id: ").map(|i| i.parse().unwrap()))
+                    .collect::<Vec<u32>>()
+            })
+            .collect();
+        assert_eq!(
+            events,
+            (1..=2000).collect::<Vec<_>>(),
+            "every event, in order"
+        );
+        assert!(
+            writes.len() <= 3,
+            "{} writes for 2,000 ready events",
+            writes.len()
+        );
+        assert!(writes.iter().all(|w| w.len() <= COALESCE_BYTES + 64));
     }
 
     fn timing(heartbeat_ms: u64) -> StreamTiming {
