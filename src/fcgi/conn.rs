@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::codec::{CodecError, Record, RecordCodec};
 use super::idle::IdleConnections;
 use super::params::{decode_params, encode_pair, ParamsLimits};
+use super::slots::Slots;
 use super::task::{Finished, RequestTask};
 use super::writer::{ConnWriter, Outgoing};
 use super::*;
@@ -119,58 +120,9 @@ impl<S: FcgiSocket> RecordReader<S> {
     }
 }
 
-/// The request table by id. A vector, not a hash map: web servers send one request per
-/// connection at a time (nginx, Apache) or a few, and every open stream's connection holds one
-/// table (a hash map's smallest allocation is four times this one's).
-#[derive(Default)]
-struct Slots(Vec<(u16, Slot)>);
-
-impl Slots {
-    fn get(&self, id: &u16) -> Option<&Slot> {
-        self.0.iter().find(|(k, _)| k == id).map(|(_, s)| s)
-    }
-    fn get_mut(&mut self, id: &u16) -> Option<&mut Slot> {
-        self.0.iter_mut().find(|(k, _)| k == id).map(|(_, s)| s)
-    }
-    fn contains_key(&self, id: &u16) -> bool {
-        self.get(id).is_some()
-    }
-    fn remove(&mut self, id: &u16) -> Option<Slot> {
-        let i = self.0.iter().position(|(k, _)| k == id)?;
-        let slot = self.0.swap_remove(i).1;
-        if self.0.is_empty() {
-            // Give the allocation back while the connection waits for its next request.
-            self.0 = Vec::new();
-        }
-        Some(slot)
-    }
-    fn insert(&mut self, id: u16, slot: Slot) {
-        match self.get_mut(&id) {
-            Some(s) => *s = slot,
-            None => {
-                // One slot, not the four a first push reserves.
-                self.0.reserve_exact(1);
-                self.0.push((id, slot));
-            }
-        }
-    }
-    fn values(&self) -> impl Iterator<Item = &Slot> {
-        self.0.iter().map(|(_, s)| s)
-    }
-    fn iter(&self) -> impl Iterator<Item = (&u16, &Slot)> {
-        self.0.iter().map(|(k, s)| (k, s))
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 struct Conn<S> {
     ctx: ConnContext,
-    slots: Slots,
+    slots: Slots<Slot>,
     writer: Arc<ConnWriter<S>>,
     /// Ids of requests that ended, reported by their tasks.
     finished: Arc<Finished>,

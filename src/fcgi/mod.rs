@@ -10,6 +10,7 @@ pub mod codec;
 pub mod conn;
 pub mod idle;
 pub mod params;
+mod slots;
 mod task;
 #[cfg(test)]
 mod tests;
