@@ -466,6 +466,23 @@ impl Config {
                     });
                 }
             }
+            let n = self.server.processes;
+            if r.kind == RouteKind::Command
+                && r.mode == crate::command::Mode::Shared
+                && r.topic.is_some()
+                && n > 1
+            {
+                return Err(err(
+                    r.path.span(),
+                    "path",
+                    format!(
+                        "route {path}: a shared command with `topic` would run in each of the {n} \
+                         processes ([server] processes) and publish every event {n} times; drop \
+                         `topic` (each process then feeds its own streams), or publish from one \
+                         program with `fastsse publish`"
+                    ),
+                ));
+            }
             if let Some(token) = &r.publish_token {
                 if token.trim().is_empty() {
                     let line = text
@@ -571,6 +588,24 @@ mod tests {
         let c = Config::parse(text, "conf/fastsse.toml").unwrap();
         assert!(!c.server.listen.is_empty());
         assert!(c.routes.len() >= 3);
+    }
+
+    #[test]
+    fn a_topic_command_under_several_processes_is_refused_with_the_reason() {
+        let text = |processes: usize| {
+            format!(
+                "[server]\nprocesses = {processes}\n\n[[route]]\npath = \"/p\"\ntype = \"command\"\n\
+                 command = [\"/bin/cat\"]\ntopic = \"prices\"\n"
+            )
+        };
+        assert!(Config::parse(&text(1), "t.toml").is_ok());
+        let e = Config::parse(&text(4), "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("t.toml:5") && e.contains("every event 4 times"),
+            "{e}"
+        );
+        let e = Config::parse("[server]\nprocesses = 0\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("processes"), "{e}");
     }
 
     #[test]
