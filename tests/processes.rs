@@ -196,3 +196,98 @@ fn workers_share_the_socket_and_journal_and_a_killed_one_is_replaced_losing_noth
     assert!(!d.socket.exists(), "the socket file is removed");
     assert!(d.log().contains("every worker has exited"));
 }
+
+/// `conf/nginx-50k.conf` as `scripts/bench-50k.sh` runs it (socket, port and temp paths
+/// substituted), in front of two workers: the shipped file works, and a bench through it
+/// loses nothing.
+#[test]
+fn the_shipped_50k_nginx_config_serves_the_workers() {
+    if !have("nginx") {
+        return;
+    }
+    let d = Daemon::start(&CONFIG.replace("processes = 3", "processes = 2"));
+    let dir = TempDir::new("nginx-50k");
+    let port = free_port();
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("{}/conf/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let snippet = read("nginx-fastsse.conf").replace(
+        "unix:/run/fastsse/fastsse.sock",
+        &format!("unix:{}", d.socket.display()),
+    );
+    let shipped = read("nginx-50k.conf");
+    assert!(
+        shipped.contains("listen 80 reuseport")
+            && shipped.contains("include snippets/fastsse.conf;")
+    );
+    let w = dir.0.display();
+    let conf = format!(
+        "{}\npid {w}/nginx.pid;\nerror_log {w}/error.log warn;\n{}",
+        if is_root() { "user root;" } else { "" },
+        shipped
+            .replace("include snippets/fastsse.conf;", &snippet)
+            .replace(
+                "listen 80 reuseport",
+                &format!("listen 127.0.0.1:{port} reuseport")
+            )
+            .replace(
+                "access_log off;",
+                &format!(
+                    "access_log off; client_body_temp_path {w}/cb; fastcgi_temp_path {w}/ft; \
+                     proxy_temp_path {w}/pt; uwsgi_temp_path {w}/ut; scgi_temp_path {w}/st;"
+                ),
+            )
+    );
+    std::fs::write(dir.path("nginx.conf"), conf).unwrap();
+    let mut nginx = Command::new("nginx")
+        .arg("-c")
+        .arg(dir.path("nginx.conf"))
+        .arg("-p")
+        .arg(&dir.0)
+        .args(["-g", "daemon off;"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("nginx (50k config)", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let url = format!("http://127.0.0.1:{port}/events?topic=fifty");
+    let out = Command::new(fastsse_bin())
+        .args([
+            "bench",
+            "sse",
+            "--json",
+            "--quiet",
+            "--url",
+            &url,
+            "--publish-url",
+            &url,
+        ])
+        .args([
+            "-n",
+            "200",
+            "--processes",
+            "2",
+            "--rate",
+            "10",
+            "--duration",
+            "2s",
+        ])
+        .args(["--drain", "1s", "--max-p99", "1s", "--min-delivered", "100"])
+        .output()
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-QUIT", &nginx.id().to_string()])
+        .status();
+    let _ = nginx.wait();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{r}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.path("error.log")).unwrap_or_default()
+    );
+    assert_eq!(r["connections_established"], 200, "{r}");
+    assert_eq!(r["events_lost"], 0, "{r}");
+    assert!(r["events_expected"].as_u64().unwrap() >= 200 * 15, "{r}");
+}
