@@ -128,7 +128,7 @@ type H2Slot = tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>;
 /// Opens streams and posts; counts the transport connections it made.
 pub(crate) struct HttpClient {
     settings: ClientSettings,
-    tls: Option<tokio_rustls::TlsConnector>,
+    tls: tokio_rustls::TlsConnector,
     h2: Vec<H2Slot>,
     /// TCP connections opened (HTTP/2 shares them; the report shows it).
     pub(crate) connections: AtomicU64,
@@ -288,9 +288,7 @@ fn tls_config(s: &ClientSettings) -> Result<ClientConfig, String> {
 impl HttpClient {
     /// A client for `subscribers` streams (the HTTP/2 connections are shared among them).
     pub(crate) fn new(settings: ClientSettings, subscribers: usize) -> Result<Self, String> {
-        let tls = Some(tokio_rustls::TlsConnector::from(Arc::new(tls_config(
-            &settings,
-        )?)));
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls_config(&settings)?));
         let per = settings.streams_per_connection.max(1);
         let slots = match settings.version {
             HttpVersion::Http1 => 0,
@@ -333,8 +331,8 @@ impl HttpClient {
         }
         let name = ServerName::try_from(url.host.clone())
             .map_err(|_| format!("{}: not a TLS server name", url.host))?;
-        let tls = self.tls.as_ref().ok_or("no TLS")?;
-        let s = tls
+        let s = self
+            .tls
             .connect(name, tcp)
             .await
             .map_err(|e| format!("tls: {e}"))?;

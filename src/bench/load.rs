@@ -429,18 +429,21 @@ async fn follow_stages(
     ended
 }
 
-/// The clients and addresses the arguments name.
-fn targets(args: &LoadArgs, peak: usize) -> Result<(Target, Option<(HttpClient, Url)>), String> {
-    let settings = |version| ClientSettings {
+fn settings(args: &LoadArgs, version: HttpVersion) -> ClientSettings {
+    ClientSettings {
         version,
         insecure: args.insecure,
         cacert: args.cacert.clone(),
         sources: args.sources.clone(),
         streams_per_connection: args.streams_per_connection,
-    };
-    let target = if !args.url.is_empty() {
+    }
+}
+
+/// Where the subscribers connect, as the arguments name it.
+fn target(args: &LoadArgs, peak: usize) -> Result<Target, String> {
+    Ok(if !args.url.is_empty() {
         Target::Http {
-            client: HttpClient::new(settings(args.http), peak)?,
+            client: HttpClient::new(settings(args, args.http), peak)?,
             urls: args
                 .url
                 .iter()
@@ -454,15 +457,18 @@ fn targets(args: &LoadArgs, peak: usize) -> Result<(Target, Option<(HttpClient, 
         }
     } else {
         return Err("give --url or --fcgi".into());
-    };
-    let publish = match args.publish_url.as_deref() {
-        Some(u) => Some((
-            HttpClient::new(settings(HttpVersion::Http1), 1)?,
+    })
+}
+
+/// The publisher's client and URL (`--publish-url`); it speaks HTTP/1.1.
+pub(super) fn publisher_client(args: &LoadArgs) -> Result<Option<(HttpClient, Url)>, String> {
+    match args.publish_url.as_deref() {
+        Some(u) => Ok(Some((
+            HttpClient::new(settings(args, HttpVersion::Http1), 1)?,
             parse_url(u)?,
-        )),
-        None => None,
-    };
-    Ok((target, publish))
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// Runs the load test; returns the report (the caller prints it and sets the exit status).
@@ -489,11 +495,13 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         .map_err(|e| e.to_string())?;
     // Clients hold tokio handles (rustls, hyper): made inside the runtime.
     let _guard = rt.enter();
-    let (target, publish) = targets(&args, peak)?;
-    let target = Arc::new(target);
+    let target = Arc::new(target(&args, peak)?);
     let publish_given = args.publish_url.is_some();
     // A bench worker's parent publishes.
-    let publish = if role.is_some() { None } else { publish };
+    let publish = match role {
+        Some(_) => None,
+        None => publisher_client(&args)?,
+    };
     let shared = Arc::new(Shared::new(&args));
     if role.is_some() && stages.is_some() {
         // The parent publishes from the start, beside the stages: a subscriber is expected to

@@ -247,22 +247,7 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let _guard = rt.enter();
-    let publish = match args.publish_url.as_deref() {
-        Some(u) => Some((
-            super::http::HttpClient::new(
-                super::http::ClientSettings {
-                    version: super::http::HttpVersion::Http1,
-                    insecure: args.insecure,
-                    cacert: args.cacert.clone(),
-                    sources: Vec::new(),
-                    streams_per_connection: 1,
-                },
-                1,
-            )?,
-            super::http::parse_url(u)?,
-        )),
-        None => None,
-    };
+    let publish = super::load::publisher_client(&args)?;
     let mut w = start(of)?;
     // Counted from the workers' start, as their seconds are.
     let shared = Arc::new(Shared::new(&args));
