@@ -233,6 +233,17 @@ impl SseParser {
         SseParser::default()
     }
 
+    /// Forgets the event being read (its data and type); the last event id stays.
+    pub fn discard_event(&mut self) {
+        self.data = String::new();
+        self.event = String::new();
+    }
+
+    /// Bytes held for the event being read.
+    pub fn pending_bytes(&self) -> usize {
+        self.data.len() + self.event.len() + self.line.len()
+    }
+
     /// The current last-event-id (what a reconnect sends as `Last-Event-ID`).
     pub fn last_event_id(&self) -> &str {
         &self.last_event_id

@@ -10,33 +10,10 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::*;
+use support::{form_body as form, jwt_token as token};
 
 const SECRET: &str = "!ChangeThisMercureHubJWTSecretKey!";
 const HUB: &str = "/.well-known/mercure";
-
-/// A token signed by PyJWT: `key` is a secret, or the path of a PEM private key.
-fn token(alg: &str, key: &str, claims: serde_json::Value) -> String {
-    let out = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import jwt, json, os, sys\n\
-             claims, alg, key = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]\n\
-             key = open(key).read() if os.path.isfile(key) else key\n\
-             t = jwt.encode(claims, None if alg == 'none' else key, algorithm=alg)\n\
-             print(t.decode() if isinstance(t, bytes) else t)",
-        ])
-        .arg(claims.to_string())
-        .arg(alg)
-        .arg(key)
-        .output()
-        .expect("python3 with PyJWT (Debian: python3-jwt)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// An HS256 token whose secret is `secret_file`'s bytes, made with Python's hmac (PyJWT refuses
 /// to sign with a public key: this is the forgery an HS/RS-confused hub would accept).
@@ -101,27 +78,6 @@ fn hub_config(extra: &str) -> String {
          anonymous = true\n{extra}\n\n\
          [[route]]\npath = \"/status\"\ntype = \"status\"\n"
     )
-}
-
-/// `application/x-www-form-urlencoded`, as PHP's http_build_query writes it.
-fn form(fields: &[(&str, &str)]) -> String {
-    fields
-        .iter()
-        .map(|(k, v)| {
-            let enc: String = v
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                        (b as char).to_string()
-                    }
-                    b' ' => "+".into(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            format!("{k}={enc}")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// POSTs a publish; returns (status, body).

@@ -32,10 +32,12 @@ pub(super) fn command_route(
 ) -> Result<CommandRoute, String> {
     use crate::command::{per_stream::PerStream, shared::Shared, Mode, Program};
     let program = Program::from_route(r);
+    let output = crate::command::output::OutputRules {
+        format: r.format,
+        max_event_bytes: r.max_event_bytes,
+    };
     let kind = match r.mode {
-        Mode::PerStream => {
-            CommandKind::PerStream(PerStream::new(program, r.format, r.max_processes))
-        }
+        Mode::PerStream => CommandKind::PerStream(PerStream::new(program, output, r.max_processes)),
         Mode::Shared => {
             let hub = match &r.topic {
                 Some(t) => Some((
@@ -46,7 +48,7 @@ pub(super) fn command_route(
             };
             let shared = Shared::new(
                 program,
-                r.format,
+                output,
                 (r.start, r.idle_stop),
                 r.subscriber_queue,
                 config.stream.retry,

@@ -327,6 +327,7 @@ impl App {
                     super::CommandKind::PerStream(p) => serde_json::json!({
                         "mode": "per-stream",
                         "running": p.running.load(Ordering::Relaxed),
+                        "dropped": p.dropped.load(Ordering::Relaxed),
                     }),
                 };
                 Some((r.path.clone(), doc))

@@ -83,10 +83,14 @@ impl App {
 
 /// The origin of a browser request from a page on another site (`Origin`, else `Referer`),
 /// unless it is listed in `allowed`. Hosts are compared without ports (nginx passes `Host`
-/// without one); requests without either header (curl, a PHP backend) are not cross-origin.
+/// without one); requests without either header (curl, a PHP backend) are not cross-origin;
+/// `Origin: null` always is.
 fn cross_origin(req: &Request, allowed: &[String]) -> Option<String> {
     let origin = crate::auth::origin_of(req)?;
-    if allowed.iter().any(|a| a.trim_end_matches('/') == origin) {
+    if origin == "null" {
+        return Some(origin);
+    }
+    if crate::auth::origin_listed(&origin, allowed) {
         return None;
     }
     let host_of = |s: &str| {

@@ -10,6 +10,7 @@ pub mod selector;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
 use crate::request::Request;
@@ -52,12 +53,7 @@ impl Verifier {
         };
         let key = match alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-                if key.len() < 16 {
-                    return Err(
-                        "an HMAC secret shorter than 16 bytes can be guessed; use 32 or more"
-                            .into(),
-                    );
-                }
+                check_hmac_secret(key, alg)?;
                 DecodingKey::from_secret(key.as_bytes())
             }
             Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem()?)
@@ -114,6 +110,39 @@ impl Verifier {
             expires: c.exp.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
         })
     }
+}
+
+/// Shortest HMAC secret accepted: 256 bits, as RFC 7518 (3.2) asks of HS256.
+pub const MIN_HMAC_SECRET: usize = 32;
+
+/// An HMAC secret is the secret itself: a PEM key or a file path given where the algorithm is
+/// HMAC would make the public key (or the path's text) the secret anyone can sign with.
+fn check_hmac_secret(key: &str, alg: Algorithm) -> Result<(), String> {
+    let k = key.trim();
+    if k.starts_with("-----BEGIN") {
+        return Err(format!(
+            "this is a PEM key but the algorithm is {alg:?} (HMAC), which would use the key's \
+             text as a shared secret: set the matching *_jwt_alg (RS256, ES256, ...) for a public key"
+        ));
+    }
+    let looks_like_path = ["/", "./", "../", "~/"].iter().any(|p| k.starts_with(p))
+        || [".pem", ".key", ".pub", ".crt", ".der"]
+            .iter()
+            .any(|e| k.to_ascii_lowercase().ends_with(e))
+        || std::path::Path::new(k).is_file();
+    if looks_like_path {
+        return Err(format!(
+            "this looks like a file path but the algorithm is {alg:?} (HMAC), whose key is the \
+             secret itself: for a public key file set the matching *_jwt_alg (RS256, ES256, ...)"
+        ));
+    }
+    if key.len() < MIN_HMAC_SECRET {
+        return Err(format!(
+            "an HMAC secret of {} bytes can be guessed; use {MIN_HMAC_SECRET} bytes (256 bits) or more",
+            key.len()
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -203,9 +232,11 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
 }
 
 /// The origin a browser request came from: `Origin`, else the scheme and host of `Referer`.
+/// `Origin: null` (a sandboxed iframe, a no-referrer page, a `data:` document) is returned as
+/// `null`, an origin no list and no host ever matches: such a page may be anyone's.
 pub fn origin_of(req: &Request) -> Option<String> {
-    if let Some(o) = req.header("Origin").filter(|o| *o != "null") {
-        return Some(o.trim_end_matches('/').to_string());
+    if let Some(o) = req.header("Origin") {
+        return Some(o.trim().trim_end_matches('/').to_string());
     }
     let r = req.header("Referer")?;
     let (scheme, rest) = r.split_once("://")?;
@@ -213,15 +244,48 @@ pub fn origin_of(req: &Request) -> Option<String> {
     Some(format!("{scheme}://{host}"))
 }
 
+/// Whether `origin` is one of `listed` (`null` never is).
+pub fn origin_listed(origin: &str, listed: &[String]) -> bool {
+    origin != "null" && listed.iter().any(|p| p.trim_end_matches('/') == origin)
+}
+
+/// RFC 3986's unreserved characters stay, all else is percent-encoded: a URI template's simple
+/// expansion (`{var}`).
+const SIMPLE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A reserved expansion (`{+var}`) keeps RFC 3986's reserved characters too. `%` is always
+/// encoded, so that no two values expand to the same text.
+const RESERVED: &AsciiSet = &SIMPLE
+    .remove(b':')
+    .remove(b'/')
+    .remove(b'?')
+    .remove(b'#')
+    .remove(b'[')
+    .remove(b']')
+    .remove(b'@')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=');
+
 /// Percent-encodes all but RFC 3986's unreserved characters (what a URI template's simple
-/// expansion of a value gives).
+/// expansion of a value gives; UTF-8 bytes of other characters each encoded).
 pub fn encode_component(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(s, SIMPLE).to_string()
+}
+
+/// What a URI template's reserved expansion (`{+var}`) of a value gives.
+pub fn encode_reserved(s: &str) -> String {
+    utf8_percent_encode(s, RESERVED).to_string()
 }

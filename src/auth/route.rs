@@ -22,6 +22,8 @@ pub struct RouteAuth {
     publish_origins: Vec<String>,
     user_param: Option<String>,
     user_topics: Vec<String>,
+    /// The `user_topics` templates, parsed once.
+    user_guards: Vec<Selector>,
 }
 
 impl RouteAuth {
@@ -39,6 +41,11 @@ impl RouteAuth {
             publish_origins: conf.publish_origins.clone(),
             user_param: conf.user_param.clone(),
             user_topics: conf.user_topics.clone(),
+            user_guards: conf
+                .user_topics
+                .iter()
+                .map(|t| Selector::parse(t))
+                .collect(),
         })
     }
 
@@ -56,11 +63,9 @@ impl RouteAuth {
         if from == TokenFrom::Cookie {
             // A browser sends the cookie on its own, from any page: only listed origins.
             let origin = origin_of(req);
-            let listed = origin.as_deref().is_some_and(|o| {
-                self.publish_origins
-                    .iter()
-                    .any(|p| p.trim_end_matches('/') == o)
-            });
+            let listed = origin
+                .as_deref()
+                .is_some_and(|o| super::origin_listed(o, &self.publish_origins));
             if !listed {
                 return Err((
                     403,
@@ -107,21 +112,25 @@ impl RouteAuth {
         req.var(name).filter(|u| !u.is_empty()).map(str::to_string)
     }
 
-    /// The `user_topics` templates with `{user}` filled in (percent-encoded, as a URI
-    /// template's simple expansion would).
+    /// The `user_topics` templates with the user filled in, encoded as the template's
+    /// expansion would write it: `{user}` percent-encodes all but unreserved characters
+    /// (`alice@example.com` → `alice%40example.com`), `{+user}` keeps reserved ones (`@`, `/`,
+    /// `+`…). Either way `%` is encoded, so two names never give the same topic.
     pub fn user_selectors(&self, user: &str) -> Vec<Selector> {
-        let user: String = super::encode_component(user);
+        let simple = super::encode_component(user);
+        let reserved = super::encode_reserved(user);
         self.user_topics
             .iter()
-            .map(|t| Selector::parse(&t.replace("{user}", &user)))
+            .map(|t| Selector::parse(&t.replace("{user}", &simple).replace("{+user}", &reserved)))
             .collect()
     }
 
-    /// Whether `topic` is some user's own (it matches a `user_topics` template).
+    /// Whether `topic` is some user's own: it has the shape of a `user_topics` template with
+    /// anything in place of its expressions, however the name in it is written (a raw
+    /// `user/alice@example.com` is as guarded as `user/alice%40example.com`). Never falls
+    /// through to public for a name the template's own encoding would not produce.
     pub fn is_user_topic(&self, topic: &str) -> bool {
-        self.user_topics
-            .iter()
-            .any(|t| Selector::parse(t).matches(topic))
+        self.user_guards.iter().any(|g| g.covers(topic))
     }
 
     /// For a `topics` route (no private flag: a topic is open or guarded): whether `req` may

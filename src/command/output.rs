@@ -1,13 +1,14 @@
 //! A program's stdout as events, pure: with `format = "sse"` exactly what a PHP SSE loop prints
 //! (`data:`, `event:`, `id:`, `retry:` lines, a blank line ends an event; parsed by the same
-//! WHATWG parser the bench uses), with `format = "lines"` every line one event. Lines are
-//! bounded: a longer one is dropped (and counted), so a program that never prints a newline
-//! cannot grow memory.
+//! WHATWG parser the bench uses), with `format = "lines"` every line one event. Events are
+//! bounded in bytes (`max_event_bytes`): a longer line, or an event whose lines add up to more
+//! (a loop that never prints the blank line), is dropped whole and counted, so no output can
+//! grow memory.
 
 use crate::sse::{Event, SseParser};
 
-/// Longest line kept from a program's output.
-pub const MAX_LINE: usize = 1 << 20;
+/// `max_event_bytes` when the route does not set it.
+pub const DEFAULT_MAX_EVENT: usize = 64 * 1024;
 
 /// How a program's output is read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -18,6 +19,74 @@ pub enum Format {
     Sse,
     /// Every line is the data of one event.
     Lines,
+}
+
+/// How a route reads its program's output.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputRules {
+    /// `format`.
+    pub format: Format,
+    /// `max_event_bytes`.
+    pub max_event_bytes: usize,
+}
+
+impl OutputRules {
+    /// A parser for one run of the program.
+    pub fn parser(&self) -> OutputParser {
+        OutputParser::new(self.format, self.max_event_bytes)
+    }
+}
+
+/// Hands what a parser dropped to the route's counter and logs it: the first drop at once,
+/// then at most one line every 10 s with the count since (a flood is a line, not thousands).
+#[derive(Debug)]
+pub struct DropReport {
+    route: String,
+    pid: u32,
+    max: usize,
+    counted: u64,
+    unlogged: u64,
+    last_log: Option<std::time::Instant>,
+}
+
+impl DropReport {
+    /// For the program `pid` of `route`, whose events may have `max` bytes.
+    pub fn new(route: &str, pid: u32, max: usize) -> DropReport {
+        DropReport {
+            route: route.to_string(),
+            pid,
+            max,
+            counted: 0,
+            unlogged: 0,
+            last_log: None,
+        }
+    }
+
+    /// Counts what `parser` dropped since the last call into `counter`, and logs it when due.
+    pub fn update(&mut self, parser: &OutputParser, counter: &std::sync::atomic::AtomicU64) {
+        let new = parser.dropped - self.counted;
+        if new == 0 {
+            return;
+        }
+        self.counted = parser.dropped;
+        self.unlogged += new;
+        counter.fetch_add(new, std::sync::atomic::Ordering::Relaxed);
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10))
+        {
+            log::warn!(
+                "route {}: program {} printed {} event(s) over max_event_bytes ({}) or never ended one; dropped ({} in all)",
+                self.route,
+                self.pid,
+                self.unlogged,
+                self.max,
+                self.counted
+            );
+            self.unlogged = 0;
+            self.last_log = Some(std::time::Instant::now());
+        }
+    }
 }
 
 /// One event out of a program.
@@ -54,22 +123,29 @@ impl ProgramEvent {
 #[derive(Debug, Default)]
 pub struct OutputParser {
     format: Format,
+    /// Most bytes of one event (a line, or the lines of one SSE event).
+    max: usize,
     line: Vec<u8>,
-    /// Inside a line that passed [`MAX_LINE`]: its rest is skipped.
+    /// Inside a line that passed `max`: its rest is skipped.
     skipping: bool,
     after_cr: bool,
     sse: SseParser,
+    /// Bytes of the SSE event being read so far.
+    pending: usize,
+    /// Inside an SSE event that passed `max`: its lines are skipped up to the blank line.
+    discarding: bool,
     last_id: String,
     last_retry: Option<u64>,
-    /// Lines dropped for being longer than [`MAX_LINE`].
-    pub dropped_lines: u64,
+    /// Events dropped for being longer than `max` (a long line counts as one).
+    pub dropped: u64,
 }
 
 impl OutputParser {
-    /// A parser for `format`.
-    pub fn new(format: Format) -> OutputParser {
+    /// A parser for `format` keeping events of at most `max_event_bytes`.
+    pub fn new(format: Format, max_event_bytes: usize) -> OutputParser {
         OutputParser {
             format,
+            max: max_event_bytes.max(1),
             ..OutputParser::default()
         }
     }
@@ -95,15 +171,28 @@ impl OutputParser {
             if self.skipping {
                 continue;
             }
-            if self.line.len() >= MAX_LINE {
-                self.line.clear();
+            if self.line.len() >= self.max {
+                self.line = Vec::new();
                 self.skipping = true;
-                self.dropped_lines += 1;
+                self.drop_event();
                 continue;
             }
             self.line.push(b);
         }
         out
+    }
+
+    /// Drops the event being read: counted, its data forgotten, the rest of it skipped.
+    fn drop_event(&mut self) {
+        match self.format {
+            Format::Lines => self.dropped += 1,
+            Format::Sse if !self.discarding => {
+                self.dropped += 1;
+                self.discarding = true;
+                self.sse.discard_event();
+            }
+            Format::Sse => {}
+        }
     }
 
     fn line_done(&mut self, line: &[u8], out: &mut Vec<ProgramEvent>) {
@@ -117,6 +206,21 @@ impl OutputParser {
                 }
             }
             Format::Sse => {
+                if line.is_empty() {
+                    self.pending = 0;
+                    if std::mem::take(&mut self.discarding) {
+                        return;
+                    }
+                } else {
+                    self.pending += line.len() + 1;
+                    if self.discarding {
+                        return;
+                    }
+                    if self.pending > self.max {
+                        self.drop_event();
+                        return;
+                    }
+                }
                 let mut bytes = line.to_vec();
                 bytes.push(b'\n');
                 for ev in self.sse.feed(&bytes) {
@@ -144,7 +248,7 @@ mod tests {
         b"retry: 2000\nid: 1\nevent: priceUp\ndata: {\"p\": 1}\n\n: comment\r\ndata: a\r\ndata: b\r\n\r\nid: 3\ndata: c\n\n";
 
     fn all(format: Format, input: &[u8]) -> Vec<ProgramEvent> {
-        OutputParser::new(format).feed(input)
+        OutputParser::new(format, DEFAULT_MAX_EVENT).feed(input)
     }
 
     #[test]
@@ -162,7 +266,7 @@ mod tests {
         );
         assert_eq!(whole[2].id.as_deref(), Some("3"));
         for cut in 0..PHP_LOOP.len() {
-            let mut p = OutputParser::new(Format::Sse);
+            let mut p = OutputParser::new(Format::Sse, DEFAULT_MAX_EVENT);
             let mut got = p.feed(&PHP_LOOP[..cut]);
             got.extend(p.feed(&PHP_LOOP[cut..]));
             assert_eq!(got, whole, "cut at {cut}");
@@ -176,18 +280,44 @@ mod tests {
             got.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
             ["one", "two"]
         );
-        let mut p = OutputParser::new(Format::Lines);
+        let mut p = OutputParser::new(Format::Lines, DEFAULT_MAX_EVENT);
         let mut got = Vec::new();
-        for _ in 0..(MAX_LINE / 4096 + 2) {
+        for _ in 0..(DEFAULT_MAX_EVENT / 4096 + 2) {
             got.extend(p.feed(&[b'x'; 4096]));
         }
         got.extend(p.feed(b" end of the long line\nshort\n"));
-        assert_eq!(p.dropped_lines, 1);
-        assert!(p.line.capacity() <= MAX_LINE + 4096);
+        assert_eq!(p.dropped, 1);
+        assert!(p.line.capacity() <= DEFAULT_MAX_EVENT + 4096);
         assert_eq!(
             got.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
             ["short"]
         );
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_dropped_and_memory_stays_bounded() {
+        // `yes 'data: xxx'`: data lines forever, never the blank line.
+        let mut p = OutputParser::new(Format::Sse, 1000);
+        let mut got = Vec::new();
+        for _ in 0..10_000 {
+            got.extend(p.feed(b"data: xxxxxxxxxxxxxxxxxxxx\n"));
+        }
+        assert!(got.is_empty());
+        assert_eq!(p.dropped, 1, "one event, counted once");
+        assert!(p.sse.pending_bytes() <= 1000, "{}", p.sse.pending_bytes());
+        // The blank line ends the dropped event; the next one is whole and arrives.
+        got.extend(p.feed(b"\nid: 7\ndata: after\n\n"));
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].data.as_str(), got[0].id.as_deref()),
+            ("after", Some("7"))
+        );
+        // Just under the bound is kept; a multi-line event over it is dropped whole.
+        let mut p = OutputParser::new(Format::Sse, 30);
+        let got = p.feed(b"data: 0123456789\n\ndata: 0123456789\ndata: 0123456789\n\ndata: ok\n\n");
+        let data: Vec<&str> = got.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["0123456789", "ok"]);
+        assert_eq!(p.dropped, 1);
     }
 
     #[test]

@@ -5,14 +5,14 @@
 //! ended, or the server stops. Past `max_processes`, 503.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdout};
 
-use super::output::{Format, OutputParser};
+use super::output::{DropReport, OutputParser, OutputRules};
 use super::{end, Program};
 use crate::request::Request;
 use crate::response::FullResponse;
@@ -35,23 +35,41 @@ const CGI_VARS: &[&str] = &[
     "HTTPS",
 ];
 
+/// Request variables a client can set that a program must never see: `HTTP_PROXY` is a
+/// `Proxy:` header, read by Guzzle, curl's PHP bindings and Go as the proxy for every
+/// outgoing request (httpoxy, CVE-2016-5385).
+const NEVER_PASSED: &[&str] = &["HTTP_PROXY"];
+
+/// The environment a per-stream program gets from its request's variables: the CGI ones and
+/// every `HTTP_*` header, less those in [`NEVER_PASSED`] and values no environment can hold
+/// (a NUL byte).
+fn program_env<'a>(vars: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(String, String)> {
+    vars.filter(|(k, _)| k.starts_with("HTTP_") || CGI_VARS.contains(k))
+        .filter(|(k, v)| !NEVER_PASSED.contains(k) && !v.contains('\0'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// One per-stream command route.
 pub struct PerStream {
     program: Program,
-    format: Format,
+    output: OutputRules,
     max: usize,
     /// Programs running now.
     pub running: Arc<AtomicUsize>,
+    /// Events the programs printed that were dropped (over `max_event_bytes`).
+    pub dropped: Arc<AtomicU64>,
 }
 
 impl PerStream {
     /// A per-stream route running `program`, at most `max` at once.
-    pub fn new(program: Program, format: Format, max: usize) -> PerStream {
+    pub fn new(program: Program, output: OutputRules, max: usize) -> PerStream {
         PerStream {
             program,
-            format,
+            output,
             max,
             running: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -69,11 +87,7 @@ impl PerStream {
             )
             .with_header("Retry-After", "5"));
         }
-        let mut env: Vec<(String, String)> = req
-            .vars()
-            .filter(|(k, _)| k.starts_with("HTTP_") || CGI_VARS.contains(k))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut env = program_env(req.vars());
         env.push(("GATEWAY_INTERFACE".into(), "CGI/1.1".into()));
         let mut child = self.program.spawn(&env).map_err(|e| {
             log::error!(
@@ -88,10 +102,13 @@ impl PerStream {
             )
         })?;
         let stdout = child.stdout.take().expect("piped stdout");
+        let pid = child.id().unwrap_or(0);
         Ok(ProcessSource {
             child: Some(child),
             stdout,
-            parser: OutputParser::new(self.format),
+            parser: self.output.parser(),
+            report: DropReport::new(&self.program.route, pid, self.output.max_event_bytes),
+            dropped: self.dropped.clone(),
             pending: VecDeque::new(),
             grace: self.program.kill_grace,
             _slot: slot,
@@ -113,6 +130,8 @@ pub struct ProcessSource {
     child: Option<Child>,
     stdout: ChildStdout,
     parser: OutputParser,
+    report: DropReport,
+    dropped: Arc<AtomicU64>,
     pending: VecDeque<Bytes>,
     grace: std::time::Duration,
     _slot: Slot,
@@ -136,6 +155,7 @@ impl Source for ProcessSource {
                         self.pending.push_back(e.into_bytes());
                     }
                 }
+                self.report.update(&self.parser, &self.dropped);
             }
         })
     }
@@ -146,5 +166,25 @@ impl Drop for ProcessSource {
         if let Some(child) = self.child.take() {
             end(child, self.grace);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn httpoxy_and_daemon_variables_never_reach_the_program() {
+        let vars = [
+            ("HTTP_PROXY", "http://evil.example:8080"),
+            ("HTTP_ACCEPT", "text/event-stream"),
+            ("HTTP_X_NUL", "a\0b"),
+            ("QUERY_STRING", "a=1"),
+            ("SCRIPT_FILENAME", "/srv/secret/path.php"),
+            ("DOCUMENT_ROOT", "/srv"),
+        ];
+        let env = program_env(vars.into_iter());
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["HTTP_ACCEPT", "QUERY_STRING"]);
     }
 }

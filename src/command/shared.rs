@@ -14,16 +14,12 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 
-use super::output::{Format, OutputParser};
+use super::output::{DropReport, OutputRules};
 use super::{end, Program, Start};
 use crate::hub::journal::Publication;
 use crate::hub::Hub;
 use crate::source::{NextEvent, Source};
 use crate::sse::EncodedEvent;
-
-/// Largest live event (encoded); a larger one is dropped and counted. With the queue length
-/// this bounds the broadcast buffer: 1,024 × 64 KiB at most.
-const MAX_LIVE_EVENT: usize = 64 * 1024;
 
 /// Longest wait before a program that keeps exiting is started again.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -39,14 +35,15 @@ pub struct SharedStats {
     pub restarts: AtomicU64,
     /// Events read from it.
     pub events: AtomicU64,
-    /// Events dropped as larger than the line bound, or lines dropped.
+    /// Events dropped as larger than `max_event_bytes` (so the broadcast buffer holds at most
+    /// `subscriber_queue` × that many bytes).
     pub dropped: AtomicU64,
 }
 
 /// One shared command route.
 pub struct Shared {
     program: Program,
-    format: Format,
+    output: OutputRules,
     start: Start,
     idle_stop: Duration,
     retry_ms: u64,
@@ -62,7 +59,7 @@ impl Shared {
     /// A shared command (its supervisor starts with [`Shared::start`]).
     pub fn new(
         program: Program,
-        format: Format,
+        output: OutputRules,
         (start, idle_stop): (Start, Duration),
         queue: usize,
         retry: Duration,
@@ -70,7 +67,7 @@ impl Shared {
     ) -> Arc<Shared> {
         Arc::new(Shared {
             program,
-            format,
+            output,
             start,
             idle_stop,
             retry_ms: retry.as_millis() as u64,
@@ -145,10 +142,10 @@ impl Shared {
                 }
             }
             None => match ev.to_event().encode() {
-                Ok(bytes) if bytes.as_bytes().len() <= MAX_LIVE_EVENT => {
+                Ok(bytes) => {
                     let _ = self.live.send(bytes.into_bytes());
                 }
-                _ => {
+                Err(_) => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             },
@@ -193,7 +190,8 @@ async fn supervise(shared: Weak<Shared>) {
             s.program.argv
         );
         let mut stdout = child.stdout.take().expect("piped stdout");
-        let mut parser = OutputParser::new(s.format);
+        let mut parser = s.output.parser();
+        let mut report = DropReport::new(&s.program.route, pid, s.output.max_event_bytes);
         let grace = s.program.kill_grace;
         let (idle_stop, route) = (s.idle_stop, s.program.route.clone());
         drop(s);
@@ -208,7 +206,7 @@ async fn supervise(shared: Weak<Shared>) {
                     for ev in parser.feed(&buf[..n]) {
                         s.emit(ev).await;
                     }
-                    s.stats.dropped.store(parser.dropped_lines, Ordering::Relaxed);
+                    report.update(&parser, &s.stats.dropped);
                 }
                 _ = tick.tick() => {
                     let Some(s) = shared.upgrade() else { break true };

@@ -139,12 +139,20 @@ pub struct RouteConfig {
         deserialize_with = "de_positive_duration"
     )]
     pub kill_grace: Duration,
+    /// `command`: the largest event a program may print, in bytes (its lines added up); a
+    /// larger one (or a loop that never prints the blank line) is dropped whole, counted in
+    /// `/status` and logged.
+    #[serde(default = "default_max_event_bytes", deserialize_with = "de_positive")]
+    pub max_event_bytes: usize,
     /// `command`, shared: publish the program's events to this topic of the route's own hub
     /// (journal, ids, Last-Event-ID replay, POST from elsewhere too); unset: live only.
     #[serde(default)]
     pub topic: Option<String>,
 }
 
+fn default_max_event_bytes() -> usize {
+    crate::command::output::DEFAULT_MAX_EVENT
+}
 fn default_idle_stop() -> Duration {
     Duration::from_secs(30)
 }
@@ -239,6 +247,7 @@ fn route(path: &str, kind: RouteKind) -> RouteConfig {
         env: Vec::new(),
         user: None,
         max_processes: default_max_processes(),
+        max_event_bytes: default_max_event_bytes(),
         kill_grace: default_kill_grace(),
         topic: None,
     }

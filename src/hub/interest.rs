@@ -4,6 +4,8 @@
 //! subscriber that asked for one of its topics; a private one only if, besides, one of its
 //! topics is among those the subscriber's token allows (Mercure's `mercure.subscribe`).
 
+use std::collections::HashMap;
+
 use super::StoredEvent;
 use crate::auth::selector::{any_matches, Selector};
 
@@ -12,8 +14,9 @@ use crate::auth::selector::{any_matches, Selector};
 pub struct Interest {
     /// Exact topics (indexed by the hub).
     pub exact: Vec<String>,
-    /// Selectors that are not exact topics (checked for every event).
-    pub patterns: Vec<Selector>,
+    /// Selectors that are not exact topics (checked for every event, outside the hub's lock:
+    /// shared with the hub's list of pattern subscribers).
+    pub patterns: std::sync::Arc<[Selector]>,
     /// Topics whose private events it may receive; empty: public events only.
     pub authorized: Vec<Selector>,
     /// Who it is, for hubs that list their subscriptions (Mercure's active subscriptions).
@@ -49,15 +52,17 @@ impl Interest {
             authorized,
             ..Interest::default()
         };
+        let mut patterns = Vec::new();
         for s in selectors {
             match Selector::parse(s) {
                 Selector::Exact(t) => i.exact.push(t),
-                other => i.patterns.push(other),
+                other if !patterns.contains(&other) => patterns.push(other),
+                _ => {}
             }
         }
         i.exact.sort();
         i.exact.dedup();
-        i.patterns.dedup();
+        i.patterns = patterns.into();
         i
     }
 
@@ -73,9 +78,26 @@ impl Interest {
         any_matches(&self.authorized, topics)
     }
 
-    /// The whole rule, for replay: asked for, and public or authorized.
+    /// The whole rule: asked for, and public or authorized.
     pub fn wants(&self, ev: &StoredEvent) -> bool {
         self.asked_for(&ev.topics) && (!ev.private || self.may_see_private(&ev.topics))
+    }
+
+    /// [`Interest::wants`] for many events (a replay): what the selectors say of each topic
+    /// is kept in `memo` (asked for, authorized), so a history of thousands of events costs
+    /// one match per distinct topic, not one per event.
+    pub fn wants_memo(&self, ev: &StoredEvent, memo: &mut HashMap<String, (bool, bool)>) -> bool {
+        let mut asked = false;
+        let mut authorized = false;
+        for t in &ev.topics {
+            let (a, p) = *memo.entry(t.clone()).or_insert_with(|| {
+                let one = std::slice::from_ref(t);
+                (self.asked_for(one), self.may_see_private(one))
+            });
+            asked |= a;
+            authorized |= p;
+        }
+        asked && (!ev.private || authorized)
     }
 }
 
@@ -114,6 +136,15 @@ mod tests {
             true,
         );
         assert!(alice.wants(&mine) && alice.wants(&public) && alice.wants(&alternate));
+        let mut memo = HashMap::new();
+        for e in [&mine, &bobs, &public, &alternate, &mine, &bobs] {
+            assert_eq!(alice.wants_memo(e, &mut memo), alice.wants(e));
+            assert_eq!(
+                anonymous.wants_memo(e, &mut HashMap::new()),
+                anonymous.wants(e)
+            );
+        }
+        assert_eq!(memo.len(), 4, "one entry per distinct topic");
         assert!(!alice.wants(&bobs));
         assert!(anonymous.wants(&public));
         assert!(!anonymous.wants(&mine) && !anonymous.wants(&bobs) && !anonymous.wants(&alternate));

@@ -31,6 +31,8 @@ use local::{AppendJob, LocalJournal, Opened};
 use replay::{ReplayBounds, ReplayBuffer};
 use subscriber::{Offer, Subscriber};
 
+use crate::auth::selector::Selector;
+
 pub use interest::{Interest, Presence};
 pub use subscribe::Resume;
 pub use topic_source::TopicSource;
@@ -104,9 +106,52 @@ struct HubState {
     last_id: u64,
     by_topic: HashMap<String, Vec<u64>>,
     /// Subscribers with selectors that are not exact topics (checked for every event).
-    by_pattern: Vec<u64>,
+    by_pattern: Vec<(u64, Arc<[Selector]>)>,
     subscribers: HashMap<u64, Subscriber>,
     next_subscriber: u64,
+}
+
+/// An event taken into the hub, with the subscribers it may go to: `targets` so far, and
+/// `patterns` still to be matched. Matching happens outside the hub's lock, once per distinct
+/// selector per event (a thousand streams with the same template cost one match), in slices
+/// between which the delivery task yields; each match is linear in the topic's length.
+struct Accepted {
+    ev: Arc<StoredEvent>,
+    targets: Vec<u64>,
+    patterns: Vec<(u64, Arc<[Selector]>)>,
+    /// Outcome per selector text, for this event.
+    seen: HashMap<String, bool>,
+}
+
+impl Accepted {
+    /// Matches up to `n` pattern subscribers (from the end of the list).
+    fn match_some(&mut self, n: usize) {
+        let from = self.patterns.len().saturating_sub(n);
+        for (sid, selectors) in self.patterns.drain(from..) {
+            let topics = &self.ev.topics;
+            let seen = &mut self.seen;
+            let wanted = selectors.iter().any(|s| match seen.get(s.text()) {
+                Some(&hit) => hit,
+                None => {
+                    let hit = topics.iter().any(|t| s.matches(t));
+                    seen.insert(s.text().to_string(), hit);
+                    hit
+                }
+            });
+            if wanted {
+                self.targets.push(sid);
+            }
+        }
+    }
+
+    /// Matches what is left and gives the event with its subscribers in order, each once (an
+    /// event may reach one through several topics).
+    fn select(mut self) -> (Arc<StoredEvent>, Vec<u64>) {
+        self.match_some(self.patterns.len());
+        self.targets.sort_unstable();
+        self.targets.dedup();
+        (self.ev, self.targets)
+    }
 }
 
 /// A hub failure seen by a publisher. Every variant means the event was not stored.
@@ -354,8 +399,9 @@ impl Hub {
     }
 
     /// Takes a record into the hub (last id, history) and returns the event with a snapshot of
-    /// its subscribers; `None` for a record already seen.
-    fn accept(&self, st: &mut HubState, r: JournalRecord) -> Option<(Arc<StoredEvent>, Vec<u64>)> {
+    /// its subscribers: those of its exact topics, and those with selectors still to be
+    /// matched ([`Accepted::select`], outside the lock); `None` for a record already seen.
+    fn accept(&self, st: &mut HubState, r: JournalRecord) -> Option<Accepted> {
         if r.id <= st.last_id {
             return None;
         }
@@ -363,34 +409,19 @@ impl Hub {
         let ev = Arc::new(StoredEvent::from_record(r));
         st.history.push(ev.clone(), &self.settings.history);
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-        let mut targets: Vec<u64> = ev
+        let targets: Vec<u64> = ev
             .topics
             .iter()
             .filter_map(|t| st.by_topic.get(t))
             .flatten()
             .copied()
             .collect();
-        let mut merged = ev.topics.len() > 1;
-        for sid in &st.by_pattern {
-            if st.subscribers.get(sid).is_some_and(|s| {
-                crate::auth::selector::any_matches(&s.interest.patterns, &ev.topics)
-            }) {
-                targets.push(*sid);
-                merged = true;
-            }
-        }
-        if merged {
-            targets.sort_unstable();
-            targets.dedup();
-        }
-        if ev.private {
-            targets.retain(|sid| {
-                st.subscribers
-                    .get(sid)
-                    .is_some_and(|s| s.interest.may_see_private(&ev.topics))
-            });
-        }
-        Some((ev, targets))
+        Some(Accepted {
+            ev,
+            targets,
+            patterns: st.by_pattern.clone(),
+            seen: HashMap::new(),
+        })
     }
 
     /// Hands `ev` to those of `sids` still subscribed: straight to the socket when that keeps
@@ -401,6 +432,9 @@ impl Hub {
             let Some(sub) = st.subscribers.get_mut(&sid) else {
                 continue;
             };
+            if ev.private && !sub.interest.may_see_private(&ev.topics) {
+                continue;
+            }
             match sub.offer(ev) {
                 Offer::Written => self.stats.direct_writes.fetch_add(1, Ordering::Relaxed),
                 Offer::Queued => self.stats.queued_writes.fetch_add(1, Ordering::Relaxed),
@@ -426,11 +460,12 @@ impl Hub {
     /// Delivers records (in id order) to history and subscribers, all under one lock; records
     /// already seen are skipped. Never blocks on a subscriber.
     fn deliver(&self, records: Vec<JournalRecord>) {
-        let mut st = self.lock();
         for r in records {
-            if let Some((ev, sids)) = self.accept(&mut st, r) {
-                self.fan_out(&mut st, &ev, &sids);
-            }
+            let Some(accepted) = self.accept(&mut self.lock(), r) else {
+                continue;
+            };
+            let (ev, sids) = accepted.select();
+            self.fan_out(&mut self.lock(), &ev, &sids);
         }
     }
 
@@ -442,7 +477,14 @@ impl Hub {
     async fn deliver_in_slices(&self, records: Vec<JournalRecord>) {
         for r in records {
             let accepted = self.accept(&mut self.lock(), r);
-            let Some((ev, sids)) = accepted else { continue };
+            let Some(mut accepted) = accepted else {
+                continue;
+            };
+            while !accepted.patterns.is_empty() {
+                accepted.match_some(FAN_OUT_SLICE);
+                tokio::task::yield_now().await;
+            }
+            let (ev, sids) = accepted.select();
             for slice in sids.chunks(FAN_OUT_SLICE) {
                 self.fan_out(&mut self.lock(), &ev, slice);
                 if sids.len() > FAN_OUT_SLICE {
@@ -465,7 +507,7 @@ impl Hub {
             }
         }
         if !sub.interest.patterns.is_empty() {
-            st.by_pattern.retain(|&s| s != sid);
+            st.by_pattern.retain(|(s, _)| *s != sid);
         }
         true
     }

@@ -49,7 +49,8 @@ impl Hub {
         st.history.trim(&self.settings.history);
         let last_id = st.last_id;
         let newest = Self::newest_id(&st);
-        let wanted = |e: &StoredEvent| interest.wants(e);
+        let memo = std::cell::RefCell::new(std::collections::HashMap::new());
+        let wanted = |e: &StoredEvent| interest.wants_memo(e, &mut memo.borrow_mut());
         let asked = match &resume {
             Resume::Named(name) => Some(name.clone()),
             _ => None,
@@ -141,7 +142,7 @@ impl Hub {
             st.by_topic.entry(t.clone()).or_default().push(sid);
         }
         if !interest.patterns.is_empty() {
-            st.by_pattern.push(sid);
+            st.by_pattern.push((sid, interest.patterns.clone()));
         }
         let mut sub = Subscriber::new(interest, tx);
         sub.min_id = unverified.map_or(0, |(id, _)| id);

@@ -896,3 +896,51 @@ pub fn shipped_tls_server(daemon: &Daemon, certs: &TestCerts) -> (String, u16) {
         );
     (tls, tls_port)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Inputs made independently of fastsse: JWTs by PyJWT, forms as PHP writes them.
+
+/// A token signed by PyJWT: `key` is a secret, or the path of a PEM private key.
+pub fn jwt_token(alg: &str, key: &str, claims: serde_json::Value) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import jwt, json, os, sys\n\
+             claims, alg, key = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]\n\
+             key = open(key).read() if os.path.isfile(key) else key\n\
+             t = jwt.encode(claims, None if alg == 'none' else key, algorithm=alg)\n\
+             print(t.decode() if isinstance(t, bytes) else t)",
+        ])
+        .arg(claims.to_string())
+        .arg(alg)
+        .arg(key)
+        .output()
+        .expect("python3 with PyJWT (Debian: python3-jwt)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `application/x-www-form-urlencoded`, as PHP's http_build_query writes it.
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let enc: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
+                    b' ' => "+".into(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}

@@ -1,0 +1,376 @@
+//! The hostile pass's findings (issue 19), each reproduced against the real peers it was found
+//! with: nginx with the shipped snippet in front, tokens made by PyJWT, programs run by a real
+//! shell, redis-server. Each test failed before its fix.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const SECRET: &str = "!ChangeThisMercureHubJWTSecretKey!";
+const HUB: &str = "/.well-known/mercure";
+
+fn hub_config(extra: &str) -> String {
+    format!(
+        "[stream]\nretry = \"1s\"\nheartbeat = \"2s\"\n\n\
+         [[route]]\npath = \"{HUB}\"\ntype = \"mercure\"\n\
+         publisher_jwt_key = \"{SECRET}\"\nsubscriber_jwt_key = \"{SECRET}\"\n\
+         anonymous = true\n{extra}\n\n\
+         [[route]]\npath = \"/status\"\ntype = \"status\"\n"
+    )
+}
+
+/// Percent-encodes a query value.
+fn q(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn mercure_publish(port: u16, topic: &str, data: &str) -> (u16, String) {
+    let token = jwt_token(
+        "HS256",
+        SECRET,
+        serde_json::json!({"mercure": {"publish": ["*"]}}),
+    );
+    let mut s = HttpStream::send(
+        port,
+        "POST",
+        HUB,
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Authorization", &format!("Bearer {token}")),
+        ],
+        form_body(&[("topic", topic), ("data", data)]).as_bytes(),
+    );
+    (s.status, s.rest().trim().to_string())
+}
+
+/// Finding 1: 200 anonymous streams with 16 costly selectors each made every publish take
+/// ~4 s and stalled /status. Matching is now linear per part, once per distinct selector per
+/// event, outside the hub's lock.
+#[test]
+fn costly_selectors_do_not_stall_publishes_or_other_routes() {
+    let Some((_d, n)) = daemon_behind_nginx(&hub_config("")) else {
+        return;
+    };
+    let evil = format!("{}Q0", "{+a}".repeat(32));
+    let query: String = (0..16)
+        .map(|i| format!("topic={}", q(&format!("{evil}{i}"))))
+        .collect::<Vec<_>>()
+        .join("&");
+    let streams: Vec<HttpStream> = (0..200)
+        .map(|_| HttpStream::open(n.port, "GET", &format!("{HUB}?{query}"), &[]))
+        .collect();
+    assert!(streams.iter().all(|s| s.status == 200));
+    let topic = format!("https://example.com/{}", "t".repeat(236));
+    let mut honest = HttpStream::open(n.port, "GET", &format!("{HUB}?topic={}", q(&topic)), &[]);
+    let start = Instant::now();
+    for i in 0..5 {
+        let (status, body) = mercure_publish(n.port, &topic, &format!("update {i}"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(honest.next_event().unwrap().2, format!("update {i}"));
+        let t = Instant::now();
+        let mut s = HttpStream::open(n.port, "GET", "/status", &[]);
+        assert_eq!(s.status, 200);
+        s.rest();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "/status took {:?}",
+            t.elapsed()
+        );
+    }
+    // Before the fix: ~4 s per publish (release build); now milliseconds.
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "5 publishes took {:?}",
+        start.elapsed()
+    );
+    drop(streams);
+}
+
+/// A subscription over FastCGI as a web server that vouches for `user` sends it
+/// (`REMOTE_USER`); returns the status and the client, whose stream stays open on 200.
+fn fcgi_get_as(socket: &std::path::Path, query: &str, user: Option<&str>) -> (u16, FcgiClient) {
+    let mut c = FcgiClient::connect(socket);
+    let mut params = vec![("QUERY_STRING", query)];
+    if let Some(u) = user {
+        params.push(("REMOTE_USER", u));
+    }
+    c.send(&get_request(1, &format!("/events?{query}"), false, &params));
+    let head = c.read_stdout_until(1, "\r\n\r\n");
+    let status = head
+        .strip_prefix("Status: ")
+        .and_then(|r| r.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    (status, c)
+}
+
+/// Finding 3: with `user_topics = ["user/{user}"]` the topic `user/alice@example.com` did not
+/// match the template (`@` is not unreserved), so nothing guarded it and an anonymous client
+/// read alice's events. Every topic of a user template's shape is guarded now, and a user's
+/// own topic is the template's expansion of their name (percent-encoded).
+#[test]
+fn user_topics_never_fall_through_to_public_whatever_the_name() {
+    if !have("nginx") {
+        return;
+    }
+    let d = Daemon::start(
+        "[[route]]\npath = \"/events\"\ntype = \"topics\"\n\
+         publish_token = \"a-publish-token-for-the-backend\"\n\
+         user_param = \"REMOTE_USER\"\nuser_topics = [\"user/{user}\"]\n",
+    );
+    let names = [
+        "alice@example.com",
+        "a+b",
+        "a/b",
+        "50%",
+        "bob smith",
+        "jürgen",
+        "日本",
+    ];
+    for name in names {
+        // The raw name, as a careless publisher writes it: nobody's, refused to everyone.
+        let raw = format!("user/{name}");
+        let query = format!("topic={}", q(&raw));
+        assert_eq!(fcgi_get_as(&d.socket, &query, None).0, 401, "{raw}");
+        assert_eq!(fcgi_get_as(&d.socket, &query, Some("bob")).0, 403, "{raw}");
+        // Its owner reads the template's expansion: `{user}` percent-encodes (PyJWT-free,
+        // Python's urllib is the independent encoder).
+        let own = format!("user/{}", py_quote(name));
+        let query = format!("topic={}", q(&own));
+        assert_eq!(fcgi_get_as(&d.socket, &query, None).0, 401, "{own}");
+        assert_eq!(fcgi_get_as(&d.socket, &query, Some("bob")).0, 403, "{own}");
+        let (status, mut mine) = fcgi_get_as(&d.socket, &query, Some(name));
+        assert_eq!(status, 200, "{name} reading {own}");
+        let mut c = FcgiClient::connect(&d.socket);
+        c.send(&post_request_with(
+            &format!("/events?topic={}", q(&own)),
+            &[(
+                "HTTP_AUTHORIZATION",
+                "Bearer a-publish-token-for-the-backend",
+            )],
+            b"private: balance 1234",
+        ));
+        let out = String::from_utf8_lossy(&c.read_response(1).0).to_string();
+        assert!(
+            !out.starts_with("Status: ") || out.starts_with("Status: 200"),
+            "{out}"
+        );
+        mine.read_stdout_until(1, "data: private: balance 1234");
+    }
+}
+
+/// `urllib.parse.quote(name, safe='')`: RFC 3986 encoding by an independent implementation.
+fn py_quote(name: &str) -> String {
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=''))",
+        ])
+        .arg(name)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A POST as text/plain with extra params.
+fn post_request_with(uri: &str, extra: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let len = body.len().to_string();
+    let mut kv = vec![
+        ("REQUEST_METHOD", "POST"),
+        ("REQUEST_URI", uri),
+        ("QUERY_STRING", uri.split_once('?').map_or("", |(_, q)| q)),
+        ("CONTENT_TYPE", "text/plain"),
+        ("CONTENT_LENGTH", len.as_str()),
+    ];
+    kv.extend_from_slice(extra);
+    let mut v = begin(1, 1, 0);
+    v.extend(record(PARAMS, 1, &pairs(&kv)));
+    v.extend(record(PARAMS, 1, b""));
+    v.extend(record(STDIN, 1, body));
+    v.extend(record(STDIN, 1, b""));
+    v
+}
+
+/// Finding 6: a cross-site form from a sandboxed iframe or a no-referrer page sends
+/// `Origin: null`; it was stored. It is refused like any other foreign origin.
+#[test]
+fn a_publish_with_origin_null_is_refused() {
+    let Some((_d, n)) = daemon_behind_nginx(
+        "[[route]]\npath = \"/events\"\ntype = \"topics\"\n\
+         publish_origins = [\"https://admin.example\"]\n",
+    ) else {
+        return;
+    };
+    let post = |headers: &[(&str, &str)]| {
+        let mut h = vec![("Content-Type", "text/plain")];
+        h.extend_from_slice(headers);
+        let mut s = HttpStream::send(n.port, "POST", "/events?topic=t", &h, b"forged");
+        (s.status, s.rest())
+    };
+    let (status, body) = post(&[("Origin", "null")]);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("null"), "{body}");
+    // A Referer from a listed page does not make a null origin trusted either.
+    assert_eq!(
+        post(&[
+            ("Origin", "null"),
+            ("Referer", "https://admin.example/page")
+        ])
+        .0,
+        403
+    );
+    // Unchanged: a listed origin and a request with neither header (a backend) are stored.
+    assert_eq!(post(&[("Origin", "https://admin.example")]).0, 200);
+    assert_eq!(post(&[]).0, 200);
+}
+
+/// Finding 9 (httpoxy): a per-stream program got `HTTP_PROXY` from a client's `Proxy:` header.
+#[test]
+fn a_proxy_header_never_reaches_a_program() {
+    let Some((_d, n)) = daemon_behind_nginx(
+        "[[route]]\npath = \"/events\"\ntype = \"command\"\nmode = \"per-stream\"\n\
+         command = [\"/bin/sh\", \"-c\", \"echo \\\"data: proxy=${HTTP_PROXY:-none} accept=$HTTP_ACCEPT\\\"; echo; sleep 5\"]\n",
+    ) else {
+        return;
+    };
+    let mut s = HttpStream::open(
+        n.port,
+        "GET",
+        "/events",
+        &[
+            ("Proxy", "http://evil.example:8080"),
+            ("Accept", "text/event-stream"),
+        ],
+    );
+    assert_eq!(s.status, 200);
+    assert_eq!(
+        s.next_event().unwrap().2,
+        "proxy=none accept=text/event-stream"
+    );
+}
+
+/// Finding 2: a PEM public key (or its path) under the default HS256 was used as the HMAC
+/// secret, and `check-config` said nothing. Now refused with file:line, as is a short secret.
+#[test]
+fn a_public_key_or_a_path_is_never_an_hmac_secret() {
+    let dir = TempDir::new("hmac");
+    let pem = dir.path("pub.pem");
+    let key = dir.path("priv.pem");
+    let ok = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .unwrap()
+        .status
+        .success()
+        && std::process::Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&pem)
+            .output()
+            .unwrap()
+            .status
+            .success();
+    assert!(ok, "openssl");
+    let pem_text = std::fs::read_to_string(&pem).unwrap();
+    let check = |key_line: &str| {
+        let conf = dir.path("fastsse.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[server]\nlisten = \"unix:{}\"\n\n[[route]]\npath = \"/hub\"\ntype = \"mercure\"\n{key_line}\n",
+                dir.path("s.sock").display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(fastsse_bin())
+            .arg("check-config")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string()
+                + &String::from_utf8_lossy(&out.stdout),
+        )
+    };
+    let cases = [
+        format!("publisher_jwt_key = '''{pem_text}'''"),
+        format!("publisher_jwt_key = \"{}\"", pem.display()),
+        "subscriber_jwt_key = \"short-secret\"".to_string(),
+    ];
+    for case in &cases {
+        let (ok, text) = check(case);
+        assert!(!ok, "accepted: {case}\n{text}");
+        assert!(text.contains("fastsse.toml:"), "no file:line: {text}");
+        assert!(!text.contains("BEGIN PUBLIC KEY"), "the key echoed: {text}");
+    }
+    // The same key with its algorithm is fine, and so is a long secret.
+    let (ok, text) = check(&format!(
+        "publisher_jwt_key = \"{}\"\npublisher_jwt_alg = \"RS256\"",
+        pem.display()
+    ));
+    assert!(ok, "{text}");
+    let (ok, text) = check(&format!("publisher_jwt_key = \"{SECRET}\""));
+    assert!(ok, "{text}");
+}
+
+/// Finding 5: a program that never prints a blank line (`yes 'data: …'`, a PHP loop that
+/// forgot `\n\n`) grew the daemon by ~80 MB a second. Events are bounded by
+/// `max_event_bytes`; what is cut is counted in /status; memory stays flat.
+#[test]
+fn a_program_that_never_ends_an_event_keeps_memory_flat() {
+    let line = format!("data: {}", "x".repeat(100));
+    let Some((d, n)) = daemon_behind_nginx(&format!(
+        "[[route]]\npath = \"/events\"\ntype = \"command\"\nmode = \"shared\"\n\
+         command = [\"yes\", \"{line}\"]\n\n\
+         [[route]]\npath = \"/clock\"\ntype = \"command\"\nmode = \"per-stream\"\n\
+         command = [\"yes\", \"{line}\"]\nmax_event_bytes = 4096\n\n\
+         [[route]]\npath = \"/status\"\ntype = \"status\"\n"
+    )) else {
+        return;
+    };
+    let shared = HttpStream::open(n.port, "GET", "/events", &[]);
+    let each = HttpStream::open(n.port, "GET", "/clock", &[]);
+    assert_eq!((shared.status, each.status), (200, 200));
+    std::thread::sleep(Duration::from_secs(3));
+    let start = rss_kib(d.pid());
+    let mut highest = start;
+    for _ in 0..27 {
+        std::thread::sleep(Duration::from_secs(1));
+        highest = highest.max(rss_kib(d.pid()));
+    }
+    assert!(
+        highest < start + 8 * 1024,
+        "RSS grew from {start} KiB to {highest} KiB in 27 s"
+    );
+    let status: serde_json::Value = serde_json::from_str(&d.status()).unwrap();
+    let commands = &status["commands"];
+    assert!(
+        commands["/events"]["dropped"].as_u64().unwrap() >= 1,
+        "{commands}"
+    );
+    assert_eq!(
+        commands["/events"]["events"].as_u64(),
+        Some(0),
+        "{commands}"
+    );
+    assert!(
+        commands["/clock"]["dropped"].as_u64().unwrap() >= 1,
+        "{commands}"
+    );
+    let log = d.log();
+    assert!(log.contains("over max_event_bytes"), "{log}");
+    // Summarised: a handful of lines, not one per dropped event.
+    assert!(log.matches("over max_event_bytes").count() <= 10, "{log}");
+    drop((shared, each));
+}
