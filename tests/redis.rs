@@ -597,3 +597,161 @@ fn rediss_checks_the_servers_certificate() {
     let (status, body) = fcgi_publish(&untrusted.socket, "t", "not over an unchecked TLS");
     assert_eq!(status, 503, "{body}");
 }
+
+impl Redis {
+    /// Runs one command with Debian's redis-cli; returns its output.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Reads blocks until an event named `name` arrives; returns everything read.
+fn read_until_event(c: &mut FcgiClient, name: &str) -> String {
+    c.read_stdout_until(1, &format!("event: {name}"))
+}
+
+/// Issue 19, finding 4: instance A issued 1–5, Redis lost everything (FLUSHALL), a new instance
+/// B issued 1, 2, 3 again; A's subscriber never saw them and resuming gave a mix of old and
+/// new events without a reset. Now a stream that lost its data numbers above every id ever
+/// issued, and subscribers resuming across the loss are told `lost`.
+#[test]
+fn ids_are_never_issued_twice_after_redis_loses_its_data() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = instance(&redis);
+    let mut old = Vec::new();
+    for i in 0..5 {
+        let (status, body) = fcgi_publish(&a.socket, "t", &format!("old {i}"));
+        assert_eq!(status, 200, "{body}");
+        old.push(body.trim().parse::<u64>().unwrap());
+    }
+    let mut live_a = subscribe_after(&a.socket, Some(old[4]));
+    live_a.read_stdout_until(1, "retry:");
+    assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
+    let b = instance(&redis);
+    let mut new = Vec::new();
+    for i in 0..3 {
+        let (status, body) = fcgi_publish(&b.socket, "t", &format!("new {i}"));
+        assert_eq!(status, 200, "{body}");
+        new.push(body.trim().parse::<u64>().unwrap());
+    }
+    assert!(
+        new.iter().all(|n| *n > old[4]),
+        "reissued: old {old:?}, new {new:?}"
+    );
+    // A finds the jump and ends its stream so that the browser resumes and is told.
+    assert!(
+        live_a.closed_within(Duration::from_secs(10)),
+        "A's subscriber was not told"
+    );
+    // Resuming from an old id, on either instance: a reset saying events were lost, then the new
+    // events; never an old one after a new one, never a new one passed off as old-3.
+    for d in [&a, &b] {
+        let mut resumed = subscribe_after(&d.socket, Some(old[1]));
+        let text = read_until_event(&mut resumed, "fastsse-reset");
+        assert!(text.contains("lost") || text.contains("expired"), "{text}");
+        assert!(!text.contains("old 2"), "{text}");
+    }
+    // A publish on A after the loss: above everything, seen by B's subscriber.
+    let mut live_b = subscribe_after(&b.socket, Some(new[2]));
+    let (status, body) = fcgi_publish(&a.socket, "t", "from A");
+    assert_eq!(status, 200, "{body}");
+    let id: u64 = body.trim().parse().unwrap();
+    assert!(id > new[2]);
+    assert_eq!(read_events(&mut live_b, 1), [(id, "from A".to_string())]);
+}
+
+/// Finding 10: an entry that is not a fastsse record at the end of the stream made the reader
+/// spin (154k XREADs in 5 s) until the next publish. It is skipped, counted and logged once.
+#[test]
+fn an_entry_written_by_another_tool_is_skipped_not_spun_on() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let d = instance(&redis);
+    let (status, body) = fcgi_publish(&d.socket, "t", "first");
+    assert_eq!(status, 200, "{body}");
+    let first: u64 = body.trim().parse().unwrap();
+    let foreign = format!("{}-0", first + 1);
+    let answer = redis.cli(&["XADD", "test:events", &foreign, "hello", "world"]);
+    assert_eq!(answer, foreign);
+    std::thread::sleep(Duration::from_secs(1));
+    let calls = |r: &Redis| -> u64 {
+        r.cli(&["INFO", "commandstats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_xread:calls="))
+            .and_then(|v| v.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = calls(&redis);
+    std::thread::sleep(Duration::from_secs(3));
+    let during = calls(&redis) - before;
+    // One blocking XREAD a second while idle; the spin made tens of thousands.
+    assert!(during < 30, "{during} XREAD calls in 3 s");
+    assert!(
+        d.status().contains("\"backend_unreadable\":1"),
+        "{}",
+        d.status()
+    );
+    assert_eq!(d.log().matches("not fastsse events").count(), 1);
+    // And the next publish still arrives.
+    let mut sub = subscribe_after(&d.socket, Some(first));
+    let (status, body) = fcgi_publish(&d.socket, "t", "second");
+    assert_eq!(status, 200, "{body}");
+    let second: u64 = body.trim().parse().unwrap();
+    assert_eq!(read_events(&mut sub, 1), [(second, "second".to_string())]);
+}
+
+/// Finding 15: a key of the wrong type answered 503 "Redis did not answer… may or may not be
+/// stored" with the script's SHA in the body; a stalled Redis was answered after 5 s with
+/// lock_timeout = 2s. Now: 500 "not stored" with no internals, and an answer by the deadline.
+#[test]
+fn redis_errors_say_not_stored_and_a_stall_is_answered_by_the_deadline() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let d = instance(&redis);
+    assert_eq!(redis.cli(&["SET", "test:events", "a string"]), "OK");
+    let (status, body) = fcgi_publish(&d.socket, "t", "x");
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("not stored") && body.contains("WRONGTYPE"),
+        "{body}"
+    );
+    assert!(!body.contains("may or may not"), "{body}");
+    assert!(
+        !body.contains("script") && !body.contains("test:events"),
+        "{body}"
+    );
+    assert_eq!(redis.cli(&["DEL", "test:events"]), "1");
+    assert_eq!(redis.cli(&["SET", "test:events:seq", "not a number"]), "OK");
+    let (status, body) = fcgi_publish(&d.socket, "t", "y");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("not stored"), "{body}");
+    assert_eq!(redis.cli(&["XLEN", "test:events"]), "0", "nothing stored");
+    assert_eq!(redis.cli(&["DEL", "test:events:seq"]), "1");
+    let (status, body) = fcgi_publish(&d.socket, "t", "z");
+    assert_eq!(status, 200, "{body}");
+    // Stalled: SIGSTOP. lock_timeout is 2 s by default; the answer comes by then (+ slack).
+    let pid = redis.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let start = Instant::now();
+    let (status, body) = fcgi_publish(&d.socket, "t", "stalled");
+    let took = start.elapsed();
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "answered after {took:?}"
+    );
+}

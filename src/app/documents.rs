@@ -100,7 +100,7 @@ impl App {
             .filter_map(|r| r.handler.hub().map(|hub| (r.path.as_str(), hub.as_ref())))
             .collect();
         type Figure = fn(&Hub) -> f64;
-        let per_route: [(&str, crate::metrics::Kind, &str, Figure); 12] = [
+        let per_route: [(&str, crate::metrics::Kind, &str, Figure); 13] = [
             (
                 "fastsse_journal_bytes",
                 Gauge,
@@ -112,6 +112,12 @@ impl App {
                 Counter,
                 "Publications the journal refused (answered 5xx, not stored).",
                 |h| h.stats.append_failures.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "fastsse_backend_unreadable_total",
+                Counter,
+                "Redis entries that are not fastsse records (written by another tool), skipped.",
+                |h| h.stats.unreadable.load(Ordering::Relaxed) as f64,
             ),
             (
                 "fastsse_backend_up",
@@ -302,6 +308,7 @@ impl App {
                         "append_failures": hub.stats.append_failures.load(Ordering::Relaxed),
                         "backend": if hub.stats.backend_failing.load(Ordering::Relaxed) { "failing" } else { "ok" },
                         "backend_lag": hub.stats.backend_lag.load(Ordering::Relaxed),
+                        "backend_unreadable": hub.stats.unreadable.load(Ordering::Relaxed),
                     }),
                 ))
             })

@@ -105,8 +105,9 @@ fn cross_origin(req: &Request, allowed: &[String]) -> Option<String> {
     (host_of(&origin) != host_of(host)).then_some(origin)
 }
 
-/// The answer to a publish the hub did not store: 500 when the journal failed, 503 (retry)
-/// when it was busy or closing. The log gets the whole story; the client a reason and the
+/// The answer to a publish the hub did not store: 500 when the journal failed or the store
+/// refused it, 503 (retry) when it was busy or closing, or gave no answer in time (then the
+/// body says it may or may not be stored). The log gets the whole story; the client a reason and the
 /// request id to find it by.
 pub(super) fn not_stored(e: HubError, req: &Request, route: &str) -> FullResponse {
     log::error!(
@@ -116,7 +117,7 @@ pub(super) fn not_stored(e: HubError, req: &Request, route: &str) -> FullRespons
     );
     let reason = e.public_reason();
     match e {
-        HubError::Journal(_) => {
+        HubError::Journal(_) | HubError::Refused(_) => {
             FullResponse::text(500, format!("not stored: {reason} (request {})", req.id))
         }
         HubError::Busy(_) | HubError::Closed => FullResponse::text(
@@ -124,5 +125,9 @@ pub(super) fn not_stored(e: HubError, req: &Request, route: &str) -> FullRespons
             format!("not stored: {reason}; retry (request {})", req.id),
         )
         .with_header("Retry-After", "1"),
+        HubError::Unknown(_) => {
+            FullResponse::text(503, format!("{reason}; retry (request {})", req.id))
+                .with_header("Retry-After", "1")
+        }
     }
 }

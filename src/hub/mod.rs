@@ -154,13 +154,20 @@ impl Accepted {
     }
 }
 
-/// A hub failure seen by a publisher. Every variant means the event was not stored.
+/// A hub failure seen by a publisher. Every variant but [`HubError::Unknown`] means the event
+/// was not stored.
 #[derive(Debug)]
 pub enum HubError {
     /// The journal could not be written (500).
     Journal(JournalError),
+    /// The store answered with an error (Redis: a key of the wrong type, a counter that is not
+    /// a number): not stored (500).
+    Refused(String),
     /// The journal is busy: its lock is held elsewhere or its queue is full (503, retry).
     Busy(String),
+    /// The store took the publication but gave no answer within the deadline: it may or may
+    /// not be stored (503; the one case a publisher cannot be told).
+    Unknown(String),
     /// The appender thread is gone (process shutting down; 503).
     Closed,
 }
@@ -170,7 +177,7 @@ impl HubError {
     pub fn public_reason(&self) -> String {
         match self {
             HubError::Journal(e) => e.public_reason().to_string(),
-            HubError::Busy(why) => why.clone(),
+            HubError::Refused(why) | HubError::Busy(why) | HubError::Unknown(why) => why.clone(),
             HubError::Closed => "the server is shutting down".into(),
         }
     }
@@ -181,6 +188,8 @@ impl fmt::Display for HubError {
         match self {
             HubError::Journal(e) => write!(f, "journal: {e}"),
             HubError::Busy(why) => write!(f, "busy: {why}"),
+            HubError::Refused(why) => write!(f, "refused: {why}"),
+            HubError::Unknown(why) => write!(f, "no answer: {why}"),
             HubError::Closed => f.write_str("the hub is shutting down"),
         }
     }
@@ -218,6 +227,9 @@ pub struct HubStats {
     /// Redis: ids issued (by any instance) that this one has not read yet, as of the reader's
     /// last idle second.
     pub backend_lag: AtomicU64,
+    /// Redis: entries of the stream that are not fastsse records (written by another tool),
+    /// skipped by the reader.
+    pub unreadable: AtomicU64,
 }
 
 /// Where a hub's events are stored and come back from: the local journal ([`LocalJournal`])
@@ -281,6 +293,7 @@ impl Hub {
         settings: HubSettings,
     ) -> Result<Arc<Hub>, JournalError> {
         let mut state = HubState::default();
+        let mut numbering = None;
         let each = |r: JournalRecord| {
             state.last_id = state.last_id.max(r.id);
             state
@@ -299,7 +312,9 @@ impl Hub {
                     (Box::new(backend), last_id, damage, Starter::Local(threads))
                 }
                 Storage::Redis(r) => {
-                    let (backend, last_id, threads) = redis::RedisJournal::open(r.clone(), each)?;
+                    let (backend, (last_id, begins), threads) =
+                        redis::RedisJournal::open(r.clone(), each)?;
+                    numbering = begins;
                     (
                         Box::new(backend),
                         last_id,
@@ -310,6 +325,9 @@ impl Hub {
             };
         state.last_id = state.last_id.max(last_id);
         state.history.loaded(state.last_id);
+        if let Some(start) = numbering {
+            state.history.numbering_starts(start);
+        }
         for d in &damage {
             state.history.add_hole(d.after_id, d.next_id);
         }
@@ -358,7 +376,16 @@ impl Hub {
             deadline: Instant::now() + self.settings.publish_timeout,
         };
         self.backend.submit(job)?;
-        let id = rx.await.map_err(|_| HubError::Closed)??;
+        // The backend answers by the deadline; this is the net under it.
+        let wait = self.settings.publish_timeout + Duration::from_secs(1);
+        let id = tokio::time::timeout(wait, rx)
+            .await
+            .map_err(|_| {
+                HubError::Unknown(
+                    "the store did not answer in time: the event may or may not be stored".into(),
+                )
+            })?
+            .map_err(|_| HubError::Closed)??;
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }
@@ -379,7 +406,8 @@ impl Hub {
 
     /// Damage found while following: clients resuming across it get a reset, and every live
     /// subscriber (who may have missed the lost events) is ended with a `retry:` hint so that
-    /// it resumes, and is told.
+    /// it resumes, and is told. A gap before the first event this hub ever took (a new Redis
+    /// stream numbering from the clock) is only a hole: live subscribers missed nothing.
     pub(crate) fn on_damage(&self, damage: &[Damage]) {
         let lost: Vec<&Damage> = damage
             .iter()
@@ -389,13 +417,23 @@ impl Hub {
             return;
         }
         let mut st = self.lock();
+        let delivered_before = lost.iter().any(|d| d.after_id > 0);
         for d in lost {
             st.history.add_hole(d.after_id, d.next_id);
+        }
+        if !delivered_before {
+            return;
         }
         let sids: Vec<u64> = st.subscribers.keys().copied().collect();
         for sid in sids {
             Self::remove(&mut st, sid);
         }
+    }
+
+    /// The backend numbers from `start` on (a Redis stream that started from the clock): ids
+    /// below it were never issued.
+    pub(crate) fn numbering_starts(&self, start: u64) {
+        self.lock().history.numbering_starts(start);
     }
 
     /// Takes a record into the hub (last id, history) and returns the event with a snapshot of

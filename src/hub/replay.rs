@@ -51,6 +51,8 @@ pub struct ReplayBuffer {
     evicted_up_to: u64,
     /// Ids lost to damage: every id strictly between the two of a pair.
     holes: Vec<(u64, u64)>,
+    /// Ids below this were never issued (a numbering that started from the clock); 0: none.
+    begins: u64,
 }
 
 impl ReplayBuffer {
@@ -61,6 +63,17 @@ impl ReplayBuffer {
             Some(first) => self.evicted_up_to.max(first.id - 1),
             None => last_id,
         };
+    }
+
+    /// Ids below `start` were never issued: a resume from one is told `lost`, and a resume
+    /// from `0` (from the start) replays everything from `start` on.
+    pub fn numbering_starts(&mut self, start: u64) {
+        self.begins = start;
+        if self.evicted_up_to == start.saturating_sub(1)
+            && self.events.front().is_none_or(|f| f.id == start)
+        {
+            self.evicted_up_to = 0;
+        }
     }
 
     /// Adds the newest event and trims to the bounds.
@@ -106,7 +119,7 @@ impl ReplayBuffer {
         if id < self.evicted_up_to {
             return Err(Unresumable::Expired);
         }
-        if self.holes.iter().any(|&(_, next)| next - 1 > id) {
+        if (id > 0 && id < self.begins) || self.holes.iter().any(|&(_, next)| next - 1 > id) {
             return Err(Unresumable::Lost);
         }
         let start = self.events.partition_point(|e| e.id <= id);
@@ -179,6 +192,21 @@ mod tests {
 
     fn ids(r: Result<VecDeque<Arc<StoredEvent>>, Unresumable>) -> Vec<u64> {
         r.unwrap().iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn a_numbering_that_starts_from_the_clock_replays_from_zero_and_calls_older_ids_lost() {
+        let start = 1_796_000_000_000_000;
+        let mut r = ReplayBuffer::default();
+        for id in start..start + 3 {
+            r.push(ev(id, 10), &bounds(100, 1 << 20));
+        }
+        r.loaded(start + 2);
+        assert!(matches!(r.after(0, start + 2, |_| true), Err(Unresumable::Expired)));
+        r.numbering_starts(start);
+        assert_eq!(ids(r.after(0, start + 2, |_| true)), [start, start + 1, start + 2]);
+        assert!(matches!(r.after(2, start + 2, |_| true), Err(Unresumable::Lost)));
+        assert_eq!(ids(r.after(start, start + 2, |_| true)), [start + 1, start + 2]);
     }
 
     #[test]

@@ -8,7 +8,14 @@
 //! entry ids are time-based and would differ in form between the backends.) The entry id is
 //! `<id>-0`. The script never issues an id at or below the stream's newest entry, nor below the
 //! newest id the appending instance has seen, so a Redis that lost its counter (restarted
-//! without persistence) cannot hand out an id twice.
+//! without persistence) cannot hand out an id twice. A stream with neither entries nor counter
+//! — new, or whose data was lost (`FLUSHALL`, a restart without persistence) — numbers from
+//! Redis's clock in microseconds: above every id issued before the loss, even by an instance
+//! that never saw them (ids stay below 2^53, exact in JavaScript, for two centuries). An
+//! instance that had seen the old ids finds the jump when it reads, and its subscribers are
+//! told `lost` (the reader's gap check), never handed a reused id. Where such a numbering
+//! starts is kept in `<key>:start`: ids below it were never issued by this stream (a resume
+//! from one of them is told `lost`; `0`, "from the start", replays everything).
 //!
 //! Two threads per route, as for the local journal: the appender (one connection; each batch
 //! of waiting publications is one script call; one truthful answer per publication) and the
@@ -40,7 +47,8 @@ pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct RedisSettings {
     /// `redis://…` URL.
     pub url: String,
-    /// The stream's key (the counter is `<key>:seq`).
+    /// The stream's key (the counter is `<key>:seq`; where numbering last started from the
+    /// clock, `<key>:start`).
     pub key: String,
     /// Entries kept (`MAXLEN ~`): the route's `history_events`.
     pub max_len: usize,
@@ -90,6 +98,11 @@ local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if top[1] then
   local t = tonumber(string.match(top[1][1], '^(%d+)'))
   if t > floor then floor = t end
+elseif redis.call('EXISTS', KEYS[2]) == 0 then
+  local now = redis.call('TIME')
+  local us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  if us > floor then floor = us end
+  redis.call('SET', KEYS[3], floor + 1)
 end
 local out = {}
 for i = 3, #ARGV do
@@ -159,13 +172,14 @@ pub struct Threads {
 }
 
 impl RedisJournal {
-    /// Loads the newest `max_len` entries (oldest first, into `each`) and the last id issued.
-    /// A Redis that does not answer is not an error: the hub starts empty and the reader
-    /// catches up once it does.
+    /// Loads the newest `max_len` entries (oldest first, into `each`), the last id issued and
+    /// where the numbering started from the clock (if it did). A Redis that does not answer is
+    /// not an error: the hub starts empty and the reader catches up once it does.
+    #[allow(clippy::type_complexity)]
     pub fn open(
         settings: RedisSettings,
         mut each: impl FnMut(JournalRecord),
-    ) -> Result<(RedisJournal, u64, Threads), JournalError> {
+    ) -> Result<(RedisJournal, (u64, Option<u64>), Threads), JournalError> {
         let client = client(&settings).map_err(|e| JournalError::Io {
             what: "redis client".into(),
             source: std::io::Error::other(e),
@@ -186,24 +200,28 @@ impl RedisJournal {
             let counter: Option<u64> = redis::cmd("GET")
                 .arg(format!("{}:seq", settings.key))
                 .query(con)?;
-            Ok::<u64, RedisError>(last.max(counter.unwrap_or(0)))
+            let start: Option<u64> = redis::cmd("GET")
+                .arg(format!("{}:start", settings.key))
+                .query(con)
+                .unwrap_or(None);
+            Ok::<_, RedisError>((last.max(counter.unwrap_or(0)), start))
         };
-        let last_id = match connect(&client, settings.timeout, settings.timeout)
+        let loaded = match connect(&client, settings.timeout, settings.timeout)
             .and_then(|mut con| load(&mut con, &mut each))
         {
-            Ok(id) => id,
+            Ok(loaded) => loaded,
             Err(e) => {
                 log::error!(
                     "redis {}: not answering at start ({e}); serving, and catching up once it does",
                     settings.key
                 );
-                0
+                (0, None)
             }
         };
         let (tx, rx) = std::sync::mpsc::sync_channel::<AppendJob>(1024);
         Ok((
             RedisJournal { jobs: tx },
-            last_id,
+            loaded,
             Threads {
                 settings,
                 client,
@@ -273,6 +291,7 @@ pub fn append_once(s: &RedisSettings, p: super::journal::Publication) -> Result<
     let answers: Vec<Value> = Script::new(APPEND)
         .key(&s.key)
         .key(format!("{}:seq", s.key))
+        .key(format!("{}:start", s.key))
         .arg(s.max_len)
         .arg(0)
         .arg(bytes)

@@ -71,6 +71,8 @@ pub(super) fn append_loop(
     while let Some(batch) = next_batch(&jobs, BATCH, "Redis") {
         let mut encoded = Vec::new();
         let mut waiting = Vec::new();
+        // Every publication in the batch is answered by the earliest deadline among them.
+        let deadline = batch.iter().map(|j| j.deadline).min();
         for j in batch {
             let record = JournalRecord {
                 id: 0,
@@ -95,8 +97,11 @@ pub(super) fn append_loop(
         if waiting.is_empty() {
             continue;
         }
+        let left = deadline
+            .map_or(s.timeout, |d| d.saturating_duration_since(Instant::now()))
+            .clamp(Duration::from_millis(50), s.timeout);
         if con.is_none() {
-            match connect(client, s.timeout, s.timeout) {
+            match connect(client, left, left) {
                 Ok(c) => con = Some(c),
                 Err(e) => outage.failed("cannot connect", &s.key, &e, &hub),
             }
@@ -109,10 +114,13 @@ pub(super) fn append_loop(
             }
             continue;
         };
+        let _ = c.set_read_timeout(Some(left));
+        let _ = c.set_write_timeout(Some(left));
         let floor = hub.upgrade().map_or(0, |h| h.last_id());
         let mut call = script.prepare_invoke();
         call.key(&s.key)
             .key(format!("{}:seq", s.key))
+            .key(format!("{}:start", s.key))
             .arg(s.max_len)
             .arg(floor);
         for bytes in &encoded {
@@ -137,36 +145,60 @@ pub(super) fn append_loop(
                                 Some(Value::SimpleString(t)) => t,
                                 _ => "no answer".into(),
                             };
-                            log::error!("redis {}: append refused: {why}", s.key);
-                            if let Some(h) = hub.upgrade() {
-                                h.stats
-                                    .append_failures
-                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            Err(HubError::Busy(format!(
-                                "Redis refused the event ({why}); not stored"
-                            )))
+                            Err(refused(s, &why, &hub))
                         }
                     };
                     let _ = reply.send(answer);
                 }
             }
+            // Redis answered with an error (a key of the wrong type, a counter that is not a
+            // number): the script stopped before it wrote, so nothing is stored.
+            Err(e) if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()) => {
+                outage.ok(&s.key, &hub);
+                let why = e.to_string();
+                for reply in waiting {
+                    let _ = reply.send(Err(refused(s, &why, &hub)));
+                }
+            }
             Err(e) => {
                 // Refused before anything was sent: not stored. Lost while waiting for the
                 // answer: Redis may have run the script, and the publisher is told so.
-                let why = if e.is_connection_refusal() {
-                    "Redis is not answering; not stored".to_string()
-                } else {
-                    format!("Redis did not answer ({e}): the event may or may not be stored")
+                let answer = |e: &RedisError| {
+                    if e.is_connection_refusal() {
+                        HubError::Busy("Redis is not answering; not stored".into())
+                    } else {
+                        HubError::Unknown(
+                            "Redis did not answer in time: the event may or may not be stored"
+                                .into(),
+                        )
+                    }
                 };
                 outage.failed("append failed", &s.key, &e, &hub);
                 con = None;
                 for reply in waiting {
-                    let _ = reply.send(Err(HubError::Busy(why.clone())));
+                    let _ = reply.send(Err(answer(&e)));
                 }
             }
         }
     }
+}
+
+/// Redis refused a publication: logged whole (with the key), counted, and answered with the
+/// error's code only (`WRONGTYPE`, `ERR`): no script hashes or key names in a response body.
+fn refused(s: &RedisSettings, why: &str, hub: &Weak<Hub>) -> HubError {
+    log::error!("redis {}: append refused, not stored: {why}", s.key);
+    if let Some(h) = hub.upgrade() {
+        h.stats
+            .append_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let code = why
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase()))
+        .unwrap_or("ERR");
+    HubError::Refused(format!(
+        "Redis refused the event ({code}: see the server's log); not stored"
+    ))
 }
 
 /// The reader: every entry after the last one delivered, in order, to the hub.
@@ -185,7 +217,12 @@ pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
         }
         let Some(c) = con.as_mut() else {
             match connect(client, s.timeout, BLOCK + s.timeout) {
-                Ok(c) => con = Some(c),
+                Ok(mut c) => {
+                    if let Some(h) = hub.upgrade() {
+                        numbering_start(&mut c, s, &h);
+                    }
+                    con = Some(c)
+                }
                 Err(e) => {
                     outage.failed("cannot connect", &s.key, &e, &hub);
                     outage.wait();
@@ -205,12 +242,22 @@ pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
         match read {
             Ok(reply) => {
                 outage.ok(&s.key, &hub);
-                let records: Vec<JournalRecord> = reply
+                let entries: Vec<redis::streams::StreamId> = reply
                     .into_iter()
                     .flat_map(|r| r.keys)
                     .flat_map(|k| k.ids)
-                    .filter_map(|e| record_of(&e))
                     .collect();
+                let records: Vec<JournalRecord> = entries.iter().filter_map(record_of).collect();
+                // Entries that are not ours (another tool's XADD) are skipped, counted and
+                // logged once: reading on from the same id would fetch them again at once.
+                let newest = entries
+                    .iter()
+                    .filter_map(|e| e.id.split('-').next()?.parse::<u64>().ok())
+                    .max()
+                    .unwrap_or(last);
+                if entries.len() > records.len() {
+                    skipped_unreadable(s, entries.len() - records.len(), &hub);
+                }
                 if lag_checked.elapsed() >= Duration::from_secs(1) {
                     lag_checked = Instant::now();
                     let seen = records.last().map_or(last, |r| r.id);
@@ -222,13 +269,14 @@ pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
                     trim_by_age(c, s);
                 }
                 let Some(first) = records.first().map(|r| r.id) else {
+                    last = last.max(newest);
                     continue;
                 };
                 let Some(h) = hub.upgrade() else { return };
                 if first > last + 1 {
                     trimmed_past(c, s, last, &h);
                 }
-                last = records.last().map_or(last, |r| r.id);
+                last = last.max(newest);
                 h.take_records(records);
             }
             Err(e) => {
@@ -237,6 +285,36 @@ pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
                 outage.wait();
             }
         }
+    }
+}
+
+/// Where the stream's numbering last started from the clock (`<key>:start`), told to the hub
+/// so that ids below it are known never to have been issued.
+fn numbering_start(c: &mut Connection, s: &RedisSettings, hub: &Hub) -> Option<u64> {
+    let start: Option<u64> = redis::cmd("GET")
+        .arg(format!("{}:start", s.key))
+        .query(c)
+        .ok()
+        .flatten();
+    if let Some(start) = start {
+        hub.numbering_starts(start);
+    }
+    start
+}
+
+/// Counts entries the reader skipped; the first one is logged (the count is in /status).
+fn skipped_unreadable(s: &RedisSettings, n: usize, hub: &Weak<Hub>) {
+    let Some(h) = hub.upgrade() else { return };
+    let before = h
+        .stats
+        .unreadable
+        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    if before == 0 {
+        log::warn!(
+            "redis {}: skipping stream entries that are not fastsse events (written by another \
+             tool?); counted in /status as backend_unreadable",
+            s.key
+        );
     }
 }
 
@@ -286,9 +364,10 @@ fn measure_lag(c: &mut Connection, s: &RedisSettings, seen: u64, hub: &Weak<Hub>
     }
 }
 
-/// Entries after `last` came back with a gap: if the stream no longer holds `last + 1`
-/// because trimming passed it while this instance was away, those ids are lost to it, and
-/// subscribers resuming across them are told (`lost`), as with journal damage.
+/// Entries after `last` came back with a gap: if the stream no longer holds `last + 1` —
+/// trimming passed it while this instance was away, or Redis lost its data and numbering went
+/// on from the clock — those ids are lost to it, and subscribers resuming across them are told
+/// (`lost`), as with journal damage.
 fn trimmed_past(c: &mut Connection, s: &RedisSettings, last: u64, hub: &Hub) {
     let oldest: redis::RedisResult<StreamRangeReply> = redis::cmd("XRANGE")
         .arg(&s.key)
@@ -302,13 +381,23 @@ fn trimmed_past(c: &mut Connection, s: &RedisSettings, last: u64, hub: &Hub) {
             .first()
             .and_then(|e| e.id.split('-').next()?.parse::<u64>().ok())
     });
+    let start = numbering_start(c, s, hub);
     if let Some(first) = first_kept.filter(|&f| f > last + 1) {
-        log::error!(
-            "redis {}: entries {}..{} were trimmed before this instance read them",
-            s.key,
-            last + 1,
-            first - 1
-        );
+        if last == 0 && start == Some(first) {
+            // A new stream numbering from the clock: nothing came before it.
+            return;
+        }
+        if last == 0 {
+            log::info!("redis {}: the stream starts at id {first}", s.key);
+        } else {
+            log::error!(
+                "redis {}: ids {}..{} are not in the stream (trimmed before this instance read \
+                 them, or Redis lost its data); subscribers resuming across them are told `lost`",
+                s.key,
+                last + 1,
+                first - 1
+            );
+        }
         hub.on_damage(&[Damage {
             offset: 0,
             len: 0,
