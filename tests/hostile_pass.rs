@@ -374,3 +374,159 @@ fn a_program_that_never_ends_an_event_keeps_memory_flat() {
     assert!(log.matches("over max_event_bytes").count() <= 10, "{log}");
     drop((shared, each));
 }
+
+/// `mercure_publish` with more fields (an id, private).
+fn mercure_publish_fields(port: u16, fields: &[(&str, &str)]) -> (u16, String) {
+    let token = jwt_token(
+        "HS256",
+        SECRET,
+        serde_json::json!({"mercure": {"publish": ["*"]}}),
+    );
+    let mut s = HttpStream::send(
+        port,
+        "POST",
+        HUB,
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Authorization", &format!("Bearer {token}")),
+        ],
+        form_body(fields).as_bytes(),
+    );
+    (s.status, s.rest().trim().to_string())
+}
+
+/// The first block with data (skips `retry:` and heartbeats); fails after 10 s.
+fn first_data_block(s: &mut HttpStream) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no event within 10 s");
+        let b = s.next_block().expect("a block");
+        if b.contains("data:") {
+            return b;
+        }
+    }
+}
+
+/// Finding 7: with `subscriptions = true`, anonymous connect/leave churn filled the history
+/// with subscription events and pushed a real event out: resuming from it gave `unknown`.
+/// Subscription events are no longer kept for replay, and an id that really fell out of the
+/// history is `expired`.
+#[test]
+fn anonymous_churn_never_pushes_real_events_out_of_the_history() {
+    let Some((_d, n)) =
+        daemon_behind_nginx(&hub_config("subscriptions = true\nhistory_events = 50\n"))
+    else {
+        return;
+    };
+    let (status, body) = mercure_publish_fields(
+        n.port,
+        &[
+            ("topic", "https://example.com/news"),
+            ("data", "real"),
+            ("id", "urn:real:1"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    // 100 anonymous connect/leave cycles with 4 topics each: 800 subscription events.
+    for i in 0..100 {
+        let query: String = (0..4)
+            .map(|t| format!("topic={}", q(&format!("https://example.com/churn/{i}/{t}"))))
+            .collect::<Vec<_>>()
+            .join("&");
+        let s = HttpStream::open(n.port, "GET", &format!("{HUB}?{query}"), &[]);
+        assert_eq!(s.status, 200);
+    }
+    let (status, body) = mercure_publish_fields(
+        n.port,
+        &[
+            ("topic", "https://example.com/news"),
+            ("data", "after churn"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let news = q("https://example.com/news");
+    let mut s = HttpStream::open(
+        n.port,
+        "GET",
+        &format!("{HUB}?topic={news}"),
+        &[("Last-Event-ID", "urn:real:1")],
+    );
+    let block = first_data_block(&mut s);
+    assert!(block.contains("data: after churn"), "{block}");
+    assert_eq!(s.header("last-event-id"), Some("urn:real:1"));
+    // 60 real events push it out for real: now it is `expired`, not `unknown`.
+    for i in 0..60 {
+        let (status, _) = mercure_publish_fields(
+            n.port,
+            &[
+                ("topic", "https://example.com/news"),
+                ("data", &format!("n{i}")),
+            ],
+        );
+        assert_eq!(status, 200);
+    }
+    let mut s = HttpStream::open(
+        n.port,
+        "GET",
+        &format!("{HUB}?topic={news}"),
+        &[("Last-Event-ID", "urn:real:1")],
+    );
+    let block = first_data_block(&mut s);
+    assert!(
+        block.contains("fastsse-reset") && block.contains("expired"),
+        "{block}"
+    );
+}
+
+/// Finding 13 (third part): an anonymous client could tell whether a private update's id
+/// exists (resumed vs reset `unknown`). Both answers are now the same.
+#[test]
+fn a_private_updates_id_cannot_be_probed() {
+    let Some((_d, n)) = daemon_behind_nginx(&hub_config("")) else {
+        return;
+    };
+    let (status, body) = mercure_publish_fields(
+        n.port,
+        &[
+            ("topic", "https://example.com/users/alice"),
+            ("data", "secret"),
+            ("private", "on"),
+            ("id", "urn:order:alice-42"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let probe = |id: &str| {
+        let mut s = HttpStream::open(
+            n.port,
+            "GET",
+            &format!("{HUB}?topic=*"),
+            &[("Last-Event-ID", id)],
+        );
+        let block = first_data_block(&mut s);
+        (s.header("last-event-id").map(str::to_string), block)
+    };
+    let (echo_real, real) = probe("urn:order:alice-42");
+    let (echo_none, none) = probe("urn:order:alice-43");
+    assert!(
+        real.contains("fastsse-reset") && real.contains("unknown"),
+        "{real}"
+    );
+    assert_eq!(real, none);
+    assert_eq!(echo_real, echo_none);
+    // The one it is for still resumes from it.
+    let token = jwt_token(
+        "HS256",
+        SECRET,
+        serde_json::json!({"mercure": {"subscribe": ["https://example.com/users/alice"]}}),
+    );
+    let s = HttpStream::open(
+        n.port,
+        "GET",
+        &format!("{HUB}?topic=*"),
+        &[
+            ("Last-Event-ID", "urn:order:alice-42"),
+            ("Authorization", &format!("Bearer {token}")),
+        ],
+    );
+    assert_eq!(s.header("last-event-id"), Some("urn:order:alice-42"));
+}

@@ -105,6 +105,10 @@ fn hub_settings(config: &Config, r: &RouteConfig) -> HubSettings {
         subscriber_queue: r.subscriber_queue,
         retry: config.stream.retry,
         publish_timeout: config.journal.lock_timeout,
+        // Mercure's subscription events come and go with every connection: kept out of the
+        // replay history, so that anonymous churn never pushes a real event out of it.
+        unretained_prefix: (r.kind == crate::config::RouteKind::Mercure && r.subscriptions)
+            .then(|| format!("{}/subscriptions/", r.path.get_ref())),
     }
 }
 

@@ -166,6 +166,7 @@ pub fn journal(args: JournalBenchArgs) -> Result<(), String> {
                 subscriber_queue: 16,
                 retry: Duration::from_secs(3),
                 publish_timeout: Duration::from_secs(2),
+                unretained_prefix: None,
             },
         )
         .map_err(|e| e.to_string())?;

@@ -54,6 +54,19 @@ pub struct HubSettings {
     pub retry: Duration,
     /// Longest a publication waits for the journal before it is refused as busy (not stored).
     pub publish_timeout: Duration,
+    /// Events whose every topic starts with this are delivered live (and journaled) but not
+    /// kept for replay: Mercure's subscription events, which anonymous churn would otherwise
+    /// use to push real events out of the history.
+    pub unretained_prefix: Option<String>,
+}
+
+impl HubSettings {
+    /// Whether an event with `topics` is kept for replay.
+    fn retains(&self, topics: &[String]) -> bool {
+        self.unretained_prefix
+            .as_deref()
+            .is_none_or(|p| !topics.iter().all(|t| t.starts_with(p)))
+    }
 }
 
 /// An event as delivered: id, topics and its wire bytes, encoded once.
@@ -296,9 +309,11 @@ impl Hub {
         let mut numbering = None;
         let each = |r: JournalRecord| {
             state.last_id = state.last_id.max(r.id);
-            state
-                .history
-                .push(Arc::new(StoredEvent::from_record(r)), &settings.history);
+            if settings.retains(&r.topics) {
+                state
+                    .history
+                    .push(Arc::new(StoredEvent::from_record(r)), &settings.history);
+            }
         };
         let (backend, last_id, damage, threads): (Box<dyn Backend>, u64, Vec<Damage>, Starter) =
             match &storage {
@@ -445,7 +460,9 @@ impl Hub {
         }
         st.last_id = r.id;
         let ev = Arc::new(StoredEvent::from_record(r));
-        st.history.push(ev.clone(), &self.settings.history);
+        if self.settings.retains(&ev.topics) {
+            st.history.push(ev.clone(), &self.settings.history);
+        }
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         let targets: Vec<u64> = ev
             .topics

@@ -2,7 +2,8 @@
 //! count, bytes and age, and the holes (ids lost to journal damage) a resumption must not cross
 //! silently.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +54,11 @@ pub struct ReplayBuffer {
     holes: Vec<(u64, u64)>,
     /// Ids below this were never issued (a numbering that started from the clock); 0: none.
     begins: u64,
+    /// Hashes of the publisher ids of public events no longer retained, newest last (as many
+    /// as events are retained, 8 bytes each): a resume from one is `expired`, not `unknown`.
+    /// Private events' ids are not kept: whether one exists is nobody's business.
+    evicted_ids: VecDeque<u64>,
+    evicted_set: HashSet<u64>,
 }
 
 impl ReplayBuffer {
@@ -93,6 +99,17 @@ impl ReplayBuffer {
             }
             self.evicted_up_to = front.id;
             self.bytes -= front.wire.len();
+            if let (Some(id), false) = (&front.public_id, front.private) {
+                let h = id_hash(id);
+                if self.evicted_set.insert(h) {
+                    self.evicted_ids.push_back(h);
+                }
+                while self.evicted_ids.len() > b.events {
+                    if let Some(old) = self.evicted_ids.pop_front() {
+                        self.evicted_set.remove(&old);
+                    }
+                }
+            }
             self.events.pop_front();
         }
         let evicted = self.evicted_up_to;
@@ -142,12 +159,16 @@ impl ReplayBuffer {
     }
 
     /// The sequence number of the newest retained event the publisher named `public_id`.
-    pub fn find_public(&self, public_id: &str) -> Option<u64> {
+    pub fn find_public(&self, public_id: &str) -> Option<&Arc<StoredEvent>> {
         self.events
             .iter()
             .rev()
             .find(|e| e.public_id.as_deref() == Some(public_id))
-            .map(|e| e.id)
+    }
+
+    /// Whether `public_id` was a public event's id that is no longer retained.
+    pub fn was_evicted(&self, public_id: &str) -> bool {
+        self.evicted_set.contains(&id_hash(public_id))
     }
 
     /// Events retained.
@@ -164,6 +185,11 @@ impl ReplayBuffer {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+}
+
+/// A publisher id's hash (fixed keys: the same in every process).
+fn id_hash(id: &str) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
 }
 
 #[cfg(test)]
@@ -202,11 +228,23 @@ mod tests {
             r.push(ev(id, 10), &bounds(100, 1 << 20));
         }
         r.loaded(start + 2);
-        assert!(matches!(r.after(0, start + 2, |_| true), Err(Unresumable::Expired)));
+        assert!(matches!(
+            r.after(0, start + 2, |_| true),
+            Err(Unresumable::Expired)
+        ));
         r.numbering_starts(start);
-        assert_eq!(ids(r.after(0, start + 2, |_| true)), [start, start + 1, start + 2]);
-        assert!(matches!(r.after(2, start + 2, |_| true), Err(Unresumable::Lost)));
-        assert_eq!(ids(r.after(start, start + 2, |_| true)), [start + 1, start + 2]);
+        assert_eq!(
+            ids(r.after(0, start + 2, |_| true)),
+            [start, start + 1, start + 2]
+        );
+        assert!(matches!(
+            r.after(2, start + 2, |_| true),
+            Err(Unresumable::Lost)
+        ));
+        assert_eq!(
+            ids(r.after(start, start + 2, |_| true)),
+            [start + 1, start + 2]
+        );
     }
 
     #[test]
@@ -221,8 +259,10 @@ mod tests {
         assert_eq!(ids(r.after(8, 10, t)), vec![9, 10]);
         assert_eq!(r.after(8, 10, |_| false).unwrap().len(), 0);
         assert_eq!(r.all(t).len(), 3);
-        assert_eq!(r.find_public("urn:ev:9"), Some(9));
-        assert_eq!(r.find_public("urn:ev:2"), None, "evicted");
+        assert_eq!(r.find_public("urn:ev:9").map(|e| e.id), Some(9));
+        assert!(r.find_public("urn:ev:2").is_none(), "evicted");
+        assert!(r.was_evicted("urn:ev:2") && !r.was_evicted("urn:ev:9"));
+        assert!(!r.was_evicted("urn:ev:never"));
         assert_eq!(r.after(6, 10, t).unwrap_err(), Unresumable::Expired);
         assert_eq!(ids(r.after(7, 10, t)), vec![8, 9, 10]);
         assert_eq!(r.after(11, 10, t).unwrap_err(), Unresumable::Unknown);

@@ -55,15 +55,21 @@ impl Hub {
             Resume::Named(name) => Some(name.clone()),
             _ => None,
         };
+        // A private event this subscriber may not see is, to it, an id that does not exist:
+        // its answer must not tell whether one does.
+        let visible = |e: &StoredEvent| !e.private || interest.may_see_private(&e.topics);
         let resume = match resume {
             Resume::Named(name) => match st.history.find_public(&name) {
-                Some(seq) => Resume::After(seq),
-                None => match Resume::parse(Some(&name)) {
-                    Resume::After(seq) if st.history.find_public(&seq.to_string()).is_none() => {
-                        Resume::After(seq)
-                    }
+                Some(ev) if visible(ev) => Resume::After(ev.id),
+                found => match Resume::parse(Some(&name)) {
+                    Resume::After(seq) if found.is_none() => Resume::After(seq),
                     _ => {
-                        let reset = self.reset_event("unknown", last_id, &newest);
+                        let why = if st.history.was_evicted(&name) {
+                            "expired"
+                        } else {
+                            "unknown"
+                        };
+                        let reset = self.reset_event(why, last_id, &newest);
                         return self.attach(
                             st,
                             interest,
