@@ -530,3 +530,89 @@ fn a_private_updates_id_cannot_be_probed() {
     );
     assert_eq!(s.header("last-event-id"), Some("urn:order:alice-42"));
 }
+
+/// Finding 14: JWT NumericDates as RFC 7519 has them: a fractional `exp` was refused with a
+/// misleading message, `nbf` as a string was ignored, any `aud` was refused, and a validly
+/// signed `exp ≥ 2^63` panicked the request.
+#[test]
+fn jwt_dates_and_audiences_follow_rfc_7519() {
+    let Some((d, n)) =
+        daemon_behind_nginx(&hub_config("jwt_audience = [\"https://hub.example\"]\n"))
+    else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let sub = |claims: serde_json::Value| {
+        let mut c = claims;
+        c["mercure"] = serde_json::json!({"subscribe": ["*"]});
+        let t = jwt_token("HS256", SECRET, c);
+        let mut s = HttpStream::open(
+            n.port,
+            "GET",
+            &format!("{HUB}?topic=x"),
+            &[("Authorization", &format!("Bearer {t}"))],
+        );
+        let body = if s.status == 200 {
+            String::new()
+        } else {
+            s.rest()
+        };
+        (s.status, body)
+    };
+    let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap() };
+    assert_eq!(sub(json(&format!("{{\"exp\": {}}}", now + 60.5))).0, 200);
+    let (status, body) = sub(json(&format!("{{\"exp\": {}}}", now - 10.5)));
+    assert_eq!(status, 401);
+    assert!(body.contains("expired"), "{body}");
+    let (status, body) = sub(json("{\"nbf\": \"0\"}"));
+    assert_eq!(status, 401);
+    assert!(body.contains("nbf must be a number"), "{body}");
+    let (status, body) = sub(json(&format!("{{\"nbf\": {}}}", now + 3600.0)));
+    assert_eq!(
+        (status, body.contains("not valid yet")),
+        (401, true),
+        "{body}"
+    );
+    assert_eq!(sub(json("{\"aud\": \"https://hub.example\"}")).0, 200);
+    assert_eq!(
+        sub(json("{\"aud\": [\"x\", \"https://hub.example\"]}")).0,
+        200
+    );
+    let (status, body) = sub(json("{\"aud\": \"https://other.example\"}"));
+    assert_eq!(status, 401);
+    assert!(body.contains("jwt_audience"), "{body}");
+    // Far-future expiry: a token that never expires, not a panic.
+    for exp in ["9223372036854775808", "18446744073709551616", "1e300"] {
+        assert_eq!(
+            sub(json(&format!("{{\"exp\": {exp}}}"))).0,
+            200,
+            "exp {exp}"
+        );
+    }
+    assert!(!d.log().contains("panicked"), "{}", d.log());
+}
+
+/// Without `jwt_audience`, a token naming an audience is refused with a reason (RFC 7519
+/// 4.1.3), not a bare 401.
+#[test]
+fn a_token_with_an_audience_needs_jwt_audience() {
+    let Some((_d, n)) = daemon_behind_nginx(&hub_config("")) else {
+        return;
+    };
+    let t = jwt_token(
+        "HS256",
+        SECRET,
+        serde_json::json!({"aud": "https://hub.example", "mercure": {"subscribe": ["*"]}}),
+    );
+    let mut s = HttpStream::open(
+        n.port,
+        "GET",
+        &format!("{HUB}?topic=x"),
+        &[("Authorization", &format!("Bearer {t}"))],
+    );
+    assert_eq!(s.status, 401);
+    assert!(s.rest().contains("set jwt_audience"));
+}

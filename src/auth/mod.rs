@@ -25,6 +25,9 @@ pub const MAX_TOKEN_BYTES: usize = 8192;
 pub struct Verifier {
     alg: Algorithm,
     key: DecodingKey,
+    /// Audiences a token's `aud` may name (`jwt_audience`); empty: a token with `aud` is
+    /// refused (RFC 7519 4.1.3: a recipient not named in it must reject it).
+    audience: Vec<String>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -63,7 +66,17 @@ impl Verifier {
             _ => DecodingKey::from_rsa_pem(&pem()?)
                 .map_err(|e| format!("not an RSA public key in PEM form: {e}"))?,
         };
-        Ok(Verifier { alg, key })
+        Ok(Verifier {
+            alg,
+            key,
+            audience: Vec::new(),
+        })
+    }
+
+    /// Accepts tokens whose `aud` names one of `audience`.
+    pub fn with_audience(mut self, audience: &[String]) -> Verifier {
+        self.audience = audience.to_vec();
+        self
     }
 
     /// Checks a token's signature, algorithm, `exp` and `nbf`; returns its claims.
@@ -81,16 +94,17 @@ impl Verifier {
                 header.alg, self.alg
             )));
         }
+        // Signature and algorithm by jsonwebtoken; the registered claims here, as RFC 7519
+        // says (NumericDates may be fractional; a date that is not a number is an error).
         let mut v = Validation::new(self.alg);
         v.required_spec_claims.clear();
-        v.validate_exp = true;
-        v.validate_nbf = true;
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.validate_aud = false;
         v.leeway = 0;
         let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             AuthError::Invalid(match e.kind() {
-                K::ExpiredSignature => "token expired (exp)".into(),
-                K::ImmatureSignature => "token not valid yet (nbf)".into(),
                 K::InvalidSignature => "bad signature".into(),
                 K::InvalidAlgorithm => "algorithm not accepted".into(),
                 K::Json(_) => "claims are not the expected JSON (mercure.publish and mercure.subscribe are lists of strings)".into(),
@@ -98,6 +112,10 @@ impl Verifier {
             })
         })?;
         let c = data.claims;
+        let exp = check_dates(&c)?;
+        if let Some(aud) = &c.aud {
+            self.check_audience(aud)?;
+        }
         let m = c.mercure.unwrap_or_default();
         Ok(Claims {
             publish: m
@@ -107,9 +125,64 @@ impl Verifier {
                 .subscribe
                 .map(|v| v.iter().map(|s| Selector::parse(s)).collect()),
             payload: m.payload,
-            expires: c.exp.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+            // A date past what a clock can hold never comes: no expiry.
+            expires: exp.and_then(|e| UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(e).ok()?)),
         })
     }
+
+    /// `aud` (a string or a list of strings) must name one of the configured audiences.
+    fn check_audience(&self, aud: &serde_json::Value) -> Result<(), AuthError> {
+        let named: Vec<&str> = match aud {
+            serde_json::Value::String(s) => vec![s.as_str()],
+            serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        if named.is_empty() {
+            return Err(AuthError::Invalid(
+                "aud must be a string or a list of strings".into(),
+            ));
+        }
+        if self.audience.is_empty() {
+            return Err(AuthError::Invalid(
+                "the token names an audience (aud) and this route accepts none: set jwt_audience"
+                    .into(),
+            ));
+        }
+        if named.iter().any(|a| self.audience.iter().any(|b| b == a)) {
+            Ok(())
+        } else {
+            Err(AuthError::Invalid(
+                "the token's audience (aud) is not one of this route's jwt_audience".into(),
+            ))
+        }
+    }
+}
+
+/// `exp` (returned) and `nbf` against the clock, without leeway.
+fn check_dates(c: &RawClaims) -> Result<Option<f64>, AuthError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let exp = c.exp.as_ref().map(|v| numeric_date(v, "exp")).transpose()?;
+    if exp.is_some_and(|exp| now >= exp) {
+        return Err(AuthError::Invalid("token expired (exp)".into()));
+    }
+    if let Some(nbf) = c.nbf.as_ref().map(|v| numeric_date(v, "nbf")).transpose()? {
+        if now < nbf {
+            return Err(AuthError::Invalid("token not valid yet (nbf)".into()));
+        }
+    }
+    Ok(exp)
+}
+
+/// A NumericDate (RFC 7519 2): seconds since 1970 as a JSON number, fractional or not.
+fn numeric_date(v: &serde_json::Value, claim: &str) -> Result<f64, AuthError> {
+    v.as_f64().filter(|f| f.is_finite()).ok_or_else(|| {
+        AuthError::Invalid(format!(
+            "{claim} must be a number of seconds since 1970 (a NumericDate)"
+        ))
+    })
 }
 
 /// Shortest HMAC secret accepted: 256 bits, as RFC 7518 (3.2) asks of HS256.
@@ -147,7 +220,9 @@ fn check_hmac_secret(key: &str, alg: Algorithm) -> Result<(), String> {
 
 #[derive(Deserialize)]
 struct RawClaims {
-    exp: Option<u64>,
+    exp: Option<serde_json::Value>,
+    nbf: Option<serde_json::Value>,
+    aud: Option<serde_json::Value>,
     mercure: Option<MercureClaim>,
 }
 

@@ -31,7 +31,10 @@ impl RouteAuth {
     pub fn from_route(conf: &RouteConfig) -> Result<RouteAuth, String> {
         let verifier = |key: &Option<toml::Spanned<String>>, alg: &toml::Spanned<String>| {
             key.as_ref()
-                .map(|k| Verifier::from_config(alg.get_ref(), k.get_ref()))
+                .map(|k| {
+                    Verifier::from_config(alg.get_ref(), k.get_ref())
+                        .map(|v| v.with_audience(&conf.jwt_audience))
+                })
                 .transpose()
         };
         Ok(RouteAuth {

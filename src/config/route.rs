@@ -81,6 +81,10 @@ pub struct RouteConfig {
     /// `mercure`: the only algorithm accepted for subscribers' tokens.
     #[serde(default = "default_jwt_alg")]
     pub subscriber_jwt_alg: toml::Spanned<String>,
+    /// `topics`, `mercure`: audiences a token's `aud` may name; a token with an `aud` that
+    /// names none of them is refused (401), and so is any token with `aud` when this is empty.
+    #[serde(default)]
+    pub jwt_audience: Vec<String>,
     /// `mercure`: subscribers without a token are served public updates (else refused, 401).
     #[serde(default)]
     pub anonymous: bool,
@@ -234,6 +238,7 @@ fn route(path: &str, kind: RouteKind) -> RouteConfig {
         anonymous: false,
         cors_origins: Vec::new(),
         publish_origins: Vec::new(),
+        jwt_audience: Vec::new(),
         cookie_name: default_cookie_name(),
         subscriptions: false,
         user_param: None,
