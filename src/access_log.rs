@@ -37,6 +37,32 @@ pub struct StreamLog {
     pub started: Instant,
 }
 
+/// Query parameters whose values are credentials (Mercure's `authorization` holds a JWT).
+const SECRET_PARAMS: &[&str] = &["authorization", "access_token", "token"];
+
+/// `uri` with the values of credential parameters replaced by `REDACTED`, so that an access
+/// log never stores a token (the parameter's name is matched as a server decodes it).
+pub fn redact_uri(uri: &str) -> String {
+    let Some((path, query)) = uri.split_once('?') else {
+        return uri.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let (k, _) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = percent_encoding::percent_decode_str(&k.replace('+', " "))
+                .decode_utf8_lossy()
+                .to_ascii_lowercase();
+            if SECRET_PARAMS.contains(&name.as_str()) {
+                format!("{k}=REDACTED")
+            } else {
+                pair.to_string()
+            }
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
 fn open_file(path: &PathBuf) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)
@@ -106,5 +132,28 @@ impl AccessLog {
         if let Err(TrySendError::Full(_)) = self.tx.try_send(text) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_never_reach_the_log() {
+        assert_eq!(
+            redact_uri("/hub?topic=a%2Fb&authorization=eyJ.x.y&lastEventID=3"),
+            "/hub?topic=a%2Fb&authorization=REDACTED&lastEventID=3"
+        );
+        assert_eq!(
+            redact_uri("/hub?%61uthorization=eyJ"),
+            "/hub?%61uthorization=REDACTED"
+        );
+        assert_eq!(
+            redact_uri("/hub?Authorization=eyJ&token"),
+            "/hub?Authorization=REDACTED&token=REDACTED"
+        );
+        assert_eq!(redact_uri("/events?topic=t"), "/events?topic=t");
+        assert_eq!(redact_uri("/events"), "/events");
     }
 }

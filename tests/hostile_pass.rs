@@ -616,3 +616,38 @@ fn a_token_with_an_audience_needs_jwt_audience() {
     assert_eq!(s.status, 401);
     assert!(s.rest().contains("set jwt_audience"));
 }
+
+/// Finding 13 (first part): the access log stored `?authorization=<JWT>` in `uri`.
+#[test]
+fn the_access_log_never_stores_a_token() {
+    let dir = TempDir::new("access-redact");
+    let log = dir.path("access.log");
+    let Some((d, n)) = daemon_behind_nginx(&format!(
+        "[server]\naccess_log = \"{}\"\n\n{}",
+        log.display(),
+        hub_config("")
+    )) else {
+        return;
+    };
+    let token = jwt_token(
+        "HS256",
+        SECRET,
+        serde_json::json!({"mercure": {"subscribe": ["*"]}}),
+    );
+    let s = HttpStream::open(
+        n.port,
+        "GET",
+        &format!("{HUB}?topic=x&authorization={token}"),
+        &[],
+    );
+    assert_eq!(s.status, 200);
+    drop(s);
+    wait_for("the access line", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("topic=x"))
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(&token), "{text}");
+    assert!(!text.contains("eyJ"), "{text}");
+    assert!(text.contains("authorization=REDACTED"), "{text}");
+    assert!(!d.log().contains(&token));
+}

@@ -534,7 +534,7 @@ impl App {
                 StreamLog {
                     req: req.id.clone(),
                     route: route.path.clone(),
-                    uri: req.var("REQUEST_URI").unwrap_or(&req.path).to_string(),
+                    uri: crate::access_log::redact_uri(req.var("REQUEST_URI").unwrap_or(&req.path)),
                     peer: req.peer.clone(),
                     started: Instant::now(),
                 },
