@@ -352,3 +352,115 @@ fn a_program_runs_as_the_configured_user_when_fastsse_is_root() {
     let mut c = open(&d.socket, "/who", &[]);
     c.read_stdout_until(1, "data: www-data");
 }
+
+/// Issue 19, finding 8: what a program started (`sleep 3600 &`) outlived it — one orphan per
+/// connect/leave, after `idle_stop` too, and after `kill -9` of the daemon. Every program now
+/// runs under a guard leading a process group that ends with it.
+#[test]
+fn what_a_program_starts_ends_with_it_even_when_fastsse_is_killed() {
+    let dir = TempDir::new("cmd-orphans");
+    let each = script(
+        &dir,
+        "orphan-each.sh",
+        "sleep 3671 &\nwhile true; do printf 'data: x\\n\\n'; sleep 0.2; done",
+    );
+    let shared = script(
+        &dir,
+        "orphan-shared.sh",
+        "sleep 3672 &\nwhile true; do printf 'data: y\\n\\n'; sleep 0.2; done",
+    );
+    let config = with_status(&format!(
+        "{}{}",
+        route(
+            "/each",
+            &format!("mode = \"per-stream\"\ncommand = [\"{each}\"]\nkill_grace = \"1s\"")
+        ),
+        route(
+            "/shared",
+            &format!("command = [\"{shared}\"]\nidle_stop = \"1s\"")
+        )
+    ));
+    let d = Daemon::start(&config);
+    for _ in 0..5 {
+        let mut c = open(&d.socket, "/each", &[]);
+        c.read_stdout_until(1, "data: x");
+    }
+    wait_for(
+        "every per-stream program and what it started to end",
+        Duration::from_secs(10),
+        || processes("3671").is_empty() && processes("orphan-each.sh").is_empty(),
+    );
+    let mut c = open(&d.socket, "/shared", &[]);
+    c.read_stdout_until(1, "data: y");
+    drop(c);
+    wait_for(
+        "the idle shared program and what it started to end",
+        Duration::from_secs(10),
+        || processes("3672").is_empty() && processes("orphan-shared.sh").is_empty(),
+    );
+    // fastsse killed outright while both run.
+    let mut a = open(&d.socket, "/each", &[]);
+    a.read_stdout_until(1, "data: x");
+    let mut b = open(&d.socket, "/shared", &[]);
+    b.read_stdout_until(1, "data: y");
+    assert_eq!((processes("3671").len(), processes("3672").len()), (1, 1));
+    d.signal("KILL");
+    wait_for(
+        "the programs and what they started to follow fastsse out",
+        Duration::from_secs(10),
+        || processes("367").is_empty() && processes("orphan-").is_empty(),
+    );
+}
+
+/// Issue 19, finding 11: `max_processes` was not enforced across a SIGHUP (10 programs ran with
+/// max 5) nor across `[server] processes = 2` (3 ran with max 2). Slots are lock files now,
+/// shared by a reloaded route and by every worker; /status counts the box's.
+#[test]
+fn max_processes_holds_across_a_reload_and_across_workers() {
+    let dir = TempDir::new("cmd-max");
+    let prog = script(
+        &dir,
+        "max-each.sh",
+        "while true; do printf 'data: m\\n\\n'; sleep 0.2; done",
+    );
+    for workers in [1, 2] {
+        let config = format!(
+            "[server]\nprocesses = {workers}\n\n{}",
+            with_status(&route(
+                "/each",
+                &format!("mode = \"per-stream\"\ncommand = [\"{prog}\"]\nmax_processes = 3")
+            ))
+        );
+        let d = Daemon::start(&config);
+        let mut streams = Vec::new();
+        for _ in 0..3 {
+            let mut c = open(&d.socket, "/each", &[]);
+            c.read_stdout_until(1, "data: m");
+            streams.push(c);
+        }
+        if workers == 1 {
+            d.signal("HUP");
+            wait_for("the reload", Duration::from_secs(5), || {
+                d.log().contains("SIGHUP: reloaded")
+            });
+        }
+        for _ in 0..4 {
+            let mut c = open(&d.socket, "/each", &[]);
+            let head = c.read_stdout_until(1, "\r\n\r\n");
+            assert!(head.starts_with("Status: 503"), "workers {workers}: {head}");
+        }
+        assert_eq!(processes("max-each.sh").len(), 3, "workers {workers}");
+        let status = d.status();
+        assert!(
+            status.contains("\"running\":3"),
+            "workers {workers}: {status}"
+        );
+        drop(streams);
+        wait_for("the programs to end", Duration::from_secs(10), || {
+            processes("max-each.sh").is_empty()
+        });
+        // Slots come back: a new stream starts again.
+        let mut c = open(&d.socket, "/each", &[]);
+        c.read_stdout_until(1, "data: m");
+    }
+}

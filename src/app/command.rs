@@ -37,7 +37,9 @@ pub(super) fn command_route(
         max_event_bytes: r.max_event_bytes,
     };
     let kind = match r.mode {
-        Mode::PerStream => CommandKind::PerStream(PerStream::new(program, output, r.max_processes)),
+        Mode::PerStream => {
+            CommandKind::PerStream(PerStream::new(program, output, process_slots(config, r)))
+        }
         Mode::Shared => {
             let hub = match &r.topic {
                 Some(t) => Some((
@@ -62,6 +64,25 @@ pub(super) fn command_route(
         conf: r.clone(),
         auth: RouteAuth::from_route(r)?,
         kind,
+    })
+}
+
+/// A per-stream route's `max_processes` slots: lock files in the data directory, shared by a
+/// reloaded route and by every worker; counted in this process only where they cannot be made.
+fn process_slots(config: &Config, r: &RouteConfig) -> std::sync::Arc<crate::command::slots::Slots> {
+    use crate::command::slots::Slots;
+    let dir = config
+        .journal
+        .dir
+        .join(".process-slots")
+        .join(r.journal_name());
+    Slots::open(&dir, r.max_processes).unwrap_or_else(|e| {
+        log::warn!(
+            "route {}: cannot keep process slots in {} ({e}); max_processes counts this process only",
+            r.path.get_ref(),
+            dir.display()
+        );
+        Slots::in_process(r.max_processes)
     })
 }
 

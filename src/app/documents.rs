@@ -333,7 +333,7 @@ impl App {
                     }),
                     super::CommandKind::PerStream(p) => serde_json::json!({
                         "mode": "per-stream",
-                        "running": p.running.load(Ordering::Relaxed),
+                        "running": p.slots.running(),
                         "dropped": p.dropped.load(Ordering::Relaxed),
                     }),
                 };

@@ -6,9 +6,11 @@
 //! gets PATH and the `env` allow-list only, runs in `working_dir`, and as `user` when fastsse
 //! runs as root. Its stderr is logged line by line with the route.
 
+pub mod guard;
 pub mod output;
 pub mod per_stream;
 pub mod shared;
+pub mod slots;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -121,10 +123,15 @@ impl Program {
         }
     }
 
-    /// Starts the program with `extra` environment variables; stdout piped, stderr logged.
+    /// Starts the program with `extra` environment variables; stdout piped, stderr logged. It
+    /// runs under a [`guard`] that leads its process group: the child returned is the guard,
+    /// whose pid is the group's id.
     pub fn spawn(&self, extra: &[(String, String)]) -> std::io::Result<tokio::process::Child> {
-        let mut cmd = tokio::process::Command::new(&self.argv[0]);
-        cmd.args(&self.argv[1..])
+        // The running binary, even if the file was replaced since (an upgrade).
+        let mut cmd = tokio::process::Command::new("/proc/self/exe");
+        cmd.arg(guard::ARG)
+            .arg(self.kill_grace.as_millis().to_string())
+            .args(&self.argv)
             .env_clear()
             .env(
                 "PATH",
@@ -133,7 +140,8 @@ impl Program {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // Its own process group: a signal to fastsse's group does not reach it twice.
+            // Its own process group (the guard leads it): a signal to fastsse's group does not
+            // reach it twice, and ending the program ends all it started.
             .process_group(0);
         for name in &self.env {
             if let Some(v) = std::env::var_os(name) {
@@ -149,13 +157,14 @@ impl Program {
         if let Some((uid, gid)) = self.ids {
             cmd.uid(uid).gid(gid);
         }
-        // Ends with fastsse even when fastsse is killed outright (no orphaned loops). Set in
-        // the child after its uid changed (a change of credentials clears it). Programs are
-        // started from runtime worker threads, which live as long as the runtime.
+        // Ends with fastsse even when fastsse is killed outright (no orphaned loops): the
+        // guard gets SIGTERM and ends the program's group. Set in the child after its uid
+        // changed (a change of credentials clears it). Programs are started from runtime
+        // worker threads, which live as long as the runtime.
         // SAFETY: prctl is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
                     .map_err(std::io::Error::from)
             });
         }
@@ -204,19 +213,23 @@ async fn log_lines(route: String, pid: Option<u32>, mut err: impl AsyncRead + Un
     }
 }
 
-/// Ends a program: SIGTERM now, SIGKILL after `grace` if it is still there; then reaps it.
-/// In the background (a browser leaving does not wait for it).
+/// Ends a program and all it started: SIGTERM to its guard, which passes it to the group and
+/// sends SIGKILL after `grace`; should the guard itself not be gone a second after that, the
+/// whole group gets SIGKILL from here. Then reaps it. In the background (a browser leaving does
+/// not wait for it).
 pub fn end(mut child: tokio::process::Child, grace: Duration) {
+    use nix::sys::signal::{kill, killpg, Signal};
     let Some(pid) = child.id() else { return };
     let pid = nix::unistd::Pid::from_raw(pid as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = kill(pid, Signal::SIGTERM);
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        let _ = child.start_kill();
+        let _ = killpg(pid, Signal::SIGKILL);
         return;
     };
     rt.spawn(async move {
-        if tokio::time::timeout(grace, child.wait()).await.is_err() {
-            let _ = child.start_kill();
+        let limit = grace + Duration::from_secs(1);
+        if tokio::time::timeout(limit, child.wait()).await.is_err() {
+            let _ = killpg(pid, Signal::SIGKILL);
             let _ = child.wait().await;
         }
     });

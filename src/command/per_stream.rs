@@ -5,7 +5,7 @@
 //! ended, or the server stops. Past `max_processes`, 503.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,6 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdout};
 
 use super::output::{DropReport, OutputParser, OutputRules};
+use super::slots::{Slot, Slots};
 use super::{end, Program};
 use crate::request::Request;
 use crate::response::FullResponse;
@@ -54,39 +55,36 @@ fn program_env<'a>(vars: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(Strin
 pub struct PerStream {
     program: Program,
     output: OutputRules,
-    max: usize,
-    /// Programs running now.
-    pub running: Arc<AtomicUsize>,
+    /// `max_processes`, counted across reloads and workers.
+    pub slots: Arc<Slots>,
     /// Events the programs printed that were dropped (over `max_event_bytes`).
     pub dropped: Arc<AtomicU64>,
 }
 
 impl PerStream {
-    /// A per-stream route running `program`, at most `max` at once.
-    pub fn new(program: Program, output: OutputRules, max: usize) -> PerStream {
+    /// A per-stream route running `program`, one per slot at most.
+    pub fn new(program: Program, output: OutputRules, slots: Arc<Slots>) -> PerStream {
         PerStream {
             program,
             output,
-            max,
-            running: Arc::new(AtomicUsize::new(0)),
+            slots,
             dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Starts the program for `req`; a 503 past `max_processes`, a 500 when it cannot start.
     pub fn open(&self, req: &Request) -> Result<ProcessSource, FullResponse> {
-        let running = self.running.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(self.running.clone());
-        if running >= self.max {
+        let Some(slot) = self.slots.try_take() else {
             return Err(FullResponse::text(
                 503,
                 format!(
                     "{}: all {} programs are running (max_processes); retry",
-                    self.program.route, self.max
+                    self.program.route,
+                    self.slots.len()
                 ),
             )
             .with_header("Retry-After", "5"));
-        }
+        };
         let mut env = program_env(req.vars());
         env.push(("GATEWAY_INTERFACE".into(), "CGI/1.1".into()));
         let mut child = self.program.spawn(&env).map_err(|e| {
@@ -113,15 +111,6 @@ impl PerStream {
             grace: self.program.kill_grace,
             _slot: slot,
         })
-    }
-}
-
-/// Gives a process slot back when the stream ends.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

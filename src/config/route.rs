@@ -135,7 +135,10 @@ pub struct RouteConfig {
     #[serde(default)]
     pub user: Option<String>,
     /// `command`, per-stream: most programs at once; past it, 503.
-    #[serde(default = "default_max_processes", deserialize_with = "de_positive")]
+    #[serde(
+        default = "default_max_processes",
+        deserialize_with = "de_max_processes"
+    )]
     pub max_processes: usize,
     /// `command`: after SIGTERM, how long a program has before SIGKILL.
     #[serde(
@@ -160,6 +163,19 @@ fn default_max_event_bytes() -> usize {
 fn default_idle_stop() -> Duration {
     Duration::from_secs(30)
 }
+/// Most `max_processes`: each slot is a lock file held open (an fd) by every worker.
+pub const MAX_PROCESSES: usize = 4096;
+
+fn de_max_processes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if !(1..=MAX_PROCESSES).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "must be 1 to {MAX_PROCESSES} (each is a lock file kept open)"
+        )));
+    }
+    Ok(v)
+}
+
 fn default_max_processes() -> usize {
     100
 }
