@@ -39,6 +39,7 @@ pub mod publish_client;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod siblings;
 pub mod source;
 pub mod sse;
 pub mod stats;

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Default)]
 pub struct Exposition {
     out: String,
+    /// Labels every sample carries (`worker` under `[server] processes`: each worker's
+    /// counters are a series of their own, never one series that seems to reset).
+    common: Vec<(String, String)>,
 }
 
 /// A metric's kind.
@@ -73,6 +76,17 @@ fn escape(v: &str) -> String {
 }
 
 impl Exposition {
+    /// A document whose every sample carries `labels` too.
+    pub fn with_labels(labels: &[(&str, &str)]) -> Exposition {
+        Exposition {
+            out: String::new(),
+            common: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
     /// Starts a metric family.
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
         let kind = match kind {
@@ -87,9 +101,12 @@ impl Exposition {
     /// One sample of the family just started.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
         self.out.push_str(name);
-        if !labels.is_empty() {
-            let inner: Vec<String> = labels
+        if !labels.is_empty() || !self.common.is_empty() {
+            let inner: Vec<String> = self
+                .common
                 .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain(labels.iter().copied())
                 .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
                 .collect();
             let _ = write!(self.out, "{{{}}}", inner.join(","));
@@ -153,6 +170,23 @@ mod tests {
         assert_eq!(buckets[3], (0.005, 3));
         assert_eq!(buckets[6], (0.05, 4));
         assert_eq!(buckets.last().unwrap().1, 4, "5 s is only in +Inf");
+    }
+
+    #[test]
+    fn common_labels_go_first_on_every_sample() {
+        let mut e = Exposition::with_labels(&[("worker", "2")]);
+        e.single("fastsse_up", Kind::Gauge, "Up.", 1.0);
+        e.family("fastsse_x_total", Kind::Counter, "X.").sample(
+            "fastsse_x_total",
+            &[("route", "/events")],
+            5.0,
+        );
+        let text = e.finish();
+        assert!(text.contains("fastsse_up{worker=\"2\"} 1\n"), "{text}");
+        assert!(
+            text.contains("fastsse_x_total{worker=\"2\",route=\"/events\"} 5\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -170,6 +170,17 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
         };
         tracker.spawn(acceptor.run(l));
     }
+    // A worker of several answers its siblings (the box's subscriptions list).
+    let config = app.config();
+    if let (Some(me), true) = (crate::workers::worker_number(), config.server.processes > 1) {
+        let app = app.clone();
+        tracker.spawn(crate::siblings::answer(
+            config.journal.dir.clone(),
+            me,
+            Arc::new(move |route: &str| app.presences_on(route)),
+            shutdown.clone(),
+        ));
+    }
     // Started by an upgrade: now that this process accepts, the old one may drain.
     crate::upgrade::relieve_predecessor();
     shutdown.cancelled().await;

@@ -79,14 +79,15 @@ fn costly_selectors_do_not_stall_publishes_or_other_routes() {
         assert_eq!(s.status, 200);
         s.rest();
         assert!(
-            t.elapsed() < Duration::from_secs(2),
+            t.elapsed() < Duration::from_secs(5),
             "/status took {:?}",
             t.elapsed()
         );
     }
-    // Before the fix: ~4 s per publish (release build); now milliseconds.
+    // Before the fix: ~4 s per publish in a release build, over 10 s in a debug one; now
+    // milliseconds (the bound leaves room for a loaded machine).
     assert!(
-        start.elapsed() < Duration::from_secs(8),
+        start.elapsed() < Duration::from_secs(20),
         "5 publishes took {:?}",
         start.elapsed()
     );
@@ -332,9 +333,9 @@ fn a_program_that_never_ends_an_event_keeps_memory_flat() {
     let line = format!("data: {}", "x".repeat(100));
     let Some((d, n)) = daemon_behind_nginx(&format!(
         "[[route]]\npath = \"/events\"\ntype = \"command\"\nmode = \"shared\"\n\
-         command = [\"yes\", \"{line}\"]\n\n\
+         command = [\"nice\", \"-n\", \"19\", \"yes\", \"{line}\"]\n\n\
          [[route]]\npath = \"/clock\"\ntype = \"command\"\nmode = \"per-stream\"\n\
-         command = [\"yes\", \"{line}\"]\nmax_event_bytes = 4096\n\n\
+         command = [\"nice\", \"-n\", \"19\", \"yes\", \"{line}\"]\nmax_event_bytes = 4096\n\n\
          [[route]]\npath = \"/status\"\ntype = \"status\"\n"
     )) else {
         return;

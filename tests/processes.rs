@@ -291,3 +291,80 @@ fn the_shipped_50k_nginx_config_serves_the_workers() {
     assert_eq!(r["events_lost"], 0, "{r}");
     assert!(r["events_expected"].as_u64().unwrap() >= 200 * 15, "{r}");
 }
+
+/// Issue 19, finding 12: under `processes = N` the subscriptions API listed only the answering
+/// worker's subscriptions (3 of 6), and each scrape of /metrics came from a worker of its own
+/// with no label (counters seemed to go back). Workers now ask each other, and every sample
+/// says which worker it is from.
+#[test]
+fn the_subscriptions_api_lists_every_workers_and_metrics_say_which_worker() {
+    if !have("nginx") {
+        return;
+    }
+    let secret = "!ChangeThisMercureHubJWTSecretKey!";
+    let d = Daemon::start(&format!(
+        "[server]\nprocesses = 3\n\n\
+         [[route]]\npath = \"/.well-known/mercure\"\ntype = \"mercure\"\n\
+         publisher_jwt_key = \"{secret}\"\nsubscriber_jwt_key = \"{secret}\"\n\
+         anonymous = true\nsubscriptions = true\n\n\
+         [[route]]\npath = \"/status\"\ntype = \"status\"\n\n\
+         [[route]]\npath = \"/metrics\"\ntype = \"metrics\"\n"
+    ));
+    let supervisor = d.pid();
+    wait_for("three workers", Duration::from_secs(10), || {
+        children(supervisor).len() == 3
+    });
+    let n = Nginx::start(&format!("unix:{}", d.socket.display()), "");
+    let streams: Vec<HttpStream> = (0..12)
+        .map(|i| {
+            HttpStream::open(
+                n.port,
+                "GET",
+                &format!("/.well-known/mercure?topic=room{i}"),
+                &[],
+            )
+        })
+        .collect();
+    assert!(streams.iter().all(|s| s.status == 200));
+    let token = jwt_token(
+        "HS256",
+        secret,
+        serde_json::json!({"mercure": {"subscribe": ["/.well-known/mercure/subscriptions{/topic}{/subscriber}"]}}),
+    );
+    // Asked 10 times, so that every worker answers at least once: always all 12.
+    for _ in 0..10 {
+        let mut s = HttpStream::open(
+            n.port,
+            "GET",
+            "/.well-known/mercure/subscriptions",
+            &[("Authorization", &format!("Bearer {token}"))],
+        );
+        let body = s.rest();
+        assert_eq!(s.status, 200, "{body}");
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(doc["subscriptions"].as_array().unwrap().len(), 12, "{doc}");
+    }
+    // Metrics over FastCGI (the shipped nginx keeps them private): each answer names its worker.
+    let mut workers_seen = BTreeSet::new();
+    for _ in 0..30 {
+        let mut c = FcgiClient::connect(&d.socket);
+        c.send(&get_request(1, "/metrics", false, &[]));
+        let text = String::from_utf8(c.read_response(1).0).unwrap();
+        let up = text
+            .lines()
+            .find(|l| l.starts_with("fastsse_up{"))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string();
+        assert!(up.starts_with("fastsse_up{worker=\""), "{up}");
+        workers_seen.insert(up);
+        assert!(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .filter(|l| l.starts_with("fastsse_"))
+                .all(|l| l.contains("worker=\"")),
+            "{text}"
+        );
+    }
+    assert!(workers_seen.len() >= 2, "{workers_seen:?}");
+    drop(streams);
+}

@@ -18,7 +18,12 @@ impl App {
         let config = self.config();
         let c = &config.server;
         let n = |v: u64| v as f64;
-        let mut e = Exposition::default();
+        // Under `[server] processes`, each worker answers for itself: its samples say which.
+        let worker = crate::workers::worker_number().map(|n| n.to_string());
+        let mut e = match &worker {
+            Some(n) => Exposition::with_labels(&[("worker", n)]),
+            None => Exposition::default(),
+        };
         e.single("fastsse_up", Gauge, "1 while fastsse serves.", 1.0)
             .single(
                 "fastsse_uptime_seconds",

@@ -381,7 +381,7 @@ impl App {
                 _ => None,
             });
             if let Some((m, hub)) = api {
-                return self.mercure_subscriptions(m, hub, req).into();
+                return self.mercure_subscriptions(m, hub, req).await.into();
             }
             return FullResponse::text(404, format!("no route for {}", req.path)).into();
         };

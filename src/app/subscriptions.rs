@@ -113,8 +113,35 @@ impl Drop for Announced {
 }
 
 impl App {
+    /// The active subscriptions of the `mercure` route at `path` held by this process.
+    pub fn presences_on(&self, path: &str) -> Vec<Arc<Presence>> {
+        self.current()
+            .routes
+            .iter()
+            .find(|r| r.path == path)
+            .and_then(|r| match &r.handler {
+                super::Handler::Mercure(_, hub) => Some(hub.presences()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    /// The route's active subscriptions on the whole box: this process's and, under
+    /// `[server] processes`, every sibling worker's.
+    async fn box_presences(&self, hub: &Hub, path: &str) -> Vec<Arc<Presence>> {
+        let mut all = hub.presences();
+        let config = self.config();
+        if let (Some(me), true) = (crate::workers::worker_number(), config.server.processes > 1) {
+            all.extend(
+                crate::siblings::presences(&config.journal.dir, config.server.processes, me, path)
+                    .await,
+            );
+        }
+        all
+    }
+
     /// `GET {hub}/subscriptions[/{topic}[/{subscriber}]]`.
-    pub(super) fn mercure_subscriptions(
+    pub(super) async fn mercure_subscriptions(
         &self,
         m: &MercureRoute,
         hub: &Hub,
@@ -150,7 +177,7 @@ impl App {
             return FullResponse::text(404, "no such subscription resource");
         }
         let mut docs = Vec::new();
-        for p in hub.presences() {
+        for p in self.box_presences(hub, hub_path).await {
             for t in &p.topics {
                 let id = subscription_topic(hub_path, t, &p.subscriber);
                 let selected = parts.first().is_none_or(|want| want == t)

@@ -23,8 +23,9 @@ pub struct Interest {
     pub presence: Option<std::sync::Arc<Presence>>,
 }
 
-/// A subscription as a hub that lists them shows it.
-#[derive(Clone, Debug, PartialEq)]
+/// A subscription as a hub that lists them shows it (and as workers of one box tell each
+/// other, [`crate::siblings`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Presence {
     /// The subscriber's id (an IRI such as `urn:uuid:…`).
     pub subscriber: String,
