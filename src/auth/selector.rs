@@ -154,40 +154,25 @@ impl Template {
     /// Whether `topic` is one of this template's expansions. Each part is one linear pass
     /// over the topic: O(parts × topic + template) in all, whatever the template's shape.
     pub fn matches(&self, topic: &str) -> bool {
-        let t = topic.as_bytes();
-        if t.len() > MAX_LEN {
-            return false;
-        }
-        // reach[i]: positions in `topic` where the next part can start.
-        let mut reach = vec![false; t.len() + 1];
-        reach[0] = true;
-        for part in &self.parts {
-            let mut next = vec![false; t.len() + 1];
-            match part {
-                Part::Literal(l) => {
-                    for at in occurrences(l.as_bytes(), t) {
-                        if reach[at] {
-                            next[at + l.len()] = true;
-                        }
-                    }
-                }
-                Part::Expr(op, _) => expand(*op, t, &reach, &mut next),
-            }
-            if !next.contains(&true) {
-                return false;
-            }
-            reach = next;
-        }
-        reach[t.len()]
+        topic.len() <= MAX_LEN && self.walk(topic.as_bytes(), expand)
     }
-}
 
-impl Template {
     /// Whether `topic` has this template's shape: its literal parts in order, anything (even
     /// nothing) in place of each expression. Broader than [`Template::matches`]: what a guard
     /// needs, since a topic that *some* value could be written into must never pass as public.
     pub fn covers(&self, topic: &str) -> bool {
-        let t = topic.as_bytes();
+        self.walk(topic.as_bytes(), |_, _, reach, next| {
+            let mut open = false;
+            for (n, &r) in next.iter_mut().zip(reach) {
+                open |= r;
+                *n = open;
+            }
+        })
+    }
+
+    /// Walks the parts over `t`: `reach[i]` says where the next part can start; a literal
+    /// moves it past each of its occurrences, `expr` says where an expression can end.
+    fn walk(&self, t: &[u8], expr: impl Fn(char, &[u8], &[bool], &mut [bool])) -> bool {
         let mut reach = vec![false; t.len() + 1];
         reach[0] = true;
         for part in &self.parts {
@@ -198,13 +183,10 @@ impl Template {
                         next[at + l.len()] |= reach[at];
                     }
                 }
-                Part::Expr(..) => {
-                    let mut open = false;
-                    for (n, &r) in next.iter_mut().zip(&reach) {
-                        open |= r;
-                        *n = open;
-                    }
-                }
+                Part::Expr(op, _) => expr(*op, t, &reach, &mut next),
+            }
+            if !next.contains(&true) {
+                return false;
             }
             reach = next;
         }

@@ -132,25 +132,37 @@ struct Accepted {
     ev: Arc<StoredEvent>,
     targets: Vec<u64>,
     patterns: Vec<(u64, Arc<[Selector]>)>,
-    /// Outcome per selector text, for this event.
-    seen: HashMap<String, bool>,
+    /// Outcome per selector (by a keyed hash of its text: 8 bytes each), for this event.
+    seen: HashMap<u64, bool>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
+/// Work between two yields of the delivery task: a subscriber looked at costs 1, a selector
+/// matched (linear in the topic) 16.
+const MATCH_WORK_PER_SLICE: usize = 4096;
+
 impl Accepted {
-    /// Matches up to `n` pattern subscribers (from the end of the list).
-    fn match_some(&mut self, n: usize) {
-        let from = self.patterns.len().saturating_sub(n);
-        for (sid, selectors) in self.patterns.drain(from..) {
-            let topics = &self.ev.topics;
-            let seen = &mut self.seen;
-            let wanted = selectors.iter().any(|s| match seen.get(s.text()) {
-                Some(&hit) => hit,
-                None => {
-                    let hit = topics.iter().any(|t| s.matches(t));
-                    seen.insert(s.text().to_string(), hit);
-                    hit
+    /// Matches pattern subscribers (from the end of the list) until `budget` is spent (see
+    /// [`MATCH_WORK_PER_SLICE`]).
+    fn match_some(&mut self, mut budget: usize) {
+        use std::hash::BuildHasher;
+        while budget > 0 {
+            let Some((sid, selectors)) = self.patterns.pop() else {
+                return;
+            };
+            budget = budget.saturating_sub(1);
+            let mut wanted = false;
+            for s in selectors.iter() {
+                let key = self.hasher.hash_one(s.text());
+                let hit = *self.seen.entry(key).or_insert_with(|| {
+                    budget = budget.saturating_sub(16);
+                    self.ev.topics.iter().any(|t| s.matches(t))
+                });
+                if hit {
+                    wanted = true;
+                    break;
                 }
-            });
+            }
             if wanted {
                 self.targets.push(sid);
             }
@@ -160,7 +172,7 @@ impl Accepted {
     /// Matches what is left and gives the event with its subscribers in order, each once (an
     /// event may reach one through several topics).
     fn select(mut self) -> (Arc<StoredEvent>, Vec<u64>) {
-        self.match_some(self.patterns.len());
+        self.match_some(usize::MAX);
         self.targets.sort_unstable();
         self.targets.dedup();
         (self.ev, self.targets)
@@ -476,6 +488,7 @@ impl Hub {
             targets,
             patterns: st.by_pattern.clone(),
             seen: HashMap::new(),
+            hasher: Default::default(),
         })
     }
 
@@ -536,7 +549,7 @@ impl Hub {
                 continue;
             };
             while !accepted.patterns.is_empty() {
-                accepted.match_some(FAN_OUT_SLICE);
+                accepted.match_some(MATCH_WORK_PER_SLICE);
                 tokio::task::yield_now().await;
             }
             let (ev, sids) = accepted.select();
@@ -628,5 +641,55 @@ impl Hub {
     /// Bytes retained for replay.
     pub fn retained_bytes(&self) -> usize {
         self.lock().history.bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_distinct_selector_is_matched_once_per_event_and_work_is_sliced() {
+        let ev = Arc::new(StoredEvent {
+            id: 1,
+            unix_ms: 0,
+            topics: vec!["https://ex.com/books/1".into()],
+            private: false,
+            public_id: None,
+            wire: Bytes::new(),
+        });
+        let books: Arc<[Selector]> = vec![Selector::parse("https://ex.com/books/{id}")].into();
+        let other: Arc<[Selector]> = vec![Selector::parse("https://ex.com/authors/{id}")].into();
+        let mut patterns: Vec<(u64, Arc<[Selector]>)> = (0..1000)
+            .map(|sid| {
+                (
+                    sid,
+                    if sid % 2 == 0 {
+                        books.clone()
+                    } else {
+                        other.clone()
+                    },
+                )
+            })
+            .collect();
+        patterns.push((1000, vec![Selector::parse("*")].into()));
+        let mut a = Accepted {
+            ev,
+            targets: vec![5000],
+            patterns,
+            seen: HashMap::new(),
+            hasher: Default::default(),
+        };
+        a.match_some(100);
+        assert!(
+            a.patterns.len() < 1001 && a.patterns.len() > 850,
+            "{}",
+            a.patterns.len()
+        );
+        let (_, targets) = a.select();
+        assert_eq!(targets.len(), 500 + 1 + 1);
+        assert!(targets.windows(2).all(|w| w[0] < w[1]), "sorted, each once");
+        assert!(targets.contains(&1000) && targets.contains(&5000) && targets.contains(&0));
+        assert!(!targets.contains(&1));
     }
 }
