@@ -37,6 +37,9 @@ pub async fn answer(data_dir: PathBuf, me: usize, presences: Lookup, shutdown: C
         std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
         let _ = std::fs::remove_file(&path);
         let l = std::os::unix::net::UnixListener::bind(&path)?;
+        // Subscriptions carry their tokens' payloads: for this user's processes only.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         l.set_nonblocking(true)?;
         Ok::<_, std::io::Error>((l, path))
     })
