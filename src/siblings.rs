@@ -34,19 +34,22 @@ pub fn socket_path(data_dir: &Path, n: usize) -> PathBuf {
 pub async fn answer(data_dir: PathBuf, me: usize, presences: Lookup, shutdown: CancellationToken) {
     let path = socket_path(&data_dir, me);
     let bound = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        // Subscriptions carry their tokens' payloads: for this user's processes only.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path.parent().unwrap_or(Path::new(".")))?;
         let _ = std::fs::remove_file(&path);
         let l = std::os::unix::net::UnixListener::bind(&path)?;
-        // Subscriptions carry their tokens' payloads: for this user's processes only.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         l.set_nonblocking(true)?;
-        Ok::<_, std::io::Error>((l, path))
+        let inode = std::fs::metadata(&path)?.ino();
+        Ok::<_, std::io::Error>((l, path, inode))
     })
     .await;
-    let (listener, path) = match bound {
-        Ok(Ok((l, path))) => match UnixListener::from_std(l) {
-            Ok(l) => (l, path),
+    let (listener, path, inode) = match bound {
+        Ok(Ok((l, path, inode))) => match UnixListener::from_std(l) {
+            Ok(l) => (l, path, inode),
             Err(e) => return log::warn!("worker {me}: cannot answer siblings: {e}"),
         },
         Ok(Err(e)) => {
@@ -69,7 +72,11 @@ pub async fn answer(data_dir: PathBuf, me: usize, presences: Lookup, shutdown: C
             }
         }
     }
-    let _ = std::fs::remove_file(path);
+    // After an upgrade the path may be a new worker's socket already: remove ours only.
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata(&path).is_ok_and(|m| m.ino() == inode) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 async fn reply(stream: UnixStream, presences: Lookup) -> std::io::Result<()> {

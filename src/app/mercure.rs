@@ -42,7 +42,7 @@ impl MercureRoute {
         };
         let origins = &self.conf.cors_origins;
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
-        if origins.iter().any(|o| o.trim_end_matches('/') == origin) {
+        if crate::auth::origin_listed(origin.trim_end_matches('/'), origins) {
             vec![
                 pair("Access-Control-Allow-Origin", origin),
                 pair("Access-Control-Allow-Credentials", "true"),

@@ -198,7 +198,13 @@ fn check_hmac_secret(key: &str, alg: Algorithm) -> Result<(), String> {
              text as a shared secret: set the matching *_jwt_alg (RS256, ES256, ...) for a public key"
         ));
     }
-    let looks_like_path = ["/", "./", "../", "~/"].iter().any(|p| k.starts_with(p))
+    // An absolute path names a directory that exists (a base64 secret may start with `/`).
+    let absolute = k.starts_with('/')
+        && std::path::Path::new(k)
+            .parent()
+            .is_some_and(|d| d != std::path::Path::new("/") && d.is_dir());
+    let looks_like_path = absolute
+        || ["./", "../", "~/"].iter().any(|p| k.starts_with(p))
         || [".pem", ".key", ".pub", ".crt", ".der"]
             .iter()
             .any(|e| k.to_ascii_lowercase().ends_with(e))

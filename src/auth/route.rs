@@ -9,6 +9,44 @@ use super::{origin_of, token_of, AuthError, Claims, TokenFrom, Verifier};
 use crate::config::RouteConfig;
 use crate::request::Request;
 
+/// Checks `user_topics`: each entry a URI template in which the user is written exactly as
+/// `{user}` or `{+user}`, at least once, and named nowhere else (`{/user}`, `{user:3}`,
+/// `{user,x}`, `{username}`…). Anything else would leave the name unfilled — the template
+/// would then select every user's topics — or guard one literal topic only.
+pub fn check_user_topics(templates: &[String]) -> Result<(), String> {
+    for t in templates {
+        if !matches!(Selector::parse(t), Selector::Template(_)) {
+            return Err(format!("user_topics entry `{t}` is not a URI template"));
+        }
+        let mut filled = false;
+        for body in t.split('{').skip(1).filter_map(|r| r.split('}').next()) {
+            let names = body.trim_start_matches(['+', '#', '.', '/', ';', '?', '&']);
+            let names_user = names.split(',').any(|n| {
+                n.trim_end_matches('*')
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .contains("user")
+            });
+            match body {
+                "user" | "+user" => filled = true,
+                _ if names_user => {
+                    return Err(format!(
+                        "user_topics entry `{t}`: write the user as {{user}} or {{+user}}, not {{{body}}}"
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if !filled {
+            return Err(format!(
+                "user_topics entry `{t}` has no {{user}} (or {{+user}}) to fill in"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A refusal: the status (401 or 403) and the reason for the client.
 pub type Refused = (u16, String);
 
@@ -174,6 +212,36 @@ impl RouteAuth {
         {
             Some(t) => Err((403, format!("topic {t} is not yours to read"))),
             None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_topics_must_fill_in_the_user_exactly() {
+        for ok in [
+            "user/{user}",
+            "u/{+user}/inbox",
+            "u/{user}/{id}",
+            "https://x/{user}{?q}",
+        ] {
+            assert!(check_user_topics(&[ok.to_string()]).is_ok(), "{ok}");
+        }
+        for bad in [
+            "user/{/user}",
+            "user/{user:3}",
+            "user/{#user}",
+            "user/{user,x}",
+            "user/{username}",
+            "user/{user*}",
+            "user/alice",
+            "user/{id}",
+            "user/{user",
+        ] {
+            assert!(check_user_topics(&[bad.to_string()]).is_err(), "{bad}");
         }
     }
 }

@@ -3,9 +3,11 @@
 //! leaves, when it exits by itself, and when fastsse is killed outright (`kill -9`), which no
 //! signal handler in fastsse could see.
 //!
-//! fastsse starts `/proc/self/exe __program-guard GRACE_MS PROGRAM ARGS…` as the leader of a
-//! process group of its own, with `PR_SET_PDEATHSIG = SIGTERM`. The guard runs the program in
-//! that group, reaps whatever is reparented to it (`PR_SET_CHILD_SUBREAPER`), and:
+//! fastsse starts `/proc/self/exe __program-guard FASTSSE_PID GRACE_MS PROGRAM ARGS…` as the
+//! leader of a process group of its own. The guard asks for SIGTERM when its parent dies
+//! (`PR_SET_PDEATHSIG`, set by the guard itself: an exec of a binary with file capabilities
+//! would clear one set before it), checks that its parent is still `FASTSSE_PID`, runs the
+//! program in its group, reaps whatever is reparented to it (`PR_SET_CHILD_SUBREAPER`), and:
 //! - on SIGTERM (fastsse ending the program, or fastsse gone): SIGTERM to the whole group, then
 //!   SIGKILL to it (itself included) after `GRACE_MS`;
 //! - when the program exits: SIGKILL to whatever else is left in the group, then it exits with
@@ -24,13 +26,13 @@ use nix::unistd::{execvp, fork, getpgrp, getpid, getppid, ForkResult, Pid};
 /// The first argument that makes `fastsse` run as a guard.
 pub const ARG: &str = "__program-guard";
 
-/// Runs the guard with `args` (`GRACE_MS PROGRAM ARGS…`); returns the exit status.
+/// Runs the guard with `args` (`FASTSSE_PID GRACE_MS PROGRAM ARGS…`); returns the exit status.
 pub fn run(args: &[OsString]) -> i32 {
-    let grace_ms: u64 = match args.first().and_then(|a| a.to_str()?.parse().ok()) {
-        Some(ms) => ms,
-        None => return usage(),
+    let number = |i: usize| args.get(i).and_then(|a| a.to_str()?.parse::<u64>().ok());
+    let (Some(parent), Some(grace_ms)) = (number(0), number(1)) else {
+        return usage();
     };
-    let Ok(argv) = args[1..]
+    let Ok(argv) = args[2..]
         .iter()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<Vec<CString>, _>>()
@@ -55,8 +57,11 @@ pub fn run(args: &[OsString]) -> i32 {
         return 126;
     }
     let _ = nix::sys::prctl::set_child_subreaper(true);
-    // fastsse died before it could ask for SIGTERM on its death: nobody wants this program.
-    if getppid() == Pid::from_raw(1) {
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).is_err() {
+        return 126;
+    }
+    // fastsse died before the guard asked for SIGTERM on its death: nobody wants this program.
+    if getppid().as_raw() as u64 != parent {
         return 1;
     }
     // SAFETY: the guard is single-threaded (it is a fresh exec of fastsse that started no
@@ -82,7 +87,9 @@ pub fn run(args: &[OsString]) -> i32 {
 }
 
 fn usage() -> i32 {
-    eprintln!("usage: fastsse {ARG} GRACE_MS PROGRAM [ARGS...] (started by fastsse itself)");
+    eprintln!(
+        "usage: fastsse {ARG} FASTSSE_PID GRACE_MS PROGRAM [ARGS...] (started by fastsse itself)"
+    );
     2
 }
 
@@ -141,12 +148,24 @@ fn reap(child: Pid) -> Option<i32> {
     }
 }
 
-/// SIGKILL to every process left in `group` but the guard (what the program left behind).
+/// SIGKILL to every process left in `group` but the guard (what the program left behind),
+/// again until none is found (one may fork while the list is read), a few rounds at most.
 fn kill_rest_of_group(group: Pid) {
+    for _ in 0..10 {
+        if kill_group_members(group) == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// One round of [`kill_rest_of_group`]; how many were signalled.
+fn kill_group_members(group: Pid) -> usize {
     let me = getpid();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
+        return 0;
     };
+    let mut signalled = 0;
     for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
@@ -156,8 +175,20 @@ fn kill_rest_of_group(group: Pid) {
             .rsplit(')')
             .next()
             .and_then(|rest| rest.split_whitespace().nth(2)?.parse::<i32>().ok());
-        if pgrp == Some(group.as_raw()) && pid != me.as_raw() {
+        // A zombie (state Z) is gone already: the guard reaps its own below.
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            == Some("Z");
+        if pgrp == Some(group.as_raw()) && pid != me.as_raw() && !zombie {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            signalled += 1;
         }
     }
+    // Those that were reparented to the guard.
+    while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+        waitpid(None, Some(WaitPidFlag::WNOHANG))
+    {}
+    signalled
 }

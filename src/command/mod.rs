@@ -130,6 +130,7 @@ impl Program {
         // The running binary, even if the file was replaced since (an upgrade).
         let mut cmd = tokio::process::Command::new("/proc/self/exe");
         cmd.arg(guard::ARG)
+            .arg(std::process::id().to_string())
             .arg(self.kill_grace.as_millis().to_string())
             .args(&self.argv)
             .env_clear()

@@ -30,6 +30,8 @@ enum State {
 /// The slots of one per-stream route.
 pub struct Slots {
     slots: Vec<Mutex<State>>,
+    /// The lock files as `/proc/locks` names them (`MAJOR:MINOR:INODE`, hex, hex, decimal).
+    files: Vec<String>,
 }
 
 /// A taken slot, given back when dropped.
@@ -42,7 +44,9 @@ impl Slots {
     /// `max` slots as lock files in `dir` (created); `Err` when `dir` cannot hold them.
     /// Blocking (file system): config time only.
     pub fn open(dir: &Path, max: usize) -> std::io::Result<Arc<Slots>> {
+        use std::os::unix::fs::MetadataExt;
         std::fs::create_dir_all(dir)?;
+        let mut files = Vec::with_capacity(max);
         let slots = (0..max)
             .map(|i| {
                 let f = std::fs::OpenOptions::new()
@@ -50,16 +54,23 @@ impl Slots {
                     .truncate(false)
                     .write(true)
                     .open(dir.join(i.to_string()))?;
+                let m = f.metadata()?;
+                let (major, minor) = (
+                    nix::sys::stat::major(m.dev()),
+                    nix::sys::stat::minor(m.dev()),
+                );
+                files.push(format!("{major:02x}:{minor:02x}:{}", m.ino()));
                 Ok(Mutex::new(State::Free(f)))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Arc::new(Slots { slots }))
+        Ok(Arc::new(Slots { slots, files }))
     }
 
     /// `max` slots counted in this process only.
     pub fn in_process(max: usize) -> Arc<Slots> {
         Arc::new(Slots {
             slots: (0..max).map(|_| Mutex::new(State::FreeHere)).collect(),
+            files: Vec::new(),
         })
     }
 
@@ -94,32 +105,32 @@ impl Slots {
     }
 
     /// Slots held now, by the programs of this process and of every other sharing the files
-    /// (a reloaded route's, a sibling worker's): the box's count.
+    /// (a reloaded route's, a sibling worker's): the box's count, read from `/proc/locks`
+    /// (served from memory by the kernel), so that counting never takes a slot itself.
     pub fn running(&self) -> usize {
-        self.slots
+        if self.files.is_empty() {
+            return self
+                .slots
+                .iter()
+                .filter(|s| {
+                    matches!(
+                        *s.lock().unwrap_or_else(|p| p.into_inner()),
+                        State::HeldHere
+                    )
+                })
+                .count();
+        }
+        let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+            return 0;
+        };
+        let held: std::collections::HashSet<&str> = locks
+            .lines()
+            .filter(|l| l.contains("FLOCK") && !l.contains("->"))
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .collect();
+        self.files
             .iter()
-            .filter(|s| {
-                let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
-                match std::mem::replace(&mut *s, State::Moving) {
-                    // Free here: held elsewhere if it cannot be locked now.
-                    State::Free(f) => {
-                        let (back, held) = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-                            Ok(lock) => match lock.unlock() {
-                                Ok(f) => (State::Free(f), false),
-                                Err((lock, _)) => (State::Held(lock), true),
-                            },
-                            Err((f, _)) => (State::Free(f), true),
-                        };
-                        *s = back;
-                        held
-                    }
-                    other => {
-                        let held = matches!(other, State::Held(_) | State::HeldHere);
-                        *s = other;
-                        held
-                    }
-                }
-            })
+            .filter(|f| held.contains(f.as_str()))
             .count()
     }
 }

@@ -450,6 +450,13 @@ impl Config {
                     }
                 }
             }
+            if let Err(why) = crate::auth::route::check_user_topics(&r.user_topics) {
+                return Err(err(
+                    r.path.span(),
+                    "user_topics",
+                    format!("route {path}: {why}"),
+                ));
+            }
             if r.kind == RouteKind::Command {
                 if let Err(why) = crate::command::check(r) {
                     let line = text

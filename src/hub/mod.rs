@@ -9,6 +9,7 @@
 pub mod interest;
 pub mod journal;
 pub mod local;
+mod matching;
 pub mod queue;
 pub mod redis;
 pub mod replay;
@@ -32,6 +33,7 @@ use replay::{ReplayBounds, ReplayBuffer};
 use subscriber::{Offer, Subscriber};
 
 use crate::auth::selector::Selector;
+use matching::{Accepted, MATCH_WORK_PER_SLICE};
 
 pub use interest::{Interest, Presence};
 pub use subscribe::Resume;
@@ -122,61 +124,6 @@ struct HubState {
     by_pattern: Vec<(u64, Arc<[Selector]>)>,
     subscribers: HashMap<u64, Subscriber>,
     next_subscriber: u64,
-}
-
-/// An event taken into the hub, with the subscribers it may go to: `targets` so far, and
-/// `patterns` still to be matched. Matching happens outside the hub's lock, once per distinct
-/// selector per event (a thousand streams with the same template cost one match), in slices
-/// between which the delivery task yields; each match is linear in the topic's length.
-struct Accepted {
-    ev: Arc<StoredEvent>,
-    targets: Vec<u64>,
-    patterns: Vec<(u64, Arc<[Selector]>)>,
-    /// Outcome per selector (by a keyed hash of its text: 8 bytes each), for this event.
-    seen: HashMap<u64, bool>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-/// Work between two yields of the delivery task: a subscriber looked at costs 1, a selector
-/// matched (linear in the topic) 16.
-const MATCH_WORK_PER_SLICE: usize = 4096;
-
-impl Accepted {
-    /// Matches pattern subscribers (from the end of the list) until `budget` is spent (see
-    /// [`MATCH_WORK_PER_SLICE`]).
-    fn match_some(&mut self, mut budget: usize) {
-        use std::hash::BuildHasher;
-        while budget > 0 {
-            let Some((sid, selectors)) = self.patterns.pop() else {
-                return;
-            };
-            budget = budget.saturating_sub(1);
-            let mut wanted = false;
-            for s in selectors.iter() {
-                let key = self.hasher.hash_one(s.text());
-                let hit = *self.seen.entry(key).or_insert_with(|| {
-                    budget = budget.saturating_sub(16);
-                    self.ev.topics.iter().any(|t| s.matches(t))
-                });
-                if hit {
-                    wanted = true;
-                    break;
-                }
-            }
-            if wanted {
-                self.targets.push(sid);
-            }
-        }
-    }
-
-    /// Matches what is left and gives the event with its subscribers in order, each once (an
-    /// event may reach one through several topics).
-    fn select(mut self) -> (Arc<StoredEvent>, Vec<u64>) {
-        self.match_some(usize::MAX);
-        self.targets.sort_unstable();
-        self.targets.dedup();
-        (self.ev, self.targets)
-    }
 }
 
 /// A hub failure seen by a publisher. Every variant but [`HubError::Unknown`] means the event
@@ -433,8 +380,7 @@ impl Hub {
 
     /// Damage found while following: clients resuming across it get a reset, and every live
     /// subscriber (who may have missed the lost events) is ended with a `retry:` hint so that
-    /// it resumes, and is told. A gap before the first event this hub ever took (a new Redis
-    /// stream numbering from the clock) is only a hole: live subscribers missed nothing.
+    /// it resumes, and is told.
     pub(crate) fn on_damage(&self, damage: &[Damage]) {
         let lost: Vec<&Damage> = damage
             .iter()
@@ -444,12 +390,8 @@ impl Hub {
             return;
         }
         let mut st = self.lock();
-        let delivered_before = lost.iter().any(|d| d.after_id > 0);
         for d in lost {
             st.history.add_hole(d.after_id, d.next_id);
-        }
-        if !delivered_before {
-            return;
         }
         let sids: Vec<u64> = st.subscribers.keys().copied().collect();
         for sid in sids {
@@ -483,13 +425,7 @@ impl Hub {
             .flatten()
             .copied()
             .collect();
-        Some(Accepted {
-            ev,
-            targets,
-            patterns: st.by_pattern.clone(),
-            seen: HashMap::new(),
-            hasher: Default::default(),
-        })
+        Some(Accepted::new(ev, targets, st.by_pattern.clone()))
     }
 
     /// Hands `ev` to those of `sids` still subscribed: straight to the socket when that keeps
@@ -548,7 +484,7 @@ impl Hub {
             let Some(mut accepted) = accepted else {
                 continue;
             };
-            while !accepted.patterns.is_empty() {
+            while !accepted.matched_all() {
                 accepted.match_some(MATCH_WORK_PER_SLICE);
                 tokio::task::yield_now().await;
             }
@@ -641,55 +577,5 @@ impl Hub {
     /// Bytes retained for replay.
     pub fn retained_bytes(&self) -> usize {
         self.lock().history.bytes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_distinct_selector_is_matched_once_per_event_and_work_is_sliced() {
-        let ev = Arc::new(StoredEvent {
-            id: 1,
-            unix_ms: 0,
-            topics: vec!["https://ex.com/books/1".into()],
-            private: false,
-            public_id: None,
-            wire: Bytes::new(),
-        });
-        let books: Arc<[Selector]> = vec![Selector::parse("https://ex.com/books/{id}")].into();
-        let other: Arc<[Selector]> = vec![Selector::parse("https://ex.com/authors/{id}")].into();
-        let mut patterns: Vec<(u64, Arc<[Selector]>)> = (0..1000)
-            .map(|sid| {
-                (
-                    sid,
-                    if sid % 2 == 0 {
-                        books.clone()
-                    } else {
-                        other.clone()
-                    },
-                )
-            })
-            .collect();
-        patterns.push((1000, vec![Selector::parse("*")].into()));
-        let mut a = Accepted {
-            ev,
-            targets: vec![5000],
-            patterns,
-            seen: HashMap::new(),
-            hasher: Default::default(),
-        };
-        a.match_some(100);
-        assert!(
-            a.patterns.len() < 1001 && a.patterns.len() > 850,
-            "{}",
-            a.patterns.len()
-        );
-        let (_, targets) = a.select();
-        assert_eq!(targets.len(), 500 + 1 + 1);
-        assert!(targets.windows(2).all(|w| w[0] < w[1]), "sorted, each once");
-        assert!(targets.contains(&1000) && targets.contains(&5000) && targets.contains(&0));
-        assert!(!targets.contains(&1));
     }
 }

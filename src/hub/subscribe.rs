@@ -8,6 +8,7 @@ use std::sync::{Arc, MutexGuard};
 use bytes::Bytes;
 
 use super::subscriber::Subscriber;
+use super::topic_source::Replay;
 use super::{topic_source, Hub, HubState, Interest, StoredEvent, TopicSource, RESET_EVENT};
 use crate::sse::{EncodedEvent, Event};
 
@@ -49,8 +50,9 @@ impl Hub {
         st.history.trim(&self.settings.history);
         let last_id = st.last_id;
         let newest = Self::newest_id(&st);
-        let memo = std::cell::RefCell::new(std::collections::HashMap::new());
-        let wanted = |e: &StoredEvent| interest.wants_memo(e, &mut memo.borrow_mut());
+        // The replay is taken whole under the lock and filtered as it is sent, outside it
+        // (topic_source::Replay): selectors cost nothing here.
+        let wanted = |_: &StoredEvent| true;
         let asked = match &resume {
             Resume::Named(name) => Some(name.clone()),
             _ => None,
@@ -59,8 +61,8 @@ impl Hub {
         // its answer must not tell whether one does.
         let visible = |e: &StoredEvent| !e.private || interest.may_see_private(&e.topics);
         let resume = match resume {
-            Resume::Named(name) => match st.history.find_public(&name) {
-                Some(ev) if visible(ev) => Resume::After(ev.id),
+            Resume::Named(name) => match st.history.find_public(&name).filter(|e| visible(e)) {
+                Some(ev) => Resume::After(ev.id),
                 found => match Resume::parse(Some(&name)) {
                     Resume::After(seq) if found.is_none() => Resume::After(seq),
                     _ => {
@@ -150,6 +152,7 @@ impl Hub {
         if !interest.patterns.is_empty() {
             st.by_pattern.push((sid, interest.patterns.clone()));
         }
+        let replay = (!replay.is_empty()).then(|| Box::new(Replay::new(replay, interest.clone())));
         let mut sub = Subscriber::new(interest, tx);
         sub.min_id = unverified.map_or(0, |(id, _)| id);
         st.subscribers.insert(sid, sub);
@@ -167,10 +170,12 @@ impl Hub {
         }
     }
 
-    /// The id (as sent on the wire) of the newest event, `earliest` when there is none.
+    /// The id (as sent on the wire) of the newest event, `earliest` when there is none. A
+    /// private event's own id is not told (a reset or a `Last-Event-ID` header reaches clients
+    /// that may not read it): its sequence number is.
     pub(super) fn newest_id(st: &HubState) -> String {
         match st.history.newest() {
-            Some(ev) if ev.id == st.last_id => {
+            Some(ev) if ev.id == st.last_id && !ev.private => {
                 ev.public_id.clone().unwrap_or_else(|| ev.id.to_string())
             }
             _ if st.last_id == 0 => "earliest".to_string(),

@@ -5,18 +5,57 @@
 //! milliseconds ahead: the stream skips events up to it and calls it `unknown` only if no such
 //! id shows up within [`UNVERIFIED_GRACE`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Hub, StoredEvent};
+use super::{Hub, Interest, StoredEvent};
 use crate::source::{DirectWriter, NextEvent, Source};
 use crate::sse::EncodedEvent;
 
 /// How long an id from another instance may take to reach this one.
 pub const UNVERIFIED_GRACE: Duration = Duration::from_secs(2);
+
+/// Events looked at between two yields while a replay is filtered.
+const REPLAY_SLICE: usize = 64;
+
+/// A replay, filtered as it is sent rather than under the hub's lock: the retained events after
+/// the resume point, and the subscriber's interest, with what its selectors said of each topic
+/// kept (one match per distinct topic, spread over the stream's own task).
+pub(super) struct Replay {
+    events: VecDeque<Arc<StoredEvent>>,
+    interest: Interest,
+    memo: HashMap<String, (bool, bool)>,
+}
+
+impl Replay {
+    /// A replay of `events` (oldest first) for `interest`.
+    pub(super) fn new(events: VecDeque<Arc<StoredEvent>>, interest: Interest) -> Replay {
+        Replay {
+            events,
+            interest,
+            memo: HashMap::new(),
+        }
+    }
+
+    /// The next event the subscriber wants, looking at `budget` events at most: `None` when
+    /// the budget ran out (more may follow) or the replay is over ([`Replay::is_done`]).
+    fn next_wanted(&mut self, budget: usize) -> Option<Arc<StoredEvent>> {
+        for _ in 0..budget {
+            let ev = self.events.pop_front()?;
+            if self.interest.wants_memo(&ev, &mut self.memo) {
+                return Some(ev);
+            }
+        }
+        None
+    }
+
+    fn is_done(&self) -> bool {
+        self.events.is_empty()
+    }
+}
 
 /// One subscriber's stream: reset event (if any), replay, then live events; cut off with a
 /// `retry:` hint when it falls `subscriber_queue` events behind.
@@ -24,7 +63,7 @@ pub struct TopicSource {
     pub(super) hub: Arc<Hub>,
     pub(super) sid: u64,
     pub(super) preamble: Option<Bytes>,
-    pub(super) replay: VecDeque<Arc<StoredEvent>>,
+    pub(super) replay: Option<Box<Replay>>,
     pub(super) rx: super::queue::QueueRx,
     pub(super) finished: bool,
     pub(super) direct: bool,
@@ -49,8 +88,14 @@ impl Source for TopicSource {
         if self.preamble.is_some() || self.unverified.is_some() {
             return None;
         }
-        if let Some(ev) = self.replay.pop_front() {
-            return Some(EncodedEvent::from_shared(ev.wire.clone()));
+        if let Some(r) = &mut self.replay {
+            if let Some(ev) = r.next_wanted(REPLAY_SLICE) {
+                return Some(EncodedEvent::from_shared(ev.wire.clone()));
+            }
+            if !r.is_done() {
+                return None;
+            }
+            self.replay = None;
         }
         // Taken from the queue: `next` tells the hub when the queue is empty again.
         self.rx
@@ -63,8 +108,15 @@ impl Source for TopicSource {
             if let Some(p) = self.preamble.take() {
                 return Some(EncodedEvent::from_shared(p));
             }
-            if let Some(ev) = self.replay.pop_front() {
-                return Some(EncodedEvent::from_shared(ev.wire.clone()));
+            while let Some(r) = &mut self.replay {
+                if let Some(ev) = r.next_wanted(REPLAY_SLICE) {
+                    return Some(EncodedEvent::from_shared(ev.wire.clone()));
+                }
+                if r.is_done() {
+                    self.replay = None;
+                } else {
+                    tokio::task::yield_now().await;
+                }
             }
             if self.direct {
                 // Everything handed out so far has been written. If nothing waits in the queue,

@@ -99,7 +99,8 @@ pub(super) fn append_loop(
         }
         let left = deadline
             .map_or(s.timeout, |d| d.saturating_duration_since(Instant::now()))
-            .clamp(Duration::from_millis(50), s.timeout);
+            .max(Duration::from_millis(50))
+            .min(s.timeout.max(Duration::from_millis(50)));
         if con.is_none() {
             match connect(client, left, left) {
                 Ok(c) => con = Some(c),
@@ -156,8 +157,30 @@ pub(super) fn append_loop(
             Err(e) if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()) => {
                 outage.ok(&s.key, &hub);
                 let why = e.to_string();
+                // Redis loading its data, running a long script, a replica: not stored, and
+                // worth a retry (503), unlike a key of the wrong type (500).
+                let transient = e.code().is_some_and(|c| {
+                    [
+                        "LOADING",
+                        "BUSY",
+                        "READONLY",
+                        "TRYAGAIN",
+                        "CLUSTERDOWN",
+                        "MASTERDOWN",
+                    ]
+                    .contains(&c)
+                });
                 for reply in waiting {
-                    let _ = reply.send(Err(refused(s, &why, &hub)));
+                    let answer = if transient {
+                        log::warn!("redis {}: append refused for now, not stored: {why}", s.key);
+                        HubError::Busy(format!(
+                            "Redis cannot take it now ({}); not stored",
+                            e.code().unwrap_or("busy")
+                        ))
+                    } else {
+                        refused(s, &why, &hub)
+                    };
+                    let _ = reply.send(Err(answer));
                 }
             }
             Err(e) => {
@@ -207,6 +230,9 @@ pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
         Some(h) => h.last_id(),
         None => return,
     };
+    // The full id of the last entry read, when it was not `<last>-0` (another tool's entry,
+    // such as Redis's own `<ms>-1`): reading on from `<last>-0` would fetch it again at once.
+    let mut cursor: Option<String> = None;
     let mut con: Option<Connection> = None;
     let mut outage = Outage::new();
     let mut lag_checked = Instant::now();
@@ -237,7 +263,11 @@ pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
             .arg(BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&s.key)
-            .arg(format!("{last}-0"))
+            .arg(
+                cursor
+                    .as_deref()
+                    .map_or_else(|| format!("{last}-0"), str::to_string),
+            )
             .query(c);
         match read {
             Ok(reply) => {
@@ -257,6 +287,9 @@ pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
                     .unwrap_or(last);
                 if entries.len() > records.len() {
                     skipped_unreadable(s, entries.len() - records.len(), &hub);
+                }
+                if let Some(e) = entries.last() {
+                    cursor = Some(e.id.clone());
                 }
                 if lag_checked.elapsed() >= Duration::from_secs(1) {
                     lag_checked = Instant::now();
