@@ -21,6 +21,15 @@ fn hub_config(extra: &str) -> String {
     )
 }
 
+/// A PyJWT token whose `mercure.subscribe` is `topics`.
+fn subscriber_token(topics: serde_json::Value) -> String {
+    jwt_token(
+        "HS256",
+        SECRET,
+        serde_json::json!({"mercure": {"subscribe": topics}}),
+    )
+}
+
 /// Percent-encodes a query value.
 fn q(v: &str) -> String {
     v.bytes()
@@ -504,11 +513,7 @@ fn a_private_updates_id_cannot_be_probed() {
     assert_eq!(real, none);
     assert_eq!(echo_real, echo_none);
     // The one it is for still resumes from it.
-    let token = jwt_token(
-        "HS256",
-        SECRET,
-        serde_json::json!({"mercure": {"subscribe": ["https://example.com/users/alice"]}}),
-    );
+    let token = subscriber_token(serde_json::json!(["https://example.com/users/alice"]));
     let s = HttpStream::open(
         n.port,
         "GET",
@@ -619,11 +624,7 @@ fn the_access_log_never_stores_a_token() {
     )) else {
         return;
     };
-    let token = jwt_token(
-        "HS256",
-        SECRET,
-        serde_json::json!({"mercure": {"subscribe": ["*"]}}),
-    );
+    let token = subscriber_token(serde_json::json!(["*"]));
     let s = HttpStream::open(
         n.port,
         "GET",
