@@ -403,7 +403,10 @@ fn what_a_program_starts_ends_with_it_even_when_fastsse_is_killed() {
     a.read_stdout_until(1, "data: x");
     let mut b = open(&d.socket, "/shared", &[]);
     b.read_stdout_until(1, "data: y");
-    assert_eq!((processes("3671").len(), processes("3672").len()), (1, 1));
+    // A script's `sleep &` shows its name once its fork has exec'd: wait for that.
+    wait_for("both programs' sleeps", Duration::from_secs(10), || {
+        (processes("3671").len(), processes("3672").len()) == (1, 1)
+    });
     d.signal("KILL");
     wait_for(
         "the programs and what they started to follow fastsse out",
