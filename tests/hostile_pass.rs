@@ -406,6 +406,19 @@ fn first_data_block(s: &mut HttpStream) -> String {
     }
 }
 
+/// Subscribes to `{HUB}?{query}` resuming after `last_id`; returns the `Last-Event-ID` response
+/// header and the first block with data.
+fn resume(port: u16, query: &str, last_id: &str) -> (Option<String>, String) {
+    let mut s = HttpStream::open(
+        port,
+        "GET",
+        &format!("{HUB}?{query}"),
+        &[("Last-Event-ID", last_id)],
+    );
+    let block = first_data_block(&mut s);
+    (s.header("last-event-id").map(str::to_string), block)
+}
+
 /// Finding 7: with `subscriptions = true`, anonymous connect/leave churn filled the history
 /// with subscription events and pushed a real event out: resuming from it gave `unknown`.
 /// Subscription events are no longer kept for replay, and an id that really fell out of the
@@ -443,16 +456,10 @@ fn anonymous_churn_never_pushes_real_events_out_of_the_history() {
         ],
     );
     assert_eq!(status, 200, "{body}");
-    let news = q("https://example.com/news");
-    let mut s = HttpStream::open(
-        n.port,
-        "GET",
-        &format!("{HUB}?topic={news}"),
-        &[("Last-Event-ID", "urn:real:1")],
-    );
-    let block = first_data_block(&mut s);
+    let news = format!("topic={}", q("https://example.com/news"));
+    let (echo, block) = resume(n.port, &news, "urn:real:1");
     assert!(block.contains("data: after churn"), "{block}");
-    assert_eq!(s.header("last-event-id"), Some("urn:real:1"));
+    assert_eq!(echo.as_deref(), Some("urn:real:1"));
     // 60 real events push it out for real: now it is `expired`, not `unknown`.
     for i in 0..60 {
         let (status, _) = mercure_publish_fields(
@@ -464,13 +471,7 @@ fn anonymous_churn_never_pushes_real_events_out_of_the_history() {
         );
         assert_eq!(status, 200);
     }
-    let mut s = HttpStream::open(
-        n.port,
-        "GET",
-        &format!("{HUB}?topic={news}"),
-        &[("Last-Event-ID", "urn:real:1")],
-    );
-    let block = first_data_block(&mut s);
+    let (_, block) = resume(n.port, &news, "urn:real:1");
     assert!(
         block.contains("fastsse-reset") && block.contains("expired"),
         "{block}"
@@ -494,18 +495,8 @@ fn a_private_updates_id_cannot_be_probed() {
         ],
     );
     assert_eq!(status, 200, "{body}");
-    let probe = |id: &str| {
-        let mut s = HttpStream::open(
-            n.port,
-            "GET",
-            &format!("{HUB}?topic=*"),
-            &[("Last-Event-ID", id)],
-        );
-        let block = first_data_block(&mut s);
-        (s.header("last-event-id").map(str::to_string), block)
-    };
-    let (echo_real, real) = probe("urn:order:alice-42");
-    let (echo_none, none) = probe("urn:order:alice-43");
+    let (echo_real, real) = resume(n.port, "topic=*", "urn:order:alice-42");
+    let (echo_none, none) = resume(n.port, "topic=*", "urn:order:alice-43");
     assert!(
         real.contains("fastsse-reset") && real.contains("unknown"),
         "{real}"
