@@ -138,7 +138,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
     let max_body = config.server.max_body_bytes;
     // The body is read before the runtime starts: plain blocking I/O in a one-request process.
     let body = read_body(max_body);
-    let app = Arc::new(App::new_degraded(config)?);
+    let app = Arc::new(App::for_cgi(config)?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,7 +1,7 @@
 //! fastsse as a CGI program, run the way a web server runs it (environment, stdin, stdout):
 //! SIGTERM and a client that left (EPIPE) end the process within a second, request bodies and
 //! publishing work, and the maximum stream lifetime ends a stream cleanly so the reconnect
-//! with Last-Event-ID loses nothing.
+//! with Last-Event-ID loses nothing; `[cgi] hold` bounds a request's process, down to polling.
 
 mod support;
 
@@ -36,8 +36,12 @@ struct Cgi {
 
 impl Cgi {
     fn new() -> Cgi {
+        Cgi::with_config(CONFIG)
+    }
+
+    fn with_config(config: &str) -> Cgi {
         let dir = TempDir::new("cgi");
-        std::fs::write(dir.path("fastsse.toml"), CONFIG).unwrap();
+        std::fs::write(dir.path("fastsse.toml"), config).unwrap();
         Cgi { dir }
     }
 
@@ -195,6 +199,8 @@ fn max_lifetime_ends_the_stream_and_the_reconnect_loses_nothing() {
     let cgi = Cgi::new();
     let (mut child, mut out) = cgi.open("/events", "topic=t", None);
     assert_eq!(block(&mut out), "retry: 1000\n");
+    // Nothing published yet: the stream's resume point is the start of the history.
+    assert_eq!(block(&mut out), "id: 0\n");
     let first = cgi.post("topic=t", b"one");
     let first_id = first.rsplit("\r\n\r\n").next().unwrap().trim().to_string();
     let ev = block(&mut out);
@@ -328,4 +334,161 @@ fn a_script_folder_the_web_server_user_cannot_write_keeps_its_journal_in_its_hom
     assert!(replayed.contains("data: kept"), "{replayed}\n{log}");
     let journal = home.join(".local/state/fastsse");
     assert!(journal.is_dir(), "no journal under {}", journal.display());
+}
+
+/// The `retry:` value and the ids of the events in a whole response body.
+fn ids_and_final_retry(body: &str) -> (Vec<u64>, u64) {
+    let mut ids = Vec::new();
+    let mut retry = 0;
+    for block in body.split("\n\n") {
+        if block.contains("data: ") {
+            let id = block.lines().find_map(|l| l.strip_prefix("id: ")).unwrap();
+            ids.push(id.parse().unwrap());
+        } else if let Some(ms) = block.strip_prefix("retry: ") {
+            retry = ms.trim().parse().unwrap();
+        }
+    }
+    (ids, retry)
+}
+
+const POLLING: &str = r#"
+[stream]
+retry = "1s"
+
+[cgi]
+hold = "0s"
+
+[journal]
+# Small segments: the polls below span several segment files.
+segment_bytes = 2000
+
+[[route]]
+path = "/events"
+type = "topics"
+"#;
+
+/// One poll: the whole response, and how long the process took.
+fn poll(cgi: &Cgi, last_event_id: Option<&str>) -> (String, Duration) {
+    let mut c = cgi.command("GET", "/events", "topic=t");
+    if let Some(id) = last_event_id {
+        c.env("HTTP_LAST_EVENT_ID", id);
+    }
+    let start = Instant::now();
+    let out = c.stdin(Stdio::null()).output().unwrap();
+    let took = start.elapsed();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    assert!(head.starts_with("Status: 200 OK\r\n"), "{head}");
+    (body.to_string(), took)
+}
+
+#[test]
+fn hold_0s_polls_answer_every_event_after_the_last_id_exactly_once_across_segment_rolls() {
+    let cgi = Cgi::with_config(POLLING);
+    // A first visit, before anything was published: no event, the resume point `0`, and a
+    // jittered retry between 1 s and 1.25 s.
+    let (body, took) = poll(&cgi, None);
+    assert!(body.starts_with("retry: 1000\n\nid: 0\n\n"), "{body:?}");
+    let (ids, retry) = ids_and_final_retry(&body);
+    assert!(ids.is_empty());
+    assert!((1000..=1250).contains(&retry), "{retry}");
+    assert!(took < Duration::from_secs(2), "a poll took {took:?}");
+    let mut last = "0".to_string();
+    let mut seen = Vec::new();
+    let mut published = Vec::new();
+    let mut retries = std::collections::BTreeSet::new();
+    // 30 rounds of publishing 0-3 events of 200 bytes, then a poll from the last id; the
+    // journal rolls over a segment every ~8 events.
+    for round in 0..30u32 {
+        for k in 0..(round % 4) {
+            let data = format!("{round}-{k}-{}", "x".repeat(190));
+            let ok = cgi.post("topic=t", data.as_bytes());
+            let id: u64 = ok
+                .rsplit("\r\n\r\n")
+                .next()
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            published.push(id);
+        }
+        let (body, _) = poll(&cgi, Some(&last));
+        let (ids, retry) = ids_and_final_retry(&body);
+        assert!(!body.contains("fastsse-reset"), "{body}");
+        retries.insert(retry);
+        assert!((1000..=1250).contains(&retry), "{retry}");
+        if let Some(id) = ids.last() {
+            last = id.to_string();
+        }
+        seen.extend(ids);
+    }
+    assert_eq!(seen, published, "every event once, in order");
+    let segments = std::fs::read_dir(cgi.dir.path("fastsse-data/events"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(segments > 2, "the journal rolled ({segments} files)");
+    assert!(retries.len() > 1, "the retry is jittered: {retries:?}");
+    // A poll from the newest id answers nothing but the retry.
+    let (body, _) = poll(&cgi, Some(&last));
+    assert_eq!(ids_and_final_retry(&body).0, Vec::<u64>::new());
+    assert!(!body.contains("id: "), "{body:?}");
+}
+
+#[test]
+fn a_first_poll_marks_the_newest_id_so_the_next_one_misses_nothing() {
+    let cgi = Cgi::with_config(POLLING);
+    cgi.post("topic=t", b"before");
+    let newest: u64 = cgi
+        .post("topic=t", b"before too")
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // No Last-Event-ID: nothing old is replayed, but the browser learns where it stands.
+    let (body, _) = poll(&cgi, None);
+    assert!(body.contains(&format!("\n\nid: {newest}\n\n")), "{body:?}");
+    assert!(!body.contains("data: "), "{body:?}");
+    cgi.post("topic=t", b"between polls");
+    let (body, _) = poll(&cgi, Some(&newest.to_string()));
+    assert!(body.contains("data: between polls\n"), "{body:?}");
+}
+
+#[test]
+fn hold_ends_a_stream_after_the_hold_with_what_is_due() {
+    let cgi = Cgi::with_config(&POLLING.replace("hold = \"0s\"", "hold = \"1500ms\""));
+    let start = Instant::now();
+    let (mut child, mut out) = cgi.open("/events", "topic=t", None);
+    assert_eq!(block(&mut out), "retry: 1000\n");
+    assert_eq!(block(&mut out), "id: 0\n");
+    cgi.post("topic=t", b"live");
+    assert!(block(&mut out).ends_with("data: live\n"));
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let retry: u64 = rest
+        .trim()
+        .strip_prefix("retry: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1000..=1250).contains(&retry), "{rest:?}");
+    wait_exit(&mut child, Duration::from_secs(1));
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(1400), "ended after {took:?}");
+}
+
+#[test]
+fn check_config_refuses_a_hold_that_is_not_a_duration() {
+    let cgi = Cgi::with_config("[cgi]\nhold = \"a while\"\n");
+    let out = Command::new(fastsse_bin())
+        .args(["check-config"])
+        .arg(cgi.dir.path("fastsse.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fastsse.toml:2: key `hold`"), "{err}");
+    assert!(err.contains("not a duration"), "{err}");
 }

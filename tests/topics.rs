@@ -704,6 +704,8 @@ fn busy_streams_get_no_heartbeats_idle_ones_do() {
         return;
     };
     let mut s = subscribe(n.port, "topic=hb", None);
+    // A live stream opens with its resume point: an id and no data.
+    assert_eq!(s.next_block().unwrap(), "id: 0\n");
     // Events every 150 ms (written straight to the socket by the fan-out): no heartbeat.
     for i in 0..12 {
         publish(n.port, "hb", &format!("{i}"));

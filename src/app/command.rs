@@ -117,7 +117,10 @@ impl App {
                 Some((hub, topic)) => {
                     s.wake();
                     let resume = Resume::parse(req.last_event_id().as_deref());
-                    Box::new(hub.subscribe(Interest::topics(vec![topic.clone()]), resume))
+                    Box::new(
+                        hub.subscribe(Interest::topics(vec![topic.clone()]), resume)
+                            .marked(),
+                    )
                 }
                 None => Box::new(s.subscribe()),
             },

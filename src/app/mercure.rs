@@ -180,7 +180,12 @@ impl App {
             })
         });
         interest.presence = presence.clone();
-        let source = hub.subscribe(interest, resume);
+        let mut source = hub.subscribe(interest, resume);
+        if self.held() {
+            // Mercure clients resume from the `Last-Event-ID` header too; a held CGI stream
+            // that ends before any event also needs the id in the stream (see `marked`).
+            source = source.marked();
+        }
         let resumed_after = source.resumed_after.clone();
         let mut source: Box<dyn Source> = Box::new(source);
         if let Some(presence) = presence {

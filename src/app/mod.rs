@@ -92,6 +92,8 @@ pub struct App {
     access_log: Option<Arc<AccessLog>>,
     stats: Arc<Stats>,
     started: Instant,
+    /// Serving one CGI request: `[cgi] hold` applies.
+    cgi: bool,
 }
 
 /// The hub settings of a topics route.
@@ -160,14 +162,16 @@ impl App {
         App::build(config, true)
     }
 
-    /// Like [`App::new`], but a topics route whose journal cannot be opened (a data directory
-    /// the web server's user cannot write, on shared hosting) answers `503` with a reason while
-    /// every other route works. For CGI, where one request must not fail for another route.
-    pub fn new_degraded(config: Config) -> Result<Self, String> {
+    /// The application of one CGI request: like [`App::new`], but a topics route whose journal
+    /// cannot be opened (a data directory the web server's user cannot write, on shared
+    /// hosting) answers `503` with a reason while every other route works, and `[cgi] hold`
+    /// bounds each stream.
+    pub fn for_cgi(config: Config) -> Result<Self, String> {
         App::build(config, false)
     }
 
     fn build(config: Config, strict: bool) -> Result<Self, String> {
+        let cgi = !strict;
         let routes = build_routes(&config, strict, &[])?;
         let access_log = match &config.server.access_log {
             Some(path) => match AccessLog::open(path.clone()) {
@@ -188,6 +192,7 @@ impl App {
             })),
             stats: Arc::new(Stats::default()),
             started: Instant::now(),
+            cgi,
         })
     }
 
@@ -311,12 +316,26 @@ impl App {
         }
     }
 
+    /// Streams of this CGI request end after `[cgi] hold`.
+    fn held(&self) -> bool {
+        self.cgi && self.config().cgi.hold.is_some()
+    }
+
     fn timing(&self) -> StreamTiming {
+        let c = self.config();
+        let hold = c.cgi.hold.filter(|_| self.cgi);
+        let max_lifetime = match (c.stream.max_lifetime, hold) {
+            (Some(life), Some(hold)) => Some(life.min(hold)),
+            (life, hold) => life.or(hold),
+        };
         StreamTiming {
-            heartbeat: self.config().stream.heartbeat,
-            retry: self.config().stream.retry,
-            max_lifetime: self.config().stream.max_lifetime,
-            drain: self.config().stream.drain_period,
+            heartbeat: c.stream.heartbeat,
+            retry: c.stream.retry,
+            max_lifetime,
+            drain: c.stream.drain_period,
+            // Held CGI streams end all the time: their browsers come back spread over a
+            // quarter of `retry`, not in step.
+            end_jitter: hold.map_or(std::time::Duration::ZERO, |_| c.stream.retry / 4),
         }
     }
 
@@ -453,7 +472,9 @@ impl App {
                     return self.refuse_full(route, req);
                 };
                 let resume = Resume::parse(req.last_event_id().as_deref());
-                let source = hub.subscribe(crate::hub::Interest::topics(topics), resume);
+                let source = hub
+                    .subscribe(crate::hub::Interest::topics(topics), resume)
+                    .marked();
                 return self.open_stream(route, Box::new(source), permit, req);
             }
             Handler::Unavailable(_) | Handler::Mercure(..) | Handler::Command(_) => {

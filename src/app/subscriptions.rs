@@ -99,6 +99,14 @@ impl Source for Announced {
     fn attach_direct(&mut self, writer: Arc<dyn DirectWriter>) {
         self.inner.attach_direct(writer);
     }
+
+    fn try_next(&mut self) -> Option<crate::sse::EncodedEvent> {
+        self.inner.try_next()
+    }
+
+    fn backlog(&self) -> bool {
+        self.inner.backlog()
+    }
 }
 
 impl Drop for Announced {

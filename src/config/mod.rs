@@ -130,6 +130,10 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
     de_positive_duration(d).map(Some)
 }
 
+fn de_opt_any_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
 fn de_positive<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let v = usize::deserialize(d)?;
     if v == 0 {
@@ -286,12 +290,19 @@ impl Default for StreamConfig {
 pub struct CgiConfig {
     /// The route served when PATH_INFO is empty (`/cgi-bin/events.cgi` with nothing after it).
     pub default_route: String,
+    /// How long one CGI request may keep its process (a host's process limit counts each open
+    /// stream): a stream ends after this, with what is due sent and a jittered `retry:`, and
+    /// the browser comes back with `Last-Event-ID`. `"0s"`: SSE as polling — answer what is due
+    /// after `Last-Event-ID` and end. Unset: streams last as long as `[stream] max_lifetime`.
+    #[serde(deserialize_with = "de_opt_any_duration")]
+    pub hold: Option<Duration>,
 }
 
 impl Default for CgiConfig {
     fn default() -> Self {
         CgiConfig {
             default_route: "/clock".into(),
+            hold: None,
         }
     }
 }
@@ -699,5 +710,17 @@ interval = "250ms"
 
         let e = error_of("[server\n");
         assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn cgi_hold_is_a_duration_zero_included() {
+        let c = Config::parse("[cgi]\nhold = \"0s\"\n", "t").unwrap();
+        assert_eq!(c.cgi.hold, Some(Duration::ZERO));
+        let c = Config::parse("[cgi]\nhold = \"25s\"\n", "t").unwrap();
+        assert_eq!(c.cgi.hold, Some(Duration::from_secs(25)));
+        assert_eq!(Config::parse("", "t").unwrap().cgi.hold, None);
+        let e = error_of("[cgi]\ndefault_route = \"/clock\"\nhold = \"briefly\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("hold")));
+        assert!(e.message.contains("not a duration"), "{e}");
     }
 }

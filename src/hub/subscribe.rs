@@ -100,6 +100,7 @@ impl Hub {
                 );
             }
         }
+        let live = resume == Resume::Live;
         let (preamble, replay, from) = match resume {
             Resume::Live => (None, VecDeque::new(), newest.clone()),
             Resume::Earliest => (None, st.history.all(wanted), "earliest".to_string()),
@@ -117,7 +118,9 @@ impl Hub {
                 newest.clone(),
             ),
         };
-        self.attach(st, interest, (tx, rx), (preamble, replay), from, None)
+        let mut source = self.attach(st, interest, (tx, rx), (preamble, replay), from, None);
+        source.live = live;
+        source
     }
 
     /// A stream that resumed after `id`, which never showed up: it gets the `unknown` reset and
@@ -167,6 +170,7 @@ impl Hub {
             direct: false,
             unverified,
             resumed_after,
+            live: false,
         }
     }
 

@@ -72,6 +72,27 @@ pub struct TopicSource {
     /// The id this stream resumes after, as Mercure's `Last-Event-ID` response header says it:
     /// the event before the first one sent, `earliest`, or the newest when nothing is replayed.
     pub resumed_after: String,
+    /// The subscription asked for live events only (no `Last-Event-ID`).
+    pub(super) live: bool,
+}
+
+impl TopicSource {
+    /// Opens a live-only stream with `id: <newest>` and no data: the browser's last event id is
+    /// set (WHATWG: an id field takes effect at the blank line even when no event is fired),
+    /// so when the stream ends before any event arrived — a CGI `hold`, a restart, the
+    /// lifetime — its reconnect resumes from here and misses nothing published meanwhile.
+    /// Before the first event, `0` (resume from the start of the history).
+    pub fn marked(mut self) -> TopicSource {
+        let fits = |id: &str| !id.contains(['\n', '\r', '\0']);
+        if self.live && self.preamble.is_none() && fits(&self.resumed_after) {
+            let id = match self.resumed_after.as_str() {
+                "earliest" => "0",
+                id => id,
+            };
+            self.preamble = Some(Bytes::from(format!("id: {id}\n\n")));
+        }
+        self
+    }
 }
 
 impl Source for TopicSource {
@@ -81,6 +102,13 @@ impl Source for TopicSource {
             sub.attach(writer);
             self.direct = true;
         }
+    }
+
+    fn backlog(&self) -> bool {
+        self.preamble.is_some()
+            || self.replay.is_some()
+            || self.unverified.is_some()
+            || !self.rx.is_empty()
     }
 
     fn try_next(&mut self) -> Option<EncodedEvent> {

@@ -46,6 +46,11 @@ impl Source for Expiring {
     fn attach_direct(&mut self, writer: std::sync::Arc<dyn DirectWriter>) {
         self.inner.attach_direct(writer);
     }
+
+    // No `try_next`: every event goes through `next`, which checks the deadline first.
+    fn backlog(&self) -> bool {
+        !self.expired && self.inner.backlog()
+    }
 }
 
 #[cfg(test)]

@@ -80,7 +80,17 @@ pub trait Source: Send + 'static {
     fn try_next(&mut self) -> Option<EncodedEvent> {
         None
     }
+
+    /// True while events that were already due when asked are still to be handed out (a
+    /// reset, a replay being filtered, queued events): a stream whose time is up (a CGI
+    /// `hold`) sends these before it ends, so a poll answers everything after its id.
+    fn backlog(&self) -> bool {
+        false
+    }
 }
+
+/// How long a stream whose time is up may take to send its backlog.
+const BACKLOG_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Most bytes of events written together in one write.
 pub const COALESCE_BYTES: usize = 64 * 1024;
@@ -153,6 +163,9 @@ pub struct StreamTiming {
     /// At shutdown, the `retry:` hint is `retry` plus a random share of this, so that the
     /// browsers of a restarting server come back spread over it, not all at once.
     pub drain: Duration,
+    /// When the lifetime ends a stream, its `retry:` hint is `retry` plus a random share of
+    /// this, so that polling browsers do not come back in step.
+    pub end_jitter: Duration,
 }
 
 /// A random duration below `max` (zero when `max` is zero): std's per-instance SipHash keys as
@@ -246,8 +259,7 @@ pub fn run_stream<'a, W: BodyWriter>(
                 _ = &mut timer => {
                     let now = Instant::now();
                     if now >= end_at {
-                        let _ = Box::pin(write_or_abort(w, retry_hint(), abort)).await;
-                        return StreamEnd::Lifetime;
+                        return Box::pin(end_of_life(source, w, timing, abort, shutdown)).await;
                     }
                     if let Some(t) = w.written_elsewhere_at() {
                         last_write = last_write.max(t);
@@ -277,6 +289,40 @@ pub fn run_stream<'a, W: BodyWriter>(
             }
         }
     }
+}
+
+/// A stream whose lifetime is up: what was already due (the source's backlog) is sent, within
+/// [`BACKLOG_DEADLINE`], then a `retry:` hint with `timing.end_jitter` spread on top.
+async fn end_of_life<W: BodyWriter>(
+    source: &mut dyn Source,
+    w: &mut W,
+    timing: &StreamTiming,
+    abort: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> StreamEnd {
+    let deadline = sleep_until(Instant::now() + BACKLOG_DEADLINE);
+    tokio::pin!(deadline);
+    while source.backlog() {
+        let chunk = tokio::select! {
+            biased;
+            _ = abort.cancelled() => return StreamEnd::ClientGone,
+            _ = shutdown.cancelled() => break,
+            _ = &mut deadline => {
+                log::warn!("stream: backlog not sent within {BACKLOG_DEADLINE:?}; the client resumes from its last id");
+                break;
+            }
+            ev = source.next() => match ev {
+                Some(ev) => coalesce(ev.into_bytes(), source),
+                None => break,
+            },
+        };
+        if write_or_abort(w, chunk, abort).await.is_err() {
+            return StreamEnd::ClientGone;
+        }
+    }
+    let ms = (timing.retry + spread(timing.end_jitter)).as_millis() as u64;
+    let _ = write_or_abort(w, EncodedEvent::retry_hint(ms).into_bytes(), abort).await;
+    StreamEnd::Lifetime
 }
 
 #[cfg(test)]
@@ -382,6 +428,7 @@ mod tests {
             retry: Duration::from_millis(1500),
             max_lifetime: None,
             drain: Duration::ZERO,
+            end_jitter: Duration::ZERO,
         }
     }
 
