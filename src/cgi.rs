@@ -136,22 +136,26 @@ pub fn run(mut config: Config) -> Result<(), String> {
     }
     let default_route = config.cgi.default_route.clone();
     let max_body = config.server.max_body_bytes;
-    // The body is read before the runtime starts: plain blocking I/O in a one-request process.
-    let body = read_body(max_body);
-    let app = Arc::new(App::for_cgi(config)?);
+    // The request is read before the runtime starts: plain blocking I/O in a one-request
+    // process.
+    let request = read_body(max_body).map(|body| {
+        let mut req = Request::from_vars(environment(), body, PathFrom::PathInfo);
+        if req.path.is_empty() || req.path == "/" {
+            req.path = default_route;
+        }
+        req
+    });
+    let load_after = request.as_ref().map_or(u64::MAX, journal_needed_after);
+    let app = Arc::new(App::for_cgi(config, load_after)?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
     rt.block_on(async move {
         let mut out = CgiBody(tokio::io::stdout());
-        let (response, head_only) = match body {
+        let (response, head_only) = match request {
             Err(refusal) => (Response::Full(refusal), false),
-            Ok(body) => {
-                let mut req = Request::from_vars(environment(), body, PathFrom::PathInfo);
-                if req.path.is_empty() || req.path == "/" {
-                    req.path = default_route;
-                }
+            Ok(req) => {
                 log::debug!("cgi {} {} peer={}", req.method, req.path, req.peer);
                 (app.handle(&req).await, req.is_head())
             }
@@ -167,6 +171,23 @@ pub fn run(mut config: Config) -> Result<(), String> {
     // Do not wait for the journal threads: the process is done.
     rt.shutdown_timeout(std::time::Duration::from_millis(50));
     Ok(())
+}
+
+/// The journal events one CGI request can need: those after its `Last-Event-ID` when it
+/// resumes after a numeric id, none when it subscribes live or does not subscribe (a publish),
+/// all of them otherwise (a Mercure id named by its publisher, `earliest`). Every poll of a
+/// `hold = "0s"` client resumes after an id: it reads the journal's newest segment(s), not the
+/// whole of it.
+fn journal_needed_after(req: &Request) -> u64 {
+    use crate::hub::Resume;
+    if !matches!(req.method.as_str(), "GET" | "HEAD") {
+        return u64::MAX;
+    }
+    match Resume::parse(req.last_event_id().as_deref()) {
+        Resume::After(id) => id,
+        Resume::Live if req.query_values("lastEventID").is_empty() => u64::MAX,
+        _ => 0,
+    }
 }
 
 /// SIGTERM (Apache's cleanup, a script timeout) or SIGINT ends the stream with a retry hint.

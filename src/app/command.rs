@@ -29,6 +29,7 @@ pub(super) fn command_route(
     config: &Config,
     r: &RouteConfig,
     keep: &[Route],
+    load_after: u64,
 ) -> Result<CommandRoute, String> {
     use crate::command::{per_stream::PerStream, shared::Shared, Mode, Program};
     let program = Program::from_route(r);
@@ -43,7 +44,7 @@ pub(super) fn command_route(
         Mode::Shared => {
             let hub = match &r.topic {
                 Some(t) => Some((
-                    route_hub(config, r, keep).map_err(|e| e.to_string())?,
+                    route_hub(config, r, keep, load_after).map_err(|e| e.to_string())?,
                     t.clone(),
                 )),
                 None => None,

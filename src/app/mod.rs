@@ -59,6 +59,7 @@ fn route_hub(
     config: &Config,
     r: &RouteConfig,
     keep: &[Route],
+    load_after: u64,
 ) -> Result<Arc<Hub>, crate::hub::journal::JournalError> {
     let path = r.path.get_ref();
     let storage = config.journal.storage_for(r);
@@ -68,7 +69,7 @@ fn route_hub(
     });
     match kept {
         Some(hub) => Ok(hub),
-        None => Hub::open(path, storage, hub_settings(config, r)),
+        None => Hub::open(path, storage, hub_settings(config, r, load_after)),
     }
 }
 
@@ -97,7 +98,7 @@ pub struct App {
 }
 
 /// The hub settings of a topics route.
-fn hub_settings(config: &Config, r: &RouteConfig) -> HubSettings {
+fn hub_settings(config: &Config, r: &RouteConfig, load_after: u64) -> HubSettings {
     HubSettings {
         history: ReplayBounds {
             events: r.history_events,
@@ -111,18 +112,24 @@ fn hub_settings(config: &Config, r: &RouteConfig) -> HubSettings {
         // replay history, so that anonymous churn never pushes a real event out of it.
         unretained_prefix: (r.kind == crate::config::RouteKind::Mercure && r.subscriptions)
             .then(|| format!("{}/subscriptions/", r.path.get_ref())),
+        load_after,
     }
 }
 
 /// Builds the routes of `config`. A topics route reuses the hub in `keep` (by path) when its
-/// journal directory is the same, else opens its journal: an error when `strict`, else the
-/// route answers 503.
-fn build_routes(config: &Config, strict: bool, keep: &[Route]) -> Result<Vec<Route>, String> {
+/// journal directory is the same, else opens its journal (loading the events after
+/// `load_after`): an error when `strict`, else the route answers 503.
+fn build_routes(
+    config: &Config,
+    strict: bool,
+    keep: &[Route],
+    load_after: u64,
+) -> Result<Vec<Route>, String> {
     let mut routes = Vec::new();
     for r in &config.routes {
         let path = r.path.get_ref();
         let handler = match r.kind {
-            RouteKind::Command => match command_route(config, r, keep) {
+            RouteKind::Command => match command_route(config, r, keep, load_after) {
                 Ok(c) => Handler::Command(Arc::new(c)),
                 Err(e) if !strict => {
                     log::error!("route {path}: unavailable, the route answers 503: {e}");
@@ -130,21 +137,25 @@ fn build_routes(config: &Config, strict: bool, keep: &[Route]) -> Result<Vec<Rou
                 }
                 Err(e) => return Err(format!("route {path}: {e}")),
             },
-            RouteKind::Topics | RouteKind::Mercure => match route_hub(config, r, keep) {
-                Ok(hub) if r.kind == RouteKind::Topics => match RouteAuth::from_route(r) {
-                    Ok(auth) => Handler::Topics(Arc::new((r.clone(), auth)), hub),
+            RouteKind::Topics | RouteKind::Mercure => {
+                match route_hub(config, r, keep, load_after) {
+                    Ok(hub) if r.kind == RouteKind::Topics => match RouteAuth::from_route(r) {
+                        Ok(auth) => Handler::Topics(Arc::new((r.clone(), auth)), hub),
+                        Err(e) => return Err(format!("route {path}: {e}")),
+                    },
+                    Ok(hub) => match mercure::MercureRoute::new(r) {
+                        Ok(m) => Handler::Mercure(Arc::new(m), hub),
+                        Err(e) => return Err(format!("route {path}: {e}")),
+                    },
+                    Err(e) if !strict => {
+                        log::error!(
+                            "route {path}: journal unavailable, the route answers 503: {e}"
+                        );
+                        Handler::Unavailable(e.public_reason())
+                    }
                     Err(e) => return Err(format!("route {path}: {e}")),
-                },
-                Ok(hub) => match mercure::MercureRoute::new(r) {
-                    Ok(m) => Handler::Mercure(Arc::new(m), hub),
-                    Err(e) => return Err(format!("route {path}: {e}")),
-                },
-                Err(e) if !strict => {
-                    log::error!("route {path}: journal unavailable, the route answers 503: {e}");
-                    Handler::Unavailable(e.public_reason())
                 }
-                Err(e) => return Err(format!("route {path}: {e}")),
-            },
+            }
             _ => Handler::Builtin(Box::new(r.clone())),
         };
         routes.push(Route {
@@ -159,20 +170,21 @@ impl App {
     /// An application serving the routes in `config`. Opens the journal of every topics route
     /// (blocking file I/O: call it before serving); one that cannot be opened is an error.
     pub fn new(config: Config) -> Result<Self, String> {
-        App::build(config, true)
+        App::build(config, true, 0)
     }
 
     /// The application of one CGI request: like [`App::new`], but a topics route whose journal
     /// cannot be opened (a data directory the web server's user cannot write, on shared
     /// hosting) answers `503` with a reason while every other route works, and `[cgi] hold`
-    /// bounds each stream.
-    pub fn for_cgi(config: Config) -> Result<Self, String> {
-        App::build(config, false)
+    /// bounds each stream. Journals load only their events after `load_after` (what the
+    /// request can be answered with: after its `Last-Event-ID`; `u64::MAX` for none).
+    pub fn for_cgi(config: Config, load_after: u64) -> Result<Self, String> {
+        App::build(config, false, load_after)
     }
 
-    fn build(config: Config, strict: bool) -> Result<Self, String> {
+    fn build(config: Config, strict: bool, load_after: u64) -> Result<Self, String> {
         let cgi = !strict;
-        let routes = build_routes(&config, strict, &[])?;
+        let routes = build_routes(&config, strict, &[], load_after)?;
         let access_log = match &config.server.access_log {
             Some(path) => match AccessLog::open(path.clone()) {
                 Ok(log) => Some(log),
@@ -222,7 +234,7 @@ impl App {
 
     pub fn reload(&self, config: Config) -> Result<usize, String> {
         let old = self.current();
-        let mut routes = build_routes(&config, true, &old.routes)?;
+        let mut routes = build_routes(&config, true, &old.routes, 0)?;
         // Routes added in code (add_source) are not in the file: they stay.
         for r in &old.routes {
             if matches!(r.handler, Handler::Custom(_)) && !routes.iter().any(|n| n.path == r.path) {

@@ -167,6 +167,7 @@ pub fn journal(args: JournalBenchArgs) -> Result<(), String> {
                 retry: Duration::from_secs(3),
                 publish_timeout: Duration::from_secs(2),
                 unretained_prefix: None,
+                load_after: 0,
             },
         )
         .map_err(|e| e.to_string())?;

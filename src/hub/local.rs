@@ -290,13 +290,16 @@ pub struct Threads {
 }
 
 impl LocalJournal {
-    /// Opens (recovering) the journal, handing every retained record to `each`, oldest first.
+    /// Opens (recovering) the journal, handing every retained record with an id above `after`
+    /// to `each`, oldest first.
     pub fn open(
         settings: JournalSettings,
+        after: u64,
         each: impl FnMut(JournalRecord),
     ) -> Result<Opened, JournalError> {
         let writer = JournalWriter::open(settings.clone())?;
-        let damage = super::journal::read_all(&settings.dir, settings.on_corruption, each)?;
+        let damage =
+            super::journal::read_after(&settings.dir, settings.on_corruption, after, each)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<AppendJob>(1024);
         Ok(Opened {
             backend: LocalJournal { jobs: tx },

@@ -60,6 +60,9 @@ pub struct HubSettings {
     /// kept for replay: Mercure's subscription events, which anonymous churn would otherwise
     /// use to push real events out of the history.
     pub unretained_prefix: Option<String>,
+    /// Load only the journal's events after this id (0: all it retains). A CGI request, which
+    /// opens the journal for itself, needs no more than what comes after its `Last-Event-ID`.
+    pub load_after: u64,
 }
 
 impl HubSettings {
@@ -282,7 +285,7 @@ impl Hub {
                         last_id,
                         damage,
                         threads,
-                    } = LocalJournal::open(journal.clone(), each)?;
+                    } = LocalJournal::open(journal.clone(), settings.load_after, each)?;
                     (Box::new(backend), last_id, damage, Starter::Local(threads))
                 }
                 Storage::Redis(r) => {

@@ -22,7 +22,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use reader::{read_all, JournalReader, ReadBatch};
+pub use reader::{read_after, read_all, JournalReader, ReadBatch};
 pub use record::{crc32, decode_record, encode_record, Damage, Decoded};
 pub use writer::JournalWriter;
 

@@ -56,12 +56,28 @@ fn tail_damage(s: &Scan, buf_len: usize, prev_id: u64, next_segment: u64) -> Opt
 pub fn read_all(
     dir: &Path,
     policy: CorruptionPolicy,
+    each: impl FnMut(JournalRecord),
+) -> Result<Vec<Damage>, JournalError> {
+    read_after(dir, policy, 0, each)
+}
+
+/// Like [`read_all`], but only records with an id above `after` reach `each`, and segments that
+/// hold none are not read at all (a CGI request that resumes after `after` needs no more;
+/// damage is looked for in the segments read).
+pub fn read_after(
+    dir: &Path,
+    policy: CorruptionPolicy,
+    after: u64,
     mut each: impl FnMut(JournalRecord),
 ) -> Result<Vec<Damage>, JournalError> {
     let segments = list_segments(dir)?;
     let mut damage = Vec::new();
     let mut prev_id = 0u64;
     for (i, &seg) in segments.iter().enumerate() {
+        // Every id in this segment is below the next one's first.
+        if segments.get(i + 1).is_some_and(|&next| next - 1 <= after) {
+            continue;
+        }
         let path = dir.join(segment_name(seg));
         let Some(buf) = read_from(&path, 0)? else {
             continue;
@@ -85,7 +101,9 @@ pub fn read_all(
         }
         for r in s.records {
             prev_id = r.id;
-            each(r);
+            if r.id > after {
+                each(r);
+            }
         }
     }
     Ok(damage)

@@ -333,3 +333,36 @@ fn a_damaged_last_record_is_kept_as_damage_and_reported_as_a_hole() {
     assert!(damage[0].next_id > 5);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn read_after_skips_whole_segments_below_the_id_and_hands_out_only_later_records() {
+    let dir = tmp("read-after");
+    let mut s = settings(&dir);
+    s.segment_bytes = 300;
+    let mut w = JournalWriter::open(s).unwrap();
+    for i in 0..40 {
+        w.append(&[publication(&format!("{i:0>60}"))]);
+    }
+    drop(w);
+    let segs = list_segments(&dir).unwrap();
+    assert!(segs.len() > 5, "{segs:?}");
+    // Damage in the first segment: reading from past it never opens that segment.
+    let first = dir.join(segment_name(segs[0]));
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&first, &bytes).unwrap();
+    for after in [segs[2] - 1, segs[2], 25, 39, 40, u64::MAX] {
+        let mut got = Vec::new();
+        let damage =
+            super::super::read_after(&dir, CorruptionPolicy::Skip, after, |r| got.push(r.id))
+                .unwrap();
+        let want: Vec<u64> = (1..=40).filter(|&id| id > after).collect();
+        assert_eq!(got, want, "after {after}");
+        assert!(damage.is_empty(), "after {after}: {damage:?}");
+    }
+    let mut got = Vec::new();
+    let damage = read_all(&dir, CorruptionPolicy::Skip, |r| got.push(r.id)).unwrap();
+    assert_eq!(damage.len(), 1);
+    assert!(got.len() < 40 && got.ends_with(&[39, 40]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
