@@ -3,6 +3,9 @@
 #   dist/fastsse-VERSION-x86_64-linux-musl.tar.gz  the static binary (no libc needed: any x86_64
 #                                                   Linux, CentOS 7 era shared hosts included),
 #                                                   stripped, with conf/ and INSTALL
+#   dist/fastsse_VERSION-1_amd64.deb               the same binary as a Debian package: systemd
+#                                                   units, /etc/fastsse, the nginx snippet, a
+#                                                   fastsse user (scripts/deb.sh)
 #   dist/SHA256SUMS
 #   dist/debug/fastsse-VERSION-x86_64-linux-musl.debug  its debug info, split off, not shipped
 # Needs Debian's musl-tools and rustup's x86_64-unknown-linux-musl target (installed here when
@@ -30,7 +33,7 @@ rm -rf "dist/$name" "dist/$name.tar.gz"
 mkdir -p "dist/$name" dist/debug
 objcopy --only-keep-debug "$bin" "dist/debug/$name.debug"
 cp "$bin" "dist/$name/fastsse"
-strip --strip-all "dist/$name/fastsse"
+strip --strip-all --remove-section=.comment "dist/$name/fastsse"
 objcopy --add-gnu-debuglink="dist/debug/$name.debug" "dist/$name/fastsse"
 cp -r conf "dist/$name/conf"
 cat > "dist/$name/INSTALL" <<TXT
@@ -50,7 +53,9 @@ Check a config first: ./fastsse check-config conf/fastsse.toml
 The README of the project has the rest.
 TXT
 tar -C dist -czf "dist/$name.tar.gz" "$name"
-(cd dist && sha256sum "$name.tar.gz" > SHA256SUMS)
-for f in "dist/$name/fastsse" "dist/$name.tar.gz" "dist/debug/$name.debug" dist/SHA256SUMS; do
+# The Debian package, of the same stripped binary (scripts/deb.sh says what it holds).
+deb=$(bash scripts/deb.sh "dist/$name/fastsse" "$version" dist)
+(cd dist && sha256sum "$name.tar.gz" "$(basename "$deb")" > SHA256SUMS)
+for f in "dist/$name/fastsse" "dist/$name.tar.gz" "$deb" "dist/debug/$name.debug" dist/SHA256SUMS; do
   printf '%-55s %s bytes\n' "$f" "$(stat -c %s "$f")"
 done

@@ -11,10 +11,12 @@ cd "$(dirname "$0")/.."
 # certificates and keys), PyJWT with cryptography (tokens made independently of fastsse),
 # php-cli with php-curl (the README's PHP publisher), redis-server (topics shared by instances),
 # musl-tools and binutils (the static release binary: musl-gcc for ring's C, strip, readelf);
+# lintian, adduser and procps (the Debian package: checked, installed, its daemon found);
 # node and npm for
 # the npm `eventsource` client (a WHATWG EventSource) when the machine has no node of its own.
 packages=(nginx libfcgi-bin curl apache2 libapache2-mod-fcgid lighttpd h2o systemd chromium openssl
-  python3-jwt python3-cryptography php-cli php-curl redis-server musl-tools binutils)
+  python3-jwt python3-cryptography php-cli php-curl redis-server musl-tools binutils lintian
+  adduser procps)
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
@@ -48,5 +50,8 @@ cargo clippy --all-targets -- -D warnings
 # The static release binary (musl): no shared library, no interpreter, serves CGI and FastCGI
 # in an empty root (needs root for chroot; says so and skips otherwise).
 bash scripts/test-portable.sh
+# The Debian package scripts/release.sh built beside it: lintian, install, the daemon through
+# Debian's nginx, an upgrade over a running daemon, remove, purge (root only; skips otherwise).
+bash scripts/test-deb.sh
 # A hung test must fail CI rather than eat its 90 minutes.
 FASTSSE_REQUIRE_PEERS=1 timeout 1800 cargo test -- --test-threads=2
