@@ -492,3 +492,25 @@ fn check_config_refuses_a_hold_that_is_not_a_duration() {
     assert!(err.contains("fastsse.toml:2: key `hold`"), "{err}");
     assert!(err.contains("not a duration"), "{err}");
 }
+
+#[test]
+fn a_clock_poll_tells_the_time_once() {
+    let cgi = Cgi::with_config(&POLLING.replace(
+        "[[route]]",
+        "[[route]]\npath = \"/clock\"\ntype = \"clock\"\ninterval = \"1s\"\n\n[[route]]",
+    ));
+    let start = Instant::now();
+    let out = cgi
+        .command("GET", "/clock", "")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body.matches("data: ").count(), 1, "{body:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -705,3 +705,63 @@ fn h2o_fastcgi_spawn_with_the_lifeline() {
         processes_of(&exe) == 0
     });
 }
+
+/// Shared hosting as shipped: Apache prefork + mod_cgi, the binary as events.cgi with
+/// conf/htaccess and conf/fastsse-cgi.toml (hold = "0s": every request ends at once), and a
+/// real browser. Its EventSource polls by itself (`retry:`, `Last-Event-ID`) and gets every event
+/// once, in order: those published before its first request ended (the `id:` mark), between
+/// polls, and while one runs.
+#[test]
+fn a_browser_polls_through_apache_mod_cgi_with_the_shipped_cgi_config_and_misses_nothing() {
+    if !have("apache2") || !have("chromium") {
+        return;
+    }
+    let dir = TempDir::new("apache-poll");
+    let sse = dir.path("htdocs/sse");
+    let exe = install_binary(&sse, "events.cgi");
+    std::fs::write(sse.join(".htaccess"), shipped("htaccess")).unwrap();
+    std::fs::write(sse.join("events.toml"), shipped("fastsse-cgi.toml")).unwrap();
+    assert!(shipped("fastsse-cgi.toml").contains("\nhold = \"0s\"\n"));
+    give_to_www_data(&sse);
+    std::fs::write(
+        dir.path("htdocs/index.html"),
+        "<!doctype html><title>poll</title>",
+    )
+    .unwrap();
+    let web = apache(dir, "prefork", &["cgi"], "");
+    let publish = |data: &str| {
+        let mut s = HttpStream::send(
+            web.port,
+            "POST",
+            "/sse/events.cgi/events?topic=t",
+            &[("Content-Type", "text/plain")],
+            data.as_bytes(),
+        );
+        let status = s.status;
+        assert_eq!(status, 200, "{}", s.rest());
+    };
+    let page = format!("http://127.0.0.1:{}/index.html", web.port);
+    let want: Vec<String> = (0..12).map(|i| format!("event {i}")).collect();
+    let result = run_browser(
+        "browser-eventsource.mjs",
+        &[&page, "/sse/events.cgi/events?topic=t", "12", "40"],
+        || {
+            for (i, data) in want.iter().enumerate() {
+                publish(data);
+                // Spread over ~4 polls (retry 3 s).
+                std::thread::sleep(Duration::from_millis(if i % 3 == 2 { 2500 } else { 300 }));
+            }
+        },
+    );
+    assert_eq!(result["got"], serde_json::json!(want), "{result}");
+    let opened = result["opened"].as_u64().unwrap_or(0);
+    assert!(opened >= 3, "the browser polled {opened} times: {result}");
+    assert_ne!(
+        result["readyState"], 2,
+        "the EventSource closed for good: {result}"
+    );
+    // No request keeps its process.
+    wait_for("the CGI processes to end", Duration::from_secs(5), || {
+        processes_of(&exe) == 0
+    });
+}

@@ -39,6 +39,7 @@ pub fn unix_now() -> Duration {
 /// Sends `data: <RFC 3339 time>` with `id: <unix seconds>` every tick, the first one at once.
 pub struct ClockSource {
     tick: Interval,
+    ticked: bool,
 }
 
 impl ClockSource {
@@ -46,7 +47,10 @@ impl ClockSource {
     pub fn new(every: Duration) -> Self {
         let mut tick = interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        ClockSource { tick }
+        ClockSource {
+            tick,
+            ticked: false,
+        }
     }
 }
 
@@ -54,6 +58,7 @@ impl Source for ClockSource {
     fn next(&mut self) -> NextEvent<'_> {
         Box::pin(async move {
             self.tick.tick().await;
+            self.ticked = true;
             let now = unix_now().as_secs();
             Event::new()
                 .id(now.to_string())
@@ -61,6 +66,11 @@ impl Source for ClockSource {
                 .encode()
                 .ok()
         })
+    }
+
+    /// The time is due at once: a stream that ends at once (a CGI poll) still tells it.
+    fn backlog(&self) -> bool {
+        !self.ticked
     }
 }
 
