@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Debian package from a built binary:  scripts/deb.sh BINARY VERSION OUTDIR
+# Builds the Debian package from a built binary:  scripts/deb.sh BINARY VERSION OUTDIR [ARCH]
+# (ARCH is Debian's name of the binary's CPU: amd64, the default, or arm64)
 # (scripts/release.sh calls it with the stripped static binary of the tarball, so the .deb and
 # the tarball ship the same bytes). Plain dpkg-deb over a tree made here from conf/ — every
 # installed file and maintainer script is in the repository (conf/debian/), and the build needs
@@ -14,8 +15,8 @@
 #   /usr/share/doc/fastsse/                        copyright, changelog, README, examples (conf/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -eq 3 ] || { echo "usage: scripts/deb.sh BINARY VERSION OUTDIR" >&2; exit 2; }
-bin=$1 version=$2 out=$3
+[ $# -eq 3 ] || [ $# -eq 4 ] || { echo "usage: scripts/deb.sh BINARY VERSION OUTDIR [ARCH]" >&2; exit 2; }
+bin=$1 version=$2 out=$3 arch=${4:-amd64}
 deb_version="$version-1"
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
@@ -57,12 +58,12 @@ install -d -m 0755 "$root/DEBIAN"
 for s in postinst prerm postrm; do install -m 0755 "conf/debian/$s" "$root/DEBIAN/$s"; done
 printf '/etc/fastsse/fastsse.toml\n/etc/nginx/snippets/fastsse.conf\n' > "$root/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-sed -e "s/@VERSION@/$deb_version/" -e "s/@SIZE@/$size/" conf/debian/control > "$root/DEBIAN/control"
+sed -e "s/@VERSION@/$deb_version/" -e "s/@SIZE@/$size/" -e "s/@ARCH@/$arch/" conf/debian/control > "$root/DEBIAN/control"
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) > "$root/DEBIAN/md5sums"
 chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/conffiles" "$root/DEBIAN/md5sums"
 find "$root" -type d -exec chmod 0755 {} +
 
 mkdir -p "$out"
-deb="$out/fastsse_${deb_version}_amd64.deb"
+deb="$out/fastsse_${deb_version}_$arch.deb"
 dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
 echo "$deb"

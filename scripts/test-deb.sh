@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian package, installed as a user would (issue 20). Needs root; changes this machine's
 # package state and removes it again (it refuses to run where fastsse is installed already).
-#  1. lintian reports no error on dist/fastsse_VERSION-1_amd64.deb (built by scripts/release.sh);
+#  1. lintian reports no error on dist/fastsse_VERSION-1_{amd64,arm64}.deb (scripts/release.sh);
+#     the amd64 one is the one installed below;
 #  2. a previous version (the same binary packaged as 0.0.1) installs; the user, the journal
 #     folder and /run/fastsse are made; nothing is started where systemd does not run;
 #  3. the daemon, started the way the installed unit says (its User=, WorkingDirectory=,
@@ -49,10 +50,12 @@ cleanup() {
 trap cleanup EXIT
 chmod 0755 "$work"
 
-# 1. lintian: errors fail the test; warnings are printed.
-lint=$(lintian --tag-display-limit 0 "$deb" 2>&1 | grep -v 'running with root privileges' || true)
-[ -n "$lint" ] && echo "$lint" | sed 's/^/test-deb: lintian: /'
-echo "$lint" | grep -q '^E:' && fail "lintian reports errors"
+# 1. lintian, on every architecture's package: errors fail the test; warnings are printed.
+for d in dist/fastsse_"${version}"-1_*.deb; do
+  lint=$(lintian --tag-display-limit 0 "$d" 2>&1 | grep -v 'running with root privileges' || true)
+  [ -n "$lint" ] && echo "$lint" | sed "s#^#test-deb: lintian $(basename "$d"): #"
+  echo "$lint" | grep -q '^E:' && fail "lintian reports errors in $d"
+done
 
 # 2. The previous version.
 old=$(bash scripts/deb.sh "$bin" 0.0.1 "$work")

@@ -12,11 +12,13 @@ cd "$(dirname "$0")/.."
 # php-cli with php-curl (the README's PHP publisher), redis-server (topics shared by instances),
 # musl-tools and binutils (the static release binary: musl-gcc for ring's C, strip, readelf);
 # lintian, adduser and procps (the Debian package: checked, installed, its daemon found);
+# qemu-user-static and binutils-aarch64-linux-gnu (the aarch64 binary: run under emulation,
+# stripped; scripts/release.sh cross-builds it with PyPI's cargo-zigbuild and ziglang);
 # node and npm for
 # the npm `eventsource` client (a WHATWG EventSource) when the machine has no node of its own.
 packages=(nginx libfcgi-bin curl apache2 libapache2-mod-fcgid lighttpd h2o systemd chromium openssl
   python3-jwt python3-cryptography php-cli php-curl redis-server musl-tools binutils lintian
-  adduser procps)
+  adduser procps qemu-user-static binutils-aarch64-linux-gnu)
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
@@ -47,6 +49,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# The CGI-only build (no bench/check client, no Redis) keeps compiling too.
+cargo clippy --no-default-features -- -D warnings
 # The static release binary (musl): no shared library, no interpreter, serves CGI and FastCGI
 # in an empty root (needs root for chroot; says so and skips otherwise).
 bash scripts/test-portable.sh

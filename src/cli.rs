@@ -49,10 +49,12 @@ pub enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Benchmarks that print figures.
+    #[cfg(feature = "client")]
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Check an SSE URL through the whole chain as a browser would: buffering, compression,
     /// Cache-Control, idle timeouts, CORS, the retry hint. Exits 1 on a problem.
+    #[cfg(feature = "client")]
     Check(crate::check::CheckArgs),
     /// Publish one event to a topics route's journal (works with or without a running daemon:
     /// every process on this host serving that route delivers it).
@@ -60,6 +62,7 @@ pub enum Command {
 }
 
 /// `fastsse bench` subcommands.
+#[cfg(feature = "client")]
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Load-test any SSE server: N subscribers (through a web server or straight to a FastCGI
@@ -281,6 +284,7 @@ fn check_config(file: &std::path::Path, data_dir: Option<PathBuf>) -> Result<(),
             ),
             RouteKind::Metrics => println!("{path} -> metrics"),
             RouteKind::Topics | RouteKind::Mercure => {
+                #[cfg(feature = "redis")]
                 if let crate::hub::Storage::Redis(rs) = config.journal.storage_for(r) {
                     match crate::hub::redis::check(&rs) {
                         Ok(n) => println!("{path} -> {:?}, redis {} ({n} entries)", r.kind, rs.key),
@@ -366,25 +370,35 @@ pub fn default_log_level() -> &'static str {
     }
 }
 
+/// Runs a `fastsse bench` command: `Ok(false)` when the run failed its own verdict.
+#[cfg(feature = "client")]
+fn run_bench(bench: BenchCommand) -> Result<bool, String> {
+    match bench {
+        BenchCommand::Journal(args) => crate::bench::journal(args).map(|_| true),
+        BenchCommand::Floor(args) => crate::bench::floor::run(args).map(|_| true),
+        BenchCommand::Sse(args) => crate::bench::sse(*args),
+        BenchCommand::Report(args) => crate::bench::report(args).map(|_| true),
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     listen::ensure_std_fds();
     let result = match (cli.command, cli.mode) {
         (Some(Command::Serve(args)), _) => serve(args, false),
         (Some(Command::Publish(args)), _) => publish(args),
+        #[cfg(feature = "client")]
         (Some(Command::Check(args)), _) => match crate::check::run(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
-        (Some(Command::Bench(BenchCommand::Journal(args))), _) => crate::bench::journal(args),
-        (Some(Command::Bench(BenchCommand::Floor(args))), _) => crate::bench::floor::run(args),
-        (Some(Command::Bench(BenchCommand::Sse(args))), _) => match crate::bench::sse(*args) {
+        #[cfg(feature = "client")]
+        (Some(Command::Bench(bench)), _) => match run_bench(bench) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
-        (Some(Command::Bench(BenchCommand::Report(args))), _) => crate::bench::report(args),
         (Some(Command::CheckConfig { file, data_dir }), _) => {
             // A listing piped into `head` ends quietly, as Unix tools do, not with a panic.
             // SAFETY: setting a signal's disposition to the default has no preconditions.

@@ -24,8 +24,10 @@
 pub mod access_log;
 pub mod app;
 pub mod auth;
+#[cfg(feature = "client")]
 pub mod bench;
 pub mod cgi;
+#[cfg(feature = "client")]
 pub mod check;
 pub mod cli;
 pub mod command;

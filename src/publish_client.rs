@@ -141,6 +141,7 @@ pub fn into_journal(
     p: Publication,
     explicit_dir: bool,
 ) -> Result<u64, String> {
+    #[cfg(feature = "redis")]
     if let crate::hub::Storage::Redis(rs) = config.journal.storage_for(route) {
         return crate::hub::redis::append_once(&rs, p);
     }

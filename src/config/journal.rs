@@ -87,6 +87,7 @@ impl JournalConfig {
     /// Where one topics or mercure route keeps its events.
     pub fn storage_for(&self, route: &RouteConfig) -> crate::hub::Storage {
         match (self.backend, &self.url) {
+            #[cfg(feature = "redis")]
             (JournalBackend::Redis, Some(url)) => {
                 crate::hub::Storage::Redis(crate::hub::redis::RedisSettings {
                     url: url.get_ref().clone(),

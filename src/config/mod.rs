@@ -562,10 +562,18 @@ impl Config {
                         "backend = \"redis\" needs url = \"redis://host:6379/0\"".into(),
                     ))
                 }
+                #[cfg(feature = "redis")]
                 Some(url) => {
                     if let Err(e) = crate::hub::redis::check_url(url.get_ref()) {
                         return Err(url_err(Some(line_of(text, url.span().start)), e));
                     }
+                }
+                #[cfg(not(feature = "redis"))]
+                Some(_) => {
+                    return Err(url_err(
+                        line,
+                        "this fastsse was built without Redis (cargo feature `redis`): use backend = \"local\" or a build with it".into(),
+                    ))
                 }
             }
         }

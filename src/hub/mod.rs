@@ -11,6 +11,7 @@ pub mod journal;
 pub mod local;
 mod matching;
 pub mod queue;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod replay;
 mod subscribe;
@@ -240,6 +241,7 @@ pub enum Storage {
     /// The local journal.
     Local(JournalSettings),
     /// A Redis stream shared by every instance.
+    #[cfg(feature = "redis")]
     Redis(redis::RedisSettings),
 }
 
@@ -248,7 +250,17 @@ impl Storage {
     pub fn location(&self) -> String {
         match self {
             Storage::Local(j) => j.dir.display().to_string(),
+            #[cfg(feature = "redis")]
             Storage::Redis(r) => format!("redis {}", r.key),
+        }
+    }
+
+    /// Shared by several instances (ids issued elsewhere may show up).
+    pub fn is_shared(&self) -> bool {
+        match self {
+            Storage::Local(_) => false,
+            #[cfg(feature = "redis")]
+            Storage::Redis(_) => true,
         }
     }
 }
@@ -256,6 +268,7 @@ impl Storage {
 /// A backend's threads, started once the hub exists.
 enum Starter {
     Local(local::Threads),
+    #[cfg(feature = "redis")]
     Redis(redis::Threads),
 }
 
@@ -268,7 +281,6 @@ impl Hub {
         settings: HubSettings,
     ) -> Result<Arc<Hub>, JournalError> {
         let mut state = HubState::default();
-        let mut numbering = None;
         let each = |r: JournalRecord| {
             state.last_id = state.last_id.max(r.id);
             if settings.retains(&r.topics) {
@@ -277,29 +289,27 @@ impl Hub {
                     .push(Arc::new(StoredEvent::from_record(r)), &settings.history);
             }
         };
-        let (backend, last_id, damage, threads): (Box<dyn Backend>, u64, Vec<Damage>, Starter) =
-            match &storage {
-                Storage::Local(journal) => {
-                    let Opened {
-                        backend,
-                        last_id,
-                        damage,
-                        threads,
-                    } = LocalJournal::open(journal.clone(), settings.load_after, each)?;
-                    (Box::new(backend), last_id, damage, Starter::Local(threads))
-                }
-                Storage::Redis(r) => {
-                    let (backend, (last_id, begins), threads) =
-                        redis::RedisJournal::open(r.clone(), each)?;
-                    numbering = begins;
-                    (
-                        Box::new(backend),
-                        last_id,
-                        Vec::new(),
-                        Starter::Redis(threads),
-                    )
-                }
-            };
+        // What the backend opened, and (Redis) where its numbering starts.
+        type OpenedBackend = (Box<dyn Backend>, u64, Vec<Damage>, Starter, Option<u64>);
+        let (backend, last_id, damage, threads, numbering): OpenedBackend = match &storage {
+            Storage::Local(journal) => {
+                let Opened {
+                    backend,
+                    last_id,
+                    damage,
+                    threads,
+                } = LocalJournal::open(journal.clone(), settings.load_after, each)?;
+                let starter = Starter::Local(threads);
+                (Box::new(backend), last_id, damage, starter, None)
+            }
+            #[cfg(feature = "redis")]
+            Storage::Redis(r) => {
+                let (backend, (last_id, begins), threads) =
+                    redis::RedisJournal::open(r.clone(), each)?;
+                let starter = Starter::Redis(threads);
+                (Box::new(backend), last_id, Vec::new(), starter, begins)
+            }
+        };
         state.last_id = state.last_id.max(last_id);
         state.history.loaded(state.last_id);
         if let Some(start) = numbering {
@@ -323,7 +333,7 @@ impl Hub {
         let hub = Arc::new(Hub {
             name: name.to_string(),
             location: storage.location(),
-            shared: matches!(storage, Storage::Redis(_)),
+            shared: storage.is_shared(),
             settings,
             state: Mutex::new(state),
             backend,
@@ -332,6 +342,7 @@ impl Hub {
         });
         match threads {
             Starter::Local(t) => t.start(&hub)?,
+            #[cfg(feature = "redis")]
             Starter::Redis(t) => t.start(&hub)?,
         }
         Ok(hub)
@@ -404,6 +415,7 @@ impl Hub {
 
     /// The backend numbers from `start` on (a Redis stream that started from the clock): ids
     /// below it were never issued.
+    #[cfg(feature = "redis")]
     pub(crate) fn numbering_starts(&self, start: u64) {
         self.lock().history.numbering_starts(start);
     }
