@@ -11,7 +11,8 @@
 #     clock, a publish, a replay;
 #  4. the README's install line installs the new version over it with an edited config: the
 #     edit stays, the running daemon hands over to the new binary (no restart of nginx, the
-#     journal kept: the event published before replays after);
+#     journal kept: the event published before replays after); the README run a second time
+#     changes nothing;
 #  5. `dpkg -r` stops the daemon and leaves only the conffiles (and the journal, data removed on
 #     purge only); `dpkg --purge` leaves nothing: no file, no folder, no user.
 set -euo pipefail
@@ -94,14 +95,17 @@ readme_lines=$(awk '/<!-- install-deb/{f=1;next} f&&/^```sh/{g=1;next} g&&/^```/
 [ -n "$readme_lines" ] || fail "README has no install-deb block"
 install_line=$(echo "$readme_lines" | grep -E '^sudo apt(-get)? install ')
 echo "$install_line" | grep -q "fastsse_${version}-1_amd64.deb" || fail "the README installs another file than $deb: $install_line"
-while IFS= read -r step; do
-  case "$step" in
-    *"/etc/nginx"*)
-      [[ "$step" == *systemctl* ]] && step=${step%%&&*}
-      step=${step//sudo /}
-      bash -c "${step//\/etc\/nginx/$etc}" >/dev/null || fail "README step failed: $step" ;;
-  esac
-done <<<"$readme_lines"
+readme_nginx_steps() {
+  while IFS= read -r step; do
+    case "$step" in
+      *"/etc/nginx"*)
+        [[ "$step" == *systemctl* ]] && step=${step%%&&*}
+        step=${step//sudo /}
+        bash -c "${step//\/etc\/nginx/$etc}" >/dev/null || fail "README step failed: $step" ;;
+    esac
+  done <<<"$readme_lines"
+}
+readme_nginx_steps
 grep -q 'include snippets/fastsse.conf;' "$etc/sites-available/default" || fail "the snippet is not in the default site"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$work/log"
@@ -143,6 +147,14 @@ stream -H "Last-Event-ID: 0" "$url/events?topic=news" | grep -q "^id: $id1" ||
   fail "the event published before the upgrade does not replay after it"
 stream "$url/clock" | grep -q '^data: ' || fail "no clock after the upgrade"
 
+# The README's lines once more, as a user who is not sure they ran them: nothing changes.
+(cd dist && ${install_line//sudo /} -qq >/dev/null 2>&1 </dev/null) || fail "$install_line failed the second time"
+readme_nginx_steps
+[ "$(grep -c 'include snippets/fastsse.conf;' "$etc/sites-available/default")" = 1 ] ||
+  fail "a second run of the README included the snippet twice"
+[ "$(daemons)" = "$new_pid" ] || fail "a second run of the README touched the daemon: $(daemons)"
+stream "$url/clock" | grep -q '^data: ' || fail "no clock after a second run of the README"
+
 # 5. Remove, then purge.
 dpkg -r fastsse >/dev/null </dev/null || fail "dpkg -r failed"
 sleep 0.2
@@ -161,4 +173,4 @@ done
 getent passwd fastsse >/dev/null && fail "the fastsse user is still there after dpkg --purge"
 getent group fastsse >/dev/null && fail "the fastsse group is still there after dpkg --purge"
 dpkg-query -W -f='${Status}' fastsse 2>/dev/null | grep -qE 'config-files| installed' && fail "dpkg still knows fastsse after purge"
-echo "test-deb: ok ($deb: lintian clean of errors; install, daemon through Debian's nginx, upgrade over 0.0.1 with an edited config and a running daemon, remove, purge)"
+echo "test-deb: ok ($deb: lintian clean of errors; install, daemon through Debian's nginx, upgrade over 0.0.1 with an edited config and a running daemon, the README run twice, remove, purge)"
