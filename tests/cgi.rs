@@ -87,6 +87,14 @@ impl Cgi {
         (child, out)
     }
 
+    /// Publishes `data` to topic `t`; the id it was stored as.
+    fn publish(&self, data: &[u8]) -> u64 {
+        let answer = self.post("topic=t", data);
+        let id = answer.rsplit("\r\n\r\n").next().unwrap().trim();
+        id.parse()
+            .unwrap_or_else(|_| panic!("not an id: {answer:?}"))
+    }
+
     fn post(&self, query: &str, body: &[u8]) -> String {
         let mut child = self
             .command("POST", "/events", query)
@@ -403,15 +411,7 @@ fn hold_0s_polls_answer_every_event_after_the_last_id_exactly_once_across_segmen
     for round in 0..30u32 {
         for k in 0..(round % 4) {
             let data = format!("{round}-{k}-{}", "x".repeat(190));
-            let ok = cgi.post("topic=t", data.as_bytes());
-            let id: u64 = ok
-                .rsplit("\r\n\r\n")
-                .next()
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            published.push(id);
+            published.push(cgi.publish(data.as_bytes()));
         }
         let (body, _) = poll(&cgi, Some(&last));
         let (ids, retry) = ids_and_final_retry(&body);
@@ -439,14 +439,7 @@ fn hold_0s_polls_answer_every_event_after_the_last_id_exactly_once_across_segmen
 fn a_first_poll_marks_the_newest_id_so_the_next_one_misses_nothing() {
     let cgi = Cgi::with_config(POLLING);
     cgi.post("topic=t", b"before");
-    let newest: u64 = cgi
-        .post("topic=t", b"before too")
-        .rsplit("\r\n\r\n")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let newest = cgi.publish(b"before too");
     // No Last-Event-ID: nothing old is replayed, but the browser learns where it stands.
     let (body, _) = poll(&cgi, None);
     assert!(body.contains(&format!("\n\nid: {newest}\n\n")), "{body:?}");
