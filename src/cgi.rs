@@ -145,7 +145,20 @@ pub fn run(mut config: Config) -> Result<(), String> {
         }
         req
     });
-    let load_after = request.as_ref().map_or(u64::MAX, journal_needed_after);
+    // Only a request to a route with a journal can do with part of it; /status and the like
+    // report what the journal retains, so they load it all.
+    let journaled = |req: &Request| {
+        use crate::config::RouteKind::{Command, Mercure, Topics};
+        config
+            .routes
+            .iter()
+            .any(|r| r.path.get_ref() == &req.path && matches!(r.kind, Topics | Mercure | Command))
+    };
+    let load_after = match &request {
+        Ok(req) if journaled(req) => journal_needed_after(req),
+        Ok(_) => 0,
+        Err(_) => u64::MAX,
+    };
     let app = Arc::new(App::for_cgi(config, load_after)?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -442,8 +442,8 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Once, plainly: the log line that used to come with it said the same.
         Err(e) => {
-            log::error!("{e}");
             eprintln!("fastsse: {e}");
             ExitCode::FAILURE
         }

@@ -1,6 +1,6 @@
 //! fastsse: Server-Sent Events behind the web server you already run.
 //!
-//! A FastCGI responder for nginx, Apache, lighttpd and h2o (and, later, a CGI program) that holds
+//! A FastCGI responder for nginx, Apache, lighttpd and h2o, and a CGI program, that holds
 //! thousands of SSE streams in one small process, flushes every event at once, and stops a
 //! stream the moment its browser leaves.
 //!
@@ -38,6 +38,7 @@ pub mod listen;
 pub mod metrics;
 pub mod publish;
 pub mod publish_client;
+pub mod random;
 pub mod request;
 pub mod response;
 pub mod server;

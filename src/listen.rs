@@ -242,19 +242,9 @@ fn bind_unix(path: &Path, server: &ServerConfig) -> Result<BoundListener, Listen
     result
 }
 
-/// 32 random bits from the kernel (falling back to the clock and pid).
+/// 32 random bits.
 fn random_u32() -> u32 {
-    use std::io::Read;
-    let mut b = [0u8; 4];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        Ok(()) => u32::from_ne_bytes(b),
-        Err(_) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            t.subsec_nanos() ^ std::process::id().rotate_left(16)
-        }
-    }
+    crate::random::u64() as u32
 }
 
 fn bind_staged(

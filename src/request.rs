@@ -34,38 +34,19 @@ pub struct Request {
     vars: Vec<(Bytes, Bytes)>,
 }
 
-/// Decodes `%XX` escapes (and `+` as space when `plus_is_space`), lossily into UTF-8.
-pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Decodes `%XX` escapes (a path, a path segment), lossily into UTF-8; a `%` not followed by
+/// two hex digits stays as it is.
+pub fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-/// Splits an `application/x-www-form-urlencoded` string into decoded pairs.
+/// Splits an `application/x-www-form-urlencoded` string (a query, a form body) into decoded
+/// pairs, as browsers encode them (`+` is a space).
 pub fn parse_form(s: &str) -> Vec<(String, String)> {
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k, true), percent_decode(v, true))
-        })
+    form_urlencoded::parse(s.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
@@ -120,7 +101,7 @@ impl Request {
             }
             _ => raw,
         };
-        r.path = percent_decode(&raw, false);
+        r.path = percent_decode(&raw);
         r.path_info = r.var("PATH_INFO").unwrap_or("").to_string();
         r
     }
@@ -243,9 +224,14 @@ mod tests {
 
     #[test]
     fn percent_decoding_is_total() {
-        assert_eq!(percent_decode("a%2", false), "a%2");
-        assert_eq!(percent_decode("%", false), "%");
-        assert_eq!(percent_decode("%zz+", true), "%zz ");
-        assert_eq!(percent_decode("%ff", false), "\u{fffd}");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%zz+"), "%zz+");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+        assert_eq!(
+            parse_form("a=%zz+b&&=x&c&d=1=2"),
+            [("a", "%zz b"), ("", "x"), ("c", ""), ("d", "1=2")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
     }
 }

@@ -98,7 +98,20 @@ fn workers_share_the_socket_and_journal_and_a_killed_one_is_replaced_losing_noth
     assert!(ok.success());
     let (code, out, err) = bench.join().unwrap();
     let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
-    assert_eq!(code, Some(0), "{r}\n{err}\n{}", d.log());
+    // A publish in flight on the killed worker gets nginx's 502 (its answer died with the
+    // worker; it may have been stored): the only failure allowed, and it loses nothing.
+    let failures = r["connections_failed"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let only_cut_publishes = failures
+        .iter()
+        .all(|(why, n)| why == "publish: http 502" && n.as_u64() <= Some(2));
+    assert!(
+        code == Some(0) || (code == Some(1) && only_cut_publishes),
+        "{r}\n{err}\n{}",
+        d.log()
+    );
     assert!(r["connections_established"].as_u64().unwrap() >= 300, "{r}");
     assert_eq!(r["events_lost"], 0, "{r}");
     assert_eq!(r["events_duplicated"], 0, "{r}");

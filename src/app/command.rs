@@ -20,7 +20,7 @@ pub(super) struct CommandRoute {
 }
 
 pub(super) enum CommandKind {
-    Shared(Arc<crate::command::shared::Shared>),
+    Shared(Arc<crate::command::shared::SharedProgram>),
     PerStream(crate::command::per_stream::PerStream),
 }
 
@@ -31,7 +31,7 @@ pub(super) fn command_route(
     keep: &[Route],
     load_after: u64,
 ) -> Result<CommandRoute, String> {
-    use crate::command::{per_stream::PerStream, shared::Shared, Mode, Program};
+    use crate::command::{per_stream::PerStream, shared::SharedProgram, Mode, Program};
     let program = Program::from_route(r);
     let output = crate::command::output::OutputRules {
         format: r.format,
@@ -49,7 +49,7 @@ pub(super) fn command_route(
                 )),
                 None => None,
             };
-            let shared = Shared::new(
+            let shared = SharedProgram::new(
                 program,
                 output,
                 (r.start, r.idle_stop),

@@ -1,205 +1,66 @@
-//! The documents the application serves about itself: `/status` (JSON) and `metrics`
-//! (Prometheus text). They read the counters and each topics route's hub; nothing here changes
-//! anything.
-
-use std::sync::atomic::Ordering;
+//! The documents the application serves about itself: `/status` (JSON) and `/metrics`
+//! (Prometheus text), both rendered from the one list of figures in [`super::figures`]. They
+//! read the counters, each hub and each command route; nothing here changes anything.
 
 use bytes::Bytes;
 
-use super::App;
-use crate::hub::Hub;
+use super::figures::{self, Figure, Value};
+use super::{App, Handler};
+use crate::metrics::{process_figures, Exposition, Kind};
 use crate::response::FullResponse;
 
+/// Things of one scope, each with its route's path.
+type ByPath<T> = Vec<(String, std::sync::Arc<T>)>;
+
 impl App {
+    /// The hubs and command routes in force, by path.
+    fn scopes(
+        &self,
+    ) -> (
+        ByPath<crate::hub::Hub>,
+        ByPath<super::command::CommandRoute>,
+    ) {
+        let current = self.current();
+        let hubs = current
+            .routes
+            .iter()
+            .filter_map(|r| r.handler.hub().map(|h| (r.path.clone(), h.clone())))
+            .collect();
+        let commands = current
+            .routes
+            .iter()
+            .filter_map(|r| match &r.handler {
+                Handler::Command(c) => Some((r.path.clone(), c.clone())),
+                _ => None,
+            })
+            .collect();
+        (hubs, commands)
+    }
+
     /// The metrics document (Prometheus text format).
     pub(super) async fn metrics(&self) -> FullResponse {
-        use crate::metrics::{process_figures, Exposition, Kind::*};
-        let s = &self.stats;
-        let config = self.config();
-        let c = &config.server;
-        let n = |v: u64| v as f64;
         // Under `[server] processes`, each worker answers for itself: its samples say which.
         let worker = crate::workers::worker_number().map(|n| n.to_string());
         let mut e = match &worker {
             Some(n) => Exposition::with_labels(&[("worker", n)]),
             None => Exposition::default(),
         };
-        e.single("fastsse_up", Gauge, "1 while fastsse serves.", 1.0)
-            .single(
-                "fastsse_uptime_seconds",
-                Gauge,
-                "Seconds since start.",
-                self.started.elapsed().as_secs_f64(),
-            )
-            .single(
-                "fastsse_streams_active",
-                Gauge,
-                "SSE streams open now.",
-                s.active_streams() as f64,
-            )
-            .single(
-                "fastsse_streams_max",
-                Gauge,
-                "max_streams.",
-                c.max_streams as f64,
-            )
-            .single(
-                "fastsse_streams_total",
-                Counter,
-                "SSE streams opened.",
-                n(s.total_streams.load(Ordering::Relaxed)),
-            )
-            .family(
-                "fastsse_streams_rejected_total",
-                Counter,
-                "Stream requests refused, by reason.",
-            )
-            .sample(
-                "fastsse_streams_rejected_total",
-                &[("reason", "max_streams")],
-                n(s.rejected_streams.load(Ordering::Relaxed)),
-            )
-            .single(
-                "fastsse_connections_active",
-                Gauge,
-                "FastCGI connections open now.",
-                s.active_connections() as f64,
-            )
-            .single(
-                "fastsse_connections_max",
-                Gauge,
-                "max_connections.",
-                c.max_connections as f64,
-            )
-            .single(
-                "fastsse_connections_total",
-                Counter,
-                "FastCGI connections accepted.",
-                n(s.total_connections.load(Ordering::Relaxed)),
-            )
-            .family(
-                "fastsse_connections_closed_total",
-                Counter,
-                "Connections closed by the server to protect it, by reason.",
-            )
-            .sample(
-                "fastsse_connections_closed_total",
-                &[("reason", "refused_full")],
-                n(s.refused_connections.load(Ordering::Relaxed)),
-            )
-            .sample(
-                "fastsse_connections_closed_total",
-                &[("reason", "evicted_idle")],
-                n(s.evicted_connections.load(Ordering::Relaxed)),
-            )
-            .single(
-                "fastsse_input_bytes",
-                Gauge,
-                "Request input buffered now (bounded by max_input_bytes).",
-                s.input_bytes.load(Ordering::Relaxed) as f64,
-            );
-        let current = self.current();
-        let hubs: Vec<(&str, &Hub)> = current
-            .routes
-            .iter()
-            .filter_map(|r| r.handler.hub().map(|hub| (r.path.as_str(), hub.as_ref())))
-            .collect();
-        type Figure = fn(&Hub) -> f64;
-        let per_route: [(&str, crate::metrics::Kind, &str, Figure); 13] = [
-            (
-                "fastsse_journal_bytes",
-                Gauge,
-                "Bytes of the route's journal on disk (updated about once a second).",
-                |h| h.stats.journal_bytes.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "fastsse_journal_append_failures_total",
-                Counter,
-                "Publications the journal refused (answered 5xx, not stored).",
-                |h| h.stats.append_failures.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "fastsse_backend_unreadable_total",
-                Counter,
-                "Redis entries that are not fastsse records (written by another tool), skipped.",
-                |h| h.stats.unreadable.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "fastsse_backend_up",
-                Gauge,
-                "1 while the route's journal can be read, 0 while reading it fails.",
-                |h| {
-                    if h.stats.backend_failing.load(Ordering::Relaxed) {
-                        0.0
-                    } else {
-                        1.0
-                    }
-                },
-            ),
-            (
-                "fastsse_backend_lag_events",
-                Gauge,
-                "Redis: events other instances published that this one has not read yet.",
-                |h| h.stats.backend_lag.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "fastsse_topic_subscribers",
-                Gauge,
-                "Subscribers of a topics route now.",
-                |h| h.subscribers() as f64,
-            ),
-            (
-                "fastsse_events_published_total",
-                Counter,
-                "Events published through this process.",
-                |h| h.stats.published.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "fastsse_events_delivered_total",
-                Counter,
-                "Events taken into the hub from the journal (any process).",
-                |h| h.stats.delivered.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "fastsse_writes_direct_total",
-                Counter,
-                "Deliveries written straight to a socket by the fan-out.",
-                |h| h.stats.direct_writes.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "fastsse_writes_queued_total",
-                Counter,
-                "Deliveries queued to a subscriber's task.",
-                |h| h.stats.queued_writes.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "fastsse_subscribers_lagged_total",
-                Counter,
-                "Subscribers cut off for falling subscriber_queue events behind.",
-                |h| h.stats.lagged.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "fastsse_replay_events",
-                Gauge,
-                "Events kept in memory for Last-Event-ID replay.",
-                |h| h.retained() as f64,
-            ),
-            (
-                "fastsse_replay_bytes",
-                Gauge,
-                "Bytes kept in memory for replay (bounded by history_bytes).",
-                |h| h.retained_bytes() as f64,
-            ),
-        ];
-        for (name, kind, help, figure) in per_route {
-            e.family(name, kind, help);
-            for (route, hub) in &hubs {
-                e.sample(name, &[("route", route)], figure(hub));
+        let mut family = "";
+        for f in figures::PROCESS {
+            if f.metric != family {
+                e.family(f.metric, f.kind, f.help);
+                family = f.metric;
+            }
+            if let Some(v) = (f.read)(self) {
+                e.sample(f.metric, f.labels, v.metric());
             }
         }
+        let (hubs, commands) = self.scopes();
+        per_route(&mut e, figures::HUB, &hubs);
+        per_route(&mut e, figures::COMMAND, &commands);
         e.family(
             "fastsse_journal_append_seconds",
-            Histogram,
+            Kind::Histogram,
             "Time to append a batch to the journal: the lock, the write, the fsync per policy.",
         );
         for (route, hub) in &hubs {
@@ -209,50 +70,14 @@ impl App {
                 &hub.stats.append_latency,
             );
         }
-        e.family(
-            "fastsse_last_event_id",
-            Gauge,
-            "The newest event id of a topics route.",
-        );
-        for (route, hub) in &hubs {
-            e.sample(
-                "fastsse_last_event_id",
-                &[("route", route)],
-                hub.last_id() as f64,
-            );
-        }
-        // The names php-fpm's exporter uses, where a fastsse figure means the same to someone
-        // whose dashboards were built for the php-fpm SSE endpoint this replaces: a stream is
-        // what held a worker there.
-        let php_fpm = [
-            ("phpfpm_up", Gauge, "1 while the pool serves (fastsse_up).", 1.0),
-            (
-                "phpfpm_start_since",
-                Counter,
-                "Seconds since start (fastsse_uptime_seconds).",
-                self.started.elapsed().as_secs_f64().floor(),
-            ),
-            (
-                "phpfpm_accepted_connections",
-                Counter,
-                "Connections accepted (fastsse_connections_total).",
-                n(s.total_connections.load(Ordering::Relaxed)),
-            ),
-            (
-                "phpfpm_active_processes",
-                Gauge,
-                "Busy workers: here, SSE streams open now (fastsse_streams_active).",
-                s.active_streams() as f64,
-            ),
-            (
-                "phpfpm_max_children_reached",
-                Counter,
-                "Requests refused at the limit (fastsse_streams_rejected_total{reason=max_streams}).",
-                n(s.rejected_streams.load(Ordering::Relaxed)),
-            ),
-        ];
-        for (name, kind, help, value) in php_fpm {
-            e.single(name, kind, help, value);
+        for (name, kind, help, key) in figures::PHP_FPM {
+            let value = figures::PROCESS
+                .iter()
+                .find(|f| f.key == *key)
+                .and_then(|f| (f.read)(self));
+            if let Some(v) = value {
+                e.single(name, *kind, help, v.metric());
+            }
         }
         // /proc is cheap, but listing 10,000 descriptors is not nothing: off the runtime.
         let (fds, rss) = tokio::task::spawn_blocking(process_figures)
@@ -261,7 +86,7 @@ impl App {
         if let Some(fds) = fds {
             e.single(
                 "process_open_fds",
-                Gauge,
+                Kind::Gauge,
                 "Open file descriptors.",
                 fds as f64,
             );
@@ -269,7 +94,7 @@ impl App {
         if let Some(rss) = rss {
             e.single(
                 "process_resident_memory_bytes",
-                Gauge,
+                Kind::Gauge,
                 "Resident memory size in bytes.",
                 rss as f64,
             );
@@ -288,94 +113,59 @@ impl App {
     }
 
     /// The status document.
-    pub(super) fn status(&self) -> FullResponse {
-        let s = &self.stats;
-        let config = self.config();
-        let c = &config.server;
-        let topics: serde_json::Map<String, serde_json::Value> = self
-            .current()
-            .routes
+    pub(super) async fn status(&self) -> FullResponse {
+        let (hubs, commands) = self.scopes();
+        let topics: serde_json::Map<String, serde_json::Value> = hubs
             .iter()
-            .filter_map(|r| {
-                let hub = r.handler.hub()?;
-                Some((
-                    r.path.clone(),
-                    serde_json::json!({
-                        "subscribers": hub.subscribers(),
-                        "last_id": hub.last_id(),
-                        "retained": hub.retained(),
-                        "retained_bytes": hub.retained_bytes(),
-                        "published": hub.stats.published.load(Ordering::Relaxed),
-                        "lagged_subscribers": hub.stats.lagged.load(Ordering::Relaxed),
-                        "direct_writes": hub.stats.direct_writes.load(Ordering::Relaxed),
-                        "queued_writes": hub.stats.queued_writes.load(Ordering::Relaxed),
-                        "journal_bytes": hub.stats.journal_bytes.load(Ordering::Relaxed),
-                        "append_failures": hub.stats.append_failures.load(Ordering::Relaxed),
-                        "backend": if hub.stats.backend_failing.load(Ordering::Relaxed) { "failing" } else { "ok" },
-                        "backend_lag": hub.stats.backend_lag.load(Ordering::Relaxed),
-                        "backend_unreadable": hub.stats.unreadable.load(Ordering::Relaxed),
-                    }),
-                ))
+            .map(|(path, hub)| (path.clone(), figures::object(figures::HUB, hub).into()))
+            .collect();
+        let commands: serde_json::Map<String, serde_json::Value> = commands
+            .iter()
+            .map(|(path, c)| {
+                let mut doc = figures::object(figures::COMMAND, c);
+                let mode = match c.kind {
+                    super::CommandKind::Shared(_) => "shared",
+                    super::CommandKind::PerStream(_) => "per-stream",
+                };
+                doc.insert("mode".into(), mode.into());
+                (path.clone(), doc.into())
             })
             .collect();
-        let commands: serde_json::Map<String, serde_json::Value> = self
-            .current()
-            .routes
-            .iter()
-            .filter_map(|r| {
-                let super::Handler::Command(c) = &r.handler else {
-                    return None;
-                };
-                let doc = match &c.kind {
-                    super::CommandKind::Shared(sh) => serde_json::json!({
-                        "mode": "shared",
-                        "running": sh.stats.running.load(Ordering::Relaxed),
-                        "pid": sh.stats.pid.load(Ordering::Relaxed),
-                        "restarts": sh.stats.restarts.load(Ordering::Relaxed),
-                        "events": sh.stats.events.load(Ordering::Relaxed),
-                        "dropped": sh.stats.dropped.load(Ordering::Relaxed),
-                        "subscribers": sh.subscribers(),
-                    }),
-                    super::CommandKind::PerStream(p) => serde_json::json!({
-                        "mode": "per-stream",
-                        "running": p.slots.running(),
-                        "dropped": p.dropped.load(Ordering::Relaxed),
-                    }),
-                };
-                Some((r.path.clone(), doc))
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "commands": commands,
-            "topics": topics,
-            "version": env!("CARGO_PKG_VERSION"),
-            // With `[server] processes`: which worker answered (each counts its own streams).
-            "pid": std::process::id(),
-            "worker": crate::workers::worker_number(),
-            "uptime_secs": self.started.elapsed().as_secs(),
-            "active_streams": s.active_streams(),
-            "total_streams": s.total_streams.load(Ordering::Relaxed),
-            "rejected_streams": s.rejected_streams.load(Ordering::Relaxed),
-            "active_connections": s.active_connections(),
-            "total_connections": s.total_connections.load(Ordering::Relaxed),
-            "refused_connections": s.refused_connections.load(Ordering::Relaxed),
-            "evicted_connections": s.evicted_connections.load(Ordering::Relaxed),
-            "input_bytes": s.input_bytes.load(Ordering::Relaxed),
-            "limits": {
-                "max_streams": c.max_streams,
-                "max_connections": c.max_connections,
-                "max_params_bytes": c.max_params_bytes,
-                "max_body_bytes": c.max_body_bytes,
-                "max_input_bytes": c.max_input_bytes,
-            },
-        });
+        let mut doc = figures::object(figures::PROCESS, self);
+        let (fds, rss) = tokio::task::spawn_blocking(process_figures)
+            .await
+            .unwrap_or((None, None));
+        if let Some(fds) = fds {
+            figures::insert(&mut doc, "open_fds", Value::Count(fds as u64));
+        }
+        if let Some(rss) = rss {
+            figures::insert(&mut doc, "rss_bytes", Value::Count(rss));
+        }
+        doc.insert("commands".into(), commands.into());
+        doc.insert("topics".into(), topics.into());
+        doc.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+        // With `[server] processes`: which worker answered (each counts its own streams).
+        doc.insert("pid".into(), std::process::id().into());
+        doc.insert("worker".into(), crate::workers::worker_number().into());
         FullResponse {
             status: 200,
             headers: vec![
                 ("Content-Type".into(), "application/json".into()),
                 ("Cache-Control".into(), "no-cache".into()),
             ],
-            body: Bytes::from(doc.to_string()),
+            body: Bytes::from(serde_json::Value::Object(doc).to_string()),
+        }
+    }
+}
+
+/// The samples of per-route figures: a family each, a sample per route where it applies.
+fn per_route<T>(e: &mut Exposition, figures: &[Figure<T>], routes: &ByPath<T>) {
+    for f in figures {
+        e.family(f.metric, f.kind, f.help);
+        for (route, of) in routes {
+            if let Some(v) = (f.read)(of) {
+                e.sample(f.metric, &[("route", route)], v.metric());
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use command::{command_route, CommandKind, CommandRoute};
 
 mod command;
 mod documents;
+mod figures;
 mod mercure;
 mod subscriptions;
 mod topics;
@@ -454,7 +455,7 @@ impl App {
         }
         let source: Box<dyn Source> = match &route.handler {
             Handler::Builtin(r) => match r.kind {
-                RouteKind::Status => return self.status().into(),
+                RouteKind::Status => return self.status().await.into(),
                 RouteKind::Metrics => return self.metrics().await.into(),
                 RouteKind::Clock => Box::new(ClockSource::new(r.interval)),
                 RouteKind::Ping => Box::new(PingSource::new(r.interval)),
@@ -534,9 +535,7 @@ impl App {
             );
             return self.server_full().into();
         }
-        let spread = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos() as u64 % 1000);
+        let spread = crate::random::below(1000);
         let retry_ms = self.config().stream.retry_after_secs as u64 * 1000 + spread;
         log::warn!(
             "req={} route={} peer={}: all {max} stream slots taken; EventSource told to retry in {retry_ms} ms",

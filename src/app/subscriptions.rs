@@ -3,8 +3,6 @@
 //! (a JSON-LD `Subscription` document), and `GET {hub}/subscriptions[/{topic}[/{subscriber}]]`
 //! listing the active ones for a token whose `mercure.subscribe` selects them.
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::mercure::MercureRoute;
@@ -19,24 +17,7 @@ use crate::source::{DirectWriter, NextEvent, Source};
 
 /// A new subscriber IRI: `urn:uuid:` and a random (version 4) UUID.
 pub(super) fn new_subscriber_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // RandomState is seeded from the OS's randomness; two of them give 128 bits.
-    let half = || {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        h.finish()
-    };
-    let (a, b) = (half(), half());
-    let a = (a & !0xF000) | 0x4000; // version 4
-    let b = (b & !(0b11 << 62)) | (0b10 << 62); // RFC 4122 variant
-    format!(
-        "urn:uuid:{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xFFFF,
-        a & 0xFFFF,
-        b >> 48,
-        b & 0xFFFF_FFFF_FFFF
-    )
+    crate::random::uuid_urn()
 }
 
 /// The topic (and JSON-LD id) of one subscription.
@@ -179,7 +160,7 @@ impl App {
         let parts: Vec<String> = rest
             .split('/')
             .filter(|s| !s.is_empty())
-            .map(|s| percent_decode(s, false))
+            .map(percent_decode)
             .collect();
         if parts.len() > 2 {
             return FullResponse::text(404, "no such subscription resource");

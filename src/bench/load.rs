@@ -44,8 +44,8 @@ impl Counters {
     }
 }
 
-/// What every task of the run shares.
-pub(super) struct Shared {
+/// One bench run: what every task of it shares.
+pub(super) struct Run {
     counters: Counters,
     latency: Shards,
     /// This second's latencies, for the progress line (emptied each second).
@@ -67,9 +67,9 @@ pub(super) struct Shared {
     pub(super) series: Mutex<Vec<Second>>,
 }
 
-impl Shared {
-    pub(super) fn new(args: &LoadArgs) -> Shared {
-        Shared {
+impl Run {
+    pub(super) fn new(args: &LoadArgs) -> Run {
+        Run {
             counters: Counters::default(),
             latency: Shards::new(),
             this_second: Shards::new(),
@@ -141,7 +141,7 @@ fn now_us() -> u64 {
 async fn subscriber(
     idx: usize,
     target: Arc<Target>,
-    shared: Arc<Shared>,
+    shared: Arc<Run>,
     quit: CancellationToken,
 ) -> Outcome {
     let mut seen = Seen::default();
@@ -276,7 +276,7 @@ pub(super) async fn publisher(
     url: Url,
     rate: f64,
     duration: Duration,
-    shared: Arc<Shared>,
+    shared: Arc<Run>,
 ) -> (Vec<u64>, u64) {
     let mut acked = Vec::new();
     let mut failed = 0;
@@ -329,7 +329,7 @@ fn check_open_files(n: usize) -> Result<(), String> {
 
 /// Prints the progress line and keeps the series: one [`Second`] each second until the end.
 /// A bench worker writes each second as a `SEC` line for its parent instead.
-pub(super) async fn progress(shared: Arc<Shared>, quiet: bool, peak: usize, worker: bool) {
+pub(super) async fn progress(shared: Arc<Run>, quiet: bool, peak: usize, worker: bool) {
     let (mut last_events, mut last_published) = (0, 0);
     let mut last_failures: HashMap<String, u64> = HashMap::new();
     let start = Instant::now();
@@ -387,7 +387,7 @@ pub(super) async fn progress(shared: Arc<Shared>, quiet: bool, peak: usize, work
 /// A subscriber task and the token that ends it.
 type Running = (CancellationToken, tokio::task::JoinHandle<Outcome>);
 
-fn spawn_subscriber(idx: usize, target: &Arc<Target>, shared: &Arc<Shared>) -> Running {
+fn spawn_subscriber(idx: usize, target: &Arc<Target>, shared: &Arc<Run>) -> Running {
     let quit = shared.stop.child_token();
     let task = tokio::spawn(subscriber(
         idx,
@@ -403,7 +403,7 @@ fn spawn_subscriber(idx: usize, target: &Arc<Target>, shared: &Arc<Shared>) -> R
 async fn follow_stages(
     stages: &[Stage],
     target: &Arc<Target>,
-    shared: &Arc<Shared>,
+    shared: &Arc<Run>,
     role: Option<WorkerRole>,
 ) -> Vec<Running> {
     let total = series::total(stages);
@@ -502,7 +502,7 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         Some(_) => None,
         None => publisher_client(&args)?,
     };
-    let shared = Arc::new(Shared::new(&args));
+    let shared = Arc::new(Run::new(&args));
     if role.is_some() && stages.is_some() {
         // The parent publishes from the start, beside the stages: a subscriber is expected to
         // see what comes from the first event it got (none connects before publishing).

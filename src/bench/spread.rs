@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::args::LoadArgs;
-use super::load::{publisher, Shared};
+use super::load::{publisher, Run};
 use super::report::{percentiles, Comebacks, Report, Thresholds};
 use super::series::{self, Second};
 
@@ -79,7 +79,7 @@ pub(super) fn report_to_parent(
 
 /// In a worker, instead of publishing: says `READY`, waits for the parent's `END`, and
 /// returns what it published (the send times go into `shared`).
-pub(super) async fn await_end(shared: &Shared) -> (Vec<u64>, u64) {
+pub(super) async fn await_end(shared: &Run) -> (Vec<u64>, u64) {
     use tokio::io::AsyncBufReadExt;
     say("READY", &());
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -250,7 +250,7 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
     let publish = super::load::publisher_client(&args)?;
     let mut w = start(of)?;
     // Counted from the workers' start, as their seconds are.
-    let shared = Arc::new(Shared::new(&args));
+    let shared = Arc::new(Run::new(&args));
     let progress = rt.spawn(super::load::progress(shared.clone(), true, peak, false));
     let mut seconds = Seconds::default();
     // Each worker is READY once its share is connected (10 s of settling at most).

@@ -41,7 +41,7 @@ pub struct SharedStats {
 }
 
 /// One shared command route.
-pub struct Shared {
+pub struct SharedProgram {
     program: Program,
     output: OutputRules,
     start: Start,
@@ -55,8 +55,8 @@ pub struct Shared {
     pub stats: SharedStats,
 }
 
-impl Shared {
-    /// A shared command (its supervisor starts with [`Shared::start`]).
+impl SharedProgram {
+    /// A shared command (its supervisor starts with [`SharedProgram::start`]).
     pub fn new(
         program: Program,
         output: OutputRules,
@@ -64,8 +64,8 @@ impl Shared {
         queue: usize,
         retry: Duration,
         hub: Option<(Arc<Hub>, String)>,
-    ) -> Arc<Shared> {
-        Arc::new(Shared {
+    ) -> Arc<SharedProgram> {
+        Arc::new(SharedProgram {
             program,
             output,
             start,
@@ -154,7 +154,7 @@ impl Shared {
 }
 
 /// Runs the program while it is wanted, restarting it with backoff.
-async fn supervise(shared: Weak<Shared>) {
+async fn supervise(shared: Weak<SharedProgram>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         // Wait until someone wants it (checked every second too: a reload, a leaving hub).
@@ -250,7 +250,7 @@ pub struct LiveSource {
     retry_ms: u64,
     finished: bool,
     /// Keeps the command (and its supervisor) alive while the stream is open.
-    _shared: Arc<Shared>,
+    _shared: Arc<SharedProgram>,
 }
 
 impl Source for LiveSource {

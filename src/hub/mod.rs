@@ -208,8 +208,8 @@ pub struct HubStats {
     pub unreadable: AtomicU64,
 }
 
-/// Where a hub's events are stored and come back from: the local journal ([`LocalJournal`])
-/// now, Redis next. A backend stores each publication it is given and answers it on its
+/// Where a hub's events are stored and come back from: the local journal ([`LocalJournal`]) or
+/// a Redis stream (`redis::RedisJournal`, feature `redis`). A backend stores each publication it is given and answers it on its
 /// `reply` (the id, or why it was not stored); and it feeds every stored event — published
 /// through any process or node — back to the hub in id order, through `Hub::take_records` (and
 /// `Hub::on_damage` for ids it lost). The hub knows nothing else of it.

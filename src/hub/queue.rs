@@ -10,7 +10,8 @@ use tokio::sync::Notify;
 
 use super::StoredEvent;
 
-struct Shared {
+/// The queue both ends hold.
+struct Queue {
     state: Mutex<State>,
     /// Wakes the taker: a permit is kept when it is not waiting yet.
     notify: Notify,
@@ -23,17 +24,17 @@ struct State {
     closed: bool,
 }
 
-impl Shared {
+impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// The fan-out's end. Dropping it closes the queue.
-pub struct QueueTx(Arc<Shared>);
+pub struct QueueTx(Arc<Queue>);
 
 /// The subscriber task's end.
-pub struct QueueRx(Arc<Shared>);
+pub struct QueueRx(Arc<Queue>);
 
 /// The queue was full: the event was not queued.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,7 +42,7 @@ pub struct Full;
 
 /// A queue holding at most `capacity` events.
 pub fn queue(capacity: usize) -> (QueueTx, QueueRx) {
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Queue {
         state: Mutex::new(State {
             events: VecDeque::new(),
             closed: false,

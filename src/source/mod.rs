@@ -168,18 +168,7 @@ pub struct StreamTiming {
     pub end_jitter: Duration,
 }
 
-/// A random duration below `max` (zero when `max` is zero): std's per-instance SipHash keys as
-/// a cheap source of spread, not of secrets.
-fn spread(max: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let ms = max.as_millis() as u64;
-    if ms == 0 {
-        return Duration::ZERO;
-    }
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(ms);
-    Duration::from_millis(h.finish() % ms)
-}
+use crate::random::duration_below as spread;
 
 /// Writes `chunk` unless the stream is aborted first.
 ///

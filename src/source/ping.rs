@@ -23,7 +23,7 @@ impl PingSource {
     pub fn new(every: Duration) -> Self {
         let mut tick = interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let seed = unix_now().as_nanos() as u64 | 1;
+        let seed = crate::random::u64() | 1;
         let mut s = PingSource {
             tick,
             every,

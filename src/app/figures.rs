@@ -1,0 +1,474 @@
+//! The one list of figures that `/status` (JSON) and `/metrics` (Prometheus text) are both
+//! rendered from: every figure names its `/status` key and its metric (family, labels, kind,
+//! help) side by side, so the two documents cannot drift apart. Three scopes: the process, each
+//! hub (a topics or mercure route, a command's topic), each command route. Only what has no
+//! one-number form stays in one document: the append-latency histogram (metrics) and the
+//! identity fields (`/status`: version, pid, worker, a command's mode).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::command::{CommandKind, CommandRoute};
+use super::App;
+use crate::hub::Hub;
+use crate::metrics::Kind::{self, Counter, Gauge};
+
+/// One reading of a figure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Value {
+    /// A count, a size or whole seconds: an integer in `/status`.
+    Count(u64),
+    /// A state: its word in `/status`, its number in `/metrics` (1 up, 0 down).
+    State(&'static str, f64),
+}
+
+impl Value {
+    /// The sample value.
+    pub(super) fn metric(self) -> f64 {
+        match self {
+            Value::Count(n) => n as f64,
+            Value::State(_, x) => x,
+        }
+    }
+
+    /// The `/status` value.
+    pub(super) fn json(self) -> serde_json::Value {
+        match self {
+            Value::Count(n) => n.into(),
+            Value::State(word, _) => word.into(),
+        }
+    }
+}
+
+/// One figure of a scope `T`.
+pub(super) struct Figure<T: ?Sized> {
+    /// The key in `/status`; a `.` nests (`limits.max_streams`).
+    pub key: &'static str,
+    /// The metric family; figures that share one are adjacent and differ by `labels`.
+    pub metric: &'static str,
+    /// This figure's labels within its family (beside `route` and `worker`).
+    pub labels: &'static [(&'static str, &'static str)],
+    pub kind: Kind,
+    pub help: &'static str,
+    /// The reading; `None` where the figure does not apply (a per-stream command's pid).
+    pub read: fn(&T) -> Option<Value>,
+}
+
+const fn fig<T: ?Sized>(
+    key: &'static str,
+    metric: &'static str,
+    kind: Kind,
+    help: &'static str,
+    read: fn(&T) -> Option<Value>,
+) -> Figure<T> {
+    Figure {
+        key,
+        metric,
+        labels: &[],
+        kind,
+        help,
+        read,
+    }
+}
+
+fn count(n: impl TryInto<u64>) -> Option<Value> {
+    Some(Value::Count(n.try_into().unwrap_or(u64::MAX)))
+}
+
+/// The process: streams, connections, input, limits, uptime.
+pub(super) const PROCESS: &[Figure<App>] = &[
+    fig("up", "fastsse_up", Gauge, "1 while fastsse serves.", |_| {
+        count(1u64)
+    }),
+    fig(
+        "uptime_secs",
+        "fastsse_uptime_seconds",
+        Gauge,
+        "Seconds since start.",
+        |a| count(a.started.elapsed().as_secs()),
+    ),
+    fig(
+        "active_streams",
+        "fastsse_streams_active",
+        Gauge,
+        "SSE streams open now.",
+        |a| count(a.stats.active_streams()),
+    ),
+    fig(
+        "limits.max_streams",
+        "fastsse_streams_max",
+        Gauge,
+        "max_streams.",
+        |a| count(a.config().server.max_streams),
+    ),
+    fig(
+        "total_streams",
+        "fastsse_streams_total",
+        Counter,
+        "SSE streams opened.",
+        |a| count(a.stats.total_streams.load(Relaxed)),
+    ),
+    Figure {
+        labels: &[("reason", "max_streams")],
+        ..fig(
+            "rejected_streams",
+            "fastsse_streams_rejected_total",
+            Counter,
+            "Stream requests refused, by reason.",
+            |a| count(a.stats.rejected_streams.load(Relaxed)),
+        )
+    },
+    fig(
+        "active_connections",
+        "fastsse_connections_active",
+        Gauge,
+        "FastCGI connections open now.",
+        |a| count(a.stats.active_connections()),
+    ),
+    fig(
+        "limits.max_connections",
+        "fastsse_connections_max",
+        Gauge,
+        "max_connections.",
+        |a| count(a.config().server.max_connections),
+    ),
+    fig(
+        "total_connections",
+        "fastsse_connections_total",
+        Counter,
+        "FastCGI connections accepted.",
+        |a| count(a.stats.total_connections.load(Relaxed)),
+    ),
+    Figure {
+        labels: &[("reason", "refused_full")],
+        ..fig(
+            "refused_connections",
+            "fastsse_connections_closed_total",
+            Counter,
+            "Connections closed by the server to protect it, by reason.",
+            |a| count(a.stats.refused_connections.load(Relaxed)),
+        )
+    },
+    Figure {
+        labels: &[("reason", "evicted_idle")],
+        ..fig(
+            "evicted_connections",
+            "fastsse_connections_closed_total",
+            Counter,
+            "Connections closed by the server to protect it, by reason.",
+            |a| count(a.stats.evicted_connections.load(Relaxed)),
+        )
+    },
+    fig(
+        "input_bytes",
+        "fastsse_input_bytes",
+        Gauge,
+        "Request input buffered now (bounded by max_input_bytes).",
+        |a| count(a.stats.input_bytes.load(Relaxed)),
+    ),
+    fig(
+        "limits.max_input_bytes",
+        "fastsse_input_bytes_max",
+        Gauge,
+        "max_input_bytes.",
+        |a| count(a.config().server.max_input_bytes),
+    ),
+    fig(
+        "limits.max_params_bytes",
+        "fastsse_params_bytes_max",
+        Gauge,
+        "max_params_bytes.",
+        |a| count(a.config().server.max_params_bytes),
+    ),
+    fig(
+        "limits.max_body_bytes",
+        "fastsse_body_bytes_max",
+        Gauge,
+        "max_body_bytes.",
+        |a| count(a.config().server.max_body_bytes),
+    ),
+];
+
+/// What a process figure is also published as, under the names php-fpm's exporter uses: a
+/// stream is what held a worker there, so dashboards built for the PHP endpoint keep working.
+pub(super) const PHP_FPM: &[(&str, Kind, &str, &str)] = &[
+    (
+        "phpfpm_up",
+        Gauge,
+        "1 while the pool serves (fastsse_up).",
+        "up",
+    ),
+    (
+        "phpfpm_start_since",
+        Counter,
+        "Seconds since start (fastsse_uptime_seconds).",
+        "uptime_secs",
+    ),
+    (
+        "phpfpm_accepted_connections",
+        Counter,
+        "Connections accepted (fastsse_connections_total).",
+        "total_connections",
+    ),
+    (
+        "phpfpm_active_processes",
+        Gauge,
+        "Busy workers: here, SSE streams open now (fastsse_streams_active).",
+        "active_streams",
+    ),
+    (
+        "phpfpm_max_children_reached",
+        Counter,
+        "Requests refused at the limit (fastsse_streams_rejected_total{reason=max_streams}).",
+        "rejected_streams",
+    ),
+];
+
+/// Each hub: its subscribers, journal, backend and deliveries.
+pub(super) const HUB: &[Figure<Hub>] = &[
+    fig(
+        "subscribers",
+        "fastsse_topic_subscribers",
+        Gauge,
+        "Subscribers of the route now.",
+        |h| count(h.subscribers()),
+    ),
+    fig(
+        "last_id",
+        "fastsse_last_event_id",
+        Gauge,
+        "The newest event id of the route.",
+        |h| count(h.last_id()),
+    ),
+    fig(
+        "retained",
+        "fastsse_replay_events",
+        Gauge,
+        "Events kept in memory for Last-Event-ID replay.",
+        |h| count(h.retained()),
+    ),
+    fig(
+        "retained_bytes",
+        "fastsse_replay_bytes",
+        Gauge,
+        "Bytes kept in memory for replay (bounded by history_bytes).",
+        |h| count(h.retained_bytes()),
+    ),
+    fig(
+        "published",
+        "fastsse_events_published_total",
+        Counter,
+        "Events published through this process.",
+        |h| count(h.stats.published.load(Relaxed)),
+    ),
+    fig(
+        "delivered",
+        "fastsse_events_delivered_total",
+        Counter,
+        "Events taken into the hub from the journal (any process).",
+        |h| count(h.stats.delivered.load(Relaxed)),
+    ),
+    fig(
+        "lagged_subscribers",
+        "fastsse_subscribers_lagged_total",
+        Counter,
+        "Subscribers cut off for falling subscriber_queue events behind.",
+        |h| count(h.stats.lagged.load(Relaxed)),
+    ),
+    fig(
+        "direct_writes",
+        "fastsse_writes_direct_total",
+        Counter,
+        "Deliveries written straight to a socket by the fan-out.",
+        |h| count(h.stats.direct_writes.load(Relaxed)),
+    ),
+    fig(
+        "queued_writes",
+        "fastsse_writes_queued_total",
+        Counter,
+        "Deliveries queued to a subscriber's task.",
+        |h| count(h.stats.queued_writes.load(Relaxed)),
+    ),
+    fig(
+        "journal_bytes",
+        "fastsse_journal_bytes",
+        Gauge,
+        "Bytes of the route's journal on disk (updated about once a second).",
+        |h| count(h.stats.journal_bytes.load(Relaxed)),
+    ),
+    fig(
+        "append_failures",
+        "fastsse_journal_append_failures_total",
+        Counter,
+        "Publications the journal refused (answered 5xx, not stored).",
+        |h| count(h.stats.append_failures.load(Relaxed)),
+    ),
+    fig(
+        "backend",
+        "fastsse_backend_up",
+        Gauge,
+        "1 while the route's journal can be read, 0 while reading it fails.",
+        |h| {
+            Some(if h.stats.backend_failing.load(Relaxed) {
+                Value::State("failing", 0.0)
+            } else {
+                Value::State("ok", 1.0)
+            })
+        },
+    ),
+    fig(
+        "backend_lag",
+        "fastsse_backend_lag_events",
+        Gauge,
+        "Redis: events other instances published that this one has not read yet.",
+        |h| count(h.stats.backend_lag.load(Relaxed)),
+    ),
+    fig(
+        "backend_unreadable",
+        "fastsse_backend_unreadable_total",
+        Counter,
+        "Redis entries that are not fastsse records (written by another tool), skipped.",
+        |h| count(h.stats.unreadable.load(Relaxed)),
+    ),
+];
+
+/// Each command route: its program(s).
+pub(super) const COMMAND: &[Figure<CommandRoute>] = &[
+    fig(
+        "running",
+        "fastsse_command_running",
+        Gauge,
+        "Program processes running now (shared: 0 or 1).",
+        |c| match &c.kind {
+            CommandKind::Shared(s) => count(u64::from(s.stats.running.load(Relaxed))),
+            CommandKind::PerStream(p) => count(p.slots.running()),
+        },
+    ),
+    fig(
+        "pid",
+        "fastsse_command_pid",
+        Gauge,
+        "A shared program's pid (0: none).",
+        |c| match &c.kind {
+            CommandKind::Shared(s) => count(s.stats.pid.load(Relaxed)),
+            CommandKind::PerStream(_) => None,
+        },
+    ),
+    fig(
+        "restarts",
+        "fastsse_command_restarts_total",
+        Counter,
+        "Times a shared program was started again after it exited.",
+        |c| match &c.kind {
+            CommandKind::Shared(s) => count(s.stats.restarts.load(Relaxed)),
+            CommandKind::PerStream(_) => None,
+        },
+    ),
+    fig(
+        "events",
+        "fastsse_command_events_total",
+        Counter,
+        "Events a shared program printed.",
+        |c| match &c.kind {
+            CommandKind::Shared(s) => count(s.stats.events.load(Relaxed)),
+            CommandKind::PerStream(_) => None,
+        },
+    ),
+    fig(
+        "dropped",
+        "fastsse_command_dropped_total",
+        Counter,
+        "Events dropped as larger than max_event_bytes.",
+        |c| match &c.kind {
+            CommandKind::Shared(s) => count(s.stats.dropped.load(Relaxed)),
+            CommandKind::PerStream(p) => count(p.dropped.load(Relaxed)),
+        },
+    ),
+    fig(
+        "subscribers",
+        "fastsse_command_subscribers",
+        Gauge,
+        "Subscribers of a shared program now.",
+        |c| match &c.kind {
+            CommandKind::Shared(s) => count(s.subscribers()),
+            CommandKind::PerStream(_) => None,
+        },
+    ),
+];
+
+/// Puts `value` at `key` in `doc`, a `.` in the key nesting objects.
+pub(super) fn insert(
+    doc: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    value: Value,
+) {
+    match key.split_once('.') {
+        None => {
+            doc.insert(key.to_string(), value.json());
+        }
+        Some((outer, inner)) => {
+            let entry = doc
+                .entry(outer.to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if let serde_json::Value::Object(map) = entry {
+                insert(map, inner, value);
+            }
+        }
+    }
+}
+
+/// The `/status` object of one thing of scope `T`: each figure that applies, at its key.
+pub(super) fn object<T: ?Sized>(
+    figures: &[Figure<T>],
+    of: &T,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut doc = serde_json::Map::new();
+    for f in figures {
+        if let Some(v) = (f.read)(of) {
+            insert(&mut doc, f.key, v);
+        }
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unique<T: ?Sized>(figures: &[Figure<T>]) {
+        let mut keys = std::collections::HashSet::new();
+        let mut families: Vec<&str> = Vec::new();
+        for f in figures {
+            assert!(keys.insert(f.key), "key {} twice", f.key);
+            // A family's figures are adjacent (one HELP/TYPE each) and agree on kind and help.
+            if families.last() != Some(&f.metric) {
+                assert!(!families.contains(&f.metric), "{} split", f.metric);
+                families.push(f.metric);
+            }
+            assert!(f.metric.starts_with("fastsse_"), "{}", f.metric);
+            assert!(!f.help.is_empty());
+        }
+    }
+
+    #[test]
+    fn every_figure_has_its_own_key_and_families_are_contiguous() {
+        unique(PROCESS);
+        unique(HUB);
+        unique(COMMAND);
+        for (_, _, _, key) in PHP_FPM {
+            assert!(PROCESS.iter().any(|f| f.key == *key), "{key}");
+        }
+    }
+
+    #[test]
+    fn dotted_keys_nest() {
+        let mut doc = serde_json::Map::new();
+        insert(&mut doc, "limits.max_streams", Value::Count(5));
+        insert(&mut doc, "limits.max_body_bytes", Value::Count(7));
+        insert(&mut doc, "backend", Value::State("ok", 1.0));
+        assert_eq!(
+            serde_json::Value::Object(doc),
+            serde_json::json!({"limits": {"max_streams": 5, "max_body_bytes": 7}, "backend": "ok"})
+        );
+        assert_eq!(Value::State("failing", 0.0).metric(), 0.0);
+    }
+}
