@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
         env_logger::Env::default().default_filter_or(fastsse::cli::default_log_level()),
     );
     // Worker processes share the supervisor's log: each line says which worker wrote it.
-    if let Some(n) = fastsse::workers::worker_number() {
+    if let Some(n) = fastsse::process::worker_number() {
         use std::io::Write;
         logger.format(move |buf, record| {
             writeln!(

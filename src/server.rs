@@ -147,9 +147,9 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
     let allowed = Arc::new(allowed_peers(&app));
     let idle = Arc::new(IdleConnections::default());
     let mut cleanup = Vec::new();
-    let successor = Arc::new(crate::upgrade::Successor::default());
-    tracker.spawn(crate::upgrade::upgrade_on_usr2(
-        crate::upgrade::Handover::of(&listeners),
+    let successor = Arc::new(crate::process::upgrade::Successor::default());
+    tracker.spawn(crate::process::upgrade::upgrade_on_usr2(
+        crate::process::handover::Handover::of(&listeners),
         successor.clone(),
         shutdown.clone(),
     ));
@@ -172,7 +172,7 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
     }
     // A worker of several answers its siblings (the box's subscriptions list).
     let config = app.config();
-    if let (Some(me), true) = (crate::workers::worker_number(), config.server.processes > 1) {
+    if let (Some(me), true) = (crate::process::worker_number(), config.server.processes > 1) {
         let app = app.clone();
         tracker.spawn(crate::siblings::answer(
             config.journal.dir.clone(),
@@ -182,7 +182,7 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
         ));
     }
     // Started by an upgrade: now that this process accepts, the old one may drain.
-    crate::upgrade::relieve_predecessor();
+    crate::process::handover::relieve_predecessor();
     shutdown.cancelled().await;
     let streams = app.stats().active_streams();
     log::info!("shutting down: ending {streams} streams");

@@ -40,7 +40,7 @@ impl App {
     /// The metrics document (Prometheus text format).
     pub(super) async fn metrics(&self) -> FullResponse {
         // Under `[server] processes`, each worker answers for itself: its samples say which.
-        let worker = crate::workers::worker_number().map(|n| n.to_string());
+        let worker = crate::process::worker_number().map(|n| n.to_string());
         let mut e = match &worker {
             Some(n) => Exposition::with_labels(&[("worker", n)]),
             None => Exposition::default(),
@@ -146,7 +146,7 @@ impl App {
         doc.insert("version".into(), env!("CARGO_PKG_VERSION").into());
         // With `[server] processes`: which worker answered (each counts its own streams).
         doc.insert("pid".into(), std::process::id().into());
-        doc.insert("worker".into(), crate::workers::worker_number().into());
+        doc.insert("worker".into(), crate::process::worker_number().into());
         FullResponse {
             status: 200,
             headers: vec![

@@ -120,7 +120,7 @@ impl App {
     async fn box_presences(&self, hub: &Hub, path: &str) -> Vec<Arc<Presence>> {
         let mut all = hub.presences();
         let config = self.config();
-        if let (Some(me), true) = (crate::workers::worker_number(), config.server.processes > 1) {
+        if let (Some(me), true) = (crate::process::worker_number(), config.server.processes > 1) {
             all.extend(
                 crate::siblings::presences(&config.journal.dir, config.server.processes, me, path)
                     .await,

@@ -22,7 +22,7 @@ pub(super) fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String>
     let activated = if inherited_only {
         None
     } else {
-        crate::upgrade::inherited_listeners().or_else(listen::systemd_activated)
+        crate::process::handover::inherited_listeners().or_else(listen::systemd_activated)
     };
     let config_path = args
         .config
@@ -41,7 +41,7 @@ pub(super) fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String>
     }
     // Several processes: this one binds and supervises; the workers open the journals.
     let supervising =
-        config.server.processes > 1 && !inherited_only && !crate::workers::is_worker();
+        config.server.processes > 1 && !inherited_only && !crate::process::is_worker();
     // Journals are opened (and recovered) before anything listens.
     let app = if supervising {
         None
@@ -85,7 +85,7 @@ pub(super) fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String>
     match app {
         Some(app) => server::run_daemon(app, listeners, lifeline, reload)
             .map_err(|e| format!("runtime: {e}")),
-        None => crate::workers::supervise(
+        None => crate::process::workers::supervise(
             config.server.processes,
             listeners,
             config.server.shutdown_timeout,

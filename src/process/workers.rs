@@ -19,21 +19,9 @@ use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
+use super::handover::{spawn_with_listeners, start_successor, Handover};
+use super::WORKER;
 use crate::listen::BoundListener;
-use crate::upgrade::Handover;
-
-/// Set in a worker's environment: its number (0 …).
-const WORKER: &str = "FASTSSE_WORKER";
-
-/// Whether this process is a worker of a supervisor.
-pub fn is_worker() -> bool {
-    std::env::var_os(WORKER).is_some()
-}
-
-/// This worker's number, for logs and `/status`.
-pub fn worker_number() -> Option<usize> {
-    std::env::var(WORKER).ok()?.parse().ok()
-}
 
 /// One worker slot.
 struct Worker {
@@ -45,7 +33,7 @@ struct Worker {
 }
 
 fn start(n: usize, sockets: &Handover) -> Option<Child> {
-    match crate::upgrade::spawn_with_listeners(sockets, &[(WORKER, n.to_string())], true) {
+    match spawn_with_listeners(sockets, &[(WORKER, n.to_string())], true) {
         Ok(c) => {
             log::info!("worker {n}: started, pid {}", c.id());
             Some(c)
@@ -125,7 +113,7 @@ pub fn supervise(
         })
         .collect();
     // Started by an upgrade: the workers accept now, the old set may drain.
-    crate::upgrade::relieve_predecessor();
+    super::handover::relieve_predecessor();
     let mut successor: Option<Child> = None;
     let mut stop_deadline: Option<Instant> = None;
     loop {
@@ -174,11 +162,7 @@ pub fn supervise(
                         log::warn!("SIGUSR2: an upgrade is already under way");
                         continue;
                     }
-                    match crate::upgrade::spawn_with_listeners(
-                        &fds,
-                        &[("FASTSSE_UPGRADE_FROM", std::process::id().to_string())],
-                        false,
-                    ) {
+                    match start_successor(&fds) {
                         Ok(c) => {
                             log::info!(
                                 "SIGUSR2: upgrade: started supervisor pid {}; draining once its workers accept",

@@ -1,17 +1,12 @@
-//! Zero-downtime upgrade, as nginx does it: on SIGUSR2 the daemon starts the binary at the same
-//! path with the same arguments and hands it its listening sockets (from fd 3 on, counted in
-//! `FASTSSE_LISTEN_FDS`). Once the new process accepts, it sends the old one SIGTERM: the old
-//! one stops accepting and drains — every stream told to come back spread over
-//! `drain_period`, and `Last-Event-ID` replay makes that lossless — while the new one serves.
-//! The sockets never close, so no connection is refused meanwhile.
+//! The hand-over of listening sockets to another process of the same binary, both sides of
+//! it: the starting side ([`spawn_with_listeners`], [`start_successor`]: the sockets from fd 3
+//! on, counted in `FASTSSE_LISTEN_FDS`, with their paths) and the started side
+//! ([`inherited_listeners`], and [`relieve_predecessor`] once it accepts). Upgrades and the
+//! supervisor's workers both use it.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
-use std::sync::{Arc, Mutex};
-
-use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::sync::CancellationToken;
 
 use crate::listen::{inherited, BoundListener, ListenError, SocketFile};
 
@@ -50,7 +45,7 @@ pub fn inherited_listeners() -> Option<Result<Vec<BoundListener>, ListenError>> 
             // The socket file is this process's now: removed at exit, as its predecessor would
             // (not a worker's: its supervisor keeps the file).
             Ok(match l {
-                BoundListener::Unix { listener, .. } if !crate::workers::is_worker() => {
+                BoundListener::Unix { listener, .. } if !super::is_worker() => {
                     let cleanup = named
                         .or_else(|| {
                             let a = listener.local_addr().ok()?;
@@ -78,20 +73,6 @@ pub fn relieve_predecessor() {
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGTERM,
         );
-    }
-}
-
-/// The process an upgrade started.
-#[derive(Default)]
-pub struct Successor(Mutex<Option<std::process::Child>>);
-
-impl Successor {
-    /// Whether a successor runs now (then the socket files are its, not to be removed).
-    pub fn running(&self) -> bool {
-        let mut child = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -139,7 +120,7 @@ impl Handover {
 }
 
 /// Starts the same binary with the same arguments, handing it the sockets as fds 3, 4, …
-fn start_successor(sockets: &Handover) -> io::Result<std::process::Child> {
+pub fn start_successor(sockets: &Handover) -> io::Result<std::process::Child> {
     spawn_with_listeners(
         sockets,
         &[(UPGRADE_FROM, std::process::id().to_string())],
@@ -149,7 +130,7 @@ fn start_successor(sockets: &Handover) -> io::Result<std::process::Child> {
 
 /// Starts the same binary with the same arguments and `env`, handing it the sockets as fds
 /// 3, 4, … A `worker` gets SIGTERM when its parent dies and starts with no signal blocked.
-pub(crate) fn spawn_with_listeners(
+pub fn spawn_with_listeners(
     sockets: &Handover,
     env: &[(&str, String)],
     worker: bool,
@@ -203,42 +184,4 @@ pub(crate) fn spawn_with_listeners(
         });
     }
     cmd.spawn()
-}
-
-/// SIGUSR2: starts a successor with the listening sockets `fds`; `successor` keeps it, so that
-/// shutdown leaves the socket files to it. A successor that fails to start (or exits before
-/// it accepts) changes nothing: this process goes on serving.
-pub async fn upgrade_on_usr2(
-    sockets: Handover,
-    successor: Arc<Successor>,
-    shutdown: CancellationToken,
-) {
-    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
-        return log::error!("cannot install the SIGUSR2 handler");
-    };
-    loop {
-        tokio::select! {
-            _ = usr2.recv() => {}
-            _ = shutdown.cancelled() => return,
-        }
-        if crate::workers::is_worker() {
-            log::warn!("SIGUSR2 ignored: send it to the supervisor (this process's parent) to upgrade every worker");
-            continue;
-        }
-        if successor.running() {
-            log::warn!("SIGUSR2: an upgrade is already under way");
-            continue;
-        }
-        match start_successor(&sockets) {
-            Ok(child) => {
-                log::info!(
-                    "SIGUSR2: upgrade: started pid {} with {} listening socket(s); draining once it accepts",
-                    child.id(),
-                    sockets.len()
-                );
-                *successor.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
-            }
-            Err(e) => log::error!("SIGUSR2: upgrade failed, serving on: {e}"),
-        }
-    }
 }
