@@ -3,8 +3,8 @@
 //! hands whatever any process appended to the hub; notices a deleted or replaced directory and
 //! reattaches to the new one, continuing after every id issued).
 //!
-//! Both are blocking threads; async tasks only exchange messages with them. [`LocalJournal`] is
-//! the hub's [`Backend`] for it.
+//! Both are blocking threads; async tasks only exchange messages with them through the hub's
+//! [`JobQueue`](super::backend::JobQueue).
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -14,53 +14,18 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use tokio::sync::oneshot;
 
+use super::backend::{next_batch, AppendJob, JobQueue};
 use super::journal::{
     Damage, JournalError, JournalReader, JournalRecord, JournalSettings, JournalWriter,
     Publication, ReadBatch,
 };
-use super::{Backend, Hub, HubError};
+use super::{Hub, HubError};
 
 /// Most publications written in one group commit.
 const BATCH: usize = 512;
 /// How often the follower checks that its directory is still the one at the configured path.
 const IDENTITY_CHECK: Duration = Duration::from_secs(1);
-
-/// One publication waiting for the appender.
-pub struct AppendJob {
-    /// What to append.
-    pub publication: Publication,
-    /// Where its answer goes.
-    pub reply: oneshot::Sender<Result<u64, HubError>>,
-    /// Not written after this: the publisher is told "busy, not stored" instead.
-    pub deadline: Instant,
-}
-
-/// The next publications to append: waits for one, takes up to `max` of those waiting, and
-/// answers those whose deadline passed in the queue ("busy, not stored") itself. `None` when
-/// the hub is gone. `store` names the storage in that answer.
-pub fn next_batch(
-    jobs: &std::sync::mpsc::Receiver<AppendJob>,
-    max: usize,
-    store: &str,
-) -> Option<Vec<AppendJob>> {
-    let mut batch = vec![jobs.recv().ok()?];
-    while batch.len() < max {
-        match jobs.try_recv() {
-            Ok(j) => batch.push(j),
-            Err(_) => break,
-        }
-    }
-    let now = Instant::now();
-    let (late, batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| now > j.deadline);
-    for j in late {
-        let _ = j.reply.send(Err(HubError::Busy(format!(
-            "{store} is behind (publish queue wait exceeded lock_timeout); not stored"
-        ))));
-    }
-    Some(batch)
-}
 
 fn hub_error(e: JournalError) -> HubError {
     match e {
@@ -253,27 +218,10 @@ fn reattach(
     Ok((JournalReader::at(&settings.dir, 0, 0, 0), follower))
 }
 
-/// The local journal as a hub [`Backend`]: publications go to the appender thread.
-pub struct LocalJournal {
-    jobs: std::sync::mpsc::SyncSender<AppendJob>,
-}
-
-impl Backend for LocalJournal {
-    fn submit(&self, job: AppendJob) -> Result<(), HubError> {
-        // A full queue means the disk is far behind: refuse now rather than wait unbounded.
-        self.jobs.try_send(job).map_err(|e| match e {
-            std::sync::mpsc::TrySendError::Full(_) => {
-                HubError::Busy("too many publications waiting for the journal".into())
-            }
-            std::sync::mpsc::TrySendError::Disconnected(_) => HubError::Closed,
-        })
-    }
-}
-
 /// A local journal opened and loaded, whose threads start once the hub exists.
 pub struct Opened {
     /// The backend to give the hub.
-    pub backend: LocalJournal,
+    pub backend: JobQueue,
     /// The last id issued (at least that of the last record loaded).
     pub last_id: u64,
     /// Damage skipped while loading (ids that will never be replayed).
@@ -289,6 +237,10 @@ pub struct Threads {
     settings: JournalSettings,
 }
 
+/// The local journal as a hub's storage: [`LocalJournal::open`] loads it and makes its
+/// threads.
+pub struct LocalJournal;
+
 impl LocalJournal {
     /// Opens (recovering) the journal, handing every retained record with an id above `after`
     /// to `each`, oldest first.
@@ -300,9 +252,9 @@ impl LocalJournal {
         let writer = JournalWriter::open(settings.clone())?;
         let damage =
             super::journal::read_after(&settings.dir, settings.on_corruption, after, each)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<AppendJob>(1024);
+        let (backend, rx) = JobQueue::new("the journal");
         Ok(Opened {
-            backend: LocalJournal { jobs: tx },
+            backend,
             last_id: writer.last_id(),
             damage,
             threads: Threads {

@@ -2,10 +2,12 @@
 //! [`replay::ReplayBuffer`] for `Last-Event-ID` replay, bounded per-subscriber queues, and an
 //! event encoded once and shared by every subscriber.
 //!
-//! Storage is a [`Backend`]: [`local`] (the journal's appender and follower threads) now.
+//! Storage is a [`Backend`] ([`backend`]): [`local`] (the journal's appender and follower threads)
+//! or `redis` (feature `redis`).
 //! The ordering rule of each subscriber lives in [`subscriber`], replay history in [`replay`].
 //! Async tasks only exchange messages with the backend; no lock is held across an `.await`.
 
+pub mod backend;
 pub mod interest;
 pub mod journal;
 pub mod local;
@@ -28,8 +30,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sse::{EncodedEvent, Event};
+use backend::{AppendJob, Backend};
 use journal::{Damage, JournalError, JournalRecord, JournalSettings, Publication};
-use local::{AppendJob, LocalJournal, Opened};
+use local::{LocalJournal, Opened};
 use replay::{ReplayBounds, ReplayBuffer};
 use subscriber::{Offer, Subscriber};
 
@@ -206,16 +209,6 @@ pub struct HubStats {
     /// Redis: entries of the stream that are not fastsse records (written by another tool),
     /// skipped by the reader.
     pub unreadable: AtomicU64,
-}
-
-/// Where a hub's events are stored and come back from: the local journal ([`LocalJournal`]) or
-/// a Redis stream (`redis::RedisJournal`, feature `redis`). A backend stores each publication it is given and answers it on its
-/// `reply` (the id, or why it was not stored); and it feeds every stored event — published
-/// through any process or node — back to the hub in id order, through `Hub::take_records` (and
-/// `Hub::on_damage` for ids it lost). The hub knows nothing else of it.
-pub trait Backend: Send + Sync {
-    /// Takes a publication; refuses at once (busy, closed) rather than wait.
-    fn submit(&self, job: AppendJob) -> Result<(), HubError>;
 }
 
 /// A topic hub for one route.

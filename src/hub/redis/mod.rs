@@ -29,9 +29,9 @@ use std::time::Duration;
 use redis::streams::{StreamId, StreamRangeReply};
 use redis::{Client, Connection, RedisError, Script, Value};
 
+use super::backend::{AppendJob, JobQueue};
 use super::journal::{decode_record, encode_record, now_ms, Decoded, JournalError, JournalRecord};
-use super::local::AppendJob;
-use super::{Backend, Hub, HubError};
+use super::Hub;
 
 mod threads;
 
@@ -148,28 +148,15 @@ pub(super) fn record_of(entry: &StreamId) -> Option<JournalRecord> {
     }
 }
 
-/// The hub's [`Backend`] on Redis: publications go to the appender thread.
-pub struct RedisJournal {
-    jobs: std::sync::mpsc::SyncSender<AppendJob>,
-}
-
-impl Backend for RedisJournal {
-    fn submit(&self, job: AppendJob) -> Result<(), HubError> {
-        self.jobs.try_send(job).map_err(|e| match e {
-            std::sync::mpsc::TrySendError::Full(_) => {
-                HubError::Busy("too many publications waiting for Redis".into())
-            }
-            std::sync::mpsc::TrySendError::Disconnected(_) => HubError::Closed,
-        })
-    }
-}
-
 /// The appender and reader threads, not yet started.
 pub struct Threads {
     settings: RedisSettings,
     client: Client,
     jobs: std::sync::mpsc::Receiver<AppendJob>,
 }
+
+/// A Redis stream as a hub's storage: [`RedisJournal::open`] loads it and makes its threads.
+pub struct RedisJournal;
 
 impl RedisJournal {
     /// Loads the newest `max_len` entries (oldest first, into `each`), the last id issued and
@@ -179,7 +166,7 @@ impl RedisJournal {
     pub fn open(
         settings: RedisSettings,
         mut each: impl FnMut(JournalRecord),
-    ) -> Result<(RedisJournal, (u64, Option<u64>), Threads), JournalError> {
+    ) -> Result<(JobQueue, (u64, Option<u64>), Threads), JournalError> {
         let client = client(&settings).map_err(|e| JournalError::Io {
             what: "redis client".into(),
             source: std::io::Error::other(e),
@@ -218,9 +205,9 @@ impl RedisJournal {
                 (0, None)
             }
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel::<AppendJob>(1024);
+        let (backend, rx) = JobQueue::new("Redis");
         Ok((
-            RedisJournal { jobs: tx },
+            backend,
             loaded,
             Threads {
                 settings,

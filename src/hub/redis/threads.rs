@@ -10,8 +10,8 @@ use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{Client, Connection, RedisError, Script, Value};
 
 use super::{connect, record_of, RedisSettings, APPEND, BATCH, BLOCK, MAX_BACKOFF};
+use crate::hub::backend::{next_batch, AppendJob};
 use crate::hub::journal::{encode_record, now_ms, Damage, JournalRecord};
-use crate::hub::local::{next_batch, AppendJob};
 use crate::hub::{Hub, HubError};
 
 /// One log line when an outage starts and one when it ends, not one per retry.
