@@ -374,6 +374,38 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// Where keys are written in a config text, for errors raised after parsing.
+struct KeyLines<'a> {
+    text: &'a str,
+    doc: Option<toml_edit::ImDocument<&'a str>>,
+}
+
+impl<'a> KeyLines<'a> {
+    fn of(text: &'a str) -> KeyLines<'a> {
+        KeyLines {
+            text,
+            doc: toml_edit::ImDocument::parse(text).ok(),
+        }
+    }
+
+    fn line_in(&self, table: &dyn toml_edit::TableLike, key: &str) -> Option<usize> {
+        let (k, _) = table.get_key_value(key)?;
+        Some(line_of(self.text, k.span()?.start))
+    }
+
+    /// The line of `key` in the top-level `[table]`.
+    fn key(&self, table: &str, key: &str) -> Option<usize> {
+        let t = self.doc.as_ref()?.get(table)?.as_table_like()?;
+        self.line_in(t, key)
+    }
+
+    /// The line of `key` in the `index`th `[[route]]`.
+    fn route_key(&self, index: usize, key: &str) -> Option<usize> {
+        let routes = self.doc.as_ref()?.get("route")?.as_array_of_tables()?;
+        self.line_in(routes.get(index)?, key)
+    }
+}
+
 /// The key written on a `key = value` line, if the line has one.
 fn key_on_line(text: &str, line: usize) -> Option<String> {
     let l = text.lines().nth(line - 1)?;
@@ -413,6 +445,7 @@ impl Config {
     }
 
     fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let lines = KeyLines::of(text);
         let err = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError {
             file: file.to_string(),
             line: Some(line_of(text, span.start)),
@@ -420,7 +453,7 @@ impl Config {
             message,
         };
         let mut seen: Vec<&str> = Vec::new();
-        for r in &self.routes {
+        for (index, r) in self.routes.iter().enumerate() {
             let path = r.path.get_ref().as_str();
             if !path.starts_with('/') {
                 return Err(err(
@@ -470,15 +503,9 @@ impl Config {
             }
             if r.kind == RouteKind::Command {
                 if let Err(why) = crate::command::check(r) {
-                    let line = text
-                        .lines()
-                        .enumerate()
-                        .skip(line_of(text, r.path.span().start).saturating_sub(1))
-                        .find(|(_, l)| l.trim_start().starts_with("command"))
-                        .map(|(i, _)| i + 1);
                     return Err(ConfigError {
                         file: file.to_string(),
-                        line,
+                        line: lines.route_key(index, "command"),
                         key: Some("command".into()),
                         message: format!("route {path}: {why}"),
                     });
@@ -503,19 +530,9 @@ impl Config {
             }
             if let Some(token) = &r.publish_token {
                 if token.trim().is_empty() {
-                    let line = text
-                        .lines()
-                        .position(|l| {
-                            let l = l.trim_start();
-                            l.starts_with("publish_token")
-                                && l.split_once('=').is_some_and(|(_, v)| {
-                                    v.trim().trim_matches(['"', '\'']).trim().is_empty()
-                                })
-                        })
-                        .map(|i| i + 1);
                     return Err(ConfigError {
                         file: file.to_string(),
-                        line,
+                        line: lines.route_key(index, "publish_token"),
                         key: Some("publish_token".into()),
                         message: format!(
                             "route {path}: an empty publish_token would let anyone publish; \
@@ -545,10 +562,7 @@ impl Config {
             }
         }
         if self.journal.backend == JournalBackend::Redis {
-            let line = text
-                .lines()
-                .position(|l| l.trim_start().starts_with("backend"))
-                .map(|i| i + 1);
+            let line = lines.key("journal", "backend");
             let url_err = |line: Option<usize>, message: String| ConfigError {
                 file: file.to_string(),
                 line,
@@ -578,13 +592,11 @@ impl Config {
             }
         }
         if self.server.max_connections < self.server.max_streams {
-            let line = text
-                .lines()
-                .position(|l| l.trim_start().starts_with("max_connections"))
-                .map(|i| i + 1);
             return Err(ConfigError {
                 file: file.to_string(),
-                line,
+                line: lines
+                    .key("server", "max_connections")
+                    .or_else(|| lines.key("server", "max_streams")),
                 key: Some("server.max_connections".into()),
                 message: format!(
                     "max_connections ({}) must be at least max_streams ({}): each stream needs a connection",
@@ -718,6 +730,30 @@ interval = "250ms"
 
         let e = error_of("[server\n");
         assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn checks_after_parsing_name_the_line_of_the_key_itself() {
+        // Two routes with a publish_token: the empty one is the second, on line 9 (scanning
+        // the text for `publish_token` found the first); a key in an inline table.
+        let text = "[[route]]\npath = \"/a\"\ntype = \"topics\"\npublish_token = \"x\"\n\n\
+                    [[route]]\npath = \"/b\"\ntype = \"topics\"\npublish_token = \" \"\n";
+        let e = error_of(text);
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(9), Some("publish_token")),
+            "{e}"
+        );
+        let e = error_of("server = { max_streams = 10, max_connections = 5 }\n");
+        assert_eq!(e.line, Some(1), "{e}");
+        let e = error_of("# max_connections = 1\n[server]\nmax_streams = 20000\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = error_of("# backend = \"redis\"\n[journal]\nbackend = \"redis\"\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("journal.url")),
+            "{e}"
+        );
     }
 
     #[test]
