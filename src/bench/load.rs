@@ -363,7 +363,7 @@ pub(super) async fn progress(shared: Arc<Run>, quiet: bool, peak: usize, worker:
             errors,
         };
         if worker {
-            super::spread::say("SEC", &second);
+            super::protocol::say("SEC", &second);
         } else if !quiet {
             eprintln!(
                 "t={:>4}s connected={}/{peak} events/s={} p50={:.1}ms p99={:.1}ms errors={}",
@@ -471,11 +471,9 @@ pub(super) fn publisher_client(args: &LoadArgs) -> Result<Option<(HttpClient, Ur
     }
 }
 
-/// Runs the load test; returns the report (the caller prints it and sets the exit status).
+/// Runs the load test in this process (the whole run, or a worker's share of it); returns the
+/// report (the caller prints it and sets the exit status).
 pub fn run(args: LoadArgs) -> Result<Report, String> {
-    if args.processes > 1 && args.bench_worker.is_none() {
-        return super::spread::run(args);
-    }
     let role = args
         .bench_worker
         .as_deref()
@@ -518,7 +516,11 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
                         publisher(client, url, args.rate, duration, shared).await
                     }
                     // Subscribed: the parent publishes, then says what it published.
-                    None if role.is_some() => super::spread::await_end(&shared).await,
+                    None if role.is_some() => {
+                        let (acked, sent_at) = super::protocol::await_end().await;
+                        *shared.sent_at.lock().unwrap_or_else(|p| p.into_inner()) = sent_at;
+                        (acked, 0)
+                    }
                     None => {
                         tokio::time::sleep(duration).await;
                         (Vec::new(), 0)
@@ -618,7 +620,7 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         };
         if role.is_some() {
             // For the parent: the figures and what it needs to merge them.
-            super::spread::report_to_parent(&report, &latency, &first_event, comebacks_ms);
+            super::protocol::report_to_parent(&report, &latency, &first_event, comebacks_ms);
             return Ok(report);
         }
         report.failures = thresholds.check(&report);

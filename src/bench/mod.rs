@@ -9,6 +9,7 @@ pub mod floor;
 pub mod html;
 pub(crate) mod http;
 pub mod load;
+mod protocol;
 pub mod report;
 mod seen;
 pub mod series;
@@ -31,7 +32,12 @@ pub fn sse(args: load::LoadArgs) -> Result<bool, String> {
         load::run(args)?;
         return Ok(true);
     }
-    let report = load::run(args)?;
+    // --processes: this process drives workers (spread) instead of subscribing itself.
+    let report = if args.processes > 1 {
+        spread::run(args)?
+    } else {
+        load::run(args)?
+    };
     if json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {

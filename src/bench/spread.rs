@@ -2,10 +2,7 @@
 //! process may open only `ulimit -n` files), driven by this one, which publishes and merges
 //! their figures into one report.
 //!
-//! The protocol, one line each on the workers' stdout and stdin: a worker says `READY` once its
-//! share is connected (at once with `--stages`), `SEC <json>` each second, and after its parent
-//! sent `END <json>` (the acknowledged sequence numbers and when each was sent) it drains,
-//! counts and says `REPORT <json>`.
+//! The lines they exchange are in [`super::protocol`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -18,92 +15,9 @@ use hdrhistogram::Histogram;
 
 use super::args::LoadArgs;
 use super::load::{publisher, Run};
+use super::protocol::{End, WorkerReport};
 use super::report::{percentiles, Comebacks, Report, Thresholds};
 use super::series::{self, Second};
-
-/// What a worker hands its parent at the end.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct WorkerReport {
-    report: Report,
-    /// Latency histogram buckets: (µs, count).
-    latency: Vec<(u64, u64)>,
-    first_event: Vec<(u64, u64)>,
-    comebacks_ms: Vec<u64>,
-}
-
-/// What the parent published.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct End {
-    acked: Vec<u64>,
-    /// When each sequence number was sent, in unix µs (index `seq - 1`).
-    sent_at_us: Vec<u64>,
-}
-
-/// Writes one protocol line to stdout (a worker's, read by its parent).
-pub(super) fn say<T: serde::Serialize>(tag: &str, value: &T) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{tag} {}",
-        serde_json::to_string(value).unwrap_or_default()
-    );
-    let _ = out.flush();
-}
-
-fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
-    h.iter_recorded()
-        .map(|v| (v.value_iterated_to(), v.count_at_value()))
-        .collect()
-}
-
-/// In a worker: hands the figures to the parent.
-pub(super) fn report_to_parent(
-    report: &Report,
-    latency: &Histogram<u64>,
-    first_event: &Histogram<u64>,
-    comebacks_ms: Vec<u64>,
-) {
-    let r = serde_json::to_value(report)
-        .and_then(serde_json::from_value)
-        .expect("a report round-trips");
-    say(
-        "REPORT",
-        &WorkerReport {
-            report: r,
-            latency: buckets(latency),
-            first_event: buckets(first_event),
-            comebacks_ms,
-        },
-    );
-}
-
-/// In a worker, instead of publishing: says `READY`, waits for the parent's `END`, and
-/// returns what it published (the send times go into `shared`).
-pub(super) async fn await_end(shared: &Run) -> (Vec<u64>, u64) {
-    use tokio::io::AsyncBufReadExt;
-    say("READY", &());
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let Some(json) = line.strip_prefix("END ") else {
-            continue;
-        };
-        let Ok(end) = serde_json::from_str::<End>(json) else {
-            break;
-        };
-        let (now, now_us) = (
-            Instant::now(),
-            crate::source::clock::unix_now().as_micros() as u64,
-        );
-        *shared.sent_at.lock().unwrap_or_else(|p| p.into_inner()) = end
-            .sent_at_us
-            .iter()
-            .map(|&t| now - Duration::from_micros(now_us.saturating_sub(t)))
-            .collect();
-        return (end.acked, 0);
-    }
-    // The parent is gone: nothing was published for this worker to expect.
-    (Vec::new(), 0)
-}
 
 /// This process's arguments for a worker: the same, without the parent's own options.
 fn worker_args(index: usize, of: usize) -> Vec<String> {
@@ -430,6 +344,7 @@ fn merge(
 
 #[cfg(test)]
 mod tests {
+    use super::super::protocol::buckets;
     use super::*;
 
     #[test]
