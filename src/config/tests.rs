@@ -1,0 +1,161 @@
+//! Unit tests of the config: parsing, defaults, and refusals that name file, line and key.
+
+use super::*;
+
+#[test]
+fn empty_config_is_the_default() {
+    let c = Config::parse("", "t.toml").unwrap();
+    assert_eq!(c.routes, default_routes());
+    assert_eq!(c.stream.heartbeat, Duration::from_secs(15));
+    assert_eq!(c.server.max_streams, 10_000);
+}
+
+#[test]
+fn shipped_config_parses() {
+    let text = include_str!("../../conf/fastsse.toml");
+    let c = Config::parse(text, "conf/fastsse.toml").unwrap();
+    assert!(!c.server.listen.is_empty());
+    assert!(c.routes.len() >= 3);
+}
+
+#[test]
+fn a_topic_command_under_several_processes_is_refused_with_the_reason() {
+    let text = |processes: usize| {
+        format!(
+            "[server]\nprocesses = {processes}\n\n[[route]]\npath = \"/p\"\ntype = \"command\"\n\
+             command = [\"/bin/cat\"]\ntopic = \"prices\"\n"
+        )
+    };
+    assert!(Config::parse(&text(1), "t.toml").is_ok());
+    let e = Config::parse(&text(4), "t.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("t.toml:5") && e.contains("every event 4 times"),
+        "{e}"
+    );
+    let e = Config::parse("[server]\nprocesses = 0\n", "t.toml").unwrap_err();
+    assert!(e.to_string().contains("processes"), "{e}");
+}
+
+#[test]
+fn full_config() {
+    let text = r#"
+[server]
+listen = ["unix:/tmp/x.sock", "127.0.0.1:9000"]
+socket_mode = "0600"
+max_streams = 5
+max_connections = 6
+
+[stream]
+heartbeat = "500ms"
+retry = 2
+max_lifetime = "4m"
+
+[[route]]
+path = "/t"
+type = "clock"
+interval = "250ms"
+"#;
+    let c = Config::parse(text, "t.toml").unwrap();
+    assert_eq!(
+        c.server.listen,
+        vec![
+            ListenAddr::Unix("/tmp/x.sock".into()),
+            ListenAddr::Tcp("127.0.0.1:9000".into())
+        ]
+    );
+    assert_eq!(c.server.socket_mode, Some(0o600));
+    assert_eq!(c.stream.heartbeat, Duration::from_millis(500));
+    assert_eq!(c.stream.retry, Duration::from_secs(2));
+    assert_eq!(c.stream.max_lifetime, Some(Duration::from_secs(240)));
+    assert_eq!(c.routes[0].kind, RouteKind::Clock);
+    assert_eq!(c.routes[0].interval, Duration::from_millis(250));
+}
+
+fn error_of(text: &str) -> ConfigError {
+    Config::parse(text, "bad.toml").unwrap_err()
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    let e = error_of("[server]\n\nmax_streams = 0\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("max_streams")));
+    assert!(
+        e.to_string().starts_with("bad.toml:3: key `max_streams`: "),
+        "{e}"
+    );
+
+    let e = error_of("[stream]\nheartbeat = \"10 parsecs\"\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("heartbeat")));
+    assert!(e.message.contains("unit"), "{e}");
+
+    let one = Config::parse("[server]\nlisten = \"unix:/tmp/one.sock\"\n", "t").unwrap();
+    assert_eq!(
+        one.server.listen,
+        vec![ListenAddr::Unix(PathBuf::from("/tmp/one.sock"))]
+    );
+    let e = error_of("[server]\nlisten = [\"nowhere\"]\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("listen")));
+    assert!(e.to_string().contains("`nowhere` is neither"), "{e}");
+    let e = error_of("[server]\nlisten = 9000\n");
+    assert!(e.to_string().contains("or a list of them"), "{e}");
+
+    let e = error_of("[server]\nmax_stream = 3\n");
+    assert_eq!(e.line, Some(2));
+    assert!(e.message.contains("unknown field `max_stream`"), "{e}");
+
+    let e = error_of(
+        "[[route]]\npath = \"/a\"\ntype = \"clock\"\n[[route]]\npath = \"/a\"\ntype = \"ping\"\n",
+    );
+    assert_eq!((e.line, e.key.as_deref()), (Some(5), Some("path")));
+
+    let e = error_of("[[route]]\npath = \"a\"\ntype = \"clock\"\n");
+    assert_eq!(e.line, Some(2));
+
+    let e = error_of("[[route]]\npath = \"/a\"\ntype = \"teleport\"\n");
+    assert!(e.message.contains("teleport"), "{e}");
+
+    let e = error_of("[server]\nmax_streams = 10\nmax_connections = 5\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(3), Some("server.max_connections"))
+    );
+
+    let e = error_of("[server\n");
+    assert_eq!(e.line, Some(1));
+}
+
+#[test]
+fn checks_after_parsing_name_the_line_of_the_key_itself() {
+    // Two routes with a publish_token: the empty one is the second, on line 9 (scanning
+    // the text for `publish_token` found the first); a key in an inline table.
+    let text = "[[route]]\npath = \"/a\"\ntype = \"topics\"\npublish_token = \"x\"\n\n\
+                [[route]]\npath = \"/b\"\ntype = \"topics\"\npublish_token = \" \"\n";
+    let e = error_of(text);
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(9), Some("publish_token")),
+        "{e}"
+    );
+    let e = error_of("server = { max_streams = 10, max_connections = 5 }\n");
+    assert_eq!(e.line, Some(1), "{e}");
+    let e = error_of("# max_connections = 1\n[server]\nmax_streams = 20000\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    let e = error_of("# backend = \"redis\"\n[journal]\nbackend = \"redis\"\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(3), Some("journal.url")),
+        "{e}"
+    );
+}
+
+#[test]
+fn cgi_hold_is_a_duration_zero_included() {
+    let c = Config::parse("[cgi]\nhold = \"0s\"\n", "t").unwrap();
+    assert_eq!(c.cgi.hold, Some(Duration::ZERO));
+    let c = Config::parse("[cgi]\nhold = \"25s\"\n", "t").unwrap();
+    assert_eq!(c.cgi.hold, Some(Duration::from_secs(25)));
+    assert_eq!(Config::parse("", "t").unwrap().cgi.hold, None);
+    let e = error_of("[cgi]\ndefault_route = \"/clock\"\nhold = \"briefly\"\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("hold")));
+    assert!(e.message.contains("not a duration"), "{e}");
+}
