@@ -11,8 +11,7 @@ use crate::access_log::{AccessLog, StreamLog};
 use crate::auth::RouteAuth;
 use crate::config::{Config, RouteConfig, RouteKind};
 use crate::hub::replay::ReplayBounds;
-use crate::hub::{Hub, HubSettings, Resume};
-use crate::publish::validate_topics;
+use crate::hub::{Hub, HubSettings};
 use crate::request::Request;
 use crate::response::{stream_headers, FullResponse, Response, StreamResponse};
 use crate::source::{ClockSource, PingSource, Source, StreamTiming};
@@ -31,7 +30,14 @@ pub type SourceFactory = Arc<dyn Fn(&Request) -> Result<Box<dyn Source>, Respons
 
 #[derive(Clone)]
 enum Handler {
-    Builtin(Box<RouteConfig>),
+    /// `/status`.
+    Status,
+    /// `/metrics`.
+    Metrics,
+    /// A clock ticking every interval.
+    Clock(std::time::Duration),
+    /// MDN's ping example, every interval.
+    Ping(std::time::Duration),
     Topics(Arc<(RouteConfig, RouteAuth)>, Arc<Hub>),
     Mercure(Arc<mercure::MercureRoute>, Arc<Hub>),
     Command(Arc<CommandRoute>),
@@ -157,7 +163,10 @@ fn build_routes(
                     Err(e) => return Err(format!("route {path}: {e}")),
                 }
             }
-            _ => Handler::Builtin(Box::new(r.clone())),
+            RouteKind::Status => Handler::Status,
+            RouteKind::Metrics => Handler::Metrics,
+            RouteKind::Clock => Handler::Clock(r.interval),
+            RouteKind::Ping => Handler::Ping(r.interval),
         };
         routes.push(Route {
             path: path.clone(),
@@ -417,20 +426,19 @@ impl App {
             }
             return FullResponse::text(404, format!("no route for {}", req.path)).into();
         };
-        if let Handler::Topics(route_auth, hub) = &route.handler {
-            if req.method == "POST" {
+        let read_only = || req.method == "GET" || req.method == "HEAD";
+        match &route.handler {
+            Handler::Topics(route_auth, hub) => {
                 let (conf, auth) = &**route_auth;
-                return self.publish(conf, auth, hub, req).await.into();
+                match req.method.as_str() {
+                    "POST" => self.publish(conf, auth, hub, req).await.into(),
+                    "GET" | "HEAD" => self.subscribe(route, conf, auth, hub, req),
+                    _ => not_allowed(route, req, "GET, HEAD, POST"),
+                }
             }
-        }
-        if let Handler::Mercure(m, hub) = &route.handler {
-            return self.mercure(route, m, hub, req).await;
-        }
-        if let Handler::Command(c) = &route.handler {
-            return self.command(route, c, req).await;
-        }
-        if let Handler::Unavailable(reason) = &route.handler {
-            return FullResponse::text(
+            Handler::Mercure(m, hub) => self.mercure(route, m, hub, req).await,
+            Handler::Command(c) => self.command(route, c, req).await,
+            Handler::Unavailable(reason) => FullResponse::text(
                 503,
                 format!(
                     "{} is unavailable: {reason} (see the server's error log)",
@@ -438,66 +446,21 @@ impl App {
                 ),
             )
             .with_header("Retry-After", "60")
-            .into();
-        }
-        if req.method != "GET" && req.method != "HEAD" {
-            let allow = if matches!(route.handler, Handler::Topics(..)) {
-                "GET, HEAD, POST"
-            } else {
-                "GET, HEAD"
-            };
-            return FullResponse::text(
-                405,
-                format!("{} does not accept {}", route.path, req.method),
-            )
-            .with_header("Allow", allow)
-            .into();
-        }
-        let source: Box<dyn Source> = match &route.handler {
-            Handler::Builtin(r) => match r.kind {
-                RouteKind::Status => return self.status().await.into(),
-                RouteKind::Metrics => return self.metrics().await.into(),
-                RouteKind::Clock => Box::new(ClockSource::new(r.interval)),
-                RouteKind::Ping => Box::new(PingSource::new(r.interval)),
-                RouteKind::Topics | RouteKind::Mercure | RouteKind::Command => {
-                    unreachable!("these routes have handlers of their own")
-                }
-            },
-            Handler::Topics(route_auth, hub) => {
-                let (conf, auth) = &**route_auth;
-                let topics = req.query_values("topic");
-                if let Err(refusal) = validate_topics(&topics, conf.max_topics) {
-                    return FullResponse::from(refusal).into();
-                }
-                if let Err((status, why)) = auth.may_subscribe(req, &topics) {
-                    log::info!(
-                        "req={} route={} peer={}: subscription refused ({status}): {why}",
-                        req.id,
-                        route.path,
-                        req.peer
-                    );
-                    return FullResponse::text(status, why).into();
-                }
-                if req.is_head() {
-                    return self.stream_head_only();
-                }
-                let Some(permit) = self.try_acquire_stream() else {
-                    return self.refuse_full(route, req);
-                };
-                let resume = Resume::parse(req.last_event_id().as_deref());
-                let source = hub
-                    .subscribe(crate::hub::Interest::topics(topics), resume)
-                    .marked();
-                return self.open_stream(route, Box::new(source), permit, req);
-            }
-            Handler::Unavailable(_) | Handler::Mercure(..) | Handler::Command(_) => {
-                unreachable!("answered above")
-            }
+            .into(),
+            _ if !read_only() => not_allowed(route, req, "GET, HEAD"),
+            Handler::Status => self.status().await.into(),
+            Handler::Metrics => self.metrics().await.into(),
+            Handler::Clock(every) => self.stream(route, req, Box::new(ClockSource::new(*every))),
+            Handler::Ping(every) => self.stream(route, req, Box::new(PingSource::new(*every))),
             Handler::Custom(factory) => match factory(req) {
-                Ok(s) => s,
-                Err(resp) => return resp,
+                Ok(source) => self.stream(route, req, source),
+                Err(resp) => resp,
             },
-        };
+        }
+    }
+
+    /// A stream of `source` for `req` (headers only for HEAD), if a stream slot is free.
+    fn stream(&self, route: &Route, req: &Request, source: Box<dyn Source>) -> Response {
         if req.is_head() {
             return self.stream_head_only();
         }
@@ -581,6 +544,16 @@ impl App {
             extra_headers: Vec::new(),
         })
     }
+}
+
+/// `405` for a method `route` does not take, with the ones it does.
+fn not_allowed(route: &Route, req: &Request, allow: &'static str) -> Response {
+    FullResponse::text(
+        405,
+        format!("{} does not accept {}", route.path, req.method),
+    )
+    .with_header("Allow", allow)
+    .into()
 }
 
 #[cfg(test)]

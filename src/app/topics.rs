@@ -1,16 +1,52 @@
-//! `POST` to a `topics` route: who may publish (a page of another site may not; then the
+//! A `topics` route: `GET` subscribes (who may read which topics, the stream from the hub);
+//! `POST` publishes: who may publish (a page of another site may not; then the
 //! `publish_token` or a publisher JWT), the body parsed, the journal's answer — 200 with the
 //! id only once stored, 500/503 with a reason when not.
 
-use super::App;
+use super::{App, Route};
 use crate::auth::RouteAuth;
 use crate::config::RouteConfig;
-use crate::hub::{Hub, HubError};
-use crate::publish::{parse_publication, token_matches};
+use crate::hub::{Hub, HubError, Interest, Resume};
+use crate::publish::{parse_publication, token_matches, validate_topics};
 use crate::request::Request;
-use crate::response::FullResponse;
+use crate::response::{FullResponse, Response};
 
 impl App {
+    /// `GET` (or `HEAD`) on a topics route: authorise the topics, then a stream of them from
+    /// the hub (with the replay after `Last-Event-ID`).
+    pub(super) fn subscribe(
+        &self,
+        route: &Route,
+        conf: &RouteConfig,
+        auth: &RouteAuth,
+        hub: &std::sync::Arc<Hub>,
+        req: &Request,
+    ) -> Response {
+        let topics = req.query_values("topic");
+        if let Err(refusal) = validate_topics(&topics, conf.max_topics) {
+            return FullResponse::from(refusal).into();
+        }
+        if let Err((status, why)) = auth.may_subscribe(req, &topics) {
+            log::info!(
+                "req={} route={} peer={}: subscription refused ({status}): {why}",
+                req.id,
+                route.path,
+                req.peer
+            );
+            return FullResponse::text(status, why).into();
+        }
+        if req.is_head() {
+            return self.stream_head_only();
+        }
+        // The slot first: subscribing registers the stream with the hub.
+        let Some(permit) = self.try_acquire_stream() else {
+            return self.refuse_full(route, req);
+        };
+        let resume = Resume::parse(req.last_event_id().as_deref());
+        let source = hub.subscribe(Interest::topics(topics), resume).marked();
+        self.open_stream(route, Box::new(source), permit, req)
+    }
+
     /// `POST` to a topics route: authorise, parse, journal, answer with the id.
     pub(super) async fn publish(
         &self,
