@@ -32,7 +32,13 @@ pub(super) fn command_route(
     load_after: u64,
 ) -> Result<CommandRoute, String> {
     use crate::command::{per_stream::PerStream, shared::SharedProgram, Mode, Program};
-    let program = Program::from_route(r);
+    let program = Program::new(
+        r.path.get_ref(),
+        &r.command,
+        (r.working_dir.as_deref(), &r.env),
+        r.user.as_deref(),
+        r.kill_grace,
+    );
     let output = crate::command::output::OutputRules {
         format: r.format,
         max_event_bytes: r.max_event_bytes,
@@ -63,7 +69,7 @@ pub(super) fn command_route(
     };
     Ok(CommandRoute {
         conf: r.clone(),
-        auth: RouteAuth::from_route(r)?,
+        auth: super::route_auth(r)?,
         kind,
     })
 }

@@ -30,7 +30,7 @@ impl MercureRoute {
     /// Builds the keys (reads PEM files: call it while loading config).
     pub(super) fn new(conf: &RouteConfig) -> Result<MercureRoute, String> {
         Ok(MercureRoute {
-            auth: RouteAuth::from_route(conf)?,
+            auth: super::route_auth(conf)?,
             conf: conf.clone(),
         })
     }

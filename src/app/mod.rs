@@ -123,6 +123,26 @@ fn hub_settings(config: &Config, r: &RouteConfig, load_after: u64) -> HubSetting
     }
 }
 
+/// The authorization rules of route `r` (reads PEM key files: config time only).
+fn route_auth(r: &RouteConfig) -> Result<RouteAuth, String> {
+    fn key<'a>(
+        k: &'a Option<toml::Spanned<String>>,
+        alg: &'a toml::Spanned<String>,
+    ) -> Option<(&'a str, &'a str)> {
+        k.as_ref()
+            .map(|k| (k.get_ref().as_str(), alg.get_ref().as_str()))
+    }
+    RouteAuth::new(crate::auth::route::AuthSettings {
+        publisher_key: key(&r.publisher_jwt_key, &r.publisher_jwt_alg),
+        subscriber_key: key(&r.subscriber_jwt_key, &r.subscriber_jwt_alg),
+        jwt_audience: &r.jwt_audience,
+        cookie_name: &r.cookie_name,
+        publish_origins: &r.publish_origins,
+        user_param: r.user_param.as_deref(),
+        user_topics: &r.user_topics,
+    })
+}
+
 /// Builds the routes of `config`. A topics route reuses the hub in `keep` (by path) when its
 /// journal directory is the same, else opens its journal (loading the events after
 /// `load_after`): an error when `strict`, else the route answers 503.
@@ -146,7 +166,7 @@ fn build_routes(
             },
             RouteKind::Topics | RouteKind::Mercure => {
                 match route_hub(config, r, keep, load_after) {
-                    Ok(hub) if r.kind == RouteKind::Topics => match RouteAuth::from_route(r) {
+                    Ok(hub) if r.kind == RouteKind::Topics => match route_auth(r) {
                         Ok(auth) => Handler::Topics(Arc::new((r.clone(), auth)), hub),
                         Err(e) => return Err(format!("route {path}: {e}")),
                     },

@@ -6,7 +6,6 @@
 
 use super::selector::Selector;
 use super::{origin_of, token_of, AuthError, Claims, TokenFrom, Verifier};
-use crate::config::RouteConfig;
 use crate::request::Request;
 
 /// Checks `user_topics`: each entry a URI template in which the user is written exactly as
@@ -64,29 +63,41 @@ pub struct RouteAuth {
     user_guards: Vec<Selector>,
 }
 
+/// A route's authorization settings, as its config gives them.
+pub struct AuthSettings<'a> {
+    /// Publishers' key and its algorithm.
+    pub publisher_key: Option<(&'a str, &'a str)>,
+    /// Subscribers' key and its algorithm.
+    pub subscriber_key: Option<(&'a str, &'a str)>,
+    /// Audiences a token's `aud` must name one of (empty: any).
+    pub jwt_audience: &'a [String],
+    /// The cookie a browser's token comes in.
+    pub cookie_name: &'a str,
+    /// Origins a cookie-authorized publish may come from.
+    pub publish_origins: &'a [String],
+    /// The CGI variable naming the user (e.g. `REMOTE_USER`).
+    pub user_param: Option<&'a str>,
+    /// Topic templates private to the user they name.
+    pub user_topics: &'a [String],
+}
+
 impl RouteAuth {
-    /// From a route's config (reads PEM key files: call it while loading config).
-    pub fn from_route(conf: &RouteConfig) -> Result<RouteAuth, String> {
-        let verifier = |key: &Option<toml::Spanned<String>>, alg: &toml::Spanned<String>| {
-            key.as_ref()
-                .map(|k| {
-                    Verifier::from_config(alg.get_ref(), k.get_ref())
-                        .map(|v| v.with_audience(&conf.jwt_audience))
-                })
-                .transpose()
+    /// The rules of a route with these settings (reads PEM key files: config time only).
+    pub fn new(s: AuthSettings<'_>) -> Result<RouteAuth, String> {
+        let verifier = |key: Option<(&str, &str)>| {
+            key.map(|(key, alg)| {
+                Verifier::from_config(alg, key).map(|v| v.with_audience(s.jwt_audience))
+            })
+            .transpose()
         };
         Ok(RouteAuth {
-            publisher: verifier(&conf.publisher_jwt_key, &conf.publisher_jwt_alg)?,
-            subscriber: verifier(&conf.subscriber_jwt_key, &conf.subscriber_jwt_alg)?,
-            cookie_name: conf.cookie_name.clone(),
-            publish_origins: conf.publish_origins.clone(),
-            user_param: conf.user_param.clone(),
-            user_topics: conf.user_topics.clone(),
-            user_guards: conf
-                .user_topics
-                .iter()
-                .map(|t| Selector::parse(t))
-                .collect(),
+            publisher: verifier(s.publisher_key)?,
+            subscriber: verifier(s.subscriber_key)?,
+            cookie_name: s.cookie_name.to_string(),
+            publish_origins: s.publish_origins.to_vec(),
+            user_param: s.user_param.map(str::to_string),
+            user_topics: s.user_topics.to_vec(),
+            user_guards: s.user_topics.iter().map(|t| Selector::parse(t)).collect(),
         })
     }
 

@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::config::RouteConfig;
-
 /// `mode` of a command route.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -57,10 +55,14 @@ fn resolve(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// What `check-config` and start-up check: a program that exists and may be executed, a
-/// working directory that exists, a user that exists. Blocking (file system): config time only.
-pub fn check(r: &RouteConfig) -> Result<(), String> {
-    let Some(program) = r.command.first() else {
+/// Whether the program `argv` names can run as configured: found on PATH (or a path) and
+/// executable, its `working_dir` a directory, its `user` one that exists.
+pub fn check(
+    argv: &[String],
+    working_dir: Option<&std::path::Path>,
+    user: Option<&str>,
+) -> Result<(), String> {
+    let Some(program) = argv.first() else {
         return Err("command = [\"program\", \"arg\", ...] is required".into());
     };
     let path = resolve(program).ok_or_else(|| format!("{program}: not found on PATH"))?;
@@ -68,21 +70,16 @@ pub fn check(r: &RouteConfig) -> Result<(), String> {
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
         return Err(format!("{}: not an executable file", path.display()));
     }
-    if let Some(dir) = &r.working_dir {
+    if let Some(dir) = working_dir {
         if !dir.is_dir() {
             return Err(format!("working_dir {}: no such directory", dir.display()));
         }
     }
-    if let Some(user) = &r.user {
+    if let Some(user) = user {
         nix::unistd::User::from_name(user)
             .ok()
             .flatten()
             .ok_or_else(|| format!("user {user}: no such user"))?;
-    }
-    if r.topic.is_some() && r.mode == Mode::PerStream {
-        return Err(
-            "topic is for shared commands (a per-stream program serves one browser)".into(),
-        );
     }
     Ok(())
 }
@@ -105,21 +102,27 @@ pub struct Program {
 }
 
 impl Program {
-    /// From a route's config (looks the user up: config time only).
-    pub fn from_route(r: &RouteConfig) -> Program {
-        let ids = r
-            .user
-            .as_ref()
+    /// The program of route `route`: `argv` run in `dir`, passing the variables named in `env`
+    /// through, as `user` when this process is root (looked up: config time only), given
+    /// `kill_grace` to end.
+    pub fn new(
+        route: &str,
+        argv: &[String],
+        (dir, env): (Option<&std::path::Path>, &[String]),
+        user: Option<&str>,
+        kill_grace: std::time::Duration,
+    ) -> Program {
+        let ids = user
             .filter(|_| nix::unistd::geteuid().is_root())
             .and_then(|u| nix::unistd::User::from_name(u).ok().flatten())
             .map(|u| (u.uid.as_raw(), u.gid.as_raw()));
         Program {
-            route: r.path.get_ref().clone(),
-            argv: r.command.clone(),
-            dir: r.working_dir.clone(),
-            env: r.env.clone(),
+            route: route.to_string(),
+            argv: argv.to_vec(),
+            dir: dir.map(std::path::Path::to_path_buf),
+            env: env.to_vec(),
             ids,
-            kill_grace: r.kill_grace,
+            kill_grace,
         }
     }
 

@@ -159,3 +159,21 @@ fn cgi_hold_is_a_duration_zero_included() {
     assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("hold")));
     assert!(e.message.contains("not a duration"), "{e}");
 }
+
+#[test]
+fn a_topic_on_a_per_stream_command_is_refused_at_its_line() {
+    let e = error_of(
+        "[[route]]\npath = \"/c\"\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"echo\"]\n\
+         mode = \"per-stream\"\ntopic = \"t\"\n",
+    );
+    assert_eq!((e.line, e.key.as_deref()), (Some(6), Some("topic")), "{e}");
+    assert!(e.message.contains("shared commands"), "{e}");
+    let e = error_of(
+        "[[route]]\npath = \"/c\"\ntype = \"command\"\ncommand = [\"no-such-program-here\"]\n",
+    );
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(4), Some("command")),
+        "{e}"
+    );
+}

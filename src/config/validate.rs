@@ -125,9 +125,15 @@ impl Config {
             ));
         }
         if route.kind == RouteKind::Command {
-            if let Err(why) = crate::command::check(route) {
+            let program = (&route.command, route.working_dir.as_deref());
+            if let Err(why) = crate::command::check(program.0, program.1, route.user.as_deref()) {
                 let line = r.lines.route_key(index, "command");
                 return Err(r.on_line(line, "command", format!("route {path}: {why}")));
+            }
+            if route.topic.is_some() && route.mode == crate::command::Mode::PerStream {
+                let why = "topic is for shared commands (a per-stream program serves one browser)";
+                let line = r.lines.route_key(index, "topic");
+                return Err(r.on_line(line, "topic", format!("route {path}: {why}")));
             }
         }
         let n = self.server.processes;
