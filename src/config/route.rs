@@ -34,9 +34,80 @@ fn one_second() -> Duration {
     Duration::from_secs(1)
 }
 
-/// One `[[route]]`.
+/// The keys of a hub (history kept for replay, the subscriber queue).
+const HUB_KEYS: &[&str] = &[
+    "history_events",
+    "history_bytes",
+    "history_age",
+    "subscriber_queue",
+];
+/// The keys of a route's authorization (tokens, cookie, origins, users).
+const AUTH_KEYS: &[&str] = &[
+    "publisher_jwt_key",
+    "publisher_jwt_alg",
+    "subscriber_jwt_key",
+    "subscriber_jwt_alg",
+    "jwt_audience",
+    "cookie_name",
+    "publish_origins",
+    "user_param",
+    "user_topics",
+];
+/// The keys of a program.
+const COMMAND_KEYS: &[&str] = &[
+    "command",
+    "mode",
+    "format",
+    "start",
+    "idle_stop",
+    "working_dir",
+    "env",
+    "user",
+    "max_processes",
+    "kill_grace",
+    "max_event_bytes",
+    "topic",
+];
+
+impl RouteKind {
+    /// The keys a route of this kind takes, beside `path` and `type`: any other key in its
+    /// table is refused (it would do nothing).
+    pub fn keys(self) -> Vec<&'static str> {
+        let mut keys: Vec<&'static str> = match self {
+            RouteKind::Clock | RouteKind::Ping => vec!["interval"],
+            RouteKind::Status | RouteKind::Metrics => vec![],
+            RouteKind::Topics => vec!["publish_token", "max_topics"],
+            RouteKind::Mercure => vec!["max_topics", "anonymous", "cors_origins", "subscriptions"],
+            // With a `topic`, its hub and the POSTs to it as on a topics route.
+            RouteKind::Command => [COMMAND_KEYS, &["publish_token", "max_topics"]].concat(),
+        };
+        if matches!(
+            self,
+            RouteKind::Topics | RouteKind::Mercure | RouteKind::Command
+        ) {
+            keys.extend_from_slice(HUB_KEYS);
+            keys.extend_from_slice(AUTH_KEYS);
+        }
+        keys
+    }
+
+    /// The name written in `type = "…"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Clock => "clock",
+            RouteKind::Ping => "ping",
+            RouteKind::Status => "status",
+            RouteKind::Metrics => "metrics",
+            RouteKind::Topics => "topics",
+            RouteKind::Mercure => "mercure",
+            RouteKind::Command => "command",
+        }
+    }
+}
+
+/// One `[[route]]`. Which keys its kind takes is [`RouteKind::keys`] (checked after parsing,
+/// so that a refusal lists that kind's keys, not every route's).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Request path, starting with `/`.
     pub path: toml::Spanned<String>,

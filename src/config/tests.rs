@@ -177,3 +177,50 @@ fn a_topic_on_a_per_stream_command_is_refused_at_its_line() {
         "{e}"
     );
 }
+
+#[test]
+fn a_key_that_does_nothing_on_its_route_kind_is_refused_with_that_kinds_keys() {
+    let e = error_of("[[route]]\npath = \"/t\"\ntype = \"topics\"\ninterval = \"1s\"\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(4), Some("interval")),
+        "{e}"
+    );
+    assert!(
+        e.message
+            .contains("a topics route does not take `interval`"),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("publish_token") && !e.message.contains("anonymous"),
+        "{e}"
+    );
+    // An unknown key too, with the kind's keys rather than every route's.
+    let e = error_of("[[route]]\npath = \"/c\"\ntype = \"clock\"\nintervall = \"1s\"\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(4), Some("intervall")),
+        "{e}"
+    );
+    assert!(
+        e.message.ends_with("(it takes: path, type, interval)"),
+        "{e}"
+    );
+    let e = error_of("[[route]]\npath = \"/s\"\ntype = \"status\"\nhistory_events = 5\n");
+    assert!(e.message.contains("takes no key but path and type"), "{e}");
+    let e = error_of(
+        "[[route]]\npath = \"/m\"\ntype = \"mercure\"\nanonymous = true\npublish_token = \"x\"\n",
+    );
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(5), Some("publish_token")),
+        "{e}"
+    );
+    // What each kind takes is accepted.
+    Config::parse(
+        "[[route]]\npath = \"/c\"\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"echo\"]\n\
+         topic = \"t\"\nhistory_events = 10\npublish_token = \"x\"\nuser_topics = []\n",
+        "t",
+    )
+    .unwrap();
+}

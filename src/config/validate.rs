@@ -34,8 +34,26 @@ impl<'a> KeyLines<'a> {
 
     /// The line of `key` in the `index`th `[[route]]`.
     fn route_key(&self, index: usize, key: &str) -> Option<usize> {
-        let routes = self.doc.as_ref()?.get("route")?.as_array_of_tables()?;
-        self.line_in(routes.get(index)?, key)
+        self.line_in(self.route(index)?, key)
+    }
+
+    fn route(&self, index: usize) -> Option<&toml_edit::Table> {
+        self.doc
+            .as_ref()?
+            .get("route")?
+            .as_array_of_tables()?
+            .get(index)
+    }
+
+    /// The keys written in the `index`th `[[route]]`, with their lines.
+    fn route_keys(&self, index: usize) -> Vec<(String, Option<usize>)> {
+        let Some(table) = self.route(index) else {
+            return Vec::new();
+        };
+        table
+            .iter()
+            .map(|(k, _)| (k.to_string(), self.line_in(table, k)))
+            .collect()
     }
 }
 
@@ -98,6 +116,22 @@ impl Config {
         route: &RouteConfig,
     ) -> Result<(), ConfigError> {
         let path = route.path.get_ref();
+        let allowed = route.kind.keys();
+        for (key, line) in r.lines.route_keys(index) {
+            if key == "path" || key == "type" || allowed.contains(&key.as_str()) {
+                continue;
+            }
+            let kind = route.kind.name();
+            let why = if allowed.is_empty() {
+                format!("route {path}: a {kind} route takes no key but path and type")
+            } else {
+                format!(
+                    "route {path}: a {kind} route does not take `{key}` (it takes: path, type, {})",
+                    allowed.join(", ")
+                )
+            };
+            return Err(r.on_line(line, &key, why));
+        }
         for (key, alg, name) in [
             (
                 &route.publisher_jwt_key,
