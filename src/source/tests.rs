@@ -99,6 +99,19 @@ async fn events_ready_together_are_written_together_in_order() {
     assert!(writes.iter().all(|w| w.len() <= COALESCE_BYTES + 64));
 }
 
+/// Runs `src` with `t` until the stream ends by itself (no abort, no shutdown): how it ended
+/// and every byte written.
+async fn run_to_end(src: &mut dyn Source, t: &StreamTiming) -> (StreamEnd, String) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let none = CancellationToken::new();
+    let end = run_stream(src, &mut ChanWriter(tx), t, &none, &none).await;
+    let mut all = Vec::new();
+    while let Ok(b) = rx.try_recv() {
+        all.extend_from_slice(&b);
+    }
+    (end, String::from_utf8(all).unwrap())
+}
+
 fn timing(heartbeat_ms: u64) -> StreamTiming {
     StreamTiming {
         heartbeat: Duration::from_millis(heartbeat_ms),
@@ -194,25 +207,13 @@ async fn abort_stops_an_idle_stream_and_writes_nothing_more() {
 
 #[tokio::test(start_paused = true)]
 async fn lifetime_ends_with_a_retry_hint() {
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let mut src = Every(tokio::time::interval(Duration::from_secs(1)), 0);
     let mut t = timing(60_000);
     t.max_lifetime = Some(Duration::from_millis(2500));
-    let end = run_stream(
-        &mut src,
-        &mut ChanWriter(tx),
-        &t,
-        &CancellationToken::new(),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (end, text) = run_to_end(&mut src, &t).await;
     assert_eq!(end, StreamEnd::Lifetime);
-    let mut all = Vec::new();
-    while let Ok(b) = rx.try_recv() {
-        all.extend_from_slice(&b);
-    }
     assert_eq!(
-        String::from_utf8(all).unwrap(),
+        text,
         "retry: 1500\n\nid: 1\ndata: x\n\nid: 2\ndata: x\n\nid: 3\ndata: x\n\nretry: 1500\n\n"
     );
 }
@@ -237,25 +238,12 @@ async fn a_failed_write_is_client_gone() {
 async fn a_lifetime_of_zero_sends_the_backlog_then_a_jittered_retry() {
     let mut hints = std::collections::BTreeSet::new();
     for _ in 0..20 {
-        let (tx, mut rx) = mpsc::unbounded_channel();
         let mut src = Burst((1..=300).collect());
         let mut t = timing(60_000);
         t.max_lifetime = Some(Duration::ZERO);
         t.end_jitter = Duration::from_millis(375);
-        let end = run_stream(
-            &mut src,
-            &mut ChanWriter(tx),
-            &t,
-            &CancellationToken::new(),
-            &CancellationToken::new(),
-        )
-        .await;
+        let (end, text) = run_to_end(&mut src, &t).await;
         assert_eq!(end, StreamEnd::Lifetime);
-        let mut all = Vec::new();
-        while let Ok(b) = rx.try_recv() {
-            all.extend_from_slice(&b);
-        }
-        let text = String::from_utf8(all).unwrap();
         let ids: Vec<u32> = text
             .lines()
             .filter_map(|l| l.strip_prefix("id: "))
