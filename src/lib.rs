@@ -10,9 +10,10 @@
 //! - Connection: [`fcgi::conn`] drives one FastCGI connection; [`listen`] and [`server`] own
 //!   sockets, accept loops, signals and shutdown. [`cgi`] is the other transport: one request
 //!   from the environment, the response on stdout.
-//! - Application: [`request`], [`app`] (routes, limits, status), [`source`] (where events
+//! - Application: [`request`], [`app`] (the routes in force, reload), [`routes`] (one module per
+//!   route kind), [`streams`] (opening streams), [`source`] (where events
 //!   come from), [`hub`] (topics, replay, the durable journal) and [`publish`] (publish bodies). It knows nothing of FastCGI: a transport hands it a [`request::Request`] and
-//!   writes the [`app::Response`] through a [`source::BodyWriter`].
+//!   writes the [`response::Response`] through a [`source::BodyWriter`].
 //! - [`config`] (TOML) and [`cli`] (the command line) tie it together.
 
 // Futures every open stream's task holds (`run_stream`, `respond`'s parts, the FastCGI writer,
@@ -42,8 +43,10 @@ pub mod publish_client;
 pub mod random;
 pub mod request;
 pub mod response;
+pub mod routes;
 pub mod server;
 pub mod siblings;
 pub mod source;
 pub mod sse;
 pub mod stats;
+pub mod streams;

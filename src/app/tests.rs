@@ -1,7 +1,9 @@
 //! Unit tests of the application: routing, methods, limits, reloads.
 
 use super::*;
+use crate::config::RouteKind;
 use crate::request::PathFrom;
+use bytes::Bytes;
 
 fn get(path: &str, method: &str) -> Request {
     let vars = [("REQUEST_METHOD", method), ("REQUEST_URI", path)]

@@ -5,14 +5,14 @@
 
 use std::sync::Arc;
 
-use super::mercure::MercureRoute;
-use super::App;
+use super::Mercure;
 use crate::auth::encode_component;
 use crate::auth::selector::any_matches;
 use crate::hub::journal::Publication;
 use crate::hub::{Hub, Presence};
 use crate::request::{percent_decode, Request};
 use crate::response::FullResponse;
+use crate::routes::Cx;
 use crate::source::{DirectWriter, NextEvent, Source};
 
 /// A new subscriber IRI: `urn:uuid:` and a random (version 4) UUID.
@@ -101,25 +101,13 @@ impl Drop for Announced {
     }
 }
 
-impl App {
-    /// The active subscriptions of the `mercure` route at `path` held by this process.
-    pub fn presences_on(&self, path: &str) -> Vec<Arc<Presence>> {
-        self.current()
-            .routes
-            .iter()
-            .find(|r| r.path == path)
-            .and_then(|r| match &r.handler {
-                super::Handler::Mercure(_, hub) => Some(hub.presences()),
-                _ => None,
-            })
-            .unwrap_or_default()
-    }
-
+impl Mercure {
     /// The route's active subscriptions on the whole box: this process's and, under
     /// `[server] processes`, every sibling worker's.
-    async fn box_presences(&self, hub: &Hub, path: &str) -> Vec<Arc<Presence>> {
-        let mut all = hub.presences();
-        let config = self.config();
+    async fn box_presences(&self, cx: &Cx) -> Vec<Arc<Presence>> {
+        let path = self.conf.path.get_ref();
+        let mut all = self.hub.presences();
+        let config = cx.config();
         if let (Some(me), true) = (crate::process::worker_number(), config.server.processes > 1) {
             all.extend(
                 crate::siblings::presences(&config.journal.dir, config.server.processes, me, path)
@@ -130,12 +118,8 @@ impl App {
     }
 
     /// `GET {hub}/subscriptions[/{topic}[/{subscriber}]]`.
-    pub(super) async fn mercure_subscriptions(
-        &self,
-        m: &MercureRoute,
-        hub: &Hub,
-        req: &Request,
-    ) -> FullResponse {
+    pub(super) async fn subscriptions(&self, cx: &Cx, req: &Request) -> FullResponse {
+        let (m, hub) = (self, &self.hub);
         let hub_path = m.conf.path.get_ref();
         if !m.conf.subscriptions {
             return FullResponse::text(404, format!("{hub_path}: subscriptions = false"));
@@ -166,7 +150,7 @@ impl App {
             return FullResponse::text(404, "no such subscription resource");
         }
         let mut docs = Vec::new();
-        for p in self.box_presences(hub, hub_path).await {
+        for p in self.box_presences(cx).await {
             for t in &p.topics {
                 let id = subscription_topic(hub_path, t, &p.subscriber);
                 let selected = parts.first().is_none_or(|want| want == t)

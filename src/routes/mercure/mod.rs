@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{subscriptions, App, Route};
+use super::{journaled, ready, Answer, Build, BuildError, Cx, Route};
 use crate::auth::{Claims, RouteAuth};
 use crate::config::RouteConfig;
 use crate::hub::journal::Publication;
@@ -20,21 +20,64 @@ use crate::source::Source;
 /// Longest publisher-chosen id.
 const MAX_ID_BYTES: usize = 1024;
 
-/// A `mercure` route's settings and keys.
-pub(super) struct MercureRoute {
-    pub(super) conf: RouteConfig,
-    pub(super) auth: RouteAuth,
+mod subscriptions;
+
+/// A `mercure` route: its settings, keys and hub.
+struct Mercure {
+    conf: RouteConfig,
+    auth: RouteAuth,
+    hub: Arc<Hub>,
 }
 
-impl MercureRoute {
-    /// Builds the keys (reads PEM files: call it while loading config).
-    pub(super) fn new(conf: &RouteConfig) -> Result<MercureRoute, String> {
-        Ok(MercureRoute {
-            auth: super::route_auth(conf)?,
-            conf: conf.clone(),
+/// The route of a `type = "mercure"` table (reads PEM key files: config time only).
+pub(super) fn build(b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
+    let hub = journaled::hub(b, r)?;
+    Ok(Arc::new(Mercure {
+        auth: journaled::auth(r)?,
+        conf: r.clone(),
+        hub,
+    }))
+}
+
+impl Route for Mercure {
+    fn handle<'a>(&'a self, cx: &'a Cx, req: &'a Request) -> Answer<'a> {
+        let own = self.conf.path.get_ref();
+        let below = req.path.strip_prefix(own.as_str());
+        if below.is_some_and(|rest| self.answers_below(rest)) {
+            return Box::pin(async move { self.subscriptions(cx, req).await.into() });
+        }
+        let cors = self.cors(req);
+        let answer: Answer<'a> = match req.method.as_str() {
+            "OPTIONS" => ready(preflight(req, &cors)),
+            "POST" => Box::pin(async move { self.publish(req).await.into() }),
+            "GET" | "HEAD" => ready(self.subscribe(cx, req)),
+            other => ready(
+                refuse(405, format!("{own} does not accept {other}"))
+                    .with_header("Allow", "GET, HEAD, POST, OPTIONS"),
+            ),
+        };
+        Box::pin(async move {
+            let mut response = answer.await;
+            match &mut response {
+                Response::Full(f) => f.headers.extend(cors),
+                Response::Stream(s) => s.extra_headers.extend(cors),
+            }
+            response
         })
     }
 
+    fn hub(&self) -> Option<&Arc<Hub>> {
+        Some(&self.hub)
+    }
+
+    /// The subscriptions API: `{hub}/subscriptions[/{topic}[/{subscriber}]]`.
+    fn answers_below(&self, rest: &str) -> bool {
+        rest.strip_prefix("/subscriptions")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+impl Mercure {
     /// CORS response headers for the request's `Origin`, if it is allowed.
     fn cors(&self, req: &Request) -> Vec<(String, String)> {
         let Some(origin) = req.header("Origin") else {
@@ -65,32 +108,10 @@ fn refuse(status: u16, why: impl Into<String>) -> FullResponse {
     }
 }
 
-impl App {
-    /// Answers a request to a `mercure` route.
-    pub(super) async fn mercure(
-        &self,
-        route: &Route,
-        m: &MercureRoute,
-        hub: &Arc<Hub>,
-        req: &Request,
-    ) -> Response {
-        let cors = m.cors(req);
-        let mut response = match req.method.as_str() {
-            "OPTIONS" => preflight(m, req, &cors).into(),
-            "POST" => self.mercure_publish(m, hub, req).await.into(),
-            "GET" | "HEAD" => self.mercure_subscribe(route, m, hub, req),
-            other => refuse(405, format!("{} does not accept {other}", route.path))
-                .with_header("Allow", "GET, HEAD, POST, OPTIONS")
-                .into(),
-        };
-        match &mut response {
-            Response::Full(f) => f.headers.extend(cors),
-            Response::Stream(s) => s.extra_headers.extend(cors),
-        }
-        response
-    }
-
-    async fn mercure_publish(&self, m: &MercureRoute, hub: &Hub, req: &Request) -> FullResponse {
+impl Mercure {
+    /// `POST`: a publish form with a publisher token.
+    async fn publish(&self, req: &Request) -> FullResponse {
+        let m = self;
         let path = m.conf.path.get_ref();
         let refused = |status: u16, why: String| {
             log::warn!(
@@ -112,20 +133,17 @@ impl App {
             return refused(status, why);
         }
         let public_id = publication.public_id.clone();
-        match hub.publish(publication).await {
+        match self.hub.publish(publication).await {
             Ok(seq) => FullResponse::text(200, public_id.unwrap_or_else(|| seq.to_string()))
                 .with_header("Cache-Control", "no-cache"),
             Err(e) => super::topics::not_stored(e, req, path),
         }
     }
 
-    fn mercure_subscribe(
-        &self,
-        route: &Route,
-        m: &MercureRoute,
-        hub: &Arc<Hub>,
-        req: &Request,
-    ) -> Response {
+    /// `GET` (or `HEAD`) `?topic=`: a subscription with selectors.
+    fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
+        let (m, hub) = (self, &self.hub);
+        let path = m.conf.path.get_ref();
         let topics = req.query_values("topic");
         if topics.is_empty() {
             return refuse(400, "missing topic parameter (?topic=<selector>)").into();
@@ -152,10 +170,10 @@ impl App {
             .into(),
         };
         if req.is_head() {
-            return self.stream_head_only();
+            return crate::streams::head_only();
         }
-        let Some(permit) = self.try_acquire_stream() else {
-            return self.refuse_full(route, req);
+        let Some(permit) = cx.streams.try_acquire(cx.config()) else {
+            return cx.streams.refuse_full(cx.config(), path, req);
         };
         let asked = req
             .last_event_id()
@@ -181,7 +199,7 @@ impl App {
         });
         interest.presence = presence.clone();
         let mut source = hub.subscribe(interest, resume);
-        if self.held() {
+        if cx.streams.held(cx.config()) {
             // Mercure clients resume from the `Last-Event-ID` header too; a held CGI stream
             // that ends before any event also needs the id in the stream (see `marked`).
             source = source.marked();
@@ -199,14 +217,14 @@ impl App {
             });
         }
         if let Some(left) = claims.remaining() {
-            let retry = self.config().stream.retry.as_millis() as u64;
+            let retry = cx.config().stream.retry.as_millis() as u64;
             source = Box::new(Expiring::new(
                 source,
                 tokio::time::Instant::now() + left,
                 retry,
             ));
         }
-        let mut response = self.open_stream(route, source, permit, req);
+        let mut response = cx.streams.open(cx.config(), path, source, permit, req);
         if asked.is_some() {
             if let Response::Stream(s) = &mut response {
                 s.extra_headers
@@ -219,7 +237,7 @@ impl App {
 
 /// The `OPTIONS` preflight: allowed origins get the methods and headers a subscriber or a
 /// publisher sends.
-fn preflight(m: &MercureRoute, req: &Request, cors: &[(String, String)]) -> FullResponse {
+fn preflight(req: &Request, cors: &[(String, String)]) -> FullResponse {
     if cors.is_empty() {
         let why = match req.header("Origin") {
             Some(o) => format!("origin {o} is not in cors_origins"),
@@ -227,7 +245,6 @@ fn preflight(m: &MercureRoute, req: &Request, cors: &[(String, String)]) -> Full
         };
         return refuse(403, why);
     }
-    let _ = m;
     FullResponse {
         status: 204,
         headers: vec![

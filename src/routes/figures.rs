@@ -1,20 +1,20 @@
 //! The one list of figures that `/status` (JSON) and `/metrics` (Prometheus text) are both
 //! rendered from: every figure names its `/status` key and its metric (family, labels, kind,
 //! help) side by side, so the two documents cannot drift apart. Three scopes: the process, each
-//! hub (a topics or mercure route, a command's topic), each command route. Only what has no
+//! hub (a topics or mercure route, a command's topic), and what a route kind reports of its own
+//! ([`RouteFigures`]: a command's programs, in its own file). Only what has no
 //! one-number form stays in one document: the append-latency histogram (metrics) and the
 //! identity fields (`/status`: version, pid, worker, a command's mode).
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::command::{CommandKind, CommandRoute};
-use super::App;
+use super::Cx;
 use crate::hub::Hub;
 use crate::metrics::Kind::{self, Counter, Gauge};
 
 /// One reading of a figure.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum Value {
+pub enum Value {
     /// A count, a size or whole seconds: an integer in `/status`.
     Count(u64),
     /// A state: its word in `/status`, its number in `/metrics` (1 up, 0 down).
@@ -40,7 +40,7 @@ impl Value {
 }
 
 /// One figure of a scope `T`.
-pub(super) struct Figure<T: ?Sized> {
+pub struct Figure<T: ?Sized> {
     /// The key in `/status`; a `.` nests (`limits.max_streams`).
     pub key: &'static str,
     /// The metric family; figures that share one are adjacent and differ by `labels`.
@@ -53,7 +53,7 @@ pub(super) struct Figure<T: ?Sized> {
     pub read: fn(&T) -> Option<Value>,
 }
 
-const fn fig<T: ?Sized>(
+pub(super) const fn fig<T: ?Sized>(
     key: &'static str,
     metric: &'static str,
     kind: Kind,
@@ -70,12 +70,12 @@ const fn fig<T: ?Sized>(
     }
 }
 
-fn count(n: impl TryInto<u64>) -> Option<Value> {
+pub(super) fn count(n: impl TryInto<u64>) -> Option<Value> {
     Some(Value::Count(n.try_into().unwrap_or(u64::MAX)))
 }
 
 /// The process: streams, connections, input, limits, uptime.
-pub(super) const PROCESS: &[Figure<App>] = &[
+pub(super) const PROCESS: &[Figure<Cx>] = &[
     fig("up", "fastsse_up", Gauge, "1 while fastsse serves.", |_| {
         count(1u64)
     }),
@@ -84,14 +84,14 @@ pub(super) const PROCESS: &[Figure<App>] = &[
         "fastsse_uptime_seconds",
         Gauge,
         "Seconds since start.",
-        |a| count(a.started.elapsed().as_secs()),
+        |a| count(a.streams.started.elapsed().as_secs()),
     ),
     fig(
         "active_streams",
         "fastsse_streams_active",
         Gauge,
         "SSE streams open now.",
-        |a| count(a.stats.active_streams()),
+        |a| count(a.streams.stats.active_streams()),
     ),
     fig(
         "limits.max_streams",
@@ -105,7 +105,7 @@ pub(super) const PROCESS: &[Figure<App>] = &[
         "fastsse_streams_total",
         Counter,
         "SSE streams opened.",
-        |a| count(a.stats.total_streams.load(Relaxed)),
+        |a| count(a.streams.stats.total_streams.load(Relaxed)),
     ),
     Figure {
         labels: &[("reason", "max_streams")],
@@ -114,7 +114,7 @@ pub(super) const PROCESS: &[Figure<App>] = &[
             "fastsse_streams_rejected_total",
             Counter,
             "Stream requests refused, by reason.",
-            |a| count(a.stats.rejected_streams.load(Relaxed)),
+            |a| count(a.streams.stats.rejected_streams.load(Relaxed)),
         )
     },
     fig(
@@ -122,7 +122,7 @@ pub(super) const PROCESS: &[Figure<App>] = &[
         "fastsse_connections_active",
         Gauge,
         "FastCGI connections open now.",
-        |a| count(a.stats.active_connections()),
+        |a| count(a.streams.stats.active_connections()),
     ),
     fig(
         "limits.max_connections",
@@ -136,7 +136,7 @@ pub(super) const PROCESS: &[Figure<App>] = &[
         "fastsse_connections_total",
         Counter,
         "FastCGI connections accepted.",
-        |a| count(a.stats.total_connections.load(Relaxed)),
+        |a| count(a.streams.stats.total_connections.load(Relaxed)),
     ),
     Figure {
         labels: &[("reason", "refused_full")],
@@ -145,7 +145,7 @@ pub(super) const PROCESS: &[Figure<App>] = &[
             "fastsse_connections_closed_total",
             Counter,
             "Connections closed by the server to protect it, by reason.",
-            |a| count(a.stats.refused_connections.load(Relaxed)),
+            |a| count(a.streams.stats.refused_connections.load(Relaxed)),
         )
     },
     Figure {
@@ -155,7 +155,7 @@ pub(super) const PROCESS: &[Figure<App>] = &[
             "fastsse_connections_closed_total",
             Counter,
             "Connections closed by the server to protect it, by reason.",
-            |a| count(a.stats.evicted_connections.load(Relaxed)),
+            |a| count(a.streams.stats.evicted_connections.load(Relaxed)),
         )
     },
     fig(
@@ -163,7 +163,7 @@ pub(super) const PROCESS: &[Figure<App>] = &[
         "fastsse_input_bytes",
         Gauge,
         "Request input buffered now (bounded by max_input_bytes).",
-        |a| count(a.stats.input_bytes.load(Relaxed)),
+        |a| count(a.streams.stats.input_bytes.load(Relaxed)),
     ),
     fig(
         "limits.max_input_bytes",
@@ -331,69 +331,72 @@ pub(super) const HUB: &[Figure<Hub>] = &[
     ),
 ];
 
-/// Each command route: its program(s).
-pub(super) const COMMAND: &[Figure<CommandRoute>] = &[
-    fig(
-        "running",
-        "fastsse_command_running",
-        Gauge,
-        "Program processes running now (shared: 0 or 1).",
-        |c| match &c.kind {
-            CommandKind::Shared(s) => count(u64::from(s.stats.running.load(Relaxed))),
-            CommandKind::PerStream(p) => count(p.slots.running()),
-        },
-    ),
-    fig(
-        "pid",
-        "fastsse_command_pid",
-        Gauge,
-        "A shared program's pid (0: none).",
-        |c| match &c.kind {
-            CommandKind::Shared(s) => count(s.stats.pid.load(Relaxed)),
-            CommandKind::PerStream(_) => None,
-        },
-    ),
-    fig(
-        "restarts",
-        "fastsse_command_restarts_total",
-        Counter,
-        "Times a shared program was started again after it exited.",
-        |c| match &c.kind {
-            CommandKind::Shared(s) => count(s.stats.restarts.load(Relaxed)),
-            CommandKind::PerStream(_) => None,
-        },
-    ),
-    fig(
-        "events",
-        "fastsse_command_events_total",
-        Counter,
-        "Events a shared program printed.",
-        |c| match &c.kind {
-            CommandKind::Shared(s) => count(s.stats.events.load(Relaxed)),
-            CommandKind::PerStream(_) => None,
-        },
-    ),
-    fig(
-        "dropped",
-        "fastsse_command_dropped_total",
-        Counter,
-        "Events dropped as larger than max_event_bytes.",
-        |c| match &c.kind {
-            CommandKind::Shared(s) => count(s.stats.dropped.load(Relaxed)),
-            CommandKind::PerStream(p) => count(p.dropped.load(Relaxed)),
-        },
-    ),
-    fig(
-        "subscribers",
-        "fastsse_command_subscribers",
-        Gauge,
-        "Subscribers of a shared program now.",
-        |c| match &c.kind {
-            CommandKind::Shared(s) => count(s.subscribers()),
-            CommandKind::PerStream(_) => None,
-        },
-    ),
-];
+/// One figure's reading, with what names it.
+pub struct Reading {
+    /// The key in `/status`.
+    pub key: &'static str,
+    /// The metric family.
+    pub metric: &'static str,
+    /// Its labels within the family.
+    pub labels: &'static [(&'static str, &'static str)],
+    pub kind: Kind,
+    pub help: &'static str,
+    /// `None` where it does not apply.
+    pub value: Option<Value>,
+}
+
+/// What a route reports of its own, read from its kind's list of figures: in `/status` under
+/// `group` (`"commands"`) by path, in `/metrics` as samples labelled with the route.
+pub struct RouteFigures {
+    /// The `/status` object that holds it, by path.
+    pub group: &'static str,
+    /// Each figure of the kind's list, in its order.
+    pub readings: Vec<Reading>,
+    /// Words only `/status` shows (a command's `mode`).
+    pub words: Vec<(&'static str, &'static str)>,
+}
+
+impl RouteFigures {
+    /// Reads every figure of `figures` of `of`.
+    pub fn read<T>(group: &'static str, figures: &'static [Figure<T>], of: &T) -> RouteFigures {
+        let readings = figures
+            .iter()
+            .map(|f| Reading {
+                key: f.key,
+                metric: f.metric,
+                labels: f.labels,
+                kind: f.kind,
+                help: f.help,
+                value: (f.read)(of),
+            })
+            .collect();
+        RouteFigures {
+            group,
+            readings,
+            words: Vec::new(),
+        }
+    }
+
+    /// Adds a word for `/status` only.
+    pub fn with(mut self, key: &'static str, word: &'static str) -> RouteFigures {
+        self.words.push((key, word));
+        self
+    }
+
+    /// The `/status` object.
+    pub fn object(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut doc = serde_json::Map::new();
+        for r in &self.readings {
+            if let Some(v) = r.value {
+                insert(&mut doc, r.key, v);
+            }
+        }
+        for (k, w) in &self.words {
+            doc.insert(k.to_string(), (*w).into());
+        }
+        doc
+    }
+}
 
 /// Puts `value` at `key` in `doc`, a `.` in the key nesting objects.
 pub(super) fn insert(
@@ -453,7 +456,7 @@ mod tests {
     fn every_figure_has_its_own_key_and_families_are_contiguous() {
         unique(PROCESS);
         unique(HUB);
-        unique(COMMAND);
+        unique(super::super::command::FIGURES);
         for (_, _, _, key) in PHP_FPM {
             assert!(PROCESS.iter().any(|f| f.key == *key), "{key}");
         }

@@ -1,0 +1,244 @@
+//! Route kinds. Each kind is one room: `clock.rs`, `ping.rs`, `status.rs` (`/status` and
+//! `/metrics`), `topics.rs`, `mercure/` and `command.rs` each build their route from its
+//! `[[route]]` table and answer its requests. This file only dispatches: the [`Route`] trait
+//! every built route implements, the list of kinds ([`build_one`]), and finding the route of a
+//! request ([`RouteSet::find`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::{Config, RouteConfig, RouteKind};
+use crate::hub::Hub;
+use crate::request::Request;
+use crate::response::{FullResponse, Response};
+use crate::streams::Streams;
+
+mod clock;
+mod command;
+mod custom;
+mod figures;
+mod journaled;
+mod mercure;
+mod ping;
+mod status;
+mod topics;
+
+pub use custom::SourceFactory;
+
+/// A route's answer, once it is ready.
+pub type Answer<'a> = Pin<Box<dyn Future<Output = Response> + Send + 'a>>;
+
+/// An answer that is ready now.
+fn ready<'a>(r: impl Into<Response>) -> Answer<'a> {
+    Box::pin(std::future::ready(r.into()))
+}
+
+/// What a route answers a request with: the routes and config in force when it arrived, and
+/// the process's streams.
+pub struct Cx {
+    /// The routes (and their config) the request arrived under; a reload changes them for
+    /// later requests only.
+    pub set: Arc<RouteSet>,
+    /// The process's streams: their limit, counters and access log.
+    pub streams: Arc<Streams>,
+}
+
+impl Cx {
+    /// The config in force for this request.
+    pub fn config(&self) -> &Config {
+        &self.set.config
+    }
+}
+
+/// A built route: what one `[[route]]` table (or a source added in code) serves.
+pub trait Route: Send + Sync {
+    /// Answers a request to this route (or, where [`Route::answers_below`] says so, below it).
+    fn handle<'a>(&'a self, cx: &'a Cx, req: &'a Request) -> Answer<'a>;
+
+    /// The route's hub (a topics or mercure route, a command with a `topic`): a reload keeps
+    /// it when its storage is unchanged, and `/status` reports it.
+    fn hub(&self) -> Option<&Arc<Hub>> {
+        None
+    }
+
+    /// Starts what runs without a request (a shared program with `start = "always"`); called
+    /// once a runtime is up.
+    fn start(&self) {}
+
+    /// Whether the route also answers the path `rest` below its own (Mercure's
+    /// subscriptions API: `/subscriptions…`).
+    fn answers_below(&self, rest: &str) -> bool {
+        let _ = rest;
+        false
+    }
+
+    /// This route's own figures for `/status` and `/metrics`, beside its hub's.
+    fn figures(&self) -> Option<figures::RouteFigures> {
+        None
+    }
+
+    /// Whether it was added in code ([`custom::Custom`]): a reload keeps it.
+    fn is_custom(&self) -> bool {
+        false
+    }
+}
+
+/// A route and the path it answers.
+#[derive(Clone)]
+pub struct RouteEntry {
+    /// The request path (`/events`).
+    pub path: String,
+    /// What serves it.
+    pub route: Arc<dyn Route>,
+}
+
+/// The routes built from one config: what a reload replaces. A request takes the set in force
+/// when it arrives and keeps it; open streams keep theirs.
+pub struct RouteSet {
+    /// The config the routes were built from.
+    pub config: Arc<Config>,
+    /// The routes, in config order.
+    pub routes: Vec<RouteEntry>,
+}
+
+impl RouteSet {
+    /// The route of `req`: its path, else its PATH_INFO (CGI, `SCRIPT_NAME` + route), else a
+    /// route that answers below its own path.
+    pub fn find(&self, req: &Request) -> Option<&RouteEntry> {
+        let exact = |path: &str| self.routes.iter().find(|r| r.path == path);
+        exact(&req.path)
+            .or_else(|| {
+                (!req.path_info.is_empty())
+                    .then(|| exact(&req.path_info))
+                    .flatten()
+            })
+            .or_else(|| {
+                self.routes.iter().find(|r| {
+                    req.path
+                        .strip_prefix(r.path.as_str())
+                        .is_some_and(|rest| r.route.answers_below(rest))
+                })
+            })
+    }
+
+    /// The route at `path`.
+    pub fn get(&self, path: &str) -> Option<&RouteEntry> {
+        self.routes.iter().find(|r| r.path == path)
+    }
+}
+
+/// Why a route could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// What it stands on is not there now (its journal, its program): the daemon refuses to
+    /// start; one CGI request answers `503` on this route with `reason` and serves the others.
+    Unavailable {
+        /// What the client is told.
+        reason: &'static str,
+        /// What the log says.
+        detail: String,
+    },
+    /// The config is wrong (a key file that does not parse): always an error.
+    Invalid(String),
+}
+
+/// What building a route may use: the whole config, the routes of the config it replaces
+/// (their hubs are kept), and which journal events to load.
+pub struct Build<'a> {
+    /// The config being built.
+    pub config: &'a Config,
+    /// The routes of the config in force before (a reload), else none.
+    pub keep: &'a [RouteEntry],
+    /// Load only the journal events after this id (one CGI request: its `Last-Event-ID`).
+    pub load_after: u64,
+}
+
+/// Builds the route of `r`. The one place that knows every kind.
+fn build_one(b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
+    match r.kind {
+        RouteKind::Clock => clock::build(b, r),
+        RouteKind::Ping => ping::build(b, r),
+        RouteKind::Status | RouteKind::Metrics => status::build(b, r),
+        RouteKind::Topics => topics::build(b, r),
+        RouteKind::Mercure => mercure::build(b, r),
+        RouteKind::Command => command::build(b, r),
+    }
+}
+
+/// Builds the routes of `config`. A journaled route reuses the hub in `keep` (by path) when its
+/// storage is the same, else opens its journal (loading the events after `load_after`). A
+/// route that cannot be built now is an error when `strict`, else it answers `503`.
+pub fn build(
+    config: &Config,
+    strict: bool,
+    keep: &[RouteEntry],
+    load_after: u64,
+) -> Result<Vec<RouteEntry>, String> {
+    let b = Build {
+        config,
+        keep,
+        load_after,
+    };
+    let mut routes = Vec::new();
+    for r in &config.routes {
+        let path = r.path.get_ref();
+        let route = match build_one(&b, r) {
+            Ok(route) => route,
+            Err(BuildError::Unavailable { reason, detail }) if !strict => {
+                log::error!("route {path}: unavailable, the route answers 503: {detail}");
+                Arc::new(Unavailable {
+                    path: path.clone(),
+                    reason,
+                })
+            }
+            Err(BuildError::Unavailable { detail, .. }) | Err(BuildError::Invalid(detail)) => {
+                return Err(format!("route {path}: {detail}"))
+            }
+        };
+        routes.push(RouteEntry {
+            path: path.clone(),
+            route,
+        });
+    }
+    Ok(routes)
+}
+
+/// A custom route serving `factory`'s sources at `path`.
+pub fn custom(path: &str, factory: SourceFactory) -> RouteEntry {
+    RouteEntry {
+        path: path.to_string(),
+        route: Arc::new(custom::Custom {
+            path: path.to_string(),
+            factory,
+        }),
+    }
+}
+
+/// A route that could not be built (CGI only: the daemon refuses to start instead).
+struct Unavailable {
+    path: String,
+    reason: &'static str,
+}
+
+impl Route for Unavailable {
+    fn handle<'a>(&'a self, _: &'a Cx, _: &'a Request) -> Answer<'a> {
+        let why = format!(
+            "{} is unavailable: {} (see the server's error log)",
+            self.path, self.reason
+        );
+        ready(FullResponse::text(503, why).with_header("Retry-After", "60"))
+    }
+}
+
+/// `405` for a method the route at `path` does not take, with the ones it does.
+fn not_allowed(path: &str, req: &Request, allow: &'static str) -> Response {
+    FullResponse::text(405, format!("{path} does not accept {}", req.method))
+        .with_header("Allow", allow)
+        .into()
+}
+
+/// Whether `req` only reads (`GET`, `HEAD`).
+fn read_only(req: &Request) -> bool {
+    req.method == "GET" || req.method == "HEAD"
+}

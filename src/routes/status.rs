@@ -1,0 +1,211 @@
+//! The `status` and `metrics` routes: the documents fastsse serves about itself, `/status`
+//! (JSON) and `/metrics` (Prometheus text), both rendered from the one list of figures in
+//! [`super::figures`]. They read the counters, each hub and what each route reports of its own;
+//! nothing here changes anything.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::figures::{self, Figure, RouteFigures, Value};
+use super::{not_allowed, read_only, ready, Answer, Build, BuildError, Cx, Route};
+use crate::config::{RouteConfig, RouteKind};
+use crate::hub::Hub;
+use crate::metrics::{process_figures, Exposition, Kind};
+use crate::request::Request;
+use crate::response::FullResponse;
+
+/// `/status` or `/metrics`.
+struct Document {
+    path: String,
+    metrics: bool,
+}
+
+/// The route of a `type = "status"` or `type = "metrics"` table.
+pub(super) fn build(_: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
+    Ok(Arc::new(Document {
+        path: r.path.get_ref().clone(),
+        metrics: r.kind == RouteKind::Metrics,
+    }))
+}
+
+impl Route for Document {
+    fn handle<'a>(&'a self, cx: &'a Cx, req: &'a Request) -> Answer<'a> {
+        if !read_only(req) {
+            return ready(not_allowed(&self.path, req, "GET, HEAD"));
+        }
+        Box::pin(async move {
+            if self.metrics {
+                metrics(cx).await.into()
+            } else {
+                status(cx).await.into()
+            }
+        })
+    }
+}
+
+/// Things of one scope, each with its route's path.
+type ByPath<T> = Vec<(String, T)>;
+
+/// The hubs in force, and what routes report of their own, by path.
+fn scopes(cx: &Cx) -> (ByPath<Arc<Hub>>, ByPath<RouteFigures>) {
+    let routes = &cx.set.routes;
+    let hubs = routes
+        .iter()
+        .filter_map(|r| r.route.hub().map(|h| (r.path.clone(), h.clone())))
+        .collect();
+    let own = routes
+        .iter()
+        .filter_map(|r| r.route.figures().map(|f| (r.path.clone(), f)))
+        .collect();
+    (hubs, own)
+}
+
+/// The metrics document (Prometheus text format).
+async fn metrics(cx: &Cx) -> FullResponse {
+    // Under `[server] processes`, each worker answers for itself: its samples say which.
+    let worker = crate::process::worker_number().map(|n| n.to_string());
+    let mut e = match &worker {
+        Some(n) => Exposition::with_labels(&[("worker", n)]),
+        None => Exposition::default(),
+    };
+    let mut family = "";
+    for f in figures::PROCESS {
+        if f.metric != family {
+            e.family(f.metric, f.kind, f.help);
+            family = f.metric;
+        }
+        if let Some(v) = (f.read)(cx) {
+            e.sample(f.metric, f.labels, v.metric());
+        }
+    }
+    let (hubs, own) = scopes(cx);
+    per_route(&mut e, figures::HUB, &hubs);
+    own_figures(&mut e, &own);
+    e.family(
+        "fastsse_journal_append_seconds",
+        Kind::Histogram,
+        "Time to append a batch to the journal: the lock, the write, the fsync per policy.",
+    );
+    for (route, hub) in &hubs {
+        e.histogram(
+            "fastsse_journal_append_seconds",
+            &[("route", route)],
+            &hub.stats.append_latency,
+        );
+    }
+    for (name, kind, help, key) in figures::PHP_FPM {
+        let value = figures::PROCESS
+            .iter()
+            .find(|f| f.key == *key)
+            .and_then(|f| (f.read)(cx));
+        if let Some(v) = value {
+            e.single(name, *kind, help, v.metric());
+        }
+    }
+    // /proc is cheap, but listing 10,000 descriptors is not nothing: off the runtime.
+    let (fds, rss) = tokio::task::spawn_blocking(process_figures)
+        .await
+        .unwrap_or((None, None));
+    if let Some(fds) = fds {
+        e.single(
+            "process_open_fds",
+            Kind::Gauge,
+            "Open file descriptors.",
+            fds as f64,
+        );
+    }
+    if let Some(rss) = rss {
+        e.single(
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory size in bytes.",
+            rss as f64,
+        );
+    }
+    FullResponse {
+        status: 200,
+        headers: vec![
+            (
+                "Content-Type".into(),
+                "text/plain; version=0.0.4; charset=utf-8".into(),
+            ),
+            ("Cache-Control".into(), "no-cache".into()),
+        ],
+        body: Bytes::from(e.finish()),
+    }
+}
+
+/// The status document.
+async fn status(cx: &Cx) -> FullResponse {
+    let (hubs, own) = scopes(cx);
+    let topics: serde_json::Map<String, serde_json::Value> = hubs
+        .iter()
+        .map(|(path, hub)| (path.clone(), figures::object(figures::HUB, &**hub).into()))
+        .collect();
+    let mut doc = figures::object(figures::PROCESS, cx);
+    let (fds, rss) = tokio::task::spawn_blocking(process_figures)
+        .await
+        .unwrap_or((None, None));
+    if let Some(fds) = fds {
+        figures::insert(&mut doc, "open_fds", Value::Count(fds as u64));
+    }
+    if let Some(rss) = rss {
+        figures::insert(&mut doc, "rss_bytes", Value::Count(rss));
+    }
+    // Each kind's own figures under its group (`commands`), by path; an empty group is shown
+    // when no route has any.
+    doc.insert("commands".into(), serde_json::Map::new().into());
+    for (path, f) in &own {
+        if let serde_json::Value::Object(group) = doc
+            .entry(f.group)
+            .or_insert_with(|| serde_json::Map::new().into())
+        {
+            group.insert(path.clone(), f.object().into());
+        }
+    }
+    doc.insert("topics".into(), topics.into());
+    doc.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    // With `[server] processes`: which worker answered (each counts its own streams).
+    doc.insert("pid".into(), std::process::id().into());
+    doc.insert("worker".into(), crate::process::worker_number().into());
+    FullResponse {
+        status: 200,
+        headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("Cache-Control".into(), "no-cache".into()),
+        ],
+        body: Bytes::from(serde_json::Value::Object(doc).to_string()),
+    }
+}
+
+/// The samples of per-route figures: a family each, a sample per route where it applies.
+fn per_route<T>(e: &mut Exposition, figures: &[Figure<T>], routes: &ByPath<Arc<T>>) {
+    for f in figures {
+        e.family(f.metric, f.kind, f.help);
+        for (route, of) in routes {
+            if let Some(v) = (f.read)(of) {
+                e.sample(f.metric, &[("route", route)], v.metric());
+            }
+        }
+    }
+}
+
+/// The samples of what routes report of their own: per group, a family per figure of the
+/// kind's list and a sample per route where it applies.
+fn own_figures(e: &mut Exposition, own: &ByPath<RouteFigures>) {
+    let mut groups: Vec<&str> = own.iter().map(|(_, f)| f.group).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for group in groups {
+        let of: Vec<_> = own.iter().filter(|(_, f)| f.group == group).collect();
+        for (i, first) in of[0].1.readings.iter().enumerate() {
+            e.family(first.metric, first.kind, first.help);
+            for (route, f) in &of {
+                if let Some(v) = f.readings.get(i).and_then(|r| r.value) {
+                    e.sample(first.metric, &[("route", route)], v.metric());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The `topics` route: `GET` subscribes (who may read which topics, the stream from the hub);
+//! `POST` publishes: who may publish (a page of another site may not; then the
+//! `publish_token` or a publisher JWT), the body parsed, the journal's answer — 200 with the
+//! id only once stored, 500/503 with a reason when not.
+
+use std::sync::Arc;
+
+use super::{journaled, not_allowed, ready, Answer, Build, BuildError, Cx, Route};
+use crate::auth::RouteAuth;
+use crate::config::RouteConfig;
+use crate::hub::{Hub, HubError, Interest, Resume};
+use crate::publish::{parse_publication, token_matches, validate_topics};
+use crate::request::Request;
+use crate::response::{FullResponse, Response};
+
+/// A topics route: its settings, who may read and publish, and its hub.
+struct Topics {
+    conf: RouteConfig,
+    auth: RouteAuth,
+    hub: Arc<Hub>,
+}
+
+/// The route of a `type = "topics"` table.
+pub(super) fn build(b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
+    let hub = journaled::hub(b, r)?;
+    Ok(Arc::new(Topics {
+        auth: journaled::auth(r)?,
+        conf: r.clone(),
+        hub,
+    }))
+}
+
+impl Route for Topics {
+    fn handle<'a>(&'a self, cx: &'a Cx, req: &'a Request) -> Answer<'a> {
+        match req.method.as_str() {
+            "POST" => {
+                Box::pin(
+                    async move { publish(&self.conf, &self.auth, &self.hub, req).await.into() },
+                )
+            }
+            "GET" | "HEAD" => ready(self.subscribe(cx, req)),
+            _ => ready(not_allowed(
+                self.conf.path.get_ref(),
+                req,
+                "GET, HEAD, POST",
+            )),
+        }
+    }
+
+    fn hub(&self) -> Option<&Arc<Hub>> {
+        Some(&self.hub)
+    }
+}
+
+impl Topics {
+    /// `GET` (or `HEAD`): authorise the topics, then a stream of them from the hub (with the
+    /// replay after `Last-Event-ID`).
+    fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
+        let path = self.conf.path.get_ref();
+        let topics = req.query_values("topic");
+        if let Err(refusal) = validate_topics(&topics, self.conf.max_topics) {
+            return FullResponse::from(refusal).into();
+        }
+        if let Err((status, why)) = self.auth.may_subscribe(req, &topics) {
+            log::info!(
+                "req={} route={path} peer={}: subscription refused ({status}): {why}",
+                req.id,
+                req.peer
+            );
+            return FullResponse::text(status, why).into();
+        }
+        if req.is_head() {
+            return crate::streams::head_only();
+        }
+        // The slot first: subscribing registers the stream with the hub.
+        let Some(permit) = cx.streams.try_acquire(cx.config()) else {
+            return cx.streams.refuse_full(cx.config(), path, req);
+        };
+        let resume = Resume::parse(req.last_event_id().as_deref());
+        let source = self
+            .hub
+            .subscribe(Interest::topics(topics), resume)
+            .marked();
+        cx.streams
+            .open(cx.config(), path, Box::new(source), permit, req)
+    }
+}
+
+/// `POST` to a topics route: authorise, parse, journal, answer with the id.
+pub(super) async fn publish(
+    conf: &RouteConfig,
+    auth: &RouteAuth,
+    hub: &Hub,
+    req: &Request,
+) -> FullResponse {
+    let path = conf.path.get_ref();
+    // Every refusal: logged with the request, answered with the reason.
+    let refused = |status: u16, why: String| {
+        log::warn!(
+            "req={} route={path} peer={}: publish refused ({status}): {why}",
+            req.id,
+            req.peer
+        );
+        let r = FullResponse::text(status, why);
+        if status == 401 {
+            r.with_header("WWW-Authenticate", "Bearer")
+        } else {
+            r
+        }
+    };
+    if let Some(origin) = cross_origin(req, &conf.publish_origins) {
+        return refused(
+            403,
+            format!("a publish from a page on {origin} is refused: that origin is not in publish_origins"),
+        );
+    }
+    let presented = req
+        .header("Authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim();
+    let token_ok = conf
+        .publish_token
+        .as_deref()
+        .is_some_and(|t| token_matches(presented, t));
+    // A publisher JWT is needed unless the publish_token was presented.
+    let jwt = match (&auth.publisher, &conf.publish_token) {
+        (Some(_), _) if !token_ok => match auth.publisher_claims(req) {
+            Ok(c) => Some(c),
+            Err((status, why)) => return refused(status, why),
+        },
+        (None, Some(_)) if !token_ok => {
+            return refused(
+                401,
+                "publishing needs Authorization: Bearer <publish_token>".into(),
+            )
+        }
+        _ => None,
+    };
+    let publication = match parse_publication(req, conf.max_topics) {
+        Ok(p) => p,
+        Err(refusal) => return refusal.into(),
+    };
+    if let Some(claims) = &jwt {
+        if let Err((status, why)) = RouteAuth::may_publish(claims, &publication.topics) {
+            return refused(status, why);
+        }
+    }
+    match hub.publish(publication).await {
+        Ok(id) => FullResponse::text(200, id.to_string()).with_header("Cache-Control", "no-cache"),
+        Err(e) => not_stored(e, req, path),
+    }
+}
+
+/// The origin of a browser request from a page on another site (`Origin`, else `Referer`),
+/// unless it is listed in `allowed`. Hosts are compared without ports (nginx passes `Host`
+/// without one); requests without either header (curl, a PHP backend) are not cross-origin;
+/// `Origin: null` always is.
+fn cross_origin(req: &Request, allowed: &[String]) -> Option<String> {
+    let origin = crate::auth::origin_of(req)?;
+    if origin == "null" {
+        return Some(origin);
+    }
+    if crate::auth::origin_listed(&origin, allowed) {
+        return None;
+    }
+    let host_of = |s: &str| {
+        let s = s.rsplit("://").next().unwrap_or(s);
+        let s = s.split('/').next().unwrap_or(s);
+        match s.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6).to_ascii_lowercase(),
+            None => s.split(':').next().unwrap_or(s).to_ascii_lowercase(),
+        }
+    };
+    let host = req.header("Host")?;
+    (host_of(&origin) != host_of(host)).then_some(origin)
+}
+
+/// The answer to a publish the hub did not store: 500 when the journal failed or the store
+/// refused it, 503 (retry) when it was busy or closing, or gave no answer in time (then the
+/// body says it may or may not be stored). The log gets the whole story; the client a reason and the
+/// request id to find it by.
+pub(super) fn not_stored(e: HubError, req: &Request, route: &str) -> FullResponse {
+    log::error!(
+        "req={} route={route} peer={}: publish failed, not stored: {e}",
+        req.id,
+        req.peer
+    );
+    let reason = e.public_reason();
+    match e {
+        HubError::Journal(_) | HubError::Refused(_) => {
+            FullResponse::text(500, format!("not stored: {reason} (request {})", req.id))
+        }
+        HubError::Busy(_) | HubError::Closed => FullResponse::text(
+            503,
+            format!("not stored: {reason}; retry (request {})", req.id),
+        )
+        .with_header("Retry-After", "1"),
+        HubError::Unknown(_) => {
+            FullResponse::text(503, format!("{reason}; retry (request {})", req.id))
+                .with_header("Retry-After", "1")
+        }
+    }
+}
