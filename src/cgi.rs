@@ -148,11 +148,10 @@ pub fn run(mut config: Config) -> Result<(), String> {
     // Only a request to a route with a journal can do with part of it; /status and the like
     // report what the journal retains, so they load it all.
     let journaled = |req: &Request| {
-        use crate::config::RouteKind::{Command, Mercure, Topics};
         config
             .routes
             .iter()
-            .any(|r| r.path.get_ref() == &req.path && matches!(r.kind, Topics | Mercure | Command))
+            .any(|r| r.path.get_ref() == &req.path && r.has_journal())
     };
     let load_after = match &request {
         Ok(req) if journaled(req) => journal_needed_after(req),

@@ -269,7 +269,8 @@ async fn reload_on_hangup(app: Arc<App>, from: Option<ReloadFrom>, shutdown: Can
         let app = app.clone();
         let shown = from.path.display().to_string();
         let done = tokio::task::spawn_blocking(move || {
-            let mut config = crate::config::Config::load(&from.path).map_err(|e| e.to_string())?;
+            let mut config = crate::config::Config::load(&from.path, crate::routes::kinds())
+                .map_err(|e| e.to_string())?;
             if let Some(dir) = from.data_dir {
                 config.journal.dir = dir;
             }

@@ -1,7 +1,6 @@
 //! Unit tests of the application: routing, methods, limits, reloads.
 
 use super::*;
-use crate::config::RouteKind;
 use crate::request::PathFrom;
 use bytes::Bytes;
 
@@ -22,9 +21,9 @@ fn full(r: Response) -> FullResponse {
 
 #[tokio::test]
 async fn routes_methods_and_limit() {
-    let mut config = Config::default();
+    let mut config = Config::embedded(crate::routes::kinds());
     config.server.max_streams = 2;
-    config.routes.retain(|r| r.kind != RouteKind::Topics);
+    config.routes.retain(|r| r.kind.name() != "topics");
     let app = App::new(config).unwrap();
     assert_eq!(full(app.handle(&get("/nope", "GET")).await).status, 404);
     let r = full(app.handle(&get("/clock", "POST")).await);

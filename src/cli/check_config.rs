@@ -11,59 +11,40 @@ pub(super) fn check_config(
     file: &std::path::Path,
     data_dir: Option<PathBuf>,
 ) -> Result<(), String> {
-    use crate::config::RouteKind;
-    let mut config = Config::load(file).map_err(|e| e.to_string())?;
+    let mut config = Config::load(file, crate::routes::kinds()).map_err(|e| e.to_string())?;
     if let Some(dir) = data_dir {
         config.journal.dir = dir;
     }
     for r in &config.routes {
         let path = r.path.get_ref();
-        match r.kind {
-            RouteKind::Clock | RouteKind::Ping => {
-                println!("{path} -> {:?} every {:?}", r.kind, r.interval)
-            }
-            RouteKind::Status => println!("{path} -> status"),
-            RouteKind::Command => println!(
-                "{path} -> command {:?}, {:?}{}",
-                r.command,
-                r.mode,
-                r.topic
-                    .as_ref()
-                    .map(|t| format!(", events to topic {t}"))
-                    .unwrap_or_default()
-            ),
-            RouteKind::Metrics => println!("{path} -> metrics"),
-            RouteKind::Topics | RouteKind::Mercure => {
-                #[cfg(feature = "redis")]
-                if let crate::hub::Storage::Redis(rs) = config.journal.storage_for(r) {
-                    match crate::hub::redis::check(&rs) {
-                        Ok(n) => println!("{path} -> {:?}, redis {} ({n} entries)", r.kind, rs.key),
-                        // Not fatal: the daemon starts and catches up once Redis answers.
-                        Err(e) => println!(
-                            "{path} -> {:?}, redis {}: not answering now ({e}); the daemon starts anyway and catches up",
-                            r.kind, rs.key
-                        ),
-                    }
-                    continue;
-                }
-                let settings = config.journal.settings_for(r);
-                let damaged = check_journal(&settings).map_err(|e| format!("route {path}: {e}"))?;
-                println!(
-                    "{path} -> {}, journal {}{}",
-                    if r.kind == RouteKind::Topics {
-                        "topics"
-                    } else {
-                        "mercure hub"
-                    },
-                    settings.dir.display(),
-                    if damaged > 0 {
-                        format!(" ({damaged} damaged regions, skipped per on_corruption)")
-                    } else {
-                        String::new()
-                    }
-                );
-            }
+        let what = r.settings.describe();
+        if !r.has_journal() {
+            println!("{path} -> {what}");
+            continue;
         }
+        #[cfg(feature = "redis")]
+        if let crate::hub::Storage::Redis(rs) = config.journal.storage_for(r) {
+            match crate::hub::redis::check(&rs) {
+                Ok(n) => println!("{path} -> {what}, redis {} ({n} entries)", rs.key),
+                // Not fatal: the daemon starts and catches up once Redis answers.
+                Err(e) => println!(
+                    "{path} -> {what}, redis {}: not answering now ({e}); the daemon starts anyway and catches up",
+                    rs.key
+                ),
+            }
+            continue;
+        }
+        let settings = config.journal.settings_for(r);
+        let damaged = check_journal(&settings).map_err(|e| format!("route {path}: {e}"))?;
+        println!(
+            "{path} -> {what}, journal {}{}",
+            settings.dir.display(),
+            if damaged > 0 {
+                format!(" ({damaged} damaged regions, skipped per on_corruption)")
+            } else {
+                String::new()
+            }
+        );
     }
     Ok(())
 }

@@ -223,8 +223,8 @@ pub fn run(cli: Cli) -> ExitCode {
 /// CGI mode: config from FASTSSE_CONFIG, a `.toml` beside the program, or the default.
 fn cgi() -> Result<(), String> {
     let config = match crate::cgi::config_path() {
-        Some(p) => Config::load(&p).map_err(|e| e.to_string()),
-        None => Ok(Config::default()),
+        Some(p) => Config::load(&p, crate::routes::kinds()).map_err(|e| e.to_string()),
+        None => Ok(Config::embedded(crate::routes::kinds())),
     };
     match config {
         Ok(c) => crate::cgi::run(c),

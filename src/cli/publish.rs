@@ -7,7 +7,6 @@ use super::serve::load_config;
 use super::PublishArgs;
 
 pub(super) fn publish(args: PublishArgs) -> Result<(), String> {
-    use crate::config::RouteKind;
     use crate::hub::journal::Publication;
     use crate::publish::{check_event_name, validate_topics};
     use crate::publish_client::{into_journal, live_socket, via_socket, SYSTEM_CONFIG};
@@ -24,13 +23,14 @@ pub(super) fn publish(args: PublishArgs) -> Result<(), String> {
     let route = config
         .routes
         .iter()
-        .filter(|r| r.kind == RouteKind::Topics)
+        .filter(|r| r.kind.name() == "topics")
         .find(|r| args.route.as_deref().is_none_or(|p| r.path.get_ref() == p))
         .ok_or_else(|| match &args.route {
             Some(p) => format!("no topics route {p} in the config"),
             None => "the config has no topics route".to_string(),
         })?;
-    validate_topics(&args.topic, route.max_topics).map_err(|e| e.to_string())?;
+    let max_topics = route.settings.max_topics().unwrap_or(usize::MAX);
+    validate_topics(&args.topic, max_topics).map_err(|e| e.to_string())?;
     check_event_name(args.event.as_deref()).map_err(|e| e.to_string())?;
     let data = if args.data == "-" {
         let mut s = String::new();

@@ -12,8 +12,8 @@ use crate::server;
 pub(super) fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
     let path = path.or_else(|| std::env::var_os("FASTSSE_CONFIG").map(PathBuf::from));
     match path {
-        Some(p) => Config::load(&p).map_err(|e| e.to_string()),
-        None => Ok(Config::default()),
+        Some(p) => Config::load(&p, crate::routes::kinds()).map_err(|e| e.to_string()),
+        None => Ok(Config::embedded(crate::routes::kinds())),
     }
 }
 

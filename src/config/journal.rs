@@ -86,14 +86,16 @@ fn de_positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 impl JournalConfig {
     /// Where one topics or mercure route keeps its events.
     pub fn storage_for(&self, route: &RouteConfig) -> crate::hub::Storage {
+        #[cfg(feature = "redis")]
+        let hub = route.settings.hub().cloned().unwrap_or_default();
         match (self.backend, &self.url) {
             #[cfg(feature = "redis")]
             (JournalBackend::Redis, Some(url)) => {
                 crate::hub::Storage::Redis(crate::hub::redis::RedisSettings {
                     url: url.get_ref().clone(),
                     key: format!("{}{}", self.key_prefix, route.journal_name()),
-                    max_len: route.history_events,
-                    max_age: route.history_age,
+                    max_len: hub.history_events,
+                    max_age: hub.history_age,
                     timeout: self.lock_timeout,
                     tls_ca: self.tls_ca_file.clone(),
                 })

@@ -8,12 +8,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub mod de;
 mod journal;
 mod route;
+mod table;
 mod validate;
 
+pub use de::parse_duration;
+use de::{de_duration, de_opt_any_duration, de_opt_duration, de_positive, de_positive_duration};
+
 pub use journal::{JournalBackend, JournalConfig};
-pub use route::{default_routes, RouteConfig, RouteKind};
+pub use route::{HubConfig, Kinds, RouteConfig, RouteKind, RouteSettings};
+pub use table::{field_names, RouteTable};
 
 /// Where the daemon listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,66 +87,6 @@ fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ListenAddr>, D::Erro
     list.iter()
         .map(|s| s.parse().map_err(serde::de::Error::custom))
         .collect()
-}
-
-/// Parses `"15s"`, `"500ms"`, `"2m"`, `"1h"` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (examples: \"15s\", \"500ms\", \"2m\")"))?;
-    let d = match unit.trim() {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    Ok(d)
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Secs(n) => Ok(Duration::from_secs(n)),
-        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
-    }
-}
-
-fn de_positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let v = de_duration(d)?;
-    if v.is_zero() {
-        return Err(serde::de::Error::custom("must be greater than zero"));
-    }
-    Ok(v)
-}
-
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    de_positive_duration(d).map(Some)
-}
-
-fn de_opt_any_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    de_duration(d).map(Some)
-}
-
-fn de_positive<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let v = usize::deserialize(d)?;
-    if v == 0 {
-        return Err(serde::de::Error::custom("must be at least 1"));
-    }
-    Ok(v)
 }
 
 fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -309,35 +255,45 @@ impl Default for CgiConfig {
 }
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// `[server]`.
-    #[serde(default)]
     pub server: ServerConfig,
     /// `[stream]`.
-    #[serde(default)]
     pub stream: StreamConfig,
     /// `[journal]`.
-    #[serde(default)]
     pub journal: JournalConfig,
     /// `[cgi]`.
-    #[serde(default)]
     pub cgi: CgiConfig,
     /// `[[route]]` tables; the built-in demo routes when absent.
-    #[serde(default = "default_routes", rename = "route")]
     pub routes: Vec<RouteConfig>,
 }
 
-impl Default for Config {
+/// The file's sections as serde reads them; `[[route]]` tables are read by their kinds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sections {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    stream: StreamConfig,
+    #[serde(default)]
+    journal: JournalConfig,
+    #[serde(default)]
+    cgi: CgiConfig,
+    #[serde(default, rename = "route")]
+    _route: Option<serde::de::IgnoredAny>,
+}
+
+impl Config {
     /// The embedded default config: demo routes, default limits, no listen address.
-    fn default() -> Self {
+    pub fn embedded(kinds: &Kinds) -> Config {
         Config {
             server: ServerConfig::default(),
             stream: StreamConfig::default(),
             journal: JournalConfig::default(),
             cgi: CgiConfig::default(),
-            routes: default_routes(),
+            routes: route::embedded(kinds),
         }
     }
 }
@@ -384,9 +340,9 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
 }
 
 impl Config {
-    /// Parses and validates config text; `file` names it in errors.
-    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+    /// Parses and validates config text, its routes read by `kinds`; `file` names it in errors.
+    pub fn parse(text: &str, file: &str, kinds: &Kinds) -> Result<Config, ConfigError> {
+        let sections: Sections = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             let message = e.message().to_string();
             // serde names the key itself for unknown and missing fields; else take it from the line.
@@ -398,19 +354,40 @@ impl Config {
                 message,
             }
         })?;
-        config.validate(text, file)?;
+        let doc = toml_edit::ImDocument::parse(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            key: None,
+            message: e.message().to_string(),
+        })?;
+        let tables = route::tables(&doc, text, file)?;
+        let routes = match &tables {
+            Some(tables) => tables
+                .iter()
+                .map(|t| route::read(t, kinds))
+                .collect::<Result<_, _>>()?,
+            None => route::embedded(kinds),
+        };
+        let config = Config {
+            server: sections.server,
+            stream: sections.stream,
+            journal: sections.journal,
+            cgi: sections.cgi,
+            routes,
+        };
+        config.validate(text, file, tables.as_deref().unwrap_or_default())?;
         Ok(config)
     }
 
-    /// Reads and parses a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// Reads and parses a config file, its routes read by `kinds`.
+    pub fn load(path: &Path, kinds: &Kinds) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.display().to_string(),
             line: None,
             key: None,
             message: format!("cannot read: {e}"),
         })?;
-        Config::parse(&text, &path.display().to_string())
+        Config::parse(&text, &path.display().to_string(), kinds)
     }
 }
 

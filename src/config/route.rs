@@ -1,290 +1,86 @@
-//! `[[route]]` tables: what each route type serves and the settings it takes, with their
-//! defaults, and the built-in routes of the embedded default config.
+//! `[[route]]` tables: the path, the kind (`type = "…"`) and the kind's own settings. The
+//! kinds live in `crate::routes`, one module each: a kind says which keys its table takes and
+//! reads them into its own struct. This module finds the tables, refuses a key the kind does
+//! not take, and hands each table to its kind; it knows no kind itself.
 
-use std::path::PathBuf;
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{de_duration, de_positive, de_positive_duration};
+use super::table::RouteTable;
+use super::{de_positive, de_positive_duration, line_of, Config, ConfigError};
 
-/// What a route serves.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RouteKind {
-    /// The server time every `interval`, with an `id:`.
-    Clock,
-    /// The MDN example: `event: ping` every `interval`, plain messages at random intervals.
-    Ping,
-    /// JSON counters and limits.
-    Status,
-    /// The same figures for Prometheus (text exposition format).
-    Metrics,
-    /// Publish/subscribe topics with replay (`GET ?topic=` subscribes, `POST` publishes).
-    Topics,
-    /// A Mercure hub (protocol as hub v0.24 speaks it): JWT authorization, private updates,
-    /// selectors and URI templates, CORS.
-    Mercure,
-    /// A program's output as events: one process for every subscriber (`shared`) or one per
-    /// stream (`per-stream`), e.g. an unchanged PHP SSE loop.
-    Command,
-}
-
-fn one_second() -> Duration {
-    Duration::from_secs(1)
-}
-
-/// The keys of a hub (history kept for replay, the subscriber queue).
-const HUB_KEYS: &[&str] = &[
-    "history_events",
-    "history_bytes",
-    "history_age",
-    "subscriber_queue",
-];
-/// The keys of a route's authorization (tokens, cookie, origins, users).
-const AUTH_KEYS: &[&str] = &[
-    "publisher_jwt_key",
-    "publisher_jwt_alg",
-    "subscriber_jwt_key",
-    "subscriber_jwt_alg",
-    "jwt_audience",
-    "cookie_name",
-    "publish_origins",
-    "user_param",
-    "user_topics",
-];
-/// The keys of a program.
-const COMMAND_KEYS: &[&str] = &[
-    "command",
-    "mode",
-    "format",
-    "start",
-    "idle_stop",
-    "working_dir",
-    "env",
-    "user",
-    "max_processes",
-    "kill_grace",
-    "max_event_bytes",
-    "topic",
-];
-
-impl RouteKind {
-    /// The keys a route of this kind takes, beside `path` and `type`: any other key in its
-    /// table is refused (it would do nothing).
-    pub fn keys(self) -> Vec<&'static str> {
-        let mut keys: Vec<&'static str> = match self {
-            RouteKind::Clock | RouteKind::Ping => vec!["interval"],
-            RouteKind::Status | RouteKind::Metrics => vec![],
-            RouteKind::Topics => vec!["publish_token", "max_topics"],
-            RouteKind::Mercure => vec!["max_topics", "anonymous", "cors_origins", "subscriptions"],
-            // With a `topic`, its hub and the POSTs to it as on a topics route.
-            RouteKind::Command => [COMMAND_KEYS, &["publish_token", "max_topics"]].concat(),
-        };
-        if matches!(
-            self,
-            RouteKind::Topics | RouteKind::Mercure | RouteKind::Command
-        ) {
-            keys.extend_from_slice(HUB_KEYS);
-            keys.extend_from_slice(AUTH_KEYS);
-        }
-        keys
-    }
-
+/// A kind of route, as `type = "…"` names it.
+pub trait RouteKind: Send + Sync + 'static {
     /// The name written in `type = "…"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            RouteKind::Clock => "clock",
-            RouteKind::Ping => "ping",
-            RouteKind::Status => "status",
-            RouteKind::Metrics => "metrics",
-            RouteKind::Topics => "topics",
-            RouteKind::Mercure => "mercure",
-            RouteKind::Command => "command",
-        }
-    }
+    fn name(&self) -> &'static str;
+    /// The keys its table takes beside `path` and `type`; any other is refused.
+    fn keys(&self) -> Vec<&'static str>;
+    /// Reads its settings from its table (each struct with [`RouteTable::read`]).
+    fn read(&self, table: &RouteTable) -> Result<Arc<dyn RouteSettings>, ConfigError>;
 }
 
-/// One `[[route]]`. Which keys its kind takes is [`RouteKind::keys`] (checked after parsing,
-/// so that a refusal lists that kind's keys, not every route's).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// A route's settings as its kind read them.
+pub trait RouteSettings: fmt::Debug + Send + Sync + Any {
+    /// For the kind that made them: `settings.as_any().downcast_ref::<Its>()`.
+    fn as_any(&self) -> &dyn Any;
+    /// What its types cannot say, with the whole config at hand; refusals through
+    /// [`RouteTable::refuse`] name the line of the key.
+    fn check(&self, table: &RouteTable, config: &Config) -> Result<(), ConfigError> {
+        let _ = (table, config);
+        Ok(())
+    }
+    /// The history and queue of the route's hub, when it keeps a journal.
+    fn hub(&self) -> Option<&HubConfig> {
+        None
+    }
+    /// Most topics per publication, where the route takes publications.
+    fn max_topics(&self) -> Option<usize> {
+        None
+    }
+    /// What it serves, in a few words (`fastsse check-config` lists the routes).
+    fn describe(&self) -> String;
+}
+
+/// The kinds a config may use (`crate::routes::kinds()`).
+pub type Kinds = [&'static dyn RouteKind];
+
+/// One `[[route]]`.
+#[derive(Clone)]
 pub struct RouteConfig {
     /// Request path, starting with `/`.
     pub path: toml::Spanned<String>,
-    /// What the route serves (`type = "clock"`).
-    #[serde(rename = "type")]
-    pub kind: RouteKind,
-    /// Tick interval of `clock` and `ping`.
-    #[serde(default = "one_second", deserialize_with = "de_positive_duration")]
-    pub interval: Duration,
-    /// `topics`: most events kept for Last-Event-ID replay.
-    #[serde(default = "default_history_events", deserialize_with = "de_positive")]
-    pub history_events: usize,
-    /// `topics`: oldest event kept for replay.
-    #[serde(
-        default = "default_history_age",
-        deserialize_with = "de_positive_duration"
-    )]
-    pub history_age: Duration,
-    /// `topics`: most bytes of events kept for replay (their encoded size).
-    #[serde(default = "default_history_bytes", deserialize_with = "de_positive")]
-    pub history_bytes: usize,
-    /// `topics`: events queued per subscriber before it is cut off as too slow.
-    #[serde(default = "default_subscriber_queue", deserialize_with = "de_positive")]
-    pub subscriber_queue: usize,
-    /// `topics`: most topics per subscription or publication.
-    #[serde(default = "default_max_topics", deserialize_with = "de_positive")]
-    pub max_topics: usize,
-    /// `topics`: when set, publishing needs `Authorization: Bearer <token>`.
-    #[serde(default)]
-    pub publish_token: Option<String>,
-    /// `mercure`: the key publishers' tokens are checked with (HMAC secret, or a PEM public key
-    /// or its path); without it the route refuses every publish.
-    #[serde(default)]
-    pub publisher_jwt_key: Option<toml::Spanned<String>>,
-    /// `mercure`: the only algorithm accepted for publishers' tokens.
-    #[serde(default = "default_jwt_alg")]
-    pub publisher_jwt_alg: toml::Spanned<String>,
-    /// `mercure`: the key subscribers' tokens are checked with; without it no subscriber is
-    /// authorized for private updates.
-    #[serde(default)]
-    pub subscriber_jwt_key: Option<toml::Spanned<String>>,
-    /// `mercure`: the only algorithm accepted for subscribers' tokens.
-    #[serde(default = "default_jwt_alg")]
-    pub subscriber_jwt_alg: toml::Spanned<String>,
-    /// `topics`, `mercure`: audiences a token's `aud` may name; a token with an `aud` that
-    /// names none of them is refused (401), and so is any token with `aud` when this is empty.
-    #[serde(default)]
-    pub jwt_audience: Vec<String>,
-    /// `mercure`: subscribers without a token are served public updates (else refused, 401).
-    #[serde(default)]
-    pub anonymous: bool,
-    /// `mercure`: origins (`https://app.example.com`) whose pages may subscribe and publish
-    /// with credentials; `*` allows any origin without credentials.
-    #[serde(default)]
-    pub cors_origins: Vec<String>,
-    /// `mercure`: origins a publish authorized by the cookie may come from (CSRF guard).
-    #[serde(default)]
-    pub publish_origins: Vec<String>,
-    /// `mercure`: the cookie holding a browser's token.
-    #[serde(default = "default_cookie_name")]
-    pub cookie_name: String,
-    /// `mercure`: publish subscription events and serve the subscriptions API.
-    #[serde(default)]
-    pub subscriptions: bool,
-    /// `topics`, `mercure`: the FastCGI param naming the user the web server authenticated
-    /// (`REMOTE_USER`, or one set from nginx `auth_request`); unset: no user is trusted.
-    #[serde(default)]
-    pub user_param: Option<String>,
-    /// `topics`, `mercure`: topic templates with `{user}` (`user/{user}`) that only that user
-    /// may read (and, on a `mercure` route, whose private updates that user receives).
-    #[serde(default)]
-    pub user_topics: Vec<String>,
-    /// `command`: the program and its arguments (an argv list, never a shell).
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// `command`: `shared` (one process for every subscriber) or `per-stream`.
-    #[serde(default)]
-    pub mode: crate::command::Mode,
-    /// `command`: `sse` (what a PHP SSE loop prints) or `lines` (each line one event).
-    #[serde(default)]
-    pub format: crate::command::output::Format,
-    /// `command`, shared: `on-demand` (with the first subscriber) or `always` (at start).
-    #[serde(default)]
-    pub start: crate::command::Start,
-    /// `command`, shared: how long the process runs on after its last subscriber left.
-    #[serde(default = "default_idle_stop", deserialize_with = "de_duration")]
-    pub idle_stop: Duration,
-    /// `command`: the program's working directory (default: the daemon's).
-    #[serde(default)]
-    pub working_dir: Option<PathBuf>,
-    /// `command`: names of the daemon's environment variables the program gets (besides PATH;
-    /// nothing else is passed).
-    #[serde(default)]
-    pub env: Vec<String>,
-    /// `command`: the user to run the program as when fastsse runs as root.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// `command`, per-stream: most programs at once; past it, 503.
-    #[serde(
-        default = "default_max_processes",
-        deserialize_with = "de_max_processes"
-    )]
-    pub max_processes: usize,
-    /// `command`: after SIGTERM, how long a program has before SIGKILL.
-    #[serde(
-        default = "default_kill_grace",
-        deserialize_with = "de_positive_duration"
-    )]
-    pub kill_grace: Duration,
-    /// `command`: the largest event a program may print, in bytes (its lines added up); a
-    /// larger one (or a loop that never prints the blank line) is dropped whole, counted in
-    /// `/status` and logged.
-    #[serde(default = "default_max_event_bytes", deserialize_with = "de_positive")]
-    pub max_event_bytes: usize,
-    /// `command`, shared: publish the program's events to this topic of the route's own hub
-    /// (journal, ids, Last-Event-ID replay, POST from elsewhere too); unset: live only.
-    #[serde(default)]
-    pub topic: Option<String>,
+    /// What the route serves.
+    pub kind: &'static dyn RouteKind,
+    /// Its kind's settings.
+    pub settings: Arc<dyn RouteSettings>,
 }
 
-fn default_max_event_bytes() -> usize {
-    crate::command::output::DEFAULT_MAX_EVENT
-}
-fn default_idle_stop() -> Duration {
-    Duration::from_secs(30)
-}
-/// Most `max_processes`: each slot is a lock file held open (an fd) by every worker.
-pub const MAX_PROCESSES: usize = 4096;
-
-fn de_max_processes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let v = usize::deserialize(d)?;
-    if !(1..=MAX_PROCESSES).contains(&v) {
-        return Err(serde::de::Error::custom(format!(
-            "must be 1 to {MAX_PROCESSES} (each is a lock file kept open)"
-        )));
+impl fmt::Debug for RouteConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteConfig")
+            .field("path", self.path.get_ref())
+            .field("type", &self.kind.name())
+            .field("settings", &self.settings)
+            .finish()
     }
-    Ok(v)
-}
-
-fn default_max_processes() -> usize {
-    100
-}
-fn default_kill_grace() -> Duration {
-    Duration::from_secs(2)
-}
-
-fn default_jwt_alg() -> toml::Spanned<String> {
-    toml::Spanned::new(0..0, "HS256".to_string())
-}
-fn default_cookie_name() -> String {
-    "mercureAuthorization".to_string()
-}
-
-fn default_history_events() -> usize {
-    10_000
-}
-fn default_history_age() -> Duration {
-    Duration::from_secs(3600)
-}
-fn default_history_bytes() -> usize {
-    64 << 20
-}
-fn default_subscriber_queue() -> usize {
-    1024
-}
-fn default_max_topics() -> usize {
-    16
 }
 
 impl RouteConfig {
-    /// The folder name of this route's journal: the path without slashes (`/events` -> `events`).
-    /// Whether the route keeps a journal (`topics`, `mercure`, a `command` with a `topic`).
-    pub fn has_journal(&self) -> bool {
-        matches!(self.kind, RouteKind::Topics | RouteKind::Mercure)
-            || (self.kind == RouteKind::Command && self.topic.is_some())
+    /// Its settings as `T`, when its kind's are `T`.
+    pub fn settings<T: 'static>(&self) -> Option<&T> {
+        self.settings.as_any().downcast_ref()
     }
 
+    /// Whether the route keeps a journal (`topics`, `mercure`, a `command` with a `topic`).
+    pub fn has_journal(&self) -> bool {
+        self.settings.hub().is_some()
+    }
+
+    /// The folder name of this route's journal: the path without slashes (`/events` -> `events`).
     pub fn journal_name(&self) -> String {
         let name: String = self
             .path
@@ -307,50 +103,132 @@ impl RouteConfig {
     }
 }
 
-fn route(path: &str, kind: RouteKind) -> RouteConfig {
-    RouteConfig {
-        path: toml::Spanned::new(0..0, path.to_string()),
-        kind,
-        interval: one_second(),
-        history_events: default_history_events(),
-        history_age: default_history_age(),
-        history_bytes: default_history_bytes(),
-        subscriber_queue: default_subscriber_queue(),
-        max_topics: default_max_topics(),
-        publish_token: None,
-        publisher_jwt_key: None,
-        publisher_jwt_alg: default_jwt_alg(),
-        subscriber_jwt_key: None,
-        subscriber_jwt_alg: default_jwt_alg(),
-        anonymous: false,
-        cors_origins: Vec::new(),
-        publish_origins: Vec::new(),
-        jwt_audience: Vec::new(),
-        cookie_name: default_cookie_name(),
-        subscriptions: false,
-        user_param: None,
-        user_topics: Vec::new(),
-        command: Vec::new(),
-        mode: crate::command::Mode::default(),
-        format: crate::command::output::Format::default(),
-        start: crate::command::Start::default(),
-        idle_stop: default_idle_stop(),
-        working_dir: None,
-        env: Vec::new(),
-        user: None,
-        max_processes: default_max_processes(),
-        max_event_bytes: default_max_event_bytes(),
-        kill_grace: default_kill_grace(),
-        topic: None,
+/// The hub of a journaled route: the history kept for replay, the subscriber queue.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct HubConfig {
+    /// Most events kept for Last-Event-ID replay.
+    #[serde(deserialize_with = "de_positive")]
+    pub history_events: usize,
+    /// Oldest event kept for replay.
+    #[serde(deserialize_with = "de_positive_duration")]
+    pub history_age: Duration,
+    /// Most bytes of events kept for replay (their encoded size).
+    #[serde(deserialize_with = "de_positive")]
+    pub history_bytes: usize,
+    /// Events queued per subscriber before it is cut off as too slow.
+    #[serde(deserialize_with = "de_positive")]
+    pub subscriber_queue: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            history_events: 10_000,
+            history_age: Duration::from_secs(3600),
+            history_bytes: 64 << 20,
+            subscriber_queue: 1024,
+        }
     }
 }
 
 /// The built-in routes: `/clock`, `/ping`, `/status`, `/events` (topics).
-pub fn default_routes() -> Vec<RouteConfig> {
-    vec![
-        route("/clock", RouteKind::Clock),
-        route("/ping", RouteKind::Ping),
-        route("/status", RouteKind::Status),
-        route("/events", RouteKind::Topics),
-    ]
+const EMBEDDED: &str = r#"
+[[route]]
+path = "/clock"
+type = "clock"
+
+[[route]]
+path = "/ping"
+type = "ping"
+
+[[route]]
+path = "/status"
+type = "status"
+
+[[route]]
+path = "/events"
+type = "topics"
+"#;
+
+/// The `[[route]]` tables of a parsed config text: `None` when it has no `route` key.
+pub(super) fn tables<'a>(
+    doc: &'a toml_edit::ImDocument<&'a str>,
+    text: &'a str,
+    file: &'a str,
+) -> Result<Option<Vec<RouteTable<'a>>>, ConfigError> {
+    let Some(item) = doc.get("route") else {
+        return Ok(None);
+    };
+    let not_tables = || ConfigError {
+        file: file.to_string(),
+        line: item.span().map(|s| line_of(text, s.start)),
+        key: Some("route".into()),
+        message: "routes are [[route]] tables (or a list of inline tables)".into(),
+    };
+    let mut out = Vec::new();
+    if let Some(array) = item.as_array_of_tables() {
+        for t in array.iter() {
+            out.push(RouteTable::new(text, file, t, t.span())?);
+        }
+    } else if let Some(array) = item.as_array() {
+        for v in array.iter() {
+            let t = v.as_inline_table().ok_or_else(not_tables)?;
+            out.push(RouteTable::new(text, file, t, v.span())?);
+        }
+    } else {
+        return Err(not_tables());
+    }
+    Ok(Some(out))
+}
+
+/// The route of `table`, read by its kind among `kinds`.
+pub(super) fn read(table: &RouteTable, kinds: &Kinds) -> Result<RouteConfig, ConfigError> {
+    let name = table.kind.get_ref();
+    let Some(kind) = kinds.iter().find(|k| k.name() == name) else {
+        let names: Vec<String> = kinds.iter().map(|k| format!("`{}`", k.name())).collect();
+        let why = format!(
+            "unknown route type `{name}`, expected one of {}",
+            names.join(", ")
+        );
+        return Err(table.refuse("type", why));
+    };
+    let path = table.path.get_ref();
+    let allowed = kind.keys();
+    for (key, _) in table.keys() {
+        if key == "path" || key == "type" || allowed.contains(&key.as_str()) {
+            continue;
+        }
+        let why = if allowed.is_empty() {
+            format!("route {path}: a {name} route takes no key but path and type")
+        } else {
+            format!(
+                "route {path}: a {name} route does not take `{key}` (it takes: path, type, {})",
+                allowed.join(", ")
+            )
+        };
+        return Err(table.refuse(&key, why));
+    }
+    Ok(RouteConfig {
+        path: table.path.clone(),
+        kind: *kind,
+        settings: kind.read(table)?,
+    })
+}
+
+/// The built-in routes, read by `kinds`.
+pub(super) fn embedded(kinds: &Kinds) -> Vec<RouteConfig> {
+    let doc = toml_edit::ImDocument::parse(EMBEDDED).expect("the embedded routes parse");
+    let tables = tables(&doc, EMBEDDED, "<embedded>")
+        .expect("the embedded routes are tables")
+        .unwrap_or_default();
+    tables
+        .iter()
+        .map(|t| {
+            let mut r = read(t, kinds).expect("the embedded routes are valid");
+            // Not written in the file being read.
+            r.path = toml::Spanned::new(0..0, r.path.into_inner());
+            r
+        })
+        .collect()
 }

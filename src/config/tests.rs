@@ -2,10 +2,35 @@
 
 use super::*;
 
+/// Parses with every route kind fastsse has.
+fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, file, crate::routes::kinds())
+}
+
+/// The path and type of each route.
+fn routes_of(c: &Config) -> Vec<(String, &'static str)> {
+    c.routes
+        .iter()
+        .map(|r| (r.path.get_ref().clone(), r.kind.name()))
+        .collect()
+}
+
 #[test]
 fn empty_config_is_the_default() {
-    let c = Config::parse("", "t.toml").unwrap();
-    assert_eq!(c.routes, default_routes());
+    let c = parse("", "t.toml").unwrap();
+    assert_eq!(
+        routes_of(&c),
+        routes_of(&Config::embedded(crate::routes::kinds()))
+    );
+    assert_eq!(
+        routes_of(&c),
+        [
+            ("/clock".to_string(), "clock"),
+            ("/ping".into(), "ping"),
+            ("/status".into(), "status"),
+            ("/events".into(), "topics")
+        ]
+    );
     assert_eq!(c.stream.heartbeat, Duration::from_secs(15));
     assert_eq!(c.server.max_streams, 10_000);
 }
@@ -13,7 +38,7 @@ fn empty_config_is_the_default() {
 #[test]
 fn shipped_config_parses() {
     let text = include_str!("../../conf/fastsse.toml");
-    let c = Config::parse(text, "conf/fastsse.toml").unwrap();
+    let c = parse(text, "conf/fastsse.toml").unwrap();
     assert!(!c.server.listen.is_empty());
     assert!(c.routes.len() >= 3);
 }
@@ -26,13 +51,13 @@ fn a_topic_command_under_several_processes_is_refused_with_the_reason() {
              command = [\"/bin/cat\"]\ntopic = \"prices\"\n"
         )
     };
-    assert!(Config::parse(&text(1), "t.toml").is_ok());
-    let e = Config::parse(&text(4), "t.toml").unwrap_err().to_string();
+    assert!(parse(&text(1), "t.toml").is_ok());
+    let e = parse(&text(4), "t.toml").unwrap_err().to_string();
     assert!(
         e.contains("t.toml:5") && e.contains("every event 4 times"),
         "{e}"
     );
-    let e = Config::parse("[server]\nprocesses = 0\n", "t.toml").unwrap_err();
+    let e = parse("[server]\nprocesses = 0\n", "t.toml").unwrap_err();
     assert!(e.to_string().contains("processes"), "{e}");
 }
 
@@ -55,7 +80,7 @@ path = "/t"
 type = "clock"
 interval = "250ms"
 "#;
-    let c = Config::parse(text, "t.toml").unwrap();
+    let c = parse(text, "t.toml").unwrap();
     assert_eq!(
         c.server.listen,
         vec![
@@ -67,12 +92,12 @@ interval = "250ms"
     assert_eq!(c.stream.heartbeat, Duration::from_millis(500));
     assert_eq!(c.stream.retry, Duration::from_secs(2));
     assert_eq!(c.stream.max_lifetime, Some(Duration::from_secs(240)));
-    assert_eq!(c.routes[0].kind, RouteKind::Clock);
-    assert_eq!(c.routes[0].interval, Duration::from_millis(250));
+    assert_eq!(routes_of(&c), [("/t".to_string(), "clock")]);
+    assert_eq!(c.routes[0].settings.describe(), "Clock every 250ms");
 }
 
 fn error_of(text: &str) -> ConfigError {
-    Config::parse(text, "bad.toml").unwrap_err()
+    parse(text, "bad.toml").unwrap_err()
 }
 
 #[test]
@@ -88,7 +113,7 @@ fn errors_name_file_line_and_key() {
     assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("heartbeat")));
     assert!(e.message.contains("unit"), "{e}");
 
-    let one = Config::parse("[server]\nlisten = \"unix:/tmp/one.sock\"\n", "t").unwrap();
+    let one = parse("[server]\nlisten = \"unix:/tmp/one.sock\"\n", "t").unwrap();
     assert_eq!(
         one.server.listen,
         vec![ListenAddr::Unix(PathBuf::from("/tmp/one.sock"))]
@@ -150,11 +175,11 @@ fn checks_after_parsing_name_the_line_of_the_key_itself() {
 
 #[test]
 fn cgi_hold_is_a_duration_zero_included() {
-    let c = Config::parse("[cgi]\nhold = \"0s\"\n", "t").unwrap();
+    let c = parse("[cgi]\nhold = \"0s\"\n", "t").unwrap();
     assert_eq!(c.cgi.hold, Some(Duration::ZERO));
-    let c = Config::parse("[cgi]\nhold = \"25s\"\n", "t").unwrap();
+    let c = parse("[cgi]\nhold = \"25s\"\n", "t").unwrap();
     assert_eq!(c.cgi.hold, Some(Duration::from_secs(25)));
-    assert_eq!(Config::parse("", "t").unwrap().cgi.hold, None);
+    assert_eq!(parse("", "t").unwrap().cgi.hold, None);
     let e = error_of("[cgi]\ndefault_route = \"/clock\"\nhold = \"briefly\"\n");
     assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("hold")));
     assert!(e.message.contains("not a duration"), "{e}");
@@ -217,7 +242,7 @@ fn a_key_that_does_nothing_on_its_route_kind_is_refused_with_that_kinds_keys() {
         "{e}"
     );
     // What each kind takes is accepted.
-    Config::parse(
+    parse(
         "[[route]]\npath = \"/c\"\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"echo\"]\n\
          topic = \"t\"\nhistory_events = 10\npublish_token = \"x\"\nuser_topics = []\n",
         "t",

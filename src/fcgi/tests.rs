@@ -129,9 +129,8 @@ fn connect(config: Config) -> (Client, Arc<App>, CancellationToken) {
 }
 
 fn builtin_only() -> Config {
-    let mut c = Config::default();
-    c.routes
-        .retain(|r| r.kind != crate::config::RouteKind::Topics);
+    let mut c = Config::embedded(crate::routes::kinds());
+    c.routes.retain(|r| r.kind.name() != "topics");
     c
 }
 
@@ -227,6 +226,7 @@ async fn a_busy_stream_does_not_suppress_heartbeats_on_another_stream_of_its_con
         "[stream]\nheartbeat = \"300ms\"\n[journal]\nfsync = \"never\"\n\
          [[route]]\npath = \"/events\"\ntype = \"topics\"\n",
         "test.toml",
+        crate::routes::kinds(),
     )
     .unwrap();
     config.journal.dir = dir.clone();

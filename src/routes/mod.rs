@@ -1,14 +1,15 @@
 //! Route kinds. Each kind is one room: `clock.rs`, `ping.rs`, `status.rs` (`/status` and
-//! `/metrics`), `topics.rs`, `mercure/` and `command.rs` each build their route from its
-//! `[[route]]` table and answer its requests. This file only dispatches: the [`Route`] trait
-//! every built route implements, the list of kinds ([`build_one`]), and finding the route of a
-//! request ([`RouteSet::find`]).
+//! `/metrics`), `topics.rs`, `mercure/` and `command.rs` each read their `[[route]]` table into
+//! their own settings struct (the keys they take, the checks they make), build their route and
+//! answer its requests. This file only dispatches: the [`Kind`] and [`Route`] traits, the one
+//! list of kinds ([`KINDS`]: adding a kind is a module here and a line there), and finding the
+//! route of a request ([`RouteSet::find`]).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use crate::config::{Config, RouteConfig, RouteKind};
+use crate::config::{Config, Kinds, RouteConfig, RouteKind};
 use crate::hub::Hub;
 use crate::request::Request;
 use crate::response::{FullResponse, Response};
@@ -154,15 +155,44 @@ pub struct Build<'a> {
     pub load_after: u64,
 }
 
-/// Builds the route of `r`. The one place that knows every kind.
+/// A route kind: how its table is read and checked ([`RouteKind`]) and how its route is
+/// built.
+pub trait Kind: RouteKind {
+    /// The route of `r`, whose settings this kind read.
+    fn build(&self, b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError>;
+}
+
+/// Every route kind. Adding one: its module in this folder and a line here.
+static KINDS: &[&dyn Kind] = &[
+    &clock::ClockKind,
+    &ping::PingKind,
+    &status::StatusKind,
+    &status::MetricsKind,
+    &topics::TopicsKind,
+    &mercure::MercureKind,
+    &command::CommandKind,
+];
+
+/// The kinds a config may name, to read it with ([`Config::parse`]).
+pub fn kinds() -> &'static Kinds {
+    static ALL: LazyLock<Vec<&'static dyn RouteKind>> =
+        LazyLock::new(|| KINDS.iter().map(|k| *k as &dyn RouteKind).collect());
+    &ALL
+}
+
+/// The settings of `r` as `T`: those its kind read (a route's kind is the one asking).
+fn settings<T: 'static>(r: &RouteConfig) -> Result<&T, BuildError> {
+    r.settings().ok_or_else(|| {
+        BuildError::Invalid(format!("settings of another kind than {}", r.kind.name()))
+    })
+}
+
+/// Builds the route of `r` by its kind.
 fn build_one(b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
-    match r.kind {
-        RouteKind::Clock => clock::build(b, r),
-        RouteKind::Ping => ping::build(b, r),
-        RouteKind::Status | RouteKind::Metrics => status::build(b, r),
-        RouteKind::Topics => topics::build(b, r),
-        RouteKind::Mercure => mercure::build(b, r),
-        RouteKind::Command => command::build(b, r),
+    let name = r.kind.name();
+    match KINDS.iter().find(|k| k.name() == name) {
+        Some(kind) => kind.build(b, r),
+        None => Err(BuildError::Invalid(format!("no route kind {name}"))),
     }
 }
 

@@ -1,26 +1,45 @@
-//! The `ping` route: MDN's example — `event: ping` every `interval`, plain messages at
-//! random intervals between.
+//! The `ping` route: MDN's example — `event: ping` every `interval`, plain messages at random
+//! intervals between.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{not_allowed, read_only, ready, Answer, Build, BuildError, Cx, Route};
-use crate::config::RouteConfig;
+use super::clock::Ticks;
+use super::{not_allowed, read_only, ready, settings, Answer, Build, BuildError, Cx, Kind, Route};
+use crate::config::{field_names, ConfigError, RouteConfig, RouteKind, RouteSettings, RouteTable};
 use crate::request::Request;
 use crate::source::PingSource;
+
+/// `type = "ping"`.
+pub(super) struct PingKind;
+
+impl RouteKind for PingKind {
+    fn name(&self) -> &'static str {
+        "ping"
+    }
+
+    fn keys(&self) -> Vec<&'static str> {
+        field_names::<Ticks>().to_vec()
+    }
+
+    fn read(&self, t: &RouteTable) -> Result<Arc<dyn RouteSettings>, ConfigError> {
+        Ok(Arc::new(Ticks::read(t, "Ping")?))
+    }
+}
+
+impl Kind for PingKind {
+    fn build(&self, _: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
+        Ok(Arc::new(Ping {
+            path: r.path.get_ref().clone(),
+            interval: settings::<Ticks>(r)?.interval,
+        }))
+    }
+}
 
 /// MDN's ping example, every `interval`.
 struct Ping {
     path: String,
     interval: Duration,
-}
-
-/// The route of a `type = "ping"` table.
-pub(super) fn build(_: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
-    Ok(Arc::new(Ping {
-        path: r.path.get_ref().clone(),
-        interval: r.interval,
-    }))
 }
 
 impl Route for Ping {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::figures::{self, Figure, RouteFigures, Value};
-use super::{not_allowed, read_only, ready, Answer, Build, BuildError, Cx, Route};
-use crate::config::{RouteConfig, RouteKind};
+use super::{not_allowed, read_only, ready, Answer, Build, BuildError, Cx, Kind, Route};
+use crate::config::{ConfigError, RouteConfig, RouteKind, RouteSettings, RouteTable};
 use crate::hub::Hub;
-use crate::metrics::{process_figures, Exposition, Kind};
+use crate::metrics::{self, process_figures, Exposition};
 use crate::request::Request;
 use crate::response::FullResponse;
 
@@ -21,12 +21,69 @@ struct Document {
     metrics: bool,
 }
 
-/// The route of a `type = "status"` or `type = "metrics"` table.
-pub(super) fn build(_: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
-    Ok(Arc::new(Document {
-        path: r.path.get_ref().clone(),
-        metrics: r.kind == RouteKind::Metrics,
-    }))
+/// `type = "status"`: JSON counters and limits.
+pub(super) struct StatusKind;
+/// `type = "metrics"`: the same figures for Prometheus (text exposition format).
+pub(super) struct MetricsKind;
+
+/// A document route takes no key: its settings are its name.
+#[derive(Debug)]
+struct Named(&'static str);
+
+impl RouteSettings for Named {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn describe(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl RouteKind for StatusKind {
+    fn name(&self) -> &'static str {
+        "status"
+    }
+
+    fn keys(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    fn read(&self, _: &RouteTable) -> Result<Arc<dyn RouteSettings>, ConfigError> {
+        Ok(Arc::new(Named("status")))
+    }
+}
+
+impl RouteKind for MetricsKind {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+
+    fn keys(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    fn read(&self, _: &RouteTable) -> Result<Arc<dyn RouteSettings>, ConfigError> {
+        Ok(Arc::new(Named("metrics")))
+    }
+}
+
+impl Kind for StatusKind {
+    fn build(&self, _: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
+        Ok(Arc::new(Document {
+            path: r.path.get_ref().clone(),
+            metrics: false,
+        }))
+    }
+}
+
+impl Kind for MetricsKind {
+    fn build(&self, _: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
+        Ok(Arc::new(Document {
+            path: r.path.get_ref().clone(),
+            metrics: true,
+        }))
+    }
 }
 
 impl Route for Document {
@@ -84,7 +141,7 @@ async fn metrics(cx: &Cx) -> FullResponse {
     own_figures(&mut e, &own);
     e.family(
         "fastsse_journal_append_seconds",
-        Kind::Histogram,
+        metrics::Kind::Histogram,
         "Time to append a batch to the journal: the lock, the write, the fsync per policy.",
     );
     for (route, hub) in &hubs {
@@ -110,7 +167,7 @@ async fn metrics(cx: &Cx) -> FullResponse {
     if let Some(fds) = fds {
         e.single(
             "process_open_fds",
-            Kind::Gauge,
+            metrics::Kind::Gauge,
             "Open file descriptors.",
             fds as f64,
         );
@@ -118,7 +175,7 @@ async fn metrics(cx: &Cx) -> FullResponse {
     if let Some(rss) = rss {
         e.single(
             "process_resident_memory_bytes",
-            Kind::Gauge,
+            metrics::Kind::Gauge,
             "Resident memory size in bytes.",
             rss as f64,
         );

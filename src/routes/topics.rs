@@ -5,45 +5,170 @@
 
 use std::sync::Arc;
 
-use super::{journaled, not_allowed, ready, Answer, Build, BuildError, Cx, Route};
+use serde::Deserialize;
+
+use super::journaled::{self, AuthConfig};
+use super::{not_allowed, ready, settings, Answer, Build, BuildError, Cx, Kind, Route};
 use crate::auth::RouteAuth;
-use crate::config::RouteConfig;
+use crate::config::de::de_positive;
+use crate::config::{
+    field_names, ConfigError, HubConfig, RouteConfig, RouteKind, RouteSettings, RouteTable,
+};
 use crate::hub::{Hub, HubError, Interest, Resume};
 use crate::publish::{parse_publication, token_matches, validate_topics};
 use crate::request::Request;
 use crate::response::{FullResponse, Response};
 
-/// A topics route: its settings, who may read and publish, and its hub.
-struct Topics {
-    conf: RouteConfig,
-    auth: RouteAuth,
-    hub: Arc<Hub>,
+/// The publishing keys of a topics route (and of a command's topic).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub(super) struct Publishing {
+    /// When set, publishing needs `Authorization: Bearer <token>`.
+    publish_token: Option<String>,
+    /// Most topics per subscription or publication.
+    #[serde(deserialize_with = "de_positive")]
+    pub(super) max_topics: usize,
 }
 
-/// The route of a `type = "topics"` table.
-pub(super) fn build(b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
-    let hub = journaled::hub(b, r)?;
-    Ok(Arc::new(Topics {
-        auth: journaled::auth(r)?,
-        conf: r.clone(),
-        hub,
-    }))
+impl Default for Publishing {
+    fn default() -> Self {
+        Publishing {
+            publish_token: None,
+            max_topics: 16,
+        }
+    }
+}
+
+impl Publishing {
+    /// A `publish_token` that is empty would let anyone publish.
+    pub(super) fn check(&self, t: &RouteTable) -> Result<(), ConfigError> {
+        if self
+            .publish_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            let why = format!(
+                "route {}: an empty publish_token would let anyone publish; set a token or \
+                 remove the line",
+                t.path.get_ref()
+            );
+            return Err(t.refuse("publish_token", why));
+        }
+        Ok(())
+    }
+}
+
+/// A topics route's settings: publishing, its hub, its authorization.
+#[derive(Debug)]
+struct TopicsSettings {
+    publishing: Publishing,
+    hub: HubConfig,
+    auth: AuthConfig,
+}
+
+impl RouteSettings for TopicsSettings {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn check(&self, t: &RouteTable, _: &crate::config::Config) -> Result<(), ConfigError> {
+        self.publishing.check(t)?;
+        self.auth.check(t)
+    }
+
+    fn hub(&self) -> Option<&HubConfig> {
+        Some(&self.hub)
+    }
+
+    fn max_topics(&self) -> Option<usize> {
+        Some(self.publishing.max_topics)
+    }
+
+    fn describe(&self) -> String {
+        "topics".into()
+    }
+}
+
+/// `type = "topics"`: publish/subscribe topics with replay (`GET ?topic=` subscribes, `POST`
+/// publishes).
+pub(super) struct TopicsKind;
+
+impl RouteKind for TopicsKind {
+    fn name(&self) -> &'static str {
+        "topics"
+    }
+
+    fn keys(&self) -> Vec<&'static str> {
+        [
+            field_names::<Publishing>(),
+            field_names::<HubConfig>(),
+            field_names::<AuthConfig>(),
+        ]
+        .concat()
+    }
+
+    fn read(&self, t: &RouteTable) -> Result<Arc<dyn RouteSettings>, ConfigError> {
+        Ok(Arc::new(TopicsSettings {
+            publishing: t.read()?,
+            hub: t.read()?,
+            auth: t.read()?,
+        }))
+    }
+}
+
+impl Kind for TopicsKind {
+    fn build(&self, b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
+        let s = settings::<TopicsSettings>(r)?;
+        let hub = journaled::hub(b, r, None)?;
+        Ok(Arc::new(Topics {
+            rules: Rules::new(r.path.get_ref(), &s.publishing, &s.auth)?,
+            hub,
+        }))
+    }
+}
+
+/// Who may read and publish on a hub's topics, and how many at once: a topics route's, a
+/// command's topic's.
+pub(super) struct Rules {
+    path: String,
+    publishing: Publishing,
+    origins: Vec<String>,
+    auth: RouteAuth,
+}
+
+impl Rules {
+    /// The rules of the route at `path` (reads PEM key files: config time only).
+    pub(super) fn new(
+        path: &str,
+        publishing: &Publishing,
+        auth: &AuthConfig,
+    ) -> Result<Rules, BuildError> {
+        Ok(Rules {
+            path: path.to_string(),
+            publishing: publishing.clone(),
+            origins: auth.publish_origins.clone(),
+            auth: auth.rules()?,
+        })
+    }
+
+    /// The path of the route they guard.
+    pub(super) fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+/// A topics route: its rules and its hub.
+struct Topics {
+    rules: Rules,
+    hub: Arc<Hub>,
 }
 
 impl Route for Topics {
     fn handle<'a>(&'a self, cx: &'a Cx, req: &'a Request) -> Answer<'a> {
         match req.method.as_str() {
-            "POST" => {
-                Box::pin(
-                    async move { publish(&self.conf, &self.auth, &self.hub, req).await.into() },
-                )
-            }
+            "POST" => Box::pin(async move { self.rules.publish(&self.hub, req).await.into() }),
             "GET" | "HEAD" => ready(self.subscribe(cx, req)),
-            _ => ready(not_allowed(
-                self.conf.path.get_ref(),
-                req,
-                "GET, HEAD, POST",
-            )),
+            _ => ready(not_allowed(&self.rules.path, req, "GET, HEAD, POST")),
         }
     }
 
@@ -56,12 +181,12 @@ impl Topics {
     /// `GET` (or `HEAD`): authorise the topics, then a stream of them from the hub (with the
     /// replay after `Last-Event-ID`).
     fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
-        let path = self.conf.path.get_ref();
+        let path = &self.rules.path;
         let topics = req.query_values("topic");
-        if let Err(refusal) = validate_topics(&topics, self.conf.max_topics) {
+        if let Err(refusal) = validate_topics(&topics, self.rules.publishing.max_topics) {
             return FullResponse::from(refusal).into();
         }
-        if let Err((status, why)) = self.auth.may_subscribe(req, &topics) {
+        if let Err((status, why)) = self.rules.auth.may_subscribe(req, &topics) {
             log::info!(
                 "req={} route={path} peer={}: subscription refused ({status}): {why}",
                 req.id,
@@ -86,69 +211,68 @@ impl Topics {
     }
 }
 
-/// `POST` to a topics route: authorise, parse, journal, answer with the id.
-pub(super) async fn publish(
-    conf: &RouteConfig,
-    auth: &RouteAuth,
-    hub: &Hub,
-    req: &Request,
-) -> FullResponse {
-    let path = conf.path.get_ref();
-    // Every refusal: logged with the request, answered with the reason.
-    let refused = |status: u16, why: String| {
-        log::warn!(
-            "req={} route={path} peer={}: publish refused ({status}): {why}",
-            req.id,
-            req.peer
-        );
-        let r = FullResponse::text(status, why);
-        if status == 401 {
-            r.with_header("WWW-Authenticate", "Bearer")
-        } else {
-            r
-        }
-    };
-    if let Some(origin) = cross_origin(req, &conf.publish_origins) {
-        return refused(
-            403,
-            format!("a publish from a page on {origin} is refused: that origin is not in publish_origins"),
-        );
-    }
-    let presented = req
-        .header("Authorization")
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .trim();
-    let token_ok = conf
-        .publish_token
-        .as_deref()
-        .is_some_and(|t| token_matches(presented, t));
-    // A publisher JWT is needed unless the publish_token was presented.
-    let jwt = match (&auth.publisher, &conf.publish_token) {
-        (Some(_), _) if !token_ok => match auth.publisher_claims(req) {
-            Ok(c) => Some(c),
-            Err((status, why)) => return refused(status, why),
-        },
-        (None, Some(_)) if !token_ok => {
+impl Rules {
+    /// `POST` to a topics route: authorise, parse, journal, answer with the id.
+    pub(super) async fn publish(&self, hub: &Hub, req: &Request) -> FullResponse {
+        let (path, auth, conf) = (&self.path, &self.auth, &self.publishing);
+        // Every refusal: logged with the request, answered with the reason.
+        let refused = |status: u16, why: String| {
+            log::warn!(
+                "req={} route={path} peer={}: publish refused ({status}): {why}",
+                req.id,
+                req.peer
+            );
+            let r = FullResponse::text(status, why);
+            if status == 401 {
+                r.with_header("WWW-Authenticate", "Bearer")
+            } else {
+                r
+            }
+        };
+        if let Some(origin) = cross_origin(req, &self.origins) {
             return refused(
-                401,
-                "publishing needs Authorization: Bearer <publish_token>".into(),
-            )
+                403,
+                format!("a publish from a page on {origin} is refused: that origin is not in publish_origins"),
+            );
         }
-        _ => None,
-    };
-    let publication = match parse_publication(req, conf.max_topics) {
-        Ok(p) => p,
-        Err(refusal) => return refusal.into(),
-    };
-    if let Some(claims) = &jwt {
-        if let Err((status, why)) = RouteAuth::may_publish(claims, &publication.topics) {
-            return refused(status, why);
+        let presented = req
+            .header("Authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .trim();
+        let token_ok = conf
+            .publish_token
+            .as_deref()
+            .is_some_and(|t| token_matches(presented, t));
+        // A publisher JWT is needed unless the publish_token was presented.
+        let jwt = match (&auth.publisher, &conf.publish_token) {
+            (Some(_), _) if !token_ok => match auth.publisher_claims(req) {
+                Ok(c) => Some(c),
+                Err((status, why)) => return refused(status, why),
+            },
+            (None, Some(_)) if !token_ok => {
+                return refused(
+                    401,
+                    "publishing needs Authorization: Bearer <publish_token>".into(),
+                )
+            }
+            _ => None,
+        };
+        let publication = match parse_publication(req, conf.max_topics) {
+            Ok(p) => p,
+            Err(refusal) => return refusal.into(),
+        };
+        if let Some(claims) = &jwt {
+            if let Err((status, why)) = RouteAuth::may_publish(claims, &publication.topics) {
+                return refused(status, why);
+            }
         }
-    }
-    match hub.publish(publication).await {
-        Ok(id) => FullResponse::text(200, id.to_string()).with_header("Cache-Control", "no-cache"),
-        Err(e) => not_stored(e, req, path),
+        match hub.publish(publication).await {
+            Ok(id) => {
+                FullResponse::text(200, id.to_string()).with_header("Cache-Control", "no-cache")
+            }
+            Err(e) => not_stored(e, req, path),
+        }
     }
 }
 

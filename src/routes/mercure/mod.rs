@@ -6,9 +6,15 @@
 
 use std::sync::Arc;
 
-use super::{journaled, ready, Answer, Build, BuildError, Cx, Route};
+use serde::Deserialize;
+
+use super::journaled::{self, AuthConfig};
+use super::{ready, settings, Answer, Build, BuildError, Cx, Kind, Route};
 use crate::auth::{Claims, RouteAuth};
-use crate::config::RouteConfig;
+use crate::config::de::de_positive;
+use crate::config::{
+    field_names, ConfigError, HubConfig, RouteConfig, RouteKind, RouteSettings, RouteTable,
+};
 use crate::hub::journal::Publication;
 use crate::hub::{Hub, Interest, Presence, Resume};
 use crate::publish::{check_event_name, validate_topics};
@@ -22,26 +28,118 @@ const MAX_ID_BYTES: usize = 1024;
 
 mod subscriptions;
 
-/// A `mercure` route: its settings, keys and hub.
+/// The keys only a mercure route takes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+struct MercureKeys {
+    /// Most topics per subscription or publication.
+    #[serde(deserialize_with = "de_positive")]
+    max_topics: usize,
+    /// Subscribers without a token are served public updates (else refused, 401).
+    anonymous: bool,
+    /// Origins (`https://app.example.com`) whose pages may subscribe and publish with
+    /// credentials; `*` allows any origin without credentials.
+    cors_origins: Vec<String>,
+    /// Publish subscription events and serve the subscriptions API.
+    subscriptions: bool,
+}
+
+impl Default for MercureKeys {
+    fn default() -> Self {
+        MercureKeys {
+            max_topics: 16,
+            anonymous: false,
+            cors_origins: Vec::new(),
+            subscriptions: false,
+        }
+    }
+}
+
+/// A mercure route's settings: its own keys, its hub, its authorization.
+#[derive(Debug)]
+struct MercureSettings {
+    keys: MercureKeys,
+    hub: HubConfig,
+    auth: AuthConfig,
+}
+
+impl RouteSettings for MercureSettings {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn check(&self, t: &RouteTable, _: &crate::config::Config) -> Result<(), ConfigError> {
+        self.auth.check(t)
+    }
+
+    fn hub(&self) -> Option<&HubConfig> {
+        Some(&self.hub)
+    }
+
+    fn describe(&self) -> String {
+        "mercure hub".into()
+    }
+}
+
+/// `type = "mercure"`: a Mercure hub (protocol as hub v0.24 speaks it): JWT authorization,
+/// private updates, selectors and URI templates, CORS.
+pub(super) struct MercureKind;
+
+impl RouteKind for MercureKind {
+    fn name(&self) -> &'static str {
+        "mercure"
+    }
+
+    fn keys(&self) -> Vec<&'static str> {
+        [
+            field_names::<MercureKeys>(),
+            field_names::<HubConfig>(),
+            field_names::<AuthConfig>(),
+        ]
+        .concat()
+    }
+
+    fn read(&self, t: &RouteTable) -> Result<Arc<dyn RouteSettings>, ConfigError> {
+        Ok(Arc::new(MercureSettings {
+            keys: t.read()?,
+            hub: t.read()?,
+            auth: t.read()?,
+        }))
+    }
+}
+
+impl Kind for MercureKind {
+    /// Reads PEM key files: config time only.
+    fn build(&self, b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
+        let s = settings::<MercureSettings>(r)?;
+        let path = r.path.get_ref();
+        // Subscription events come and go with every connection: kept out of the replay
+        // history, so that anonymous churn never pushes a real event out of it.
+        let unretained = s
+            .keys
+            .subscriptions
+            .then(|| format!("{path}/subscriptions/"));
+        let hub = journaled::hub(b, r, unretained)?;
+        Ok(Arc::new(Mercure {
+            path: path.clone(),
+            auth: s.auth.rules()?,
+            conf: s.keys.clone(),
+            hub,
+        }))
+    }
+}
+
+/// A `mercure` route: its path, keys, authorization and hub.
 struct Mercure {
-    conf: RouteConfig,
+    path: String,
+    conf: MercureKeys,
     auth: RouteAuth,
     hub: Arc<Hub>,
 }
 
-/// The route of a `type = "mercure"` table (reads PEM key files: config time only).
-pub(super) fn build(b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
-    let hub = journaled::hub(b, r)?;
-    Ok(Arc::new(Mercure {
-        auth: journaled::auth(r)?,
-        conf: r.clone(),
-        hub,
-    }))
-}
-
 impl Route for Mercure {
     fn handle<'a>(&'a self, cx: &'a Cx, req: &'a Request) -> Answer<'a> {
-        let own = self.conf.path.get_ref();
+        let own = &self.path;
         let below = req.path.strip_prefix(own.as_str());
         if below.is_some_and(|rest| self.answers_below(rest)) {
             return Box::pin(async move { self.subscriptions(cx, req).await.into() });
@@ -112,7 +210,7 @@ impl Mercure {
     /// `POST`: a publish form with a publisher token.
     async fn publish(&self, req: &Request) -> FullResponse {
         let m = self;
-        let path = m.conf.path.get_ref();
+        let path = &m.path;
         let refused = |status: u16, why: String| {
             log::warn!(
                 "req={} route={path} peer={}: publish refused ({status}): {why}",
@@ -143,7 +241,7 @@ impl Mercure {
     /// `GET` (or `HEAD`) `?topic=`: a subscription with selectors.
     fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
         let (m, hub) = (self, &self.hub);
-        let path = m.conf.path.get_ref();
+        let path = &m.path;
         let topics = req.query_values("topic");
         if topics.is_empty() {
             return refuse(400, "missing topic parameter (?topic=<selector>)").into();
@@ -207,7 +305,7 @@ impl Mercure {
         let resumed_after = source.resumed_after.clone();
         let mut source: Box<dyn Source> = Box::new(source);
         if let Some(presence) = presence {
-            let hub_path = m.conf.path.get_ref().clone();
+            let hub_path = m.path.clone();
             subscriptions::announce(hub.clone(), hub_path.clone(), presence.clone(), true);
             source = Box::new(subscriptions::Announced {
                 inner: source,

@@ -105,7 +105,7 @@ impl Mercure {
     /// The route's active subscriptions on the whole box: this process's and, under
     /// `[server] processes`, every sibling worker's.
     async fn box_presences(&self, cx: &Cx) -> Vec<Arc<Presence>> {
-        let path = self.conf.path.get_ref();
+        let path = &self.path;
         let mut all = self.hub.presences();
         let config = cx.config();
         if let (Some(me), true) = (crate::process::worker_number(), config.server.processes > 1) {
@@ -120,7 +120,7 @@ impl Mercure {
     /// `GET {hub}/subscriptions[/{topic}[/{subscriber}]]`.
     pub(super) async fn subscriptions(&self, cx: &Cx, req: &Request) -> FullResponse {
         let (m, hub) = (self, &self.hub);
-        let hub_path = m.conf.path.get_ref();
+        let hub_path = &m.path;
         if !m.conf.subscriptions {
             return FullResponse::text(404, format!("{hub_path}: subscriptions = false"));
         }
