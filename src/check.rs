@@ -128,6 +128,68 @@ async fn watch(
     }
 }
 
+/// Five probe events published 300 ms apart: a chain that hands each on at once shows the
+/// gaps, one that buffers shows them together (or not at all). Returns when the stream ended,
+/// if it did.
+async fn probe(
+    client: &std::sync::Arc<HttpClient>,
+    pub_url: &Url,
+    body: &mut HttpBody,
+    start: Instant,
+    parser: &mut SseParser,
+    seen: &mut Vec<(f64, String)>,
+    f: &mut Findings,
+) -> Result<Option<f64>, String> {
+    let probes = tokio::spawn({
+        let pub_url = pub_url.clone();
+        let client = client.clone();
+        async move {
+            for i in 0..5 {
+                let data = format!("fastsse-check probe {i}");
+                tokio::time::timeout(Duration::from_secs(5), client.post(&pub_url, &data))
+                    .await
+                    .map_err(|_| "no answer within 5 s".to_string())??;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok::<(), String>(())
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(5);
+    let before = seen.len();
+    let ended = watch(body, start, until, parser, seen).await?;
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(10), probes).await {
+        f.problem(
+            format!("publishing probe events failed: {e}"),
+            "check --publish-url (a topics route, the stream's topic)",
+        );
+    }
+    let arrivals: Vec<f64> = seen[before..]
+        .iter()
+        .filter(|(_, d)| d.starts_with("fastsse-check probe"))
+        .map(|(t, _)| *t)
+        .collect();
+    if arrivals.len() < 5 {
+        f.problem(
+            format!(
+                "{} of 5 probe events arrived within 5 s: something holds them back",
+                arrivals.len()
+            ),
+            BUFFERING_FIX,
+        );
+    } else {
+        let mut gaps: Vec<f64> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.sort_by(|a, b| a.total_cmp(b));
+        let median = gaps[gaps.len() / 2];
+        if median < 0.12 {
+            f.problem(
+                format!("probe events sent 300 ms apart arrived {:.0} ms apart (median): the chain buffers them", median * 1000.0),
+                BUFFERING_FIX,
+            );
+        }
+    }
+    Ok(ended)
+}
+
 async fn check(args: &CheckArgs) -> Result<Findings, String> {
     let url = parse_url(&args.url)?;
     let publish: Option<Url> = args.publish_url.as_deref().map(parse_url).transpose()?;
@@ -182,54 +244,16 @@ async fn check(args: &CheckArgs) -> Result<Findings, String> {
         );
     }
     if let (Some(pub_url), None) = (&publish, ended) {
-        // Five probe events 300 ms apart: a chain that hands each on at once shows the gaps.
-        let probes = tokio::spawn({
-            let pub_url = pub_url.clone();
-            let client = client.clone();
-            async move {
-                for i in 0..5 {
-                    let data = format!("fastsse-check probe {i}");
-                    tokio::time::timeout(Duration::from_secs(5), client.post(&pub_url, &data))
-                        .await
-                        .map_err(|_| "no answer within 5 s".to_string())??;
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-                Ok::<(), String>(())
-            }
-        });
-        let until = Instant::now() + Duration::from_secs(5);
-        let before = seen.len();
-        ended = watch(&mut body, start, until, &mut parser, &mut seen).await?;
-        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(10), probes).await {
-            f.problem(
-                format!("publishing probe events failed: {e}"),
-                "check --publish-url (a topics route, the stream's topic)",
-            );
-        }
-        let arrivals: Vec<f64> = seen[before..]
-            .iter()
-            .filter(|(_, d)| d.starts_with("fastsse-check probe"))
-            .map(|(t, _)| *t)
-            .collect();
-        if arrivals.len() < 5 {
-            f.problem(
-                format!(
-                    "{} of 5 probe events arrived within 5 s: something holds them back",
-                    arrivals.len()
-                ),
-                BUFFERING_FIX,
-            );
-        } else {
-            let mut gaps: Vec<f64> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
-            gaps.sort_by(|a, b| a.total_cmp(b));
-            let median = gaps[gaps.len() / 2];
-            if median < 0.12 {
-                f.problem(
-                    format!("probe events sent 300 ms apart arrived {:.0} ms apart (median): the chain buffers them", median * 1000.0),
-                    BUFFERING_FIX,
-                );
-            }
-        }
+        ended = probe(
+            &client,
+            pub_url,
+            &mut body,
+            start,
+            &mut parser,
+            &mut seen,
+            &mut f,
+        )
+        .await?;
     } else if publish.is_none() {
         f.notes.push(
             "buffering not checked: pass --publish-url (a topics route, the stream's topic)".into(),

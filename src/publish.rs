@@ -74,86 +74,97 @@ pub fn parse_publication(req: &Request, max_topics: usize) -> Result<Publication
     let body = std::str::from_utf8(&req.body)
         .map_err(|e| bad(format!("body is not valid UTF-8 ({e})")))?;
     let content_type = req.var("CONTENT_TYPE").unwrap_or("").to_ascii_lowercase();
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let mut p = Publication {
-        topics: Vec::new(),
-        event: None,
-        retry_ms: None,
-        data: String::new(),
-        ..Default::default()
-    };
-    match mime.as_str() {
-        "application/x-www-form-urlencoded" => {
-            for (k, v) in parse_form(body) {
-                match k.as_str() {
-                    "topic" => p.topics.push(v),
-                    "data" => p.data = v,
-                    "type" | "event" => p.event = Some(v),
-                    "retry" => p.retry_ms = Some(parse_retry(&v)?),
-                    // Mercure's other fields (id, private) have no meaning here: ids are
-                    // assigned by the server.
-                    _ => {}
-                }
-            }
-        }
-        "application/json" => {
-            let doc: serde_json::Value =
-                serde_json::from_str(body).map_err(|e| bad(format!("body is not valid JSON: {e}")))?;
-            let obj = doc.as_object().ok_or_else(|| bad("JSON body must be an object"))?;
-            match obj.get("topic") {
-                Some(serde_json::Value::String(t)) => p.topics.push(t.clone()),
-                Some(serde_json::Value::Array(a)) => {
-                    for t in a {
-                        p.topics.push(t.as_str().ok_or_else(|| bad("topic array must hold strings"))?.to_string());
-                    }
-                }
-                Some(_) => return Err(bad("topic must be a string or an array of strings")),
-                None => {}
-            }
-            p.data = match obj.get("data") {
-                None | Some(serde_json::Value::Null) => String::new(),
-                Some(serde_json::Value::String(s)) => s.clone(),
-                // Any other JSON value is sent as its compact JSON text.
-                Some(v) => v.to_string(),
-            };
-            for key in ["event", "type"] {
-                match obj.get(key) {
-                    Some(serde_json::Value::String(e)) => p.event = Some(e.clone()),
-                    Some(serde_json::Value::Null) | None => {}
-                    Some(_) => return Err(bad(format!("{key} must be a string"))),
-                }
-            }
-            match obj.get("retry") {
-                Some(serde_json::Value::Number(n)) => {
-                    p.retry_ms = Some(n.as_u64().ok_or_else(|| bad("retry must be a whole number of milliseconds"))?)
-                }
-                None | Some(serde_json::Value::Null) => {}
-                Some(_) => return Err(bad("retry must be a number")),
-            }
-        }
-        "" | "text/plain" | "application/octet-stream" => {
-            p.topics = req.query_values("topic");
-            p.event = req.query_values("event").into_iter().next().or_else(|| req.query_values("type").into_iter().next());
-            if let Some(r) = req.query_values("retry").into_iter().next() {
-                p.retry_ms = Some(parse_retry(&r)?);
-            }
-            p.data = body.to_string();
-        }
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    let p = match mime {
+        "application/x-www-form-urlencoded" => from_form(body)?,
+        "application/json" => from_json(body)?,
+        "" | "text/plain" | "application/octet-stream" => from_query(req, body)?,
         other => {
             return Err(Refusal {
                 status: 415,
                 reason: format!("unsupported Content-Type {other:?}: use application/x-www-form-urlencoded, application/json or text/plain"),
             })
         }
-    }
+    };
     validate_topics(&p.topics, max_topics)?;
     check_event_name(p.event.as_deref())?;
     Ok(p)
+}
+
+/// A form: `topic` (repeated), `data`, `type` or `event`, `retry`.
+fn from_form(body: &str) -> Result<Publication, Refusal> {
+    let mut p = Publication::default();
+    for (k, v) in parse_form(body) {
+        match k.as_str() {
+            "topic" => p.topics.push(v),
+            "data" => p.data = v,
+            "type" | "event" => p.event = Some(v),
+            "retry" => p.retry_ms = Some(parse_retry(&v)?),
+            // Mercure's other fields (id, private) have no meaning here: ids are assigned by
+            // the server.
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// A JSON object: `topic` (a string or a list), `data` (any JSON value; not a string: sent as
+/// its compact text), `event` or `type`, `retry`.
+fn from_json(body: &str) -> Result<Publication, Refusal> {
+    use serde_json::Value;
+    let doc: Value =
+        serde_json::from_str(body).map_err(|e| bad(format!("body is not valid JSON: {e}")))?;
+    let obj = doc
+        .as_object()
+        .ok_or_else(|| bad("JSON body must be an object"))?;
+    let mut p = Publication::default();
+    match obj.get("topic") {
+        Some(Value::String(t)) => p.topics.push(t.clone()),
+        Some(Value::Array(a)) => {
+            for t in a {
+                let t = t
+                    .as_str()
+                    .ok_or_else(|| bad("topic array must hold strings"))?;
+                p.topics.push(t.to_string());
+            }
+        }
+        Some(_) => return Err(bad("topic must be a string or an array of strings")),
+        None => {}
+    }
+    p.data = match obj.get("data") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    for key in ["event", "type"] {
+        match obj.get(key) {
+            Some(Value::String(e)) => p.event = Some(e.clone()),
+            Some(Value::Null) | None => {}
+            Some(_) => return Err(bad(format!("{key} must be a string"))),
+        }
+    }
+    match obj.get("retry") {
+        Some(Value::Number(n)) => {
+            let ms = n.as_u64();
+            p.retry_ms =
+                Some(ms.ok_or_else(|| bad("retry must be a whole number of milliseconds"))?)
+        }
+        None | Some(Value::Null) => {}
+        Some(_) => return Err(bad("retry must be a number")),
+    }
+    Ok(p)
+}
+
+/// A raw body (the data) with `topic`, `event` or `type`, and `retry` in the query string.
+fn from_query(req: &Request, body: &str) -> Result<Publication, Refusal> {
+    let first = |k: &str| req.query_values(k).into_iter().next();
+    Ok(Publication {
+        topics: req.query_values("topic"),
+        event: first("event").or_else(|| first("type")),
+        retry_ms: first("retry").map(|r| parse_retry(&r)).transpose()?,
+        data: body.to_string(),
+        ..Default::default()
+    })
 }
 
 /// Compares a presented token with the configured one in time independent of where they differ.

@@ -12,29 +12,29 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use super::args::LoadArgs;
-use super::client::{Body, Target};
+use super::client::Target;
 use super::http::{parse_url, ClientSettings, HttpClient, HttpVersion, Url};
+use super::progress::progress;
 use super::report::{percentiles, Comebacks, Report, Shards, Thresholds};
-use super::seen::{field, Outcome, Seen, Tally};
+use super::seen::{Outcome, Tally};
 use super::series::{self, Second, Stage};
-use crate::source::clock::unix_now;
-use crate::sse::SseParser;
+use super::subscriber::{now_us, subscriber};
 
 /// Run-wide counters, updated by every subscriber task.
 #[derive(Default)]
-struct Counters {
-    attempted: AtomicU64,
-    established: AtomicU64,
-    connected: AtomicUsize,
-    reconnects: AtomicU64,
-    events: AtomicU64,
+pub(super) struct Counters {
+    pub(super) attempted: AtomicU64,
+    pub(super) established: AtomicU64,
+    pub(super) connected: AtomicUsize,
+    pub(super) reconnects: AtomicU64,
+    pub(super) events: AtomicU64,
     /// Subscribers whose first connection attempt has finished (connected or failed).
-    first_attempts: AtomicUsize,
-    failures: Mutex<HashMap<String, u64>>,
+    pub(super) first_attempts: AtomicUsize,
+    pub(super) failures: Mutex<HashMap<String, u64>>,
 }
 
 impl Counters {
-    fn fail(&self, cause: String) {
+    pub(super) fn fail(&self, cause: String) {
         *self
             .failures
             .lock()
@@ -46,21 +46,21 @@ impl Counters {
 
 /// One bench run: what every task of it shares.
 pub(super) struct Run {
-    counters: Counters,
-    latency: Shards,
+    pub(super) counters: Counters,
+    pub(super) latency: Shards,
     /// This second's latencies, for the progress line (emptied each second).
-    this_second: Shards,
-    first_event: Shards,
-    server_closed: AtomicU64,
-    stop: CancellationToken,
-    publishing: AtomicU64,
+    pub(super) this_second: Shards,
+    pub(super) first_event: Shards,
+    pub(super) server_closed: AtomicU64,
+    pub(super) stop: CancellationToken,
+    pub(super) publishing: AtomicU64,
     /// Publishes acknowledged so far.
-    acked: AtomicU64,
-    churn: f64,
+    pub(super) acked: AtomicU64,
+    pub(super) churn: f64,
     /// When the run began: reconnect times are counted from here.
-    began: Instant,
+    pub(super) began: Instant,
     /// `-H` headers.
-    headers: Vec<(String, String)>,
+    pub(super) headers: Vec<(String, String)>,
     /// When each sequence number was sent (index `seq - 1`).
     pub(super) sent_at: Mutex<Vec<Instant>>,
     /// One entry per second of the run.
@@ -130,146 +130,6 @@ impl WorkerRole {
     }
 }
 
-fn now_us() -> u64 {
-    unix_now().as_micros() as u64
-}
-
-/// One subscriber for the whole run: connects, reads, reconnects with Last-Event-ID when churned
-/// or when the server ends the stream — then after the last `retry:` the server sent, as a
-/// browser's EventSource does (100 ms when it sent none).
-/// `quit` ends it: the run's end, or a stage that lowers the subscriber count.
-async fn subscriber(
-    idx: usize,
-    target: Arc<Target>,
-    shared: Arc<Run>,
-    quit: CancellationToken,
-) -> Outcome {
-    let mut seen = Seen::default();
-    let mut retry = Duration::from_millis(100);
-    let mut backoff = Duration::from_millis(250);
-    let mut comebacks_ms = Vec::new();
-    let mut last_id: Option<String> = None;
-    let mut rng = (idx as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut first_connection = true;
-    let mut failed_once = false;
-    let mut before_publishing = false;
-    let c = &shared.counters;
-    'run: while !quit.is_cancelled() {
-        c.attempted.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let opened = tokio::select! {
-            r = Body::open(&target, idx, last_id.as_deref(), &shared.headers) => r,
-            _ = quit.cancelled() => break,
-        };
-        let first_attempt_done = |c: &Counters| {
-            c.first_attempts.fetch_add(1, Ordering::Relaxed);
-        };
-        if first_connection && opened.is_err() && !failed_once {
-            failed_once = true;
-            first_attempt_done(c);
-        }
-        let (mut body, initial) = match opened {
-            Ok(x) => x,
-            Err(cause) => {
-                c.fail(cause);
-                // Back off (250 ms doubling to 5 s): a URL that answers 404 is not hammered.
-                let wait = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => continue,
-                    _ = quit.cancelled() => break,
-                }
-            }
-        };
-        backoff = Duration::from_millis(250);
-        c.established.fetch_add(1, Ordering::Relaxed);
-        c.connected.fetch_add(1, Ordering::Relaxed);
-        if first_connection {
-            before_publishing = shared.publishing.load(Ordering::Acquire) == 0;
-            if !failed_once {
-                first_attempt_done(c);
-            }
-        } else {
-            c.reconnects.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut parser = SseParser::new();
-        let mut got_first = !first_connection;
-        let mut handle = |bytes: &[u8], seen: &mut Seen| {
-            for ev in parser.feed(bytes) {
-                c.events.fetch_add(1, Ordering::Relaxed);
-                if !got_first {
-                    got_first = true;
-                    shared
-                        .first_event
-                        .record(idx, started.elapsed().as_micros() as u64);
-                }
-                if let Some(t) = field(&ev.data, "\"t\"") {
-                    let us = now_us().saturating_sub(t);
-                    shared.latency.record(idx, us);
-                    shared.this_second.record(idx, us);
-                }
-                if let Some(seq) = field(&ev.data, "\"seq\"") {
-                    seen.add(seq);
-                }
-            }
-        };
-        handle(&initial, &mut seen);
-        first_connection = false;
-        let mut next_churn = tokio::time::Instant::now() + Duration::from_secs(1);
-        let churned = loop {
-            tokio::select! {
-                r = body.next_chunk() => match r {
-                    Ok(Some(chunk)) => handle(&chunk, &mut seen),
-                    Ok(None) => {
-                        shared.server_closed.fetch_add(1, Ordering::Relaxed);
-                        break false;
-                    }
-                    Err(e) => {
-                        c.fail(e);
-                        break false;
-                    }
-                },
-                _ = tokio::time::sleep_until(next_churn), if shared.churn > 0.0 => {
-                    next_churn += Duration::from_secs(1);
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    if (rng % 10_000) as f64 / 100.0 < shared.churn {
-                        break true;
-                    }
-                }
-                _ = quit.cancelled() => {
-                    c.connected.fetch_sub(1, Ordering::Relaxed);
-                    break 'run;
-                }
-            }
-        };
-        c.connected.fetch_sub(1, Ordering::Relaxed);
-        if let Some(ms) = parser.retry_ms {
-            retry = Duration::from_millis(ms);
-        }
-        let id = parser.last_event_id();
-        if !id.is_empty() {
-            last_id = Some(id.to_string());
-        }
-        if !churned {
-            // The server ended the stream: come back as a browser would, after `retry`.
-            tokio::select! {
-                _ = tokio::time::sleep(retry) => {}
-                _ = quit.cancelled() => break,
-            }
-            comebacks_ms.push(shared.began.elapsed().as_millis() as u64);
-        }
-    }
-    let left_at = (!shared.stop.is_cancelled()).then(Instant::now);
-    Outcome {
-        seen,
-        before_publishing,
-        comebacks_ms,
-        left_at,
-    }
-}
-
 /// POSTs `{"t":…,"seq":…}` at `rate` for `duration`; returns the acknowledged sequence numbers.
 pub(super) async fn publisher(
     client: HttpClient,
@@ -325,63 +185,6 @@ fn check_open_files(n: usize) -> Result<(), String> {
     }
     setrlimit(Resource::RLIMIT_NOFILE, need, hard)
         .map_err(|e| format!("raising ulimit -n to {need}: {e}"))
-}
-
-/// Prints the progress line and keeps the series: one [`Second`] each second until the end.
-/// A bench worker writes each second as a `SEC` line for its parent instead.
-pub(super) async fn progress(shared: Arc<Run>, quiet: bool, peak: usize, worker: bool) {
-    let (mut last_events, mut last_published) = (0, 0);
-    let mut last_failures: HashMap<String, u64> = HashMap::new();
-    let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shared.stop.cancelled() => return,
-        }
-        let c = &shared.counters;
-        let events = c.events.load(Ordering::Relaxed);
-        let published = shared.acked.load(Ordering::Relaxed);
-        // This second's latencies, not the run's so far (the run's are in the report).
-        let h = shared.this_second.take();
-        let failures = c.failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let errors = failures
-            .iter()
-            .filter_map(|(k, &v)| {
-                let d = v - last_failures.get(k).copied().unwrap_or(0);
-                (d > 0).then(|| (k.clone(), d))
-            })
-            .collect();
-        let second = Second {
-            t: start.elapsed().as_secs_f64().round() as u64,
-            connected: c.connected.load(Ordering::Relaxed),
-            events: events - last_events,
-            published: published - last_published,
-            p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
-            p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
-            errors,
-        };
-        if worker {
-            super::protocol::say("SEC", &second);
-        } else if !quiet {
-            eprintln!(
-                "t={:>4}s connected={}/{peak} events/s={} p50={:.1}ms p99={:.1}ms errors={}",
-                second.t,
-                second.connected,
-                second.events,
-                second.p50_ms,
-                second.p99_ms,
-                failures.values().sum::<u64>(),
-            );
-        }
-        shared
-            .series
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(second);
-        (last_events, last_published, last_failures) = (events, published, failures);
-    }
 }
 
 /// A subscriber task and the token that ends it.
@@ -471,6 +274,17 @@ pub(super) fn publisher_client(args: &LoadArgs) -> Result<Option<(HttpClient, Ur
     }
 }
 
+/// What a run does, as its arguments say.
+struct Plan {
+    args: LoadArgs,
+    /// A bench worker's share, under `--processes`.
+    role: Option<WorkerRole>,
+    stages: Option<Vec<Stage>>,
+    /// Most subscribers at once (this process's share).
+    peak: usize,
+    target: Arc<Target>,
+}
+
 /// Runs the load test in this process (the whole run, or a worker's share of it); returns the
 /// report (the caller prints it and sets the exit status).
 pub fn run(args: LoadArgs) -> Result<Report, String> {
@@ -494,7 +308,6 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
     // Clients hold tokio handles (rustls, hyper): made inside the runtime.
     let _guard = rt.enter();
     let target = Arc::new(target(&args, peak)?);
-    let publish_given = args.publish_url.is_some();
     // A bench worker's parent publishes.
     let publish = match role {
         Some(_) => None,
@@ -506,124 +319,179 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         // see what comes from the first event it got (none connects before publishing).
         shared.publishing.store(1, Ordering::Release);
     }
-    rt.block_on(async move {
-        let progress = tokio::spawn(progress(shared.clone(), args.quiet, peak, role.is_some()));
-        let publishing = |duration| {
-            let shared = shared.clone();
-            async move {
-                match publish {
-                    Some((client, url)) => {
-                        publisher(client, url, args.rate, duration, shared).await
-                    }
-                    // Subscribed: the parent publishes, then says what it published.
-                    None if role.is_some() => {
-                        let (acked, sent_at) = super::protocol::await_end().await;
-                        *shared.sent_at.lock().unwrap_or_else(|p| p.into_inner()) = sent_at;
-                        (acked, 0)
-                    }
-                    None => {
-                        tokio::time::sleep(duration).await;
-                        (Vec::new(), 0)
-                    }
-                }
-            }
-        };
-        let started = Instant::now();
-        let (subs, (acked, publish_failed)) = match &stages {
-            // Stages: publishing runs from the start, beside the ramps.
-            Some(st) => {
-                let p = tokio::spawn(publishing(series::total(st)));
-                let subs = follow_stages(st, &target, &shared, role).await;
-                (subs, p.await.unwrap_or_default())
-            }
-            None => {
-                let mine = peak;
-                let mut subs = Vec::with_capacity(mine);
-                let ramp = role.map_or(args.ramp, |r| args.ramp / r.of as f64);
-                let gap = Duration::from_secs_f64(1.0 / ramp.max(1.0));
-                let ramp_start = Instant::now();
-                for k in 0..mine {
-                    let idx = role.map_or(k, |r| r.global(k));
-                    subs.push(spawn_subscriber(idx, &target, &shared));
-                    tokio::time::sleep_until((ramp_start + gap * (k as u32 + 1)).into()).await;
-                }
-                // Let the ramp settle: every subscriber connected (or failed) first.
-                let settle = Instant::now() + Duration::from_secs(10);
-                while shared.counters.first_attempts.load(Ordering::Relaxed) < mine
-                    && Instant::now() < settle
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                (subs, publishing(args.duration).await)
-            }
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        tokio::time::sleep(args.drain).await;
-        shared.stop.cancel();
-        let _ = progress.await;
-        let sent_at =
-            std::mem::take(&mut *shared.sent_at.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut tally = Tally::default();
-        for (_, task) in subs {
-            if let Ok(outcome) = task.await {
-                tally.add(outcome, &acked, &sent_at, args.drain);
-            }
+    let plan = Plan {
+        args,
+        role,
+        stages,
+        peak,
+        target,
+    };
+    rt.block_on(drive(plan, publish, shared))
+}
+
+/// The run: subscribers (ramped or staged) and publishing, the drain, then the report.
+async fn drive(
+    plan: Plan,
+    publish: Option<(HttpClient, Url)>,
+    shared: Arc<Run>,
+) -> Result<Report, String> {
+    let (args, role) = (&plan.args, plan.role);
+    let progress = tokio::spawn(progress(
+        shared.clone(),
+        args.quiet,
+        plan.peak,
+        role.is_some(),
+    ));
+    let started = Instant::now();
+    let (subs, (acked, publish_failed)) = match &plan.stages {
+        // Stages: publishing runs from the start, beside the ramps.
+        Some(st) => {
+            let p = tokio::spawn(publishing(
+                publish,
+                role,
+                args.rate,
+                series::total(st),
+                shared.clone(),
+            ));
+            let subs = follow_stages(st, &plan.target, &shared, role).await;
+            (subs, p.await.unwrap_or_default())
         }
-        let c = &shared.counters;
-        let thresholds = Thresholds {
-            max_p99: args.max_p99,
-            max_loss: args.max_loss,
-            min_delivered: args.min_delivered,
-            publishing: publish_given,
-        };
-        let latency = shared.latency.merged();
-        let first_event = shared.first_event.merged();
-        let comebacks_ms = tally.comebacks.clone();
-        let mut report = Report {
-            subscribers: peak,
-            connections_attempted: c.attempted.load(Ordering::Relaxed),
-            transport_connections: match &*target {
-                Target::Http { client, .. } => client.connections.load(Ordering::Relaxed),
-                Target::Fcgi { .. } => c.established.load(Ordering::Relaxed),
-            },
-            protocol: match &*target {
-                Target::Http { urls, .. } => format!(
-                    "{} HTTP/{}",
-                    if urls[0].https { "https" } else { "http" },
-                    if args.http == HttpVersion::Http2 {
-                        "2"
-                    } else {
-                        "1.1"
-                    }
-                ),
-                Target::Fcgi { .. } => "FastCGI".into(),
-            },
-            connections_established: c.established.load(Ordering::Relaxed),
-            connections_failed: c.failures.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            reconnects: c.reconnects.load(Ordering::Relaxed),
-            server_closed: shared.server_closed.load(Ordering::Relaxed),
-            published: acked.len() as u64,
-            publish_failed,
-            events_expected: tally.expected,
-            events_received: c.events.load(Ordering::Relaxed),
-            events_lost: tally.lost,
-            events_duplicated: tally.duplicated,
-            events_out_of_order: tally.out_of_order,
-            latency_ms: percentiles(&latency),
-            first_event_ms: percentiles(&first_event),
-            comebacks: Comebacks::of(&mut tally.comebacks),
-            seconds,
-            failures: Vec::new(),
-            stages: args.stages.clone(),
-            series: std::mem::take(&mut *shared.series.lock().unwrap_or_else(|p| p.into_inner())),
-        };
-        if role.is_some() {
-            // For the parent: the figures and what it needs to merge them.
-            super::protocol::report_to_parent(&report, &latency, &first_event, comebacks_ms);
-            return Ok(report);
+        None => {
+            let subs = ramp(&plan, &shared).await;
+            let published =
+                publishing(publish, role, args.rate, args.duration, shared.clone()).await;
+            (subs, published)
         }
-        report.failures = thresholds.check(&report);
-        Ok(report)
-    })
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    tokio::time::sleep(args.drain).await;
+    shared.stop.cancel();
+    let _ = progress.await;
+    let sent_at = std::mem::take(&mut *shared.sent_at.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut tally = Tally::default();
+    for (_, task) in subs {
+        if let Ok(outcome) = task.await {
+            tally.add(outcome, &acked, &sent_at, args.drain);
+        }
+    }
+    let published = (acked.len() as u64, publish_failed);
+    Ok(report(&plan, &shared, tally, published, seconds))
+}
+
+/// Publishes for `duration`: from here (`--publish-url`); in a bench worker, waits for its
+/// parent to say what it published; else only waits. Returns the acknowledged sequence
+/// numbers and the failed count.
+async fn publishing(
+    publish: Option<(HttpClient, Url)>,
+    role: Option<WorkerRole>,
+    rate: f64,
+    duration: Duration,
+    shared: Arc<Run>,
+) -> (Vec<u64>, u64) {
+    match publish {
+        Some((client, url)) => publisher(client, url, rate, duration, shared).await,
+        // Subscribed: the parent publishes, then says what it published.
+        None if role.is_some() => {
+            let (acked, sent_at) = super::protocol::await_end().await;
+            *shared.sent_at.lock().unwrap_or_else(|p| p.into_inner()) = sent_at;
+            (acked, 0)
+        }
+        None => {
+            tokio::time::sleep(duration).await;
+            (Vec::new(), 0)
+        }
+    }
+}
+
+/// Starts this process's subscribers at `--ramp` a second and lets the ramp settle: every
+/// subscriber connected (or failed) first, 10 s at most.
+async fn ramp(plan: &Plan, shared: &Arc<Run>) -> Vec<Running> {
+    let (args, role) = (&plan.args, plan.role);
+    let mine = plan.peak;
+    let mut subs = Vec::with_capacity(mine);
+    let ramp = role.map_or(args.ramp, |r| args.ramp / r.of as f64);
+    let gap = Duration::from_secs_f64(1.0 / ramp.max(1.0));
+    let ramp_start = Instant::now();
+    for k in 0..mine {
+        let idx = role.map_or(k, |r| r.global(k));
+        subs.push(spawn_subscriber(idx, &plan.target, shared));
+        tokio::time::sleep_until((ramp_start + gap * (k as u32 + 1)).into()).await;
+    }
+    let settle = Instant::now() + Duration::from_secs(10);
+    while shared.counters.first_attempts.load(Ordering::Relaxed) < mine && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    subs
+}
+
+/// The report of a finished run; a bench worker sends it to its parent, else its thresholds
+/// are checked.
+fn report(
+    plan: &Plan,
+    shared: &Run,
+    mut tally: Tally,
+    (published, publish_failed): (u64, u64),
+    seconds: f64,
+) -> Report {
+    let (args, c) = (&plan.args, &shared.counters);
+    let latency = shared.latency.merged();
+    let first_event = shared.first_event.merged();
+    let comebacks_ms = tally.comebacks.clone();
+    let mut report = Report {
+        subscribers: plan.peak,
+        connections_attempted: c.attempted.load(Ordering::Relaxed),
+        transport_connections: match &*plan.target {
+            Target::Http { client, .. } => client.connections.load(Ordering::Relaxed),
+            Target::Fcgi { .. } => c.established.load(Ordering::Relaxed),
+        },
+        protocol: protocol_of(&plan.target, args.http),
+        connections_established: c.established.load(Ordering::Relaxed),
+        connections_failed: c.failures.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        reconnects: c.reconnects.load(Ordering::Relaxed),
+        server_closed: shared.server_closed.load(Ordering::Relaxed),
+        published,
+        publish_failed,
+        events_expected: tally.expected,
+        events_received: c.events.load(Ordering::Relaxed),
+        events_lost: tally.lost,
+        events_duplicated: tally.duplicated,
+        events_out_of_order: tally.out_of_order,
+        latency_ms: percentiles(&latency),
+        first_event_ms: percentiles(&first_event),
+        comebacks: Comebacks::of(&mut tally.comebacks),
+        seconds,
+        failures: Vec::new(),
+        stages: args.stages.clone(),
+        series: std::mem::take(&mut *shared.series.lock().unwrap_or_else(|p| p.into_inner())),
+    };
+    if plan.role.is_some() {
+        // For the parent: the figures and what it needs to merge them.
+        super::protocol::report_to_parent(&report, &latency, &first_event, comebacks_ms);
+        return report;
+    }
+    let thresholds = Thresholds {
+        max_p99: args.max_p99,
+        max_loss: args.max_loss,
+        min_delivered: args.min_delivered,
+        publishing: args.publish_url.is_some(),
+    };
+    report.failures = thresholds.check(&report);
+    report
+}
+
+/// What the subscribers speak: `http HTTP/1.1`, `https HTTP/2`, `FastCGI`.
+fn protocol_of(target: &Target, version: HttpVersion) -> String {
+    match target {
+        Target::Http { urls, .. } => format!(
+            "{} HTTP/{}",
+            if urls[0].https { "https" } else { "http" },
+            if version == HttpVersion::Http2 {
+                "2"
+            } else {
+                "1.1"
+            }
+        ),
+        Target::Fcgi { .. } => "FastCGI".into(),
+    }
 }

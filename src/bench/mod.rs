@@ -9,11 +9,13 @@ pub mod floor;
 pub mod html;
 pub(crate) mod http;
 pub mod load;
+mod progress;
 mod protocol;
 pub mod report;
 mod seen;
 pub mod series;
 mod spread;
+mod subscriber;
 
 use std::path::PathBuf;
 use std::sync::Arc;

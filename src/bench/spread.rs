@@ -146,6 +146,101 @@ fn histogram(parts: &[WorkerReport], f: fn(&WorkerReport) -> &Vec<(u64, u64)>) -
     h
 }
 
+/// What the parent of a spread run keeps while it drives its workers.
+struct Parent {
+    args: LoadArgs,
+    /// Bench processes.
+    of: usize,
+    /// Most subscribers at once, over every process.
+    peak: usize,
+    w: Workers,
+    seconds: Seconds,
+}
+
+impl Parent {
+    /// Takes a `SEC` line into the merged seconds.
+    fn second(&mut self, json: &str) {
+        if let Ok(s) = serde_json::from_str(json) {
+            let (of, quiet, peak) = (self.of, self.args.quiet, self.peak);
+            self.seconds.add(s, of, quiet, peak);
+        }
+    }
+
+    /// Waits until every worker is READY: its share connected (10 s of settling at most).
+    fn await_ready(&mut self) -> Result<(), String> {
+        let of = self.of;
+        let ramp = Duration::from_secs_f64(self.args.subscribers as f64 / self.args.ramp.max(1.0));
+        let ready_by = Instant::now() + ramp + Duration::from_secs(30);
+        let mut ready = 0;
+        while ready < of {
+            let left = ready_by.saturating_duration_since(Instant::now());
+            let (i, line) = self
+                .w
+                .lines
+                .recv_timeout(left)
+                .map_err(|_| format!("{ready} of {of} bench processes ready in time"))?;
+            match line.split_once(' ').unwrap_or((line.as_str(), "")) {
+                ("READY", _) => ready += 1,
+                ("SEC", json) => self.second(json),
+                ("EXIT", _) => return Err(format!("bench process {i} ended before it was ready")),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells every worker what was published (`END`): the acknowledged sequence numbers and
+    /// when each was sent, on the wall clock.
+    fn send_end(&mut self, shared: &Run, acked: &[u64]) {
+        let (now, now_us) = (
+            Instant::now(),
+            crate::source::clock::unix_now().as_micros() as u64,
+        );
+        let end = End {
+            sent_at_us: shared
+                .sent_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|&t| now_us - (now - t).as_micros() as u64)
+                .collect(),
+            acked: acked.to_vec(),
+        };
+        let end = format!("END {}\n", serde_json::to_string(&end).unwrap_or_default());
+        for s in &mut self.w.stdins {
+            let _ = s.write_all(end.as_bytes());
+            let _ = s.flush();
+        }
+    }
+
+    /// Every worker's report (within the drain and a minute).
+    fn reports(&mut self) -> Result<Vec<WorkerReport>, String> {
+        let of = self.of;
+        let mut parts = Vec::new();
+        let mut reported = vec![false; of];
+        let report_by = Instant::now() + self.args.drain + Duration::from_secs(60);
+        while parts.len() < of {
+            let left = report_by.saturating_duration_since(Instant::now());
+            let (i, line) =
+                self.w.lines.recv_timeout(left).map_err(|_| {
+                    format!("{} of {of} bench processes reported in time", parts.len())
+                })?;
+            if let Some(json) = line.strip_prefix("REPORT ") {
+                reported[i] = true;
+                parts.push(
+                    serde_json::from_str::<WorkerReport>(json)
+                        .map_err(|e| format!("bench process {i}: {e}"))?,
+                );
+            } else if let Some(json) = line.strip_prefix("SEC ") {
+                self.second(json);
+            } else if line == "EXIT" && !reported[i] {
+                return Err(format!("bench process {i} ended without its report"));
+            }
+        }
+        Ok(parts)
+    }
+}
+
 /// Runs the spread run: starts the workers, publishes, merges.
 pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
     let of = args.processes;
@@ -155,6 +250,7 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
         .map(series::parse_stages)
         .transpose()?;
     let peak = stages.as_deref().map_or(args.subscribers, series::peak);
+    let duration = stages.as_deref().map_or(args.duration, series::total);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -162,40 +258,20 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
         .map_err(|e| e.to_string())?;
     let _guard = rt.enter();
     let publish = super::load::publisher_client(&args)?;
-    let mut w = start(of)?;
+    let mut parent = Parent {
+        w: start(of)?,
+        of,
+        peak,
+        seconds: Seconds::default(),
+        args,
+    };
     // Counted from the workers' start, as their seconds are.
-    let shared = Arc::new(Run::new(&args));
-    let progress = rt.spawn(super::load::progress(shared.clone(), true, peak, false));
-    let mut seconds = Seconds::default();
-    // Each worker is READY once its share is connected (10 s of settling at most).
-    let ramp = Duration::from_secs_f64(args.subscribers as f64 / args.ramp.max(1.0));
-    let ready_by = Instant::now() + ramp + Duration::from_secs(30);
-    let mut ready = 0;
-    while ready < of {
-        let left = ready_by.saturating_duration_since(Instant::now());
-        let (i, line) = w
-            .lines
-            .recv_timeout(left)
-            .map_err(|_| format!("{} of {of} bench processes ready in time", ready))?;
-        match line
-            .split_once(' ')
-            .map_or((line.as_str(), ""), |(a, b)| (a, b))
-        {
-            ("READY", _) => ready += 1,
-            ("SEC", json) => {
-                if let Ok(s) = serde_json::from_str(json) {
-                    seconds.add(s, of, args.quiet, peak);
-                }
-            }
-            ("EXIT", _) => return Err(format!("bench process {i} ended before it was ready")),
-            _ => {}
-        }
-    }
-    let duration = stages.as_deref().map_or(args.duration, series::total);
+    let shared = Arc::new(Run::new(&parent.args));
+    let progress = rt.spawn(super::progress::progress(shared.clone(), true, peak, false));
+    parent.await_ready()?;
     let started = Instant::now();
     let publishing = rt.spawn({
-        let shared = shared.clone();
-        let rate = args.rate;
+        let (shared, rate) = (shared.clone(), parent.args.rate);
         async move {
             match publish {
                 Some((client, url)) => publisher(client, url, rate, duration, shared).await,
@@ -207,60 +283,34 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
         }
     });
     while !publishing.is_finished() {
-        if let Ok((_, line)) = w.lines.recv_timeout(Duration::from_millis(100)) {
+        if let Ok((_, line)) = parent.w.lines.recv_timeout(Duration::from_millis(100)) {
             if let Some(json) = line.strip_prefix("SEC ") {
-                if let Ok(s) = serde_json::from_str(json) {
-                    seconds.add(s, of, args.quiet, peak);
-                }
+                parent.second(json);
             }
         }
     }
     let (acked, publish_failed) = rt.block_on(publishing).unwrap_or_default();
     let secs = started.elapsed().as_secs_f64();
-    let (now, now_us) = (
-        Instant::now(),
-        crate::source::clock::unix_now().as_micros() as u64,
-    );
-    let end = End {
-        sent_at_us: shared
-            .sent_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|&t| now_us - (now - t).as_micros() as u64)
-            .collect(),
-        acked: acked.clone(),
-    };
-    let end = format!("END {}\n", serde_json::to_string(&end).unwrap_or_default());
-    for s in &mut w.stdins {
-        let _ = s.write_all(end.as_bytes());
-        let _ = s.flush();
-    }
-    let mut parts = Vec::new();
-    let mut reported = vec![false; of];
-    let report_by = Instant::now() + args.drain + Duration::from_secs(60);
-    while parts.len() < of {
-        let left = report_by.saturating_duration_since(Instant::now());
-        let (i, line) = w
-            .lines
-            .recv_timeout(left)
-            .map_err(|_| format!("{} of {of} bench processes reported in time", parts.len()))?;
-        if let Some(json) = line.strip_prefix("REPORT ") {
-            reported[i] = true;
-            parts.push(
-                serde_json::from_str::<WorkerReport>(json)
-                    .map_err(|e| format!("bench process {i}: {e}"))?,
-            );
-        } else if let Some(json) = line.strip_prefix("SEC ") {
-            if let Ok(s) = serde_json::from_str(json) {
-                seconds.add(s, of, args.quiet, peak);
-            }
-        } else if line == "EXIT" && !reported[i] {
-            return Err(format!("bench process {i} ended without its report"));
-        }
-    }
+    parent.send_end(&shared, &acked);
+    let parts = parent.reports()?;
     shared.stop();
     let _ = rt.block_on(progress);
+    let thresholds = Thresholds {
+        max_p99: parent.args.max_p99,
+        max_loss: parent.args.max_loss,
+        min_delivered: parent.args.min_delivered,
+        publishing: parent.args.publish_url.is_some(),
+    };
+    let mut report = merged(parent, &parts, &shared);
+    report.published = acked.len() as u64;
+    report.publish_failed = publish_failed;
+    report.seconds = secs;
+    report.failures = thresholds.check(&report);
+    Ok(report)
+}
+
+/// The workers' reports merged, with the parent's publish failures added.
+fn merged(parent: Parent, parts: &[WorkerReport], shared: &Run) -> Report {
     let published_by_t: HashMap<u64, u64> = shared
         .series
         .lock()
@@ -268,10 +318,8 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
         .iter()
         .map(|s| (s.t, s.published))
         .collect();
-    let mut report = merge(&parts, &args, peak, seconds, &published_by_t);
-    report.published = acked.len() as u64;
-    report.publish_failed = publish_failed;
-    report.seconds = secs;
+    let args = &parent.args;
+    let mut report = merge(parts, args, parent.peak, parent.seconds, &published_by_t);
     for (k, v) in shared
         .counters_failures()
         .into_iter()
@@ -279,14 +327,7 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
     {
         *report.connections_failed.entry(k).or_default() += v;
     }
-    let thresholds = Thresholds {
-        max_p99: args.max_p99,
-        max_loss: args.max_loss,
-        min_delivered: args.min_delivered,
-        publishing: args.publish_url.is_some(),
-    };
-    report.failures = thresholds.check(&report);
-    Ok(report)
+    report
 }
 
 /// The workers' reports as one.

@@ -88,6 +88,23 @@ pub struct JournalRecord {
     pub public_id: Option<String>,
 }
 
+impl JournalRecord {
+    /// The record of publication `p` with id `id`, published at `unix_ms`: the one place a
+    /// publication becomes a record, for every backend.
+    pub fn of(p: &Publication, id: u64, unix_ms: u64) -> JournalRecord {
+        JournalRecord {
+            id,
+            unix_ms,
+            topics: p.topics.clone(),
+            event: p.event.clone(),
+            retry_ms: p.retry_ms,
+            data: p.data.clone(),
+            private: p.private,
+            public_id: p.public_id.clone(),
+        }
+    }
+}
+
 /// What a publisher hands the journal (the id and time are assigned on append).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Publication {

@@ -1,8 +1,10 @@
 //! Tests of the journal writer: ids across reopen, torn tails and damage, two writers, the
 //! lock deadline, a replaced directory, and batches meeting a full tmpfs.
+use super::super::record::encode_record;
 use super::super::test_support::{publication, settings, tmp};
-use super::super::{read_all, JournalReader};
+use super::super::{read_all, JournalReader, JournalRecord, Publication};
 use super::*;
+use std::io::Write;
 use std::path::Path;
 
 fn ids(r: Vec<Result<u64, JournalError>>) -> Vec<u64> {

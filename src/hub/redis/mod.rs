@@ -264,16 +264,7 @@ pub fn append_once(s: &RedisSettings, p: super::journal::Publication) -> Result<
     let client = client(s)?;
     let mut con = connect(&client, s.timeout, s.timeout)
         .map_err(|e| format!("Redis is not answering ({e}); not stored"))?;
-    let record = JournalRecord {
-        unix_ms: now_ms(),
-        topics: p.topics,
-        event: p.event,
-        retry_ms: p.retry_ms,
-        data: p.data,
-        private: p.private,
-        public_id: p.public_id,
-        ..JournalRecord::default()
-    };
+    let record = JournalRecord::of(&p, 0, now_ms());
     let bytes = encode_record(&record).map_err(|e| e.to_string())?;
     let answers: Vec<Value> = Script::new(APPEND)
         .key(&s.key)

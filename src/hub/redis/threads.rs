@@ -69,31 +69,9 @@ pub(super) fn append_loop(
     let mut con: Option<Connection> = None;
     let mut outage = Outage::new();
     while let Some(batch) = next_batch(&jobs, BATCH, "Redis") {
-        let mut encoded = Vec::new();
-        let mut waiting = Vec::new();
         // Every publication in the batch is answered by the earliest deadline among them.
         let deadline = batch.iter().map(|j| j.deadline).min();
-        for j in batch {
-            let record = JournalRecord {
-                id: 0,
-                unix_ms: now_ms(),
-                topics: j.publication.topics,
-                event: j.publication.event,
-                retry_ms: j.publication.retry_ms,
-                data: j.publication.data,
-                private: j.publication.private,
-                public_id: j.publication.public_id,
-            };
-            match encode_record(&record) {
-                Ok(bytes) => {
-                    encoded.push(bytes);
-                    waiting.push(j.reply);
-                }
-                Err(e) => {
-                    let _ = j.reply.send(Err(HubError::Journal(e)));
-                }
-            }
-        }
+        let (encoded, waiting) = encode(batch);
         if waiting.is_empty() {
             continue;
         }
@@ -134,75 +112,103 @@ pub(super) fn append_loop(
                 if let Some(h) = hub.upgrade() {
                     h.stats.append_latency.record(started.elapsed());
                 }
-                let mut answers = answers.into_iter();
-                for reply in waiting {
-                    let answer = match answers.next() {
-                        Some(Value::Int(id)) if id > 0 => Ok(id as u64),
-                        other => {
-                            let why = match other {
-                                Some(Value::BulkString(b)) => {
-                                    String::from_utf8_lossy(&b).into_owned()
-                                }
-                                Some(Value::SimpleString(t)) => t,
-                                _ => "no answer".into(),
-                            };
-                            Err(refused(s, &why, &hub))
-                        }
-                    };
-                    let _ = reply.send(answer);
-                }
+                answer_ids(s, answers, waiting, &hub);
             }
             // Redis answered with an error (a key of the wrong type, a counter that is not a
             // number): the script stopped before it wrote, so nothing is stored.
             Err(e) if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()) => {
                 outage.ok(&s.key, &hub);
-                let why = e.to_string();
-                // Redis loading its data, running a long script, a replica: not stored, and
-                // worth a retry (503), unlike a key of the wrong type (500).
-                let transient = e.code().is_some_and(|c| {
-                    [
-                        "LOADING",
-                        "BUSY",
-                        "READONLY",
-                        "TRYAGAIN",
-                        "CLUSTERDOWN",
-                        "MASTERDOWN",
-                    ]
-                    .contains(&c)
-                });
-                for reply in waiting {
-                    let answer = if transient {
-                        log::warn!("redis {}: append refused for now, not stored: {why}", s.key);
-                        HubError::Busy(format!(
-                            "Redis cannot take it now ({}); not stored",
-                            e.code().unwrap_or("busy")
-                        ))
-                    } else {
-                        refused(s, &why, &hub)
-                    };
-                    let _ = reply.send(Err(answer));
-                }
+                answer_refusal(s, &e, waiting, &hub);
             }
             Err(e) => {
-                // Refused before anything was sent: not stored. Lost while waiting for the
-                // answer: Redis may have run the script, and the publisher is told so.
-                let answer = |e: &RedisError| {
-                    if e.is_connection_refusal() {
-                        HubError::Busy("Redis is not answering; not stored".into())
-                    } else {
-                        HubError::Unknown(
-                            "Redis did not answer in time: the event may or may not be stored"
-                                .into(),
-                        )
-                    }
-                };
                 outage.failed("append failed", &s.key, &e, &hub);
                 con = None;
-                for reply in waiting {
-                    let _ = reply.send(Err(answer(&e)));
-                }
+                answer_lost(&e, waiting);
             }
         }
+    }
+}
+
+/// A publication's answer, sent once.
+type Reply = tokio::sync::oneshot::Sender<Result<u64, HubError>>;
+
+/// The batch's records; a publication that cannot be encoded is answered at once and left out.
+fn encode(batch: Vec<AppendJob>) -> (Vec<Vec<u8>>, Vec<Reply>) {
+    let (mut encoded, mut waiting) = (Vec::new(), Vec::new());
+    for j in batch {
+        match encode_record(&JournalRecord::of(&j.publication, 0, now_ms())) {
+            Ok(bytes) => {
+                encoded.push(bytes);
+                waiting.push(j.reply);
+            }
+            Err(e) => {
+                let _ = j.reply.send(Err(HubError::Journal(e)));
+            }
+        }
+    }
+    (encoded, waiting)
+}
+
+/// The script's answers: an id per stored publication, a refusal per other.
+fn answer_ids(s: &RedisSettings, answers: Vec<Value>, waiting: Vec<Reply>, hub: &Weak<Hub>) {
+    let mut answers = answers.into_iter();
+    for reply in waiting {
+        let answer = match answers.next() {
+            Some(Value::Int(id)) if id > 0 => Ok(id as u64),
+            other => {
+                let why = match other {
+                    Some(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+                    Some(Value::SimpleString(t)) => t,
+                    _ => "no answer".into(),
+                };
+                Err(refused(s, &why, hub))
+            }
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+/// Redis answered with an error: nothing is stored. Redis loading its data, running a long
+/// script, a replica: worth a retry (503), unlike a key of the wrong type (500).
+fn answer_refusal(s: &RedisSettings, e: &RedisError, waiting: Vec<Reply>, hub: &Weak<Hub>) {
+    let why = e.to_string();
+    let transient = e.code().is_some_and(|c| {
+        [
+            "LOADING",
+            "BUSY",
+            "READONLY",
+            "TRYAGAIN",
+            "CLUSTERDOWN",
+            "MASTERDOWN",
+        ]
+        .contains(&c)
+    });
+    for reply in waiting {
+        let answer = if transient {
+            log::warn!("redis {}: append refused for now, not stored: {why}", s.key);
+            HubError::Busy(format!(
+                "Redis cannot take it now ({}); not stored",
+                e.code().unwrap_or("busy")
+            ))
+        } else {
+            refused(s, &why, hub)
+        };
+        let _ = reply.send(Err(answer));
+    }
+}
+
+/// The connection failed. Refused before anything was sent: not stored. Lost while waiting
+/// for the answer: Redis may have run the script, and the publisher is told so.
+fn answer_lost(e: &RedisError, waiting: Vec<Reply>) {
+    for reply in waiting {
+        let answer = if e.is_connection_refusal() {
+            HubError::Busy("Redis is not answering; not stored".into())
+        } else {
+            HubError::Unknown(
+                "Redis did not answer in time: the event may or may not be stored".into(),
+            )
+        };
+        let _ = reply.send(Err(answer));
     }
 }
 
@@ -226,98 +232,131 @@ fn refused(s: &RedisSettings, why: &str, hub: &Weak<Hub>) -> HubError {
 
 /// The reader: every entry after the last one delivered, in order, to the hub.
 pub(super) fn read_loop(s: &RedisSettings, client: &Client, hub: Weak<Hub>) {
-    let mut last = match hub.upgrade() {
-        Some(h) => h.last_id(),
-        None => return,
+    let Some(last) = hub.upgrade().map(|h| h.last_id()) else {
+        return;
     };
-    // The full id of the last entry read, when it was not `<last>-0` (another tool's entry,
-    // such as Redis's own `<ms>-1`): reading on from `<last>-0` would fetch it again at once.
-    let mut cursor: Option<String> = None;
+    let mut r = Reader {
+        s,
+        hub,
+        last,
+        cursor: None,
+        lag_checked: Instant::now(),
+        age_trimmed: Instant::now(),
+    };
     let mut con: Option<Connection> = None;
     let mut outage = Outage::new();
-    let mut lag_checked = Instant::now();
-    let mut age_trimmed = Instant::now();
     loop {
-        if hub.strong_count() == 0 {
+        if r.hub.strong_count() == 0 {
             return;
         }
         let Some(c) = con.as_mut() else {
             match connect(client, s.timeout, BLOCK + s.timeout) {
                 Ok(mut c) => {
-                    if let Some(h) = hub.upgrade() {
+                    if let Some(h) = r.hub.upgrade() {
                         numbering_start(&mut c, s, &h);
                     }
                     con = Some(c)
                 }
                 Err(e) => {
-                    outage.failed("cannot connect", &s.key, &e, &hub);
+                    outage.failed("cannot connect", &s.key, &e, &r.hub);
                     outage.wait();
                 }
             }
             continue;
         };
-        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+        match r.read(c) {
+            Ok(reply) => {
+                outage.ok(&s.key, &r.hub);
+                if !r.deliver(c, reply) {
+                    return;
+                }
+            }
+            Err(e) => {
+                outage.failed("read failed", &s.key, &e, &r.hub);
+                con = None;
+                outage.wait();
+            }
+        }
+    }
+}
+
+/// What the reader keeps between reads.
+struct Reader<'a> {
+    s: &'a RedisSettings,
+    hub: Weak<Hub>,
+    /// The last id delivered.
+    last: u64,
+    /// The full id of the last entry read, when it was not `<last>-0` (another tool's entry,
+    /// such as Redis's own `<ms>-1`): reading on from `<last>-0` would fetch it again at once.
+    cursor: Option<String>,
+    lag_checked: Instant,
+    age_trimmed: Instant,
+}
+
+impl Reader<'_> {
+    /// `XREAD BLOCK` from the last entry read.
+    fn read(&self, c: &mut Connection) -> redis::RedisResult<Option<StreamReadReply>> {
+        redis::cmd("XREAD")
             .arg("COUNT")
             .arg(BATCH * 4)
             .arg("BLOCK")
             .arg(BLOCK.as_millis() as u64)
             .arg("STREAMS")
-            .arg(&s.key)
+            .arg(&self.s.key)
             .arg(
-                cursor
+                self.cursor
                     .as_deref()
-                    .map_or_else(|| format!("{last}-0"), str::to_string),
+                    .map_or_else(|| format!("{}-0", self.last), str::to_string),
             )
-            .query(c);
-        match read {
-            Ok(reply) => {
-                outage.ok(&s.key, &hub);
-                let entries: Vec<redis::streams::StreamId> = reply
-                    .into_iter()
-                    .flat_map(|r| r.keys)
-                    .flat_map(|k| k.ids)
-                    .collect();
-                let records: Vec<JournalRecord> = entries.iter().filter_map(record_of).collect();
-                // Entries that are not ours (another tool's XADD) are skipped, counted and
-                // logged once: reading on from the same id would fetch them again at once.
-                let newest = entries
-                    .iter()
-                    .filter_map(|e| e.id.split('-').next()?.parse::<u64>().ok())
-                    .max()
-                    .unwrap_or(last);
-                if entries.len() > records.len() {
-                    skipped_unreadable(s, entries.len() - records.len(), &hub);
-                }
-                if let Some(e) = entries.last() {
-                    cursor = Some(e.id.clone());
-                }
-                if lag_checked.elapsed() >= Duration::from_secs(1) {
-                    lag_checked = Instant::now();
-                    let seen = records.last().map_or(last, |r| r.id);
-                    measure_lag(c, s, seen, &hub);
-                }
-                // Entries older than history_age go, checked a few times per history_age.
-                if age_trimmed.elapsed() >= (s.max_age / 4).clamp(BLOCK, Duration::from_secs(30)) {
-                    age_trimmed = Instant::now();
-                    trim_by_age(c, s);
-                }
-                let Some(first) = records.first().map(|r| r.id) else {
-                    last = last.max(newest);
-                    continue;
-                };
-                let Some(h) = hub.upgrade() else { return };
-                if first > last + 1 {
-                    trimmed_past(c, s, last, &h);
-                }
-                last = last.max(newest);
-                h.take_records(records);
-            }
-            Err(e) => {
-                outage.failed("read failed", &s.key, &e, &hub);
-                con = None;
-                outage.wait();
-            }
+            .query(c)
+    }
+
+    /// Hands what was read to the hub (and now and then measures the lag and trims by age);
+    /// `false` once the hub is gone.
+    fn deliver(&mut self, c: &mut Connection, reply: Option<StreamReadReply>) -> bool {
+        let s = self.s;
+        let entries: Vec<redis::streams::StreamId> = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .collect();
+        let records: Vec<JournalRecord> = entries.iter().filter_map(record_of).collect();
+        // Entries that are not ours (another tool's XADD) are skipped, counted and logged
+        // once: reading on from the same id would fetch them again at once.
+        let newest = entries
+            .iter()
+            .filter_map(|e| e.id.split('-').next()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(self.last);
+        if entries.len() > records.len() {
+            skipped_unreadable(s, entries.len() - records.len(), &self.hub);
         }
+        if let Some(e) = entries.last() {
+            self.cursor = Some(e.id.clone());
+        }
+        if self.lag_checked.elapsed() >= Duration::from_secs(1) {
+            self.lag_checked = Instant::now();
+            let seen = records.last().map_or(self.last, |r| r.id);
+            measure_lag(c, s, seen, &self.hub);
+        }
+        // Entries older than history_age go, checked a few times per history_age.
+        if self.age_trimmed.elapsed() >= (s.max_age / 4).clamp(BLOCK, Duration::from_secs(30)) {
+            self.age_trimmed = Instant::now();
+            trim_by_age(c, s);
+        }
+        let Some(first) = records.first().map(|r| r.id) else {
+            self.last = self.last.max(newest);
+            return true;
+        };
+        let Some(h) = self.hub.upgrade() else {
+            return false;
+        };
+        if first > self.last + 1 {
+            trimmed_past(c, s, self.last, &h);
+        }
+        self.last = self.last.max(newest);
+        h.take_records(records);
+        true
     }
 }
 
