@@ -750,13 +750,13 @@ fn active_subscriptions_are_announced_and_listed_to_those_allowed() {
 }
 
 #[test]
-fn the_readmes_plain_php_publisher_publishes_a_private_update() {
+fn the_docs_plain_php_publisher_publishes_a_private_update() {
     if !have("php") {
         return;
     }
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let block = &readme[readme
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/mercure.md")).unwrap();
+    let block = &doc[doc
         .find("<!-- php-publisher")
         .expect("the php block marker")..];
     let start = block.find("```php\n").unwrap() + 7;

@@ -122,61 +122,79 @@ impl Body {
                     io,
                     raw: BytesMut::with_capacity(8192),
                 };
-                let (uri, query) = path.split_once('?').unwrap_or((path, ""));
-                let mut p = BytesMut::new();
-                for (k, v) in [
-                    ("REQUEST_METHOD", "GET"),
-                    ("REQUEST_URI", path.as_str()),
-                    ("DOCUMENT_URI", uri),
-                    ("SCRIPT_NAME", uri),
-                    ("QUERY_STRING", query),
-                    ("SERVER_PROTOCOL", "HTTP/1.1"),
-                    ("GATEWAY_INTERFACE", "CGI/1.1"),
-                    ("REMOTE_ADDR", "127.0.0.1"),
-                    ("HTTP_ACCEPT", "text/event-stream"),
-                ] {
-                    encode_pair(&mut p, k.as_bytes(), v.as_bytes());
-                }
-                if let Some(id) = last_event_id {
-                    encode_pair(&mut p, b"HTTP_LAST_EVENT_ID", id.as_bytes());
-                }
-                for (k, v) in headers {
-                    let name = format!("HTTP_{}", k.to_ascii_uppercase().replace('-', "_"));
-                    encode_pair(&mut p, name.as_bytes(), v.as_bytes());
-                }
-                let mut out = BytesMut::new();
-                for (t, c) in [
-                    (FCGI_BEGIN_REQUEST, &[0u8, 1, 0, 0, 0, 0, 0, 0][..]),
-                    (FCGI_PARAMS, &p[..]),
-                    (FCGI_PARAMS, b""),
-                    (FCGI_STDIN, b""),
-                ] {
-                    encode_record(&Record::new(t, 1, c.to_vec()), &mut out)
-                        .map_err(|e| e.to_string())?;
-                }
+                let request = fcgi_request(path, last_event_id, headers)?;
                 body.io
-                    .write_all(&out)
+                    .write_all(&request)
                     .await
                     .map_err(|e| format!("write: {}", e.kind()))?;
-                let mut head = Vec::new();
-                loop {
-                    let Some(chunk) = body.next_chunk().await? else {
-                        return Err("closed before the response head".into());
-                    };
-                    head.extend_from_slice(&chunk);
-                    if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let text = String::from_utf8_lossy(&head[..p]).to_string();
-                        if let Some(status) = text
-                            .strip_prefix("Status: ")
-                            .and_then(|s| s.split_whitespace().next())
-                        {
-                            if status != "200" {
-                                return Err(format!("http {status}"));
-                            }
-                        }
-                        return Ok((Body::Fcgi(body), head[p + 4..].to_vec()));
+                let rest = body.head().await?;
+                Ok((Body::Fcgi(body), rest))
+            }
+        }
+    }
+}
+
+/// The records of a FastCGI GET of `path` as a browser's EventSource sends it.
+fn fcgi_request(
+    path: &str,
+    last_event_id: Option<&str>,
+    headers: &[(String, String)],
+) -> Result<BytesMut, String> {
+    let (uri, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut p = BytesMut::new();
+    for (k, v) in [
+        ("REQUEST_METHOD", "GET"),
+        ("REQUEST_URI", path),
+        ("DOCUMENT_URI", uri),
+        ("SCRIPT_NAME", uri),
+        ("QUERY_STRING", query),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("HTTP_ACCEPT", "text/event-stream"),
+    ] {
+        encode_pair(&mut p, k.as_bytes(), v.as_bytes());
+    }
+    if let Some(id) = last_event_id {
+        encode_pair(&mut p, b"HTTP_LAST_EVENT_ID", id.as_bytes());
+    }
+    for (k, v) in headers {
+        let name = format!("HTTP_{}", k.to_ascii_uppercase().replace('-', "_"));
+        encode_pair(&mut p, name.as_bytes(), v.as_bytes());
+    }
+    let mut out = BytesMut::new();
+    for (t, c) in [
+        (FCGI_BEGIN_REQUEST, &[0u8, 1, 0, 0, 0, 0, 0, 0][..]),
+        (FCGI_PARAMS, &p[..]),
+        (FCGI_PARAMS, b""),
+        (FCGI_STDIN, b""),
+    ] {
+        encode_record(&Record::new(t, 1, c.to_vec()), &mut out).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+impl FcgiBody {
+    /// Reads the response head (a `Status:` other than 200 is the failure); returns the body
+    /// bytes that came with it.
+    async fn head(&mut self) -> Result<Vec<u8>, String> {
+        let mut head = Vec::new();
+        loop {
+            let Some(chunk) = self.next_chunk().await? else {
+                return Err("closed before the response head".into());
+            };
+            head.extend_from_slice(&chunk);
+            if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&head[..p]).to_string();
+                if let Some(status) = text
+                    .strip_prefix("Status: ")
+                    .and_then(|s| s.split_whitespace().next())
+                {
+                    if status != "200" {
+                        return Err(format!("http {status}"));
                     }
                 }
+                return Ok(head[p + 4..].to_vec());
             }
         }
     }

@@ -113,6 +113,13 @@ pub fn line_chart(title: &str, unit: &str, lines: &[Line]) -> String {
         TOP + ph / 2.0,
         esc(unit)
     );
+    draw_lines(&mut s, lines, &x, &|v: f64| y(v.min(ymax)));
+    s.push_str("</svg>");
+    s
+}
+
+/// The lines of a chart and their legend; `x` and `y` place a point.
+fn draw_lines(s: &mut String, lines: &[Line], x: &dyn Fn(f64) -> f64, y: &dyn Fn(f64) -> f64) {
     let mut legend_x = LEFT;
     for (i, (name, dashed, pts)) in lines.iter().enumerate() {
         // A run's p99 and p50 lines share its colour.
@@ -125,7 +132,7 @@ pub fn line_chart(title: &str, unit: &str, lines: &[Line]) -> String {
         };
         let path: Vec<String> = pts
             .iter()
-            .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v.min(ymax))))
+            .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
             .collect();
         if !path.is_empty() {
             let _ = write!(
@@ -145,8 +152,6 @@ pub fn line_chart(title: &str, unit: &str, lines: &[Line]) -> String {
         );
         legend_x += 30.0 + 7.0 * name.len() as f64;
     }
-    s.push_str("</svg>");
-    s
 }
 
 /// The three charts of `runs`, named as files (`latency`, `connected`, `events`).

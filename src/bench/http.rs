@@ -6,7 +6,6 @@
 //! [`HttpClient::post`] publishes.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +15,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::AbortHandle;
 
 use super::client::Io;
+use super::tls::tls_config;
 
 /// Longest wait for a TCP connect plus TLS handshake plus the response head.
 pub(crate) const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -193,96 +190,6 @@ fn short(e: &hyper::Error) -> String {
         src = inner.source();
     }
     s
-}
-
-fn load_roots(cacert: Option<&Path>) -> Result<rustls::RootCertStore, String> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match cacert {
-        Some(p) => {
-            for c in CertificateDer::pem_file_iter(p)
-                .map_err(|e| format!("--cacert {}: {e}", p.display()))?
-            {
-                let c = c.map_err(|e| format!("--cacert {}: {e}", p.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("--cacert {}: {e}", p.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("--cacert {}: no certificate in it", p.display()));
-            }
-        }
-        None => {
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c);
-            }
-        }
-    }
-    Ok(roots)
-}
-
-/// `--insecure`: any certificate is accepted, signatures are still checked.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn tls_config(s: &ClientSettings) -> Result<ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(load_roots(s.cacert.as_deref())?)
-        .with_no_client_auth();
-    if s.insecure {
-        cfg.dangerous()
-            .set_certificate_verifier(Arc::new(AnyCertificate(provider)));
-    }
-    cfg.alpn_protocols = match s.version {
-        HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
-        HttpVersion::Http2 => vec![b"h2".to_vec()],
-    };
-    Ok(cfg)
 }
 
 impl HttpClient {

@@ -16,6 +16,7 @@ mod seen;
 pub mod series;
 mod spread;
 mod subscriber;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -131,6 +132,67 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A scratch hub on a local journal in `dir` under `policy`.
+fn bench_hub(dir: &std::path::Path, policy: FsyncPolicy) -> Result<Arc<Hub>, String> {
+    Hub::open(
+        "bench",
+        crate::hub::Storage::Local(JournalSettings {
+            dir: dir.to_path_buf(),
+            fsync: policy,
+            segment_bytes: 64 << 20,
+            max_bytes: 1 << 30,
+            max_age: Duration::from_secs(3600),
+            lock_timeout: Duration::from_secs(2),
+            on_corruption: CorruptionPolicy::Skip,
+        }),
+        HubSettings {
+            history: ReplayBounds {
+                events: 1000,
+                bytes: 64 << 20,
+                age: Duration::from_secs(3600),
+            },
+            subscriber_queue: 16,
+            retry: Duration::from_secs(3),
+            publish_timeout: Duration::from_secs(2),
+            unretained_prefix: None,
+            load_after: 0,
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Publishes `--events` from `--publishers` tasks at once; the time it took and each
+/// acknowledged publish's latency.
+async fn publish_all(hub: &Arc<Hub>, args: &JournalBenchArgs) -> (Duration, Vec<Duration>) {
+    let data = "x".repeat(args.size);
+    let start = Instant::now();
+    let per = args.events.div_ceil(args.publishers);
+    let mut tasks = Vec::new();
+    for _ in 0..args.publishers {
+        let (hub, data) = (Arc::clone(hub), data.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for _ in 0..per {
+                let t = Instant::now();
+                let p = Publication {
+                    topics: vec!["bench".into()],
+                    data: data.clone(),
+                    ..Default::default()
+                };
+                if hub.publish(p).await.is_ok() {
+                    lat.push(t.elapsed());
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    (start.elapsed(), all)
+}
+
 /// Runs the journal benchmark for `always`, `batch` and `never`, printing one line each.
 pub fn journal(args: JournalBenchArgs) -> Result<(), String> {
     let base = args.dir.clone().unwrap_or_else(|| {
@@ -154,62 +216,8 @@ pub fn journal(args: JournalBenchArgs) -> Result<(), String> {
     for policy in [FsyncPolicy::Always, FsyncPolicy::Batch, FsyncPolicy::Never] {
         let dir = base.join(format!("{policy:?}").to_lowercase());
         let _ = std::fs::remove_dir_all(&dir);
-        let hub = Hub::open(
-            "bench",
-            crate::hub::Storage::Local(JournalSettings {
-                dir: dir.clone(),
-                fsync: policy,
-                segment_bytes: 64 << 20,
-                max_bytes: 1 << 30,
-                max_age: Duration::from_secs(3600),
-                lock_timeout: Duration::from_secs(2),
-                on_corruption: CorruptionPolicy::Skip,
-            }),
-            HubSettings {
-                history: ReplayBounds {
-                    events: 1000,
-                    bytes: 64 << 20,
-                    age: Duration::from_secs(3600),
-                },
-                subscriber_queue: 16,
-                retry: Duration::from_secs(3),
-                publish_timeout: Duration::from_secs(2),
-                unretained_prefix: None,
-                load_after: 0,
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        let data = "x".repeat(args.size);
-        let (elapsed, mut lat) = rt.block_on(async {
-            let start = Instant::now();
-            let per = args.events.div_ceil(args.publishers);
-            let mut tasks = Vec::new();
-            for _ in 0..args.publishers {
-                let (hub, data) = (Arc::clone(&hub), data.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::with_capacity(per);
-                    for _ in 0..per {
-                        let t = Instant::now();
-                        let p = Publication {
-                            topics: vec!["bench".into()],
-                            event: None,
-                            retry_ms: None,
-                            data: data.clone(),
-                            ..Default::default()
-                        };
-                        if hub.publish(p).await.is_ok() {
-                            lat.push(t.elapsed());
-                        }
-                    }
-                    lat
-                }));
-            }
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await.unwrap_or_default());
-            }
-            (start.elapsed(), all)
-        });
+        let hub = bench_hub(&dir, policy)?;
+        let (elapsed, mut lat) = rt.block_on(publish_all(&hub, &args));
         lat.sort_unstable();
         println!(
             "{:<8} {:>12.0} {:>10.2}ms {:>10.2}ms {:>10.2}ms",

@@ -157,15 +157,9 @@ impl SharedProgram {
 async fn supervise(shared: Weak<SharedProgram>) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        // Wait until someone wants it (checked every second too: a reload, a leaving hub).
-        loop {
-            let Some(s) = shared.upgrade() else { return };
-            if s.wanted_now() {
-                break;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), s.wanted.notified()).await;
-        }
-        let Some(s) = shared.upgrade() else { return };
+        let Some(s) = wanted(&shared).await else {
+            return;
+        };
         let started = Instant::now();
         let mut child = match s.program.spawn(&[]) {
             Ok(c) => c,
@@ -189,36 +183,9 @@ async fn supervise(shared: Weak<SharedProgram>) {
             s.program.route,
             s.program.argv
         );
-        let mut stdout = child.stdout.take().expect("piped stdout");
-        let mut parser = s.output.parser();
-        let mut report = DropReport::new(&s.program.route, pid, s.output.max_event_bytes);
-        let grace = s.program.kill_grace;
-        let (idle_stop, route) = (s.idle_stop, s.program.route.clone());
+        let (grace, route) = (s.program.kill_grace, s.program.route.clone());
         drop(s);
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut idle_since: Option<Instant> = None;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let stopped = loop {
-            tokio::select! {
-                n = stdout.read(&mut buf) => {
-                    let n = match n { Ok(0) | Err(_) => break false, Ok(n) => n };
-                    let Some(s) = shared.upgrade() else { break true };
-                    for ev in parser.feed(&buf[..n]) {
-                        s.emit(ev).await;
-                    }
-                    report.update(&parser, &s.stats.dropped);
-                }
-                _ = tick.tick() => {
-                    let Some(s) = shared.upgrade() else { break true };
-                    if s.wanted_now() {
-                        idle_since = None;
-                    } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= idle_stop {
-                        log::info!("route {route}: no subscribers for {idle_stop:?}; stopping pid {pid}");
-                        break true;
-                    }
-                }
-            }
-        };
+        let stopped = pump(&shared, &mut child, pid).await;
         if let Some(s) = shared.upgrade() {
             s.stats.running.store(false, Ordering::Relaxed);
             s.stats.pid.store(0, Ordering::Relaxed);
@@ -241,6 +208,55 @@ async fn supervise(shared: Weak<SharedProgram>) {
         drop(s);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Waits until someone wants the program (checked every second too: a reload, a leaving
+/// hub); `None` once the route is gone.
+async fn wanted(shared: &Weak<SharedProgram>) -> Option<Arc<SharedProgram>> {
+    loop {
+        let s = shared.upgrade()?;
+        if s.wanted_now() {
+            return Some(s);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), s.wanted.notified()).await;
+    }
+}
+
+/// Reads the program's output as events until it exits (`false`), or it has had no
+/// subscriber for `idle_stop` or its route is gone (`true`: stop it).
+async fn pump(shared: &Weak<SharedProgram>, child: &mut tokio::process::Child, pid: u32) -> bool {
+    let Some(s) = shared.upgrade() else {
+        return true;
+    };
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut parser = s.output.parser();
+    let mut report = DropReport::new(&s.program.route, pid, s.output.max_event_bytes);
+    let (idle_stop, route) = (s.idle_stop, s.program.route.clone());
+    drop(s);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut idle_since: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            n = stdout.read(&mut buf) => {
+                let n = match n { Ok(0) | Err(_) => return false, Ok(n) => n };
+                let Some(s) = shared.upgrade() else { return true };
+                for ev in parser.feed(&buf[..n]) {
+                    s.emit(ev).await;
+                }
+                report.update(&parser, &s.stats.dropped);
+            }
+            _ = tick.tick() => {
+                let Some(s) = shared.upgrade() else { return true };
+                if s.wanted_now() {
+                    idle_since = None;
+                } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= idle_stop {
+                    log::info!("route {route}: no subscribers for {idle_stop:?}; stopping pid {pid}");
+                    return true;
+                }
+            }
+        }
     }
 }
 

@@ -17,11 +17,10 @@ use super::codec::{CodecError, Record, RecordCodec};
 use super::idle::IdleConnections;
 use super::params::{decode_params, encode_pair, ParamsLimits};
 use super::slots::Slots;
-use super::task::{Finished, RequestTask};
+use super::task::Finished;
 use super::writer::{ConnWriter, Outgoing};
 use super::*;
 use crate::app::App;
-use crate::request::{PathFrom, Request};
 use crate::response::FullResponse;
 use crate::source::BodyClosed;
 use crate::stats::{ConnectionGuard, InputCharge};
@@ -193,30 +192,9 @@ pub fn serve_connection<S: FcgiSocket>(
                     conn.close_when_idle = true;
                     conn.close_if_idle()
                 }
-                record = reader.next() => match record {
-                    // Boxed: handling a record needs a large future for a moment; the
-                    // connection's task, waiting for the next one, keeps only the select.
-                    Ok(Some(record)) => Box::pin(conn.on_record(record)).await,
-                    Ok(None) => {
-                        log::debug!("conn={}: peer closed the connection", conn.ctx.conn_id);
-                        conn.cancel.cancel();
-                        Flow::Close
-                    }
-                    Err(CodecError::Io(e)) => {
-                        if e.kind() == io::ErrorKind::Other {
-                            log::warn!("conn={} peer={}: closing: {e}", conn.ctx.conn_id, conn.ctx.peer);
-                        } else {
-                            log::debug!("conn={}: read error: {e}", conn.ctx.conn_id);
-                        }
-                        conn.cancel.cancel();
-                        Flow::Close
-                    }
-                    Err(e) => {
-                        log::warn!("conn={} peer={}: closing: {e}", conn.ctx.conn_id, conn.ctx.peer);
-                        conn.cancel.cancel();
-                        Flow::Close
-                    }
-                },
+                // Boxed: handling a record needs a large future for a moment; the connection's
+                // task, waiting for the next one, keeps only the select.
+                record = reader.next() => Box::pin(conn.on_read(record)).await,
             };
             if flow == Flow::Close {
                 break;
@@ -304,18 +282,6 @@ impl<S: FcgiSocket> Conn<S> {
         }
     }
 
-    /// The 503 for a request whose input would pass `max_input_bytes`.
-    fn input_full(&self, id: u16) -> FullResponse {
-        let max = self.ctx.app.config().server.max_input_bytes;
-        log::warn!(
-            "conn={} id={id} peer={}: {max} bytes of request input already buffered (max_input_bytes); answering 503",
-            self.ctx.conn_id,
-            self.ctx.peer
-        );
-        FullResponse::text(503, "server busy: too much request input buffered; retry")
-            .with_header("Retry-After", "1")
-    }
-
     /// Writes a record from the reader's own loop (management answers, refusals). A peer that
     /// does not read them within `request_timeout` is closed: the loop never waits unbounded.
     async fn send(&self, msg: Outgoing) -> Flow {
@@ -382,6 +348,21 @@ impl<S: FcgiSocket> Conn<S> {
             self.close_when_idle = true;
         }
         self.close_if_idle()
+    }
+
+    /// What the reader got: a record, the peer's close, or an error that ends the connection.
+    async fn on_read(&mut self, read: Result<Option<Record>, CodecError>) -> Flow {
+        let (conn_id, peer) = (self.ctx.conn_id, &self.ctx.peer);
+        match read {
+            Ok(Some(record)) => return self.on_record(record).await,
+            Ok(None) => log::debug!("conn={conn_id}: peer closed the connection"),
+            Err(CodecError::Io(e)) if e.kind() != io::ErrorKind::Other => {
+                log::debug!("conn={conn_id}: read error: {e}")
+            }
+            Err(e) => log::warn!("conn={conn_id} peer={peer}: closing: {e}"),
+        }
+        self.cancel.cancel();
+        Flow::Close
     }
 
     async fn on_record(&mut self, r: Record) -> Flow {
@@ -499,155 +480,7 @@ impl<S: FcgiSocket> Conn<S> {
             }
         }
     }
-
-    async fn on_params(&mut self, r: Record) -> Flow {
-        let server = &self.ctx.app.config().server;
-        let (max_bytes, max_pairs, max_body) = (
-            server.max_params_bytes,
-            server.max_params_pairs,
-            server.max_body_bytes,
-        );
-        let Some(slot) = self.slots.get_mut(&r.request_id) else {
-            return Flow::Continue;
-        };
-        let Phase::Params(buf) = &mut slot.phase else {
-            return Flow::Continue;
-        };
-        if !r.content.is_empty() {
-            if let Some(b) = buf {
-                if b.len() + r.content.len() > max_bytes {
-                    *buf = None;
-                } else if !slot.charge.add(r.content.len()) {
-                    let full = self.input_full(r.request_id);
-                    return self.dispatch(r.request_id, Err(full));
-                } else {
-                    b.extend_from_slice(&r.content);
-                }
-            }
-            return Flow::Continue;
-        }
-        // End of PARAMS: decode the concatenation.
-        let id = r.request_id;
-        let Some(params) = buf.take() else {
-            log::warn!(
-                "conn={} id={id}: PARAMS over max_params_bytes ({max_bytes}); answering 431",
-                self.ctx.conn_id
-            );
-            let resp = FullResponse::text(
-                431,
-                format!("request headers exceed {max_bytes} bytes (max_params_bytes)"),
-            );
-            return self.dispatch(id, Err(resp));
-        };
-        let vars = match decode_params(&params.freeze(), ParamsLimits { max_pairs }) {
-            Ok(v) => v,
-            Err(e) => {
-                log::warn!("conn={} id={id}: bad PARAMS: {e}", self.ctx.conn_id);
-                return self.dispatch(
-                    id,
-                    Err(FullResponse::text(
-                        400,
-                        format!("malformed FastCGI PARAMS: {e}"),
-                    )),
-                );
-            }
-        };
-        let content_length = vars
-            .iter()
-            .find(|(k, _)| &k[..] == b"CONTENT_LENGTH")
-            .map(|(_, v)| std::str::from_utf8(v).ok().map(str::trim))
-            // nginx sends CONTENT_LENGTH empty when the request has no body.
-            .filter(|v| v != &Some(""))
-            .map(|v| v.and_then(|s| s.parse::<usize>().ok()));
-        match content_length {
-            None | Some(Some(0)) => self.dispatch(id, Ok((vars, Bytes::new()))),
-            Some(None) => self.dispatch(
-                id,
-                Err(FullResponse::text(400, "CONTENT_LENGTH is not a number")),
-            ),
-            Some(Some(n)) if n > max_body => self.dispatch(
-                id,
-                Err(FullResponse::text(
-                    413,
-                    format!("request body of {n} bytes exceeds max_body_bytes ({max_body})"),
-                )),
-            ),
-            Some(Some(n)) => {
-                // Grown as bytes arrive, never sized from CONTENT_LENGTH up front: a
-                // half-sent body costs only what was sent.
-                slot.phase = Phase::Body {
-                    vars,
-                    body: BytesMut::new(),
-                    expected: n,
-                };
-                Flow::Continue
-            }
-        }
-    }
-
-    async fn on_stdin(&mut self, r: Record) -> Flow {
-        let Some(slot) = self.slots.get_mut(&r.request_id) else {
-            return Flow::Continue;
-        };
-        let Phase::Body { body, expected, .. } = &mut slot.phase else {
-            return Flow::Continue;
-        };
-        let room = *expected - body.len();
-        let take = r.content.len().min(room);
-        if !slot.charge.add(take) {
-            let full = self.input_full(r.request_id);
-            return self.dispatch(r.request_id, Err(full));
-        }
-        body.extend_from_slice(&r.content[..take]);
-        if !r.content.is_empty() && body.len() < *expected {
-            return Flow::Continue;
-        }
-        let Phase::Body {
-            vars,
-            body,
-            expected,
-        } = std::mem::replace(&mut slot.phase, Phase::Params(None))
-        else {
-            unreachable!("matched above")
-        };
-        if body.len() < expected {
-            let got = body.len();
-            return self.dispatch(
-                r.request_id,
-                Err(FullResponse::text(
-                    400,
-                    format!("request body ended after {got} of {expected} bytes (CONTENT_LENGTH)"),
-                )),
-            );
-        }
-        self.dispatch(r.request_id, Ok((vars, body.freeze())))
-    }
-
-    /// Starts the handler task for a request whose input is complete (or already refused).
-    fn dispatch(
-        &mut self,
-        id: u16,
-        input: Result<(Vec<(Bytes, Bytes)>, Bytes), FullResponse>,
-    ) -> Flow {
-        let Some(slot) = self.slots.get_mut(&id) else {
-            return Flow::Continue;
-        };
-        let abort = self.cancel.child_token();
-        slot.phase = Phase::Running(abort.clone());
-        // The input is decoded into the request now: its buffers no longer count.
-        slot.charge = self.ctx.app.input_charge();
-        let task = RequestTask {
-            app: self.ctx.app.clone(),
-            id,
-            conn_id: self.ctx.conn_id,
-            writer: self.writer.clone(),
-            finished: self.finished.clone(),
-            abort,
-            conn_cancel: self.cancel.clone(),
-            shutdown: self.ctx.shutdown.clone(),
-        };
-        let input = input.map(|(vars, body)| Request::from_vars(vars, body, PathFrom::RequestUri));
-        self.ctx.tracker.spawn(task.run(Box::new(input)));
-        Flow::Continue
-    }
 }
+
+#[path = "input.rs"]
+mod input;

@@ -82,3 +82,33 @@ impl Backend for JobQueue {
         })
     }
 }
+
+/// Where a hub keeps its events.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// The local journal.
+    Local(super::journal::JournalSettings),
+    /// A Redis stream shared by every instance.
+    #[cfg(feature = "redis")]
+    Redis(super::redis::RedisSettings),
+}
+
+impl Storage {
+    /// Where, for logs and for telling whether a reload changed it.
+    pub fn location(&self) -> String {
+        match self {
+            Storage::Local(j) => j.dir.display().to_string(),
+            #[cfg(feature = "redis")]
+            Storage::Redis(r) => format!("redis {}", r.key),
+        }
+    }
+
+    /// Shared by several instances (ids issued elsewhere may show up).
+    pub fn is_shared(&self) -> bool {
+        match self {
+            Storage::Local(_) => false,
+            #[cfg(feature = "redis")]
+            Storage::Redis(_) => true,
+        }
+    }
+}

@@ -8,6 +8,8 @@
 //! Async tasks only exchange messages with the backend; no lock is held across an `.await`.
 
 pub mod backend;
+mod error;
+mod event;
 pub mod interest;
 pub mod journal;
 pub mod local;
@@ -21,17 +23,14 @@ pub mod subscriber;
 mod topic_source;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sse::{EncodedEvent, Event};
 use backend::{AppendJob, Backend};
-use journal::{Damage, JournalError, JournalRecord, JournalSettings, Publication};
+use journal::{Damage, JournalError, JournalRecord, Publication};
 use local::{LocalJournal, Opened};
 use replay::{ReplayBounds, ReplayBuffer};
 use subscriber::{Offer, Subscriber};
@@ -39,6 +38,9 @@ use subscriber::{Offer, Subscriber};
 use crate::auth::selector::Selector;
 use matching::{Accepted, MATCH_WORK_PER_SLICE};
 
+pub use backend::Storage;
+pub use error::HubError;
+pub use event::StoredEvent;
 pub use interest::{Interest, Presence};
 pub use subscribe::Resume;
 pub use topic_source::TopicSource;
@@ -78,50 +80,6 @@ impl HubSettings {
     }
 }
 
-/// An event as delivered: id, topics and its wire bytes, encoded once.
-#[derive(Debug)]
-pub struct StoredEvent {
-    /// Id.
-    pub id: u64,
-    /// Publish time (ms since the epoch).
-    pub unix_ms: u64,
-    /// Topics: the first is the canonical one, the others alternates.
-    pub topics: Vec<String>,
-    /// Only for subscribers authorized for one of its topics.
-    pub private: bool,
-    /// The publisher's id, sent as `id:` in place of the sequence number.
-    pub public_id: Option<String>,
-    /// `id:`/`event:`/`retry:`/`data:` lines and the blank line, shared by all subscribers.
-    pub wire: Bytes,
-}
-
-impl StoredEvent {
-    pub(crate) fn from_record(r: JournalRecord) -> StoredEvent {
-        let wire_id = r.public_id.clone().unwrap_or_else(|| r.id.to_string());
-        let mut ev = Event::new().id(wire_id).data(r.data);
-        if let Some(e) = r.event {
-            ev = ev.event(e);
-        }
-        if let Some(ms) = r.retry_ms {
-            ev = ev.retry(ms);
-        }
-        // Publications are validated before they reach the journal; a record that still
-        // cannot be encoded (written by another tool) is sent as a comment, never broken SSE.
-        let wire = ev
-            .encode()
-            .map(EncodedEvent::into_bytes)
-            .unwrap_or_else(|_| Bytes::from(format!(": event {} could not be encoded\n\n", r.id)));
-        StoredEvent {
-            id: r.id,
-            unix_ms: r.unix_ms,
-            topics: r.topics,
-            private: r.private,
-            public_id: r.public_id,
-            wire,
-        }
-    }
-}
-
 #[derive(Default)]
 struct HubState {
     history: ReplayBuffer,
@@ -131,55 +89,6 @@ struct HubState {
     by_pattern: Vec<(u64, Arc<[Selector]>)>,
     subscribers: HashMap<u64, Subscriber>,
     next_subscriber: u64,
-}
-
-/// A hub failure seen by a publisher. Every variant but [`HubError::Unknown`] means the event
-/// was not stored.
-#[derive(Debug)]
-pub enum HubError {
-    /// The journal could not be written (500).
-    Journal(JournalError),
-    /// The store answered with an error (Redis: a key of the wrong type, a counter that is not
-    /// a number): not stored (500).
-    Refused(String),
-    /// The journal is busy: its lock is held elsewhere or its queue is full (503, retry).
-    Busy(String),
-    /// The store took the publication but gave no answer within the deadline: it may or may
-    /// not be stored (503; the one case a publisher cannot be told).
-    Unknown(String),
-    /// The appender thread is gone (process shutting down; 503).
-    Closed,
-}
-
-impl HubError {
-    /// A short reason for the HTTP client: no paths, no OS error text.
-    pub fn public_reason(&self) -> String {
-        match self {
-            HubError::Journal(e) => e.public_reason().to_string(),
-            HubError::Refused(why) | HubError::Busy(why) | HubError::Unknown(why) => why.clone(),
-            HubError::Closed => "the server is shutting down".into(),
-        }
-    }
-}
-
-impl fmt::Display for HubError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HubError::Journal(e) => write!(f, "journal: {e}"),
-            HubError::Busy(why) => write!(f, "busy: {why}"),
-            HubError::Refused(why) => write!(f, "refused: {why}"),
-            HubError::Unknown(why) => write!(f, "no answer: {why}"),
-            HubError::Closed => f.write_str("the hub is shutting down"),
-        }
-    }
-}
-
-impl std::error::Error for HubError {}
-
-impl From<JournalError> for HubError {
-    fn from(e: JournalError) -> Self {
-        HubError::Journal(e)
-    }
 }
 
 /// Counters of one hub.
@@ -226,36 +135,6 @@ pub struct Hub {
     delivery: std::sync::OnceLock<mpsc::UnboundedSender<Vec<JournalRecord>>>,
     /// Counters.
     pub stats: HubStats,
-}
-
-/// Where a hub keeps its events.
-#[derive(Clone, Debug)]
-pub enum Storage {
-    /// The local journal.
-    Local(JournalSettings),
-    /// A Redis stream shared by every instance.
-    #[cfg(feature = "redis")]
-    Redis(redis::RedisSettings),
-}
-
-impl Storage {
-    /// Where, for logs and for telling whether a reload changed it.
-    pub fn location(&self) -> String {
-        match self {
-            Storage::Local(j) => j.dir.display().to_string(),
-            #[cfg(feature = "redis")]
-            Storage::Redis(r) => format!("redis {}", r.key),
-        }
-    }
-
-    /// Shared by several instances (ids issued elsewhere may show up).
-    pub fn is_shared(&self) -> bool {
-        match self {
-            Storage::Local(_) => false,
-            #[cfg(feature = "redis")]
-            Storage::Redis(_) => true,
-        }
-    }
 }
 
 /// A backend's threads, started once the hub exists.

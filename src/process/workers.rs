@@ -78,14 +78,8 @@ fn reap(workers: &mut [Worker], stopping: bool) {
     }
 }
 
-/// Runs the supervisor for `processes` workers on `listeners` until SIGTERM/SIGINT and every
-/// worker has exited (or `grace` more passed: they are killed). Blocking; call it with no
-/// runtime and no other thread running.
-pub fn supervise(
-    processes: usize,
-    listeners: Vec<BoundListener>,
-    grace: Duration,
-) -> Result<(), String> {
+/// The signals the supervisor takes, blocked and read from a signalfd.
+fn signals() -> Result<SignalFd, String> {
     let mut mask = SigSet::empty();
     for s in [
         Signal::SIGTERM,
@@ -98,13 +92,35 @@ pub fn supervise(
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(|e| format!("sigprocmask: {e}"))?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| format!("signalfd: {e}"))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))
+}
+
+/// The supervisor's state: its workers, the sockets they share, an upgrade's successor, and
+/// when stopping gives up waiting.
+struct Supervisor {
+    processes: usize,
+    workers: Vec<Worker>,
+    fds: Handover,
+    successor: Option<Child>,
+    stop_deadline: Option<Instant>,
+    grace: Duration,
+}
+
+/// Runs the supervisor for `processes` workers on `listeners` until SIGTERM/SIGINT and every
+/// worker has exited (or `grace` more passed: they are killed). Blocking; call it with no
+/// runtime and no other thread running.
+pub fn supervise(
+    processes: usize,
+    listeners: Vec<BoundListener>,
+    grace: Duration,
+) -> Result<(), String> {
+    let sfd = signals()?;
     let fds = Handover::of(&listeners);
     for l in &listeners {
         log::info!("listening on {l} for {processes} worker processes");
     }
-    let mut workers: Vec<Worker> = (0..processes)
+    let workers: Vec<Worker> = (0..processes)
         .map(|n| Worker {
             child: start(n, &fds),
             started: Instant::now(),
@@ -114,69 +130,24 @@ pub fn supervise(
         .collect();
     // Started by an upgrade: the workers accept now, the old set may drain.
     super::handover::relieve_predecessor();
-    let mut successor: Option<Child> = None;
-    let mut stop_deadline: Option<Instant> = None;
-    loop {
-        let stopping = stop_deadline.is_some();
-        reap(&mut workers, stopping);
-        if stopping && workers.iter().all(|w| w.child.is_none()) {
-            break;
-        }
-        if let Some(d) = stop_deadline {
-            if Instant::now() >= d {
-                log::warn!("workers still running after the grace period: killing them");
-                signal_all(&workers, Signal::SIGKILL);
-                std::thread::sleep(Duration::from_millis(200));
-                reap(&mut workers, true);
-                break;
-            }
-        }
-        for (n, w) in workers.iter_mut().enumerate() {
-            if w.child.is_none() && !stopping && w.restart_at.is_some_and(|t| Instant::now() >= t) {
-                w.restart_at = None;
-                w.started = Instant::now();
-                w.child = start(n, &fds);
-                if w.child.is_none() {
-                    w.restart_at = Some(Instant::now() + w.backoff);
-                }
-            }
-        }
+    let mut sup = Supervisor {
+        processes,
+        workers,
+        fds,
+        successor: None,
+        stop_deadline: None,
+        grace,
+    };
+    while sup.tick() {
         let mut pfd = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut pfd, PollTimeout::from(200u16));
         while let Ok(Some(info)) = sfd.read_signal() {
-            match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGTERM | Signal::SIGINT) if !stopping => {
-                    log::info!("shutting down: telling {processes} workers to drain");
-                    signal_all(&workers, Signal::SIGTERM);
-                    stop_deadline = Some(Instant::now() + grace + Duration::from_secs(2));
-                }
-                Ok(Signal::SIGHUP) => {
-                    log::info!("SIGHUP: every worker reloads its config ([server] processes is read at start only)");
-                    signal_all(&workers, Signal::SIGHUP);
-                }
-                Ok(Signal::SIGUSR2) if !stopping => {
-                    if successor
-                        .as_mut()
-                        .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-                    {
-                        log::warn!("SIGUSR2: an upgrade is already under way");
-                        continue;
-                    }
-                    match start_successor(&fds) {
-                        Ok(c) => {
-                            log::info!(
-                                "SIGUSR2: upgrade: started supervisor pid {}; draining once its workers accept",
-                                c.id()
-                            );
-                            successor = Some(c);
-                        }
-                        Err(e) => log::error!("SIGUSR2: upgrade failed, serving on: {e}"),
-                    }
-                }
-                _ => {}
+            if let Ok(signal) = Signal::try_from(info.ssi_signo as i32) {
+                sup.on_signal(signal);
             }
         }
     }
+    let successor = &mut sup.successor;
     // After an upgrade the socket files belong to the successor (same sockets).
     let handed_over = successor
         .as_mut()
@@ -193,4 +164,74 @@ pub fn supervise(
     }
     log::info!("every worker has exited");
     Ok(())
+}
+
+impl Supervisor {
+    /// Reaps exited workers and restarts those due; `false` once stopping is done (every
+    /// worker exited, or killed after the grace period).
+    fn tick(&mut self) -> bool {
+        let stopping = self.stop_deadline.is_some();
+        reap(&mut self.workers, stopping);
+        if stopping && self.workers.iter().all(|w| w.child.is_none()) {
+            return false;
+        }
+        if self.stop_deadline.is_some_and(|d| Instant::now() >= d) {
+            log::warn!("workers still running after the grace period: killing them");
+            signal_all(&self.workers, Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(200));
+            reap(&mut self.workers, true);
+            return false;
+        }
+        for (n, w) in self.workers.iter_mut().enumerate() {
+            if w.child.is_none() && !stopping && w.restart_at.is_some_and(|t| Instant::now() >= t) {
+                w.restart_at = None;
+                w.started = Instant::now();
+                w.child = start(n, &self.fds);
+                if w.child.is_none() {
+                    w.restart_at = Some(Instant::now() + w.backoff);
+                }
+            }
+        }
+        true
+    }
+
+    /// SIGTERM/SIGINT: drain every worker; SIGHUP: each reloads; SIGUSR2: an upgrade.
+    fn on_signal(&mut self, signal: Signal) {
+        let stopping = self.stop_deadline.is_some();
+        match signal {
+            Signal::SIGTERM | Signal::SIGINT if !stopping => {
+                log::info!("shutting down: telling {} workers to drain", self.processes);
+                signal_all(&self.workers, Signal::SIGTERM);
+                self.stop_deadline = Some(Instant::now() + self.grace + Duration::from_secs(2));
+            }
+            Signal::SIGHUP => {
+                log::info!("SIGHUP: every worker reloads its config ([server] processes is read at start only)");
+                signal_all(&self.workers, Signal::SIGHUP);
+            }
+            Signal::SIGUSR2 if !stopping => self.upgrade(),
+            _ => {}
+        }
+    }
+
+    /// Starts a successor supervisor that takes the sockets over (unless one is starting).
+    fn upgrade(&mut self) {
+        if self
+            .successor
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        {
+            log::warn!("SIGUSR2: an upgrade is already under way");
+            return;
+        }
+        match start_successor(&self.fds) {
+            Ok(c) => {
+                log::info!(
+                    "SIGUSR2: upgrade: started supervisor pid {}; draining once its workers accept",
+                    c.id()
+                );
+                self.successor = Some(c);
+            }
+            Err(e) => log::error!("SIGUSR2: upgrade failed, serving on: {e}"),
+        }
+    }
 }

@@ -250,22 +250,9 @@ impl Mercure {
             return refuse(400, r.reason).into();
         }
         let user = m.auth.user(req);
-        let claims = match m.auth.subscriber_claims(req) {
-            Ok(Some(c)) => c,
-            Err(why) => return refuse(401, why).into(),
-            Ok(None) if m.conf.anonymous || user.is_some() => Claims::default(),
-            Ok(None) if m.auth.subscriber.is_some() => {
-                return refuse(
-                    401,
-                    "this hub needs a token to subscribe (anonymous = false)",
-                )
-                .into()
-            }
-            Ok(None) => return refuse(
-                403,
-                "this hub takes no subscribers: it has no subscriber_jwt_key and anonymous = false",
-            )
-            .into(),
+        let claims = match self.subscriber(req, user.is_some()) {
+            Ok(c) => c,
+            Err(refusal) => return refusal.into(),
         };
         if req.is_head() {
             return crate::streams::head_only();
@@ -277,12 +264,7 @@ impl Mercure {
             .last_event_id()
             .or_else(|| req.query_values("lastEventID").into_iter().next())
             .or_else(|| req.query_values("Last-Event-ID").into_iter().next());
-        let resume = match asked.as_deref() {
-            None | Some("") => Resume::Live,
-            Some("earliest") => Resume::Earliest,
-            Some(id) if id.len() > MAX_ID_BYTES || id.contains('\u{FFFD}') => Resume::Invalid,
-            Some(id) => Resume::Named(id.to_string()),
-        };
+        let resume = resume_from(asked.as_deref());
         let mut authorized = claims.subscribe.clone().unwrap_or_default();
         if let Some(u) = &user {
             authorized.extend(m.auth.user_selectors(u));
@@ -303,9 +285,49 @@ impl Mercure {
             source = source.marked();
         }
         let resumed_after = source.resumed_after.clone();
-        let mut source: Box<dyn Source> = Box::new(source);
+        let source = self.wrap(cx, Box::new(source), presence, &claims);
+        let mut response = cx.streams.open(cx.config(), path, source, permit, req);
+        if asked.is_some() {
+            if let Response::Stream(s) = &mut response {
+                s.extra_headers
+                    .push(("Last-Event-ID".into(), resumed_after));
+            }
+        }
+        response
+    }
+}
+
+impl Mercure {
+    /// The subscriber's claims: from its token; none (public updates only) when anonymous
+    /// subscribers or a user the web server authenticated are allowed; else a refusal.
+    fn subscriber(&self, req: &Request, has_user: bool) -> Result<Claims, FullResponse> {
+        match self.auth.subscriber_claims(req) {
+            Ok(Some(c)) => Ok(c),
+            Err(why) => Err(refuse(401, why)),
+            Ok(None) if self.conf.anonymous || has_user => Ok(Claims::default()),
+            Ok(None) if self.auth.subscriber.is_some() => Err(refuse(
+                401,
+                "this hub needs a token to subscribe (anonymous = false)",
+            )),
+            Ok(None) => Err(refuse(
+                403,
+                "this hub takes no subscribers: it has no subscriber_jwt_key and anonymous = false",
+            )),
+        }
+    }
+
+    /// The subscription's source as the stream serves it: announced (subscription events)
+    /// while `presence` is set, ended when the token expires.
+    fn wrap(
+        &self,
+        cx: &Cx,
+        mut source: Box<dyn Source>,
+        presence: Option<Arc<Presence>>,
+        claims: &Claims,
+    ) -> Box<dyn Source> {
+        let hub = &self.hub;
         if let Some(presence) = presence {
-            let hub_path = m.path.clone();
+            let hub_path = self.path.clone();
             subscriptions::announce(hub.clone(), hub_path.clone(), presence.clone(), true);
             source = Box::new(subscriptions::Announced {
                 inner: source,
@@ -322,14 +344,17 @@ impl Mercure {
                 retry,
             ));
         }
-        let mut response = cx.streams.open(cx.config(), path, source, permit, req);
-        if asked.is_some() {
-            if let Response::Stream(s) = &mut response {
-                s.extra_headers
-                    .push(("Last-Event-ID".into(), resumed_after));
-            }
-        }
-        response
+        source
+    }
+}
+
+/// Where a subscription resumes: the id asked for (`earliest`: the whole history).
+fn resume_from(asked: Option<&str>) -> Resume {
+    match asked {
+        None | Some("") => Resume::Live,
+        Some("earliest") => Resume::Earliest,
+        Some(id) if id.len() > MAX_ID_BYTES || id.contains('\u{FFFD}') => Resume::Invalid,
+        Some(id) => Resume::Named(id.to_string()),
     }
 }
 
