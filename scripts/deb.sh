@@ -12,7 +12,7 @@
 #   /usr/lib/tmpfiles.d/fastsse.conf               /run/fastsse at boot
 #   /etc/fastsse/fastsse.toml                      conf/fastsse.toml, journal in /var/lib/fastsse (conffile)
 #   /etc/nginx/snippets/fastsse.conf               conf/nginx-fastsse.conf (conffile)
-#   /usr/share/doc/fastsse/                        copyright, changelog, README, examples (conf/)
+#   /usr/share/doc/fastsse/                        copyright, changelog, README, docs/, examples (conf/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 3 ] || [ $# -eq 4 ] || { echo "usage: scripts/deb.sh BINARY VERSION OUTDIR [ARCH]" >&2; exit 2; }
@@ -48,6 +48,9 @@ doc="$root/usr/share/doc/fastsse"
 install -D -m 0644 conf/debian/copyright "$doc/copyright"
 sed "s/@VERSION@/$deb_version/" conf/debian/changelog | gzip -9n > "$doc/changelog.Debian.gz"
 gzip -9n < README.md > "$doc/README.md.gz"
+install -d -m 0755 "$doc/docs"
+for f in docs/*.md; do gzip -9n < "$f" > "$doc/docs/$(basename "$f").gz"; done
+chmod 0644 "$doc"/docs/*.gz
 install -d -m 0755 "$doc/examples"
 find conf -maxdepth 1 -type f ! -name '*.asis' -exec install -m 0644 {} "$doc/examples/" \;
 chmod 0644 "$doc"/*.gz
