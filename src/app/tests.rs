@@ -51,3 +51,25 @@ async fn routes_methods_and_limit() {
     assert_eq!(doc["rejected_streams"], 1);
     assert_eq!(doc["limits"]["max_streams"], 2);
 }
+
+#[tokio::test]
+async fn a_kinds_own_figures_are_listed_while_it_has_no_route() {
+    let config = Config::parse(
+        "[[route]]\npath = \"/status\"\ntype = \"status\"\n\
+         [[route]]\npath = \"/metrics\"\ntype = \"metrics\"\n",
+        "t.toml",
+        crate::routes::kinds(),
+    )
+    .unwrap();
+    let app = App::new(config).unwrap();
+    let status = full(app.handle(&get("/status", "GET")).await);
+    let doc: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
+    assert_eq!(doc["commands"], serde_json::json!({}));
+    let metrics = full(app.handle(&get("/metrics", "GET")).await);
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    assert!(
+        text.contains("# TYPE fastsse_command_running gauge"),
+        "{text}"
+    );
+    assert!(!text.contains("fastsse_command_running{"), "{text}");
+}

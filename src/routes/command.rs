@@ -183,6 +183,10 @@ impl RouteKind for CommandKind {
 }
 
 impl Kind for CommandKind {
+    fn figures(&self) -> Option<(&'static str, Vec<super::figures::About>)> {
+        Some(("commands", FIGURES.iter().map(Figure::about).collect()))
+    }
+
     /// Its shared program's supervisor starts when a runtime is up. Whatever it cannot build
     /// now (its journal, a key file) leaves it unavailable.
     fn build(&self, b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {

@@ -331,6 +331,25 @@ pub(super) const HUB: &[Figure<Hub>] = &[
     ),
 ];
 
+/// What names a figure in `/metrics`.
+pub struct About {
+    /// The metric family.
+    pub metric: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+impl<T: ?Sized> Figure<T> {
+    /// What names it.
+    pub fn about(&self) -> About {
+        About {
+            metric: self.metric,
+            kind: self.kind,
+            help: self.help,
+        }
+    }
+}
+
 /// One figure's reading, with what names it.
 pub struct Reading {
     /// The key in `/status`.

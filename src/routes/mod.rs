@@ -160,6 +160,13 @@ pub struct Build<'a> {
 pub trait Kind: RouteKind {
     /// The route of `r`, whose settings this kind read.
     fn build(&self, b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError>;
+
+    /// The `/status` group and the list of the figures its routes report of their own
+    /// ([`Route::figures`]): `/status` and `/metrics` show them (empty) even while no route of
+    /// the kind exists.
+    fn figures(&self) -> Option<(&'static str, Vec<figures::About>)> {
+        None
+    }
 }
 
 /// Every route kind. Adding one: its module in this folder and a line here.

@@ -210,9 +210,11 @@ async fn status(cx: &Cx) -> FullResponse {
     if let Some(rss) = rss {
         figures::insert(&mut doc, "rss_bytes", Value::Count(rss));
     }
-    // Each kind's own figures under its group (`commands`), by path; an empty group is shown
-    // when no route has any.
-    doc.insert("commands".into(), serde_json::Map::new().into());
+    // Each kind's own figures under its group (`commands`), by path; a kind's group is there
+    // (empty) while it has no route.
+    for (group, _) in super::KINDS.iter().filter_map(|k| k.figures()) {
+        doc.insert(group.into(), serde_json::Map::new().into());
+    }
     for (path, f) in &own {
         if let serde_json::Value::Object(group) = doc
             .entry(f.group)
@@ -248,19 +250,17 @@ fn per_route<T>(e: &mut Exposition, figures: &[Figure<T>], routes: &ByPath<Arc<T
     }
 }
 
-/// The samples of what routes report of their own: per group, a family per figure of the
-/// kind's list and a sample per route where it applies.
+/// The samples of what routes report of their own: for each kind with figures of its own, a
+/// family per figure of its list (there while it has no route) and a sample per route where
+/// it applies.
 fn own_figures(e: &mut Exposition, own: &ByPath<RouteFigures>) {
-    let mut groups: Vec<&str> = own.iter().map(|(_, f)| f.group).collect();
-    groups.sort_unstable();
-    groups.dedup();
-    for group in groups {
+    for (group, list) in super::KINDS.iter().filter_map(|k| k.figures()) {
         let of: Vec<_> = own.iter().filter(|(_, f)| f.group == group).collect();
-        for (i, first) in of[0].1.readings.iter().enumerate() {
-            e.family(first.metric, first.kind, first.help);
-            for (route, f) in &of {
-                if let Some(v) = f.readings.get(i).and_then(|r| r.value) {
-                    e.sample(first.metric, &[("route", route)], v.metric());
+        for (i, f) in list.iter().enumerate() {
+            e.family(f.metric, f.kind, f.help);
+            for (route, r) in &of {
+                if let Some(v) = r.readings.get(i).and_then(|r| r.value) {
+                    e.sample(f.metric, &[("route", route)], v.metric());
                 }
             }
         }
