@@ -170,14 +170,17 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
         };
         tracker.spawn(acceptor.run(l));
     }
-    // A worker of several answers its siblings (the box's subscriptions list).
+    // A worker of several answers its siblings (the box's figures and subscriptions).
     let config = app.config();
     if let (Some(me), true) = (crate::process::worker_number(), config.server.processes > 1) {
         let app = app.clone();
         tracker.spawn(crate::siblings::answer(
             config.journal.dir.clone(),
             me,
-            Arc::new(move |route: &str| app.presences_on(route)),
+            Arc::new(move |question: String| {
+                let app = app.clone();
+                Box::pin(async move { app.answer_sibling(&question).await })
+            }),
             shutdown.clone(),
         ));
     }

@@ -1,10 +1,13 @@
 //! What the workers of one box (`[server] processes = N`) tell each other: each worker answers
 //! on a unix socket of its own, `<data dir>/.workers/<n>.sock`, one question per connection —
-//! `presences <route path>` — with the active Mercure subscriptions it holds on that route, as
-//! JSON. A worker asked for the box's subscriptions asks its siblings too, each within a
-//! deadline, and merges: a dead worker has no socket to answer from, so it lists nothing stale.
+//! `presences <route path>` (the active Mercure subscriptions it holds on that route, as JSON),
+//! `status` (its own `/status` document), `metrics` (its own `/metrics` text). A worker asked
+//! for the box's figures or subscriptions asks its siblings too, each within a deadline, and
+//! merges: a dead worker has no socket to answer from, so it adds nothing stale.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::Presence;
 
-/// A route's subscriptions held by this worker, by route path.
-pub type Lookup = Arc<dyn Fn(&str) -> Vec<Arc<Presence>> + Send + Sync>;
+/// This worker's answer to a sibling's question (the line, without its newline); empty for a
+/// question it does not know.
+pub type Answerer =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>> + Send + Sync>;
 
 /// How long a sibling has to answer (connect, ask, read).
 const DEADLINE: Duration = Duration::from_secs(1);
@@ -29,9 +34,9 @@ pub fn socket_path(data_dir: &Path, n: usize) -> PathBuf {
     data_dir.join(".workers").join(format!("{n}.sock"))
 }
 
-/// Answers siblings' questions as worker `me` until `shutdown`, with `presences` giving a
-/// route's subscriptions. A socket left by this worker's predecessor (same number) is replaced.
-pub async fn answer(data_dir: PathBuf, me: usize, presences: Lookup, shutdown: CancellationToken) {
+/// Answers siblings' questions as worker `me` until `shutdown`, with `answers`. A socket left by
+/// this worker's predecessor (same number) is replaced.
+pub async fn answer(data_dir: PathBuf, me: usize, answers: Answerer, shutdown: CancellationToken) {
     let path = socket_path(&data_dir, me);
     let bound = tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -65,9 +70,9 @@ pub async fn answer(data_dir: PathBuf, me: usize, presences: Lookup, shutdown: C
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let presences = presences.clone();
+                let answers = answers.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(DEADLINE, reply(stream, presences)).await;
+                    let _ = tokio::time::timeout(DEADLINE, reply(stream, answers)).await;
                 });
             }
         }
@@ -79,34 +84,35 @@ pub async fn answer(data_dir: PathBuf, me: usize, presences: Lookup, shutdown: C
     }
 }
 
-async fn reply(stream: UnixStream, presences: Lookup) -> std::io::Result<()> {
+async fn reply(stream: UnixStream, answers: Answerer) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read.take(MAX_QUESTION))
         .read_line(&mut line)
         .await?;
-    let Some(route) = line.trim_end().strip_prefix("presences ") else {
-        return Ok(());
-    };
-    let list: Vec<Arc<Presence>> = presences(route);
-    let list: Vec<&Presence> = list.iter().map(|p| p.as_ref()).collect();
-    let body = serde_json::to_vec(&list).unwrap_or_default();
+    let body = answers(line.trim_end().to_string()).await;
     write.write_all(&body).await?;
     write.shutdown().await
 }
 
-/// The subscriptions on `route` of every other worker of the box (`processes` in all, this one
-/// being `me`), asked at once, each within [`DEADLINE`]; a worker that does not answer adds
-/// nothing.
-pub async fn presences(
+/// This worker's subscriptions on `route`, as a sibling reads them.
+pub fn presences_answer(list: &[Arc<Presence>]) -> Vec<u8> {
+    let list: Vec<&Presence> = list.iter().map(|p| p.as_ref()).collect();
+    serde_json::to_vec(&list).unwrap_or_default()
+}
+
+/// Asks every other worker of the box (`processes` in all, this one being `me`) `question`, at
+/// once, each within [`DEADLINE`]: the answers, by worker number. A worker that does not
+/// answer (or answers nothing) is left out.
+pub async fn ask(
     data_dir: &Path,
     processes: usize,
     me: usize,
-    route: &str,
-) -> Vec<Arc<Presence>> {
+    question: &str,
+) -> Vec<(usize, Vec<u8>)> {
     let asks = (0..processes).filter(|&n| n != me).map(|n| {
         let path = socket_path(data_dir, n);
-        let question = format!("presences {route}\n");
+        let question = format!("{question}\n");
         async move {
             let ask = async {
                 let mut s = UnixStream::connect(&path).await?;
@@ -116,13 +122,25 @@ pub async fn presences(
                 Ok::<_, std::io::Error>(body)
             };
             match tokio::time::timeout(DEADLINE, ask).await {
-                Ok(Ok(body)) => serde_json::from_slice::<Vec<Presence>>(&body).unwrap_or_default(),
-                _ => Vec::new(),
+                Ok(Ok(body)) if !body.is_empty() => Some((n, body)),
+                _ => None,
             }
         }
     });
+    futures_join(asks).await.into_iter().flatten().collect()
+}
+
+/// The subscriptions on `route` of every other worker of the box.
+pub async fn presences(
+    data_dir: &Path,
+    processes: usize,
+    me: usize,
+    route: &str,
+) -> Vec<Arc<Presence>> {
+    let question = format!("presences {route}");
     let mut all = Vec::new();
-    for list in futures_join(asks).await {
+    for (_, body) in ask(data_dir, processes, me, &question).await {
+        let list = serde_json::from_slice::<Vec<Presence>>(&body).unwrap_or_default();
         all.extend(list.into_iter().map(Arc::new));
     }
     all
@@ -157,14 +175,17 @@ mod tests {
             topics: vec!["a".into()],
             payload: serde_json::Value::Null,
         });
-        let answers: Lookup = {
+        let answers: Answerer = {
             let one = one.clone();
-            Arc::new(move |route: &str| {
-                if route == "/hub" {
-                    vec![one.clone()]
-                } else {
-                    Vec::new()
-                }
+            Arc::new(move |question: String| {
+                let one = one.clone();
+                Box::pin(async move {
+                    match question.strip_prefix("presences ") {
+                        Some("/hub") => presences_answer(&[one]),
+                        Some(_) => presences_answer(&[]),
+                        None => Vec::new(),
+                    }
+                })
             })
         };
         let server = tokio::spawn(answer(dir.clone(), 1, answers, shutdown.clone()));
@@ -180,6 +201,10 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(*got[0], *one);
         assert!(presences(&dir, 3, 0, "/other").await.is_empty());
+        assert!(
+            ask(&dir, 3, 0, "what").await.is_empty(),
+            "an unknown question: no answer"
+        );
         shutdown.cancel();
         server.await.unwrap();
         assert!(!path.exists(), "the socket goes with the worker");

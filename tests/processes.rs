@@ -326,9 +326,9 @@ fn the_shipped_50k_nginx_config_serves_the_workers() {
 /// Issue 19, finding 12: under `processes = N` the subscriptions API listed only the answering
 /// worker's subscriptions (3 of 6), and each scrape of /metrics came from a worker of its own
 /// with no label (counters seemed to go back). Workers now ask each other, and every sample
-/// says which worker it is from.
+/// says which worker it is from. Issue 22: /status and /metrics answer for the whole box.
 #[test]
-fn the_subscriptions_api_lists_every_workers_and_metrics_say_which_worker() {
+fn the_subscriptions_api_status_and_metrics_answer_for_every_worker() {
     if !have("nginx") {
         return;
     }
@@ -375,19 +375,50 @@ fn the_subscriptions_api_lists_every_workers_and_metrics_say_which_worker() {
         let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(doc["subscriptions"].as_array().unwrap().len(), 12, "{doc}");
     }
-    // Metrics over FastCGI (the shipped nginx keeps them private): each answer names its worker.
-    let mut workers_seen = BTreeSet::new();
+    // Issue 22: one box acts as one. Whichever worker answers /status or /metrics (over
+    // FastCGI: the shipped nginx keeps them private), it answers for the whole box: the 12
+    // streams spread over three workers, each worker listed, every sample naming its worker.
+    let mut answered_by = BTreeSet::new();
     for _ in 0..30 {
+        let doc: serde_json::Value = serde_json::from_str(&d.status()).unwrap();
+        answered_by.insert(doc["pid"].as_u64().unwrap());
+        assert_eq!(doc["active_streams"], 12, "{doc}");
+        assert_eq!(doc["processes"], 3, "{doc}");
+        assert_eq!(
+            doc["topics"]["/.well-known/mercure"]["subscribers"], 12,
+            "{doc}"
+        );
+        let workers = doc["workers"].as_array().unwrap();
+        assert_eq!(workers.len(), 3, "every worker answered: {doc}");
+        let each: u64 = workers
+            .iter()
+            .map(|w| w["active_streams"].as_u64().unwrap())
+            .sum();
+        assert_eq!(each, 12, "{doc}");
+
         let mut c = FcgiClient::connect(&d.socket);
         c.send(&get_request(1, "/metrics", false, &[]));
         let text = String::from_utf8(c.read_response(1).0).unwrap();
-        let up = text
-            .lines()
-            .find(|l| l.starts_with("fastsse_up{"))
-            .unwrap_or_else(|| panic!("{text}"))
-            .to_string();
-        assert!(up.starts_with("fastsse_up{worker=\""), "{up}");
-        workers_seen.insert(up);
+        let samples = |name: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")))
+                .map(str::to_string)
+                .collect()
+        };
+        let up = samples("fastsse_up");
+        assert_eq!(up.len(), 3, "a sample per worker: {text}");
+        for w in 0..3 {
+            assert!(
+                up.iter().any(|l| l.contains(&format!("worker=\"{w}\""))),
+                "{text}"
+            );
+        }
+        assert_eq!(text.matches("# HELP fastsse_up ").count(), 1, "{text}");
+        let active: f64 = samples("fastsse_streams_active")
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert_eq!(active, 12.0, "{text}");
         assert!(
             text.lines()
                 .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -396,6 +427,6 @@ fn the_subscriptions_api_lists_every_workers_and_metrics_say_which_worker() {
             "{text}"
         );
     }
-    assert!(workers_seen.len() >= 2, "{workers_seen:?}");
+    assert!(answered_by.len() >= 2, "{answered_by:?}");
     drop(streams);
 }

@@ -202,6 +202,27 @@ impl App {
         self.streams.server_full(&self.config())
     }
 
+    /// This worker's answer to a sibling's question ([`crate::siblings`]): a route's
+    /// subscriptions, or its own `/status` or `/metrics`; nothing for another question.
+    pub async fn answer_sibling(&self, question: &str) -> Vec<u8> {
+        let cx = Cx {
+            set: self.current(),
+            streams: self.streams.clone(),
+        };
+        match question.split_once(' ') {
+            Some(("presences", route)) => {
+                crate::siblings::presences_answer(&self.presences_on(route))
+            }
+            _ if question == "status" => {
+                serde_json::Value::Object(crate::routes::own_status(&cx).await)
+                    .to_string()
+                    .into_bytes()
+            }
+            _ if question == "metrics" => crate::routes::own_metrics(&cx).await.into_bytes(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Routes a request to its response.
     pub async fn handle(&self, req: &Request) -> Response {
         let set = self.current();

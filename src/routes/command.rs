@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::figures::{count, fig, Figure, RouteFigures};
+use super::figures::{combined_max, count, fig, Figure, RouteFigures};
 use super::journaled::{self, AuthConfig};
 use super::topics::{Publishing, Rules};
 use super::{not_allowed, ready, settings, Answer, Build, BuildError, Cx, Kind, Route};
@@ -358,7 +358,7 @@ pub(super) const FIGURES: &[Figure<CommandRoute>] = &[
             Programs::PerStream(p) => count(p.slots.running()),
         },
     ),
-    fig(
+    combined_max(fig(
         "pid",
         "fastsse_command_pid",
         Gauge,
@@ -367,7 +367,7 @@ pub(super) const FIGURES: &[Figure<CommandRoute>] = &[
             Programs::Shared(s) => count(s.stats.pid.load(Relaxed)),
             Programs::PerStream(_) => None,
         },
-    ),
+    )),
     fig(
         "restarts",
         "fastsse_command_restarts_total",

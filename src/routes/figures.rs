@@ -51,6 +51,31 @@ pub struct Figure<T: ?Sized> {
     pub help: &'static str,
     /// The reading; `None` where the figure does not apply (a per-stream command's pid).
     pub read: fn(&T) -> Option<Value>,
+    /// How the workers' readings make the box's (`[server] processes`).
+    pub combine: Combine,
+}
+
+/// How the readings of a box's workers make the box's figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combine {
+    /// Added up: what each worker holds or did (streams, publishes, memory).
+    Sum,
+    /// The largest: what the workers share (the journal, its last id) or a time.
+    Max,
+    /// The worst state: one worker failing is the box failing.
+    Worst,
+}
+
+/// `f`, combined as the largest reading.
+pub(super) const fn combined_max<T: ?Sized>(mut f: Figure<T>) -> Figure<T> {
+    f.combine = Combine::Max;
+    f
+}
+
+/// `f`, combined as the worst state.
+pub(super) const fn combined_worst<T: ?Sized>(mut f: Figure<T>) -> Figure<T> {
+    f.combine = Combine::Worst;
+    f
 }
 
 pub(super) const fn fig<T: ?Sized>(
@@ -67,6 +92,7 @@ pub(super) const fn fig<T: ?Sized>(
         kind,
         help,
         read,
+        combine: Combine::Sum,
     }
 }
 
@@ -76,16 +102,20 @@ pub(super) fn count(n: impl TryInto<u64>) -> Option<Value> {
 
 /// The process: streams, connections, input, limits, uptime.
 pub(super) const PROCESS: &[Figure<Cx>] = &[
-    fig("up", "fastsse_up", Gauge, "1 while fastsse serves.", |_| {
-        count(1u64)
-    }),
-    fig(
+    combined_max(fig(
+        "up",
+        "fastsse_up",
+        Gauge,
+        "1 while fastsse serves.",
+        |_| count(1u64),
+    )),
+    combined_max(fig(
         "uptime_secs",
         "fastsse_uptime_seconds",
         Gauge,
         "Seconds since start.",
         |a| count(a.streams.started.elapsed().as_secs()),
-    ),
+    )),
     fig(
         "active_streams",
         "fastsse_streams_active",
@@ -232,27 +262,27 @@ pub(super) const HUB: &[Figure<Hub>] = &[
         "Subscribers of the route now.",
         |h| count(h.subscribers()),
     ),
-    fig(
+    combined_max(fig(
         "last_id",
         "fastsse_last_event_id",
         Gauge,
         "The newest event id of the route.",
         |h| count(h.last_id()),
-    ),
-    fig(
+    )),
+    combined_max(fig(
         "retained",
         "fastsse_replay_events",
         Gauge,
         "Events kept in memory for Last-Event-ID replay.",
         |h| count(h.retained()),
-    ),
-    fig(
+    )),
+    combined_max(fig(
         "retained_bytes",
         "fastsse_replay_bytes",
         Gauge,
         "Bytes kept in memory for replay (bounded by history_bytes).",
         |h| count(h.retained_bytes()),
-    ),
+    )),
     fig(
         "published",
         "fastsse_events_published_total",
@@ -288,13 +318,13 @@ pub(super) const HUB: &[Figure<Hub>] = &[
         "Deliveries queued to a subscriber's task.",
         |h| count(h.stats.queued_writes.load(Relaxed)),
     ),
-    fig(
+    combined_max(fig(
         "journal_bytes",
         "fastsse_journal_bytes",
         Gauge,
         "Bytes of the route's journal on disk (updated about once a second).",
         |h| count(h.stats.journal_bytes.load(Relaxed)),
-    ),
+    )),
     fig(
         "append_failures",
         "fastsse_journal_append_failures_total",
@@ -302,7 +332,7 @@ pub(super) const HUB: &[Figure<Hub>] = &[
         "Publications the journal refused (answered 5xx, not stored).",
         |h| count(h.stats.append_failures.load(Relaxed)),
     ),
-    fig(
+    combined_worst(fig(
         "backend",
         "fastsse_backend_up",
         Gauge,
@@ -314,38 +344,43 @@ pub(super) const HUB: &[Figure<Hub>] = &[
                 Value::State("ok", 1.0)
             })
         },
-    ),
-    fig(
+    )),
+    combined_max(fig(
         "backend_lag",
         "fastsse_backend_lag_events",
         Gauge,
         "Redis: events other instances published that this one has not read yet.",
         |h| count(h.stats.backend_lag.load(Relaxed)),
-    ),
-    fig(
+    )),
+    combined_max(fig(
         "backend_unreadable",
         "fastsse_backend_unreadable_total",
         Counter,
         "Redis entries that are not fastsse records (written by another tool), skipped.",
         |h| count(h.stats.unreadable.load(Relaxed)),
-    ),
+    )),
 ];
 
-/// What names a figure in `/metrics`.
+/// What names a figure in `/status` and `/metrics`, and how a box combines it.
 pub struct About {
+    /// The key in `/status`.
+    pub key: &'static str,
     /// The metric family.
     pub metric: &'static str,
     pub kind: Kind,
     pub help: &'static str,
+    pub combine: Combine,
 }
 
 impl<T: ?Sized> Figure<T> {
     /// What names it.
     pub fn about(&self) -> About {
         About {
+            key: self.key,
             metric: self.metric,
             kind: self.kind,
             help: self.help,
+            combine: self.combine,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::request::Request;
 use crate::response::{FullResponse, Response};
 use crate::streams::Streams;
 
+mod box_figures;
 mod clock;
 mod command;
 mod custom;
@@ -26,6 +27,7 @@ mod status;
 mod topics;
 
 pub use custom::SourceFactory;
+pub(crate) use status::{own_metrics, own_status};
 
 /// A route's answer, once it is ready.
 pub type Answer<'a> = Pin<Box<dyn Future<Output = Response> + Send + 'a>>;

@@ -92,11 +92,25 @@ impl Route for Document {
             return ready(not_allowed(&self.path, req, "GET, HEAD"));
         }
         Box::pin(async move {
-            if self.metrics {
-                metrics(cx).await.into()
+            let (body, content_type) = if self.metrics {
+                let text = super::box_figures::metrics(cx, own_metrics(cx).await).await;
+                (text, "text/plain; version=0.0.4; charset=utf-8")
             } else {
-                status(cx).await.into()
+                let doc = super::box_figures::status(cx, own_status(cx).await).await;
+                (
+                    serde_json::Value::Object(doc).to_string(),
+                    "application/json",
+                )
+            };
+            FullResponse {
+                status: 200,
+                headers: vec![
+                    ("Content-Type".into(), content_type.into()),
+                    ("Cache-Control".into(), "no-cache".into()),
+                ],
+                body: Bytes::from(body),
             }
+            .into()
         })
     }
 }
@@ -118,8 +132,8 @@ fn scopes(cx: &Cx) -> (ByPath<Arc<Hub>>, ByPath<RouteFigures>) {
     (hubs, own)
 }
 
-/// The metrics document (Prometheus text format).
-async fn metrics(cx: &Cx) -> FullResponse {
+/// This process's metrics document (Prometheus text format).
+pub(crate) async fn own_metrics(cx: &Cx) -> String {
     // Under `[server] processes`, each worker answers for itself: its samples say which.
     let worker = crate::process::worker_number().map(|n| n.to_string());
     let mut e = match &worker {
@@ -180,21 +194,11 @@ async fn metrics(cx: &Cx) -> FullResponse {
             rss as f64,
         );
     }
-    FullResponse {
-        status: 200,
-        headers: vec![
-            (
-                "Content-Type".into(),
-                "text/plain; version=0.0.4; charset=utf-8".into(),
-            ),
-            ("Cache-Control".into(), "no-cache".into()),
-        ],
-        body: Bytes::from(e.finish()),
-    }
+    e.finish()
 }
 
-/// The status document.
-async fn status(cx: &Cx) -> FullResponse {
+/// This process's status document.
+pub(crate) async fn own_status(cx: &Cx) -> serde_json::Map<String, serde_json::Value> {
     let (hubs, own) = scopes(cx);
     let topics: serde_json::Map<String, serde_json::Value> = hubs
         .iter()
@@ -228,14 +232,7 @@ async fn status(cx: &Cx) -> FullResponse {
     // With `[server] processes`: which worker answered (each counts its own streams).
     doc.insert("pid".into(), std::process::id().into());
     doc.insert("worker".into(), crate::process::worker_number().into());
-    FullResponse {
-        status: 200,
-        headers: vec![
-            ("Content-Type".into(), "application/json".into()),
-            ("Cache-Control".into(), "no-cache".into()),
-        ],
-        body: Bytes::from(serde_json::Value::Object(doc).to_string()),
-    }
+    doc
 }
 
 /// The samples of per-route figures: a family each, a sample per route where it applies.
