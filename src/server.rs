@@ -180,6 +180,7 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
             Arc::new(move |question: String| {
                 let app = app.clone();
                 Box::pin(async move { app.answer_sibling(&question).await })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
             }),
             shutdown.clone(),
         ));

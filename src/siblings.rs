@@ -4,6 +4,11 @@
 //! `status` (its own `/status` document), `metrics` (its own `/metrics` text). A worker asked
 //! for the box's figures or subscriptions asks its siblings too, each within a deadline, and
 //! merges: a dead worker has no socket to answer from, so it adds nothing stale.
+//!
+//! One question stays open: `follow <route path>`, asked of the worker that runs a shared
+//! command's program (worker 0) by a worker whose subscribers want it. The connection counts
+//! as a subscriber there (the program runs while any worker wants it), and carries the
+//! program's live events, each a length-prefixed frame, until either side closes it.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -17,10 +22,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::Presence;
 
-/// This worker's answer to a sibling's question (the line, without its newline); empty for a
-/// question it does not know.
+/// This worker's answer to a sibling's question (the line, without its newline).
 pub type Answerer =
-    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>> + Send + Sync>;
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
+
+/// An answer: a body (empty for a question this worker does not know), or a feed to follow.
+pub enum Reply {
+    /// Written at once, within the deadline.
+    Body(Vec<u8>),
+    /// Events written as they come, until the asker closes or the feed ends.
+    Follow(Follow),
+}
+
+/// A shared program's live events for a sibling, and what counts it as a subscriber while it
+/// is held.
+pub struct Follow {
+    /// The events, encoded.
+    pub events: tokio::sync::broadcast::Receiver<bytes::Bytes>,
+    /// Dropped when the follower leaves.
+    pub guard: Box<dyn Send + Sync>,
+}
 
 /// How long a sibling has to answer (connect, ask, read).
 const DEADLINE: Duration = Duration::from_secs(1);
@@ -72,7 +93,7 @@ pub async fn answer(data_dir: PathBuf, me: usize, answers: Answerer, shutdown: C
                 let Ok((stream, _)) = accepted else { continue };
                 let answers = answers.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(DEADLINE, reply(stream, answers)).await;
+                    let _ = reply(stream, answers).await;
                 });
             }
         }
@@ -87,12 +108,76 @@ pub async fn answer(data_dir: PathBuf, me: usize, answers: Answerer, shutdown: C
 async fn reply(stream: UnixStream, answers: Answerer) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(read.take(MAX_QUESTION))
-        .read_line(&mut line)
-        .await?;
-    let body = answers(line.trim_end().to_string()).await;
-    write.write_all(&body).await?;
-    write.shutdown().await
+    let mut read = BufReader::new(read.take(MAX_QUESTION));
+    tokio::time::timeout(DEADLINE, read.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    match answers(line.trim_end().to_string()).await {
+        Reply::Body(body) => tokio::time::timeout(DEADLINE, async {
+            write.write_all(&body).await?;
+            write.shutdown().await
+        })
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?,
+        Reply::Follow(mut f) => {
+            let mut rest = [0u8; 1];
+            loop {
+                tokio::select! {
+                    ev = f.events.recv() => {
+                        // Behind by a whole queue (or the program's route is gone): the
+                        // follower reconnects, as a slow subscriber is cut off.
+                        let Ok(ev) = ev else { return Ok(()) };
+                        let frame = [&(ev.len() as u32).to_be_bytes()[..], &ev[..]].concat();
+                        tokio::time::timeout(DEADLINE, write.write_all(&frame))
+                            .await
+                            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                    }
+                    // The follower closes when it has no subscriber left.
+                    _ = read.read(&mut rest) => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Follows the feed of `route` at worker `runner` of the box: each event as it comes, to
+/// `each`, until the feed ends (`Ok`), cannot be reached (`Err`), or `stop` returns true
+/// (checked every second).
+pub async fn follow(
+    data_dir: &Path,
+    runner: usize,
+    route: &str,
+    mut each: impl FnMut(bytes::Bytes),
+    mut stop: impl FnMut() -> bool,
+) -> std::io::Result<()> {
+    let path = socket_path(data_dir, runner);
+    let mut s = tokio::time::timeout(DEADLINE, UnixStream::connect(&path))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    s.write_all(format!("follow {route}\n").as_bytes()).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let mut len = [0u8; 4];
+        tokio::select! {
+            r = s.read_exact(&mut len) => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                let n = u32::from_be_bytes(len) as u64;
+                if n > MAX_ANSWER {
+                    return Err(std::io::Error::from(std::io::ErrorKind::InvalidData));
+                }
+                let mut ev = vec![0u8; n as usize];
+                s.read_exact(&mut ev).await?;
+                each(bytes::Bytes::from(ev));
+            }
+            _ = tick.tick() => {
+                if stop() {
+                    return Ok(());
+                }
+            }
+        }
+    }
 }
 
 /// This worker's subscriptions on `route`, as a sibling reads them.
@@ -180,11 +265,11 @@ mod tests {
             Arc::new(move |question: String| {
                 let one = one.clone();
                 Box::pin(async move {
-                    match question.strip_prefix("presences ") {
+                    Reply::Body(match question.strip_prefix("presences ") {
                         Some("/hub") => presences_answer(&[one]),
                         Some(_) => presences_answer(&[]),
                         None => Vec::new(),
-                    }
+                    })
                 })
             })
         };

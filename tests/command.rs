@@ -18,36 +18,6 @@ fn script(dir: &TempDir, name: &str, body: &str) -> String {
     path.display().to_string()
 }
 
-/// Processes whose command line contains `needle`.
-fn processes(needle: &str) -> Vec<i32> {
-    let all: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
-        })
-        .collect();
-    // A shell forking to run `sleep` shows its own command line until the exec: not a second
-    // program.
-    let ppid = |pid: &i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit(')')
-                    .next()?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse::<i32>()
-                    .ok()
-            })
-    };
-    all.iter()
-        .filter(|p| !ppid(p).is_some_and(|pp| all.contains(&pp)))
-        .copied()
-        .collect()
-}
-
 fn route(path: &str, extra: &str) -> String {
     format!("[[route]]\npath = \"{path}\"\ntype = \"command\"\n{extra}\n")
 }

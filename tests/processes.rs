@@ -430,3 +430,67 @@ fn the_subscriptions_api_status_and_metrics_answer_for_every_worker() {
     assert!(answered_by.len() >= 2, "{answered_by:?}");
     drop(streams);
 }
+
+/// Issue 22: under `processes = 4` a shared command runs once for the box (in worker 0), and
+/// its events reach subscribers on every worker — live, and through its `topic` — each line
+/// once, in order: the PHP loop runs once, not once per worker.
+#[test]
+fn a_shared_command_runs_once_per_box_and_feeds_every_worker() {
+    if !have("nginx") {
+        return;
+    }
+    let dir = TempDir::new("box-cmd");
+    let ticker = |name: &str| {
+        let path = dir.path(name);
+        std::fs::write(
+            &path,
+            "#!/bin/sh\ni=0\nwhile :; do i=$((i+1)); printf 'data: %s\\n\\n' \"$i\"; sleep 0.1; done\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path.display().to_string()
+    };
+    let (live, topic) = (ticker("live-ticker.sh"), ticker("topic-ticker.sh"));
+    let d = Daemon::start(&format!(
+        "[server]\nprocesses = 4\n\n[stream]\nheartbeat = \"1s\"\n\n\
+         [[route]]\npath = \"/events\"\ntype = \"command\"\ncommand = [\"{live}\"]\n\n\
+         [[route]]\npath = \"/ping\"\ntype = \"command\"\ncommand = [\"{topic}\"]\n\
+         topic = \"ticks\"\n\n\
+         [[route]]\npath = \"/status\"\ntype = \"status\"\n"
+    ));
+    let supervisor = d.pid();
+    wait_for("four workers", Duration::from_secs(10), || {
+        children(supervisor).len() == 4
+    });
+    // Every worker answers siblings before the streams start (worker 0 runs the programs).
+    std::thread::sleep(Duration::from_millis(500));
+    // Paths the shipped nginx snippet passes on: /events is live, /ping has a topic.
+    let n = Nginx::start(&format!("unix:{}", d.socket.display()), "");
+    for route in ["/events", "/ping"] {
+        let mut streams: Vec<HttpStream> = (0..12)
+            .map(|_| HttpStream::open(n.port, "GET", route, &[]))
+            .collect();
+        assert!(streams.iter().all(|s| s.status == 200), "{route}");
+        // 20 events each: consecutive numbers, none twice, none skipped.
+        for s in &mut streams {
+            let first: u64 = s.next_event().unwrap().2.parse().unwrap();
+            for k in 1..20 {
+                let (_, _, data) = s.next_event().expect("an event");
+                assert_eq!(data.parse::<u64>().unwrap(), first + k, "{route}");
+            }
+        }
+        let doc: serde_json::Value = serde_json::from_str(&d.status()).unwrap();
+        let spread = doc["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["active_streams"].as_u64() > Some(0))
+            .count();
+        assert!(spread >= 2, "the streams are spread over workers: {doc}");
+        assert_eq!(doc["commands"][route]["running"], 1, "{doc}");
+    }
+    // One program per route for the whole box, not one per worker.
+    assert_eq!(processes(&live).len(), 1, "{}", d.log());
+    assert_eq!(processes(&topic).len(), 1, "{}", d.log());
+}

@@ -12,6 +12,7 @@ use crate::hub::Presence;
 use crate::request::Request;
 use crate::response::{FullResponse, Response};
 use crate::routes::{Cx, RouteSet};
+use crate::siblings::Reply;
 use crate::stats::{ConnectionGuard, InputCharge, Stats};
 use crate::streams::Streams;
 
@@ -203,16 +204,21 @@ impl App {
     }
 
     /// This worker's answer to a sibling's question ([`crate::siblings`]): a route's
-    /// subscriptions, or its own `/status` or `/metrics`; nothing for another question.
-    pub async fn answer_sibling(&self, question: &str) -> Vec<u8> {
+    /// subscriptions, its own `/status` or `/metrics`, or a shared program's live feed;
+    /// nothing for another question.
+    pub async fn answer_sibling(&self, question: &str) -> Reply {
         let cx = Cx {
             set: self.current(),
             streams: self.streams.clone(),
         };
-        match question.split_once(' ') {
+        Reply::Body(match question.split_once(' ') {
             Some(("presences", route)) => {
                 crate::siblings::presences_answer(&self.presences_on(route))
             }
+            Some(("follow", route)) => match cx.set.get(route).and_then(|r| r.route.follow()) {
+                Some(f) => return Reply::Follow(f),
+                None => Vec::new(),
+            },
             _ if question == "status" => {
                 serde_json::Value::Object(crate::routes::own_status(&cx).await)
                     .to_string()
@@ -220,7 +226,7 @@ impl App {
             }
             _ if question == "metrics" => crate::routes::own_metrics(&cx).await.into_bytes(),
             _ => Vec::new(),
-        }
+        })
     }
 
     /// Routes a request to its response.

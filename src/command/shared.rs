@@ -4,8 +4,15 @@
 //! it `idle_stop` after the last subscriber left, and restarts it with backoff when it exits.
 //! A subscriber that falls `subscriber_queue` events behind is cut off with a `retry:` hint
 //! (the slow-subscriber rule), so a flooding program never grows memory.
+//!
+//! Under `[server] processes = N` the program runs once for the box, in worker 0. Another
+//! worker whose subscribers want it follows worker 0's feed ([`crate::siblings::follow`]): the
+//! connection counts as a subscriber there, and carries the live events into this worker's
+//! broadcast (with a `topic`, the events reach every worker through the shared journal, and
+//! the connection only says the program is wanted).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -51,8 +58,22 @@ pub struct SharedProgram {
     hub: Option<(Arc<Hub>, String)>,
     wanted: Notify,
     started: std::sync::OnceLock<()>,
+    /// Another worker runs the program: the data directory of the box, whose worker 0 this
+    /// one follows.
+    follows: Option<PathBuf>,
+    /// Siblings following this worker's feed now (each counts as a subscriber).
+    followers: AtomicUsize,
     /// Counters for `/status`.
     pub stats: SharedStats,
+}
+
+/// A sibling's hold on the feed: counted while it lasts.
+struct FollowerGuard(Arc<SharedProgram>);
+
+impl Drop for FollowerGuard {
+    fn drop(&mut self) {
+        self.0.followers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl SharedProgram {
@@ -61,9 +82,9 @@ impl SharedProgram {
         program: Program,
         output: OutputRules,
         (start, idle_stop): (Start, Duration),
-        queue: usize,
-        retry: Duration,
+        (queue, retry): (usize, Duration),
         hub: Option<(Arc<Hub>, String)>,
+        follows: Option<PathBuf>,
     ) -> Arc<SharedProgram> {
         Arc::new(SharedProgram {
             program,
@@ -75,6 +96,8 @@ impl SharedProgram {
             hub,
             wanted: Notify::new(),
             started: std::sync::OnceLock::new(),
+            follows,
+            followers: AtomicUsize::new(0),
             stats: SharedStats::default(),
         })
     }
@@ -121,8 +144,30 @@ impl SharedProgram {
         self.wanted.notify_one();
     }
 
+    /// The feed a sibling follows: live events, and its count as a subscriber while it
+    /// lasts; `None` where another worker runs the program.
+    pub fn follow(self: &Arc<Self>) -> Option<crate::siblings::Follow> {
+        if self.follows.is_some() {
+            return None;
+        }
+        self.followers.fetch_add(1, Ordering::Relaxed);
+        let guard = FollowerGuard(self.clone());
+        self.wake();
+        Some(crate::siblings::Follow {
+            events: self.live.subscribe(),
+            guard: Box::new(guard),
+        })
+    }
+
     fn wanted_now(&self) -> bool {
-        self.start == Start::Always || self.subscribers() > 0
+        let here = self.subscribers() > 0;
+        match self.follows {
+            // A follower holds its feed while its own subscribers want it.
+            Some(_) => here,
+            None => {
+                self.start == Start::Always || here || self.followers.load(Ordering::Relaxed) > 0
+            }
+        }
     }
 
     /// Hands one event on: broadcast, or published to the hub (in order).
@@ -153,8 +198,12 @@ impl SharedProgram {
     }
 }
 
-/// Runs the program while it is wanted, restarting it with backoff.
+/// Runs the program while it is wanted, restarting it with backoff (or, where another
+/// worker runs it, follows that worker's feed).
 async fn supervise(shared: Weak<SharedProgram>) {
+    if let Some(dir) = shared.upgrade().and_then(|s| s.follows.clone()) {
+        return follow(shared, dir).await;
+    }
     let mut backoff = Duration::from_millis(200);
     loop {
         let Some(s) = wanted(&shared).await else {
@@ -206,6 +255,40 @@ async fn supervise(shared: Weak<SharedProgram>) {
             status.map_or_else(|e| e.to_string(), |s| s.to_string())
         );
         drop(s);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Follows worker 0's feed of this route while this worker's subscribers want it; reconnects
+/// with backoff while it cannot be reached (worker 0 restarting).
+async fn follow(shared: Weak<SharedProgram>, dir: PathBuf) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let Some(s) = wanted(&shared).await else {
+            return;
+        };
+        let route = s.program.route.clone();
+        let live = (s.hub.is_none()).then(|| s.live.clone());
+        drop(s);
+        let each = |ev: Bytes| {
+            if let Some(live) = &live {
+                let _ = live.send(ev);
+            }
+        };
+        let gone = || shared.upgrade().is_none_or(|s| !s.wanted_now());
+        let began = Instant::now();
+        let followed = crate::siblings::follow(&dir, 0, &route, each, gone).await;
+        if began.elapsed() >= Duration::from_secs(1) {
+            backoff = Duration::from_millis(200);
+            continue;
+        }
+        // Ended at once (worker 0 starting, or without the route yet): not a tight loop.
+        if let Err(e) = followed {
+            log::warn!(
+                "route {route}: cannot follow worker 0's program ({e}); retrying in {backoff:?}"
+            );
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

@@ -109,7 +109,7 @@ impl RouteSettings for CommandSettings {
         self
     }
 
-    fn check(&self, t: &RouteTable, config: &Config) -> Result<(), ConfigError> {
+    fn check(&self, t: &RouteTable, _: &Config) -> Result<(), ConfigError> {
         let (p, path) = (&self.program, t.path.get_ref());
         if let Err(why) =
             crate::command::check(&p.command, p.working_dir.as_deref(), p.user.as_deref())
@@ -119,16 +119,6 @@ impl RouteSettings for CommandSettings {
         if p.topic.is_some() && p.mode == Mode::PerStream {
             let why = "topic is for shared commands (a per-stream program serves one browser)";
             return Err(t.refuse("topic", format!("route {path}: {why}")));
-        }
-        let n = config.server.processes;
-        if p.mode == Mode::Shared && p.topic.is_some() && n > 1 {
-            let why = format!(
-                "route {path}: a shared command with `topic` would run in each of the {n} \
-                 processes ([server] processes) and publish every event {n} times; drop \
-                 `topic` (each process then feeds its own streams), or publish from one \
-                 program with `fastsse publish`"
-            );
-            return Err(t.refuse("path", why));
         }
         self.publishing.check(t)?;
         self.auth.check(t)
@@ -231,13 +221,21 @@ fn programs(b: &Build, r: &RouteConfig, s: &CommandSettings) -> Result<Programs,
                 Some(t) => Some((journaled::hub(b, r, None)?, t.clone())),
                 None => None,
             };
+            // Under `[server] processes`, worker 0 runs the program for the box; the others
+            // follow it.
+            let follows = match crate::process::worker_number() {
+                Some(n) if n > 0 && b.config.server.processes > 1 => {
+                    Some(b.config.journal.dir.clone())
+                }
+                _ => None,
+            };
             let shared = SharedProgram::new(
                 program,
                 output,
                 (p.start, p.idle_stop),
-                s.hub.subscriber_queue,
-                b.config.stream.retry,
+                (s.hub.subscriber_queue, b.config.stream.retry),
                 hub,
+                follows,
             );
             shared.ensure_started();
             Programs::Shared(shared)
@@ -300,6 +298,13 @@ impl Route for CommandRoute {
     fn start(&self) {
         if let Programs::Shared(s) = &self.programs {
             s.ensure_started();
+        }
+    }
+
+    fn follow(&self) -> Option<crate::siblings::Follow> {
+        match &self.programs {
+            Programs::Shared(s) => s.follow(),
+            Programs::PerStream(_) => None,
         }
     }
 

@@ -81,6 +81,11 @@ pub trait Route: Send + Sync {
         None
     }
 
+    /// The live feed a sibling worker follows (a shared program this worker runs for the box).
+    fn follow(&self) -> Option<crate::siblings::Follow> {
+        None
+    }
+
     /// Whether it was added in code ([`custom::Custom`]): a reload keeps it.
     fn is_custom(&self) -> bool {
         false
