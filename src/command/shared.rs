@@ -117,11 +117,14 @@ impl SharedProgram {
         self.hub.as_ref()
     }
 
-    /// Subscribers now.
+    /// Subscribers of this worker now (a sibling following the feed is not one of them).
     pub fn subscribers(&self) -> usize {
         match &self.hub {
             Some((hub, _)) => hub.subscribers(),
-            None => self.live.receiver_count(),
+            None => self
+                .live
+                .receiver_count()
+                .saturating_sub(self.followers.load(Ordering::Relaxed)),
         }
     }
 
@@ -150,11 +153,12 @@ impl SharedProgram {
         if self.follows.is_some() {
             return None;
         }
+        let events = self.live.subscribe();
         self.followers.fetch_add(1, Ordering::Relaxed);
         let guard = FollowerGuard(self.clone());
         self.wake();
         Some(crate::siblings::Follow {
-            events: self.live.subscribe(),
+            events,
             guard: Box::new(guard),
         })
     }
