@@ -353,16 +353,17 @@ impl CommandRoute {
 
 /// Each command route: its program(s).
 pub(super) const FIGURES: &[Figure<CommandRoute>] = &[
-    fig(
+    combined_max(fig(
         "running",
         "fastsse_command_running",
         Gauge,
-        "Program processes running now (shared: 0 or 1).",
+        "Program processes running now: a shared one (0 or 1, in one worker of a box), or the \
+         per-stream ones of the box (their slots are the box's).",
         |c| match &c.programs {
             Programs::Shared(s) => count(u64::from(s.stats.running.load(Relaxed))),
             Programs::PerStream(p) => count(p.slots.running()),
         },
-    ),
+    )),
     combined_max(fig(
         "pid",
         "fastsse_command_pid",
