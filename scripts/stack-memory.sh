@@ -14,11 +14,13 @@
 #
 #   scripts/stack-memory.sh
 #   N=5000 ROWS="shipped nchan" scripts/stack-memory.sh
+#   EXTRA="fastcgi_buffer_size 2k;" ROWS=shipped scripts/stack-memory.sh  # try a setting
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 N=${N:-10000}
 ROWS=${ROWS:-"shipped 50k nchan"}
+EXTRA=${EXTRA:-}                     # directives added to the shipped rows' server block
 PATH=$PATH:/usr/sbin
 for p in nginx libnginx-mod-nchan; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue
@@ -146,7 +148,7 @@ for row in $ROWS; do
   case $row in
     shipped)
       start_fastsse 1
-      sed -e "s/listen 80;/listen 127.0.0.1:$port;/" -e "s#include snippets/fastsse.conf;#include $work/snippet.conf;#" \
+      sed -e "s/listen 80;/listen 127.0.0.1:$port; $EXTRA/" -e "s#include snippets/fastsse.conf;#include $work/snippet.conf;#" \
           conf/nginx.conf > "$work/server.conf"
       debian_main "$work/server.conf" > "$work/nginx-shipped.conf"
       start_nginx "$work/nginx-shipped.conf"
