@@ -246,12 +246,12 @@ mod tests {
         let a = doc(serde_json::json!({
             "up": 1, "active_streams": 3, "limits": {"max_streams": 10}, "pid": 11,
             "topics": {"/events": {"subscribers": 2, "last_id": 40, "backend": "ok"}},
-            "commands": {"/c": {"running": 1, "mode": "shared"}}, "worker": 0
+            "commands": {"/c": {"running": 1, "events": 3, "mode": "shared"}}, "worker": 0
         }));
         let b = doc(serde_json::json!({
             "up": 1, "active_streams": 4, "limits": {"max_streams": 10}, "pid": 12,
             "topics": {"/events": {"subscribers": 5, "last_id": 42, "backend": "failing"}},
-            "commands": {"/c": {"running": 1, "mode": "shared"}}, "worker": 1
+            "commands": {"/c": {"running": 0, "events": 4, "mode": "shared"}}, "worker": 1
         }));
         let out = combine_status(vec![(1, b), (0, a)], 2);
         assert_eq!(out["active_streams"], 7);
@@ -260,7 +260,9 @@ mod tests {
         assert_eq!(out["topics"]["/events"]["subscribers"], 7);
         assert_eq!(out["topics"]["/events"]["last_id"], 42);
         assert_eq!(out["topics"]["/events"]["backend"], "failing");
-        assert_eq!(out["commands"]["/c"]["running"], 2);
+        // The program runs in one worker for the box: running is the largest, events add up.
+        assert_eq!(out["commands"]["/c"]["running"], 1);
+        assert_eq!(out["commands"]["/c"]["events"], 7);
         assert_eq!(out["commands"]["/c"]["mode"], "shared");
         // The answering worker's own identity, and each worker listed.
         assert_eq!(
