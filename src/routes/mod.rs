@@ -1,5 +1,5 @@
-//! Route kinds. Each kind is one room: `clock.rs`, `ping.rs`, `status.rs` (`/status` and
-//! `/metrics`), `topics.rs`, `mercure/` and `command.rs` each read their `[[route]]` table into
+//! Route kinds. Each kind is one room: `ticks.rs` (`clock` and `ping`), `status.rs` (`/status`
+//! and `/metrics`), `topics.rs`, `mercure/` and `command.rs` each read their `[[route]]` table into
 //! their own settings struct (the keys they take, the checks they make), build their route and
 //! answer its requests. This file only dispatches: the [`Kind`] and [`Route`] traits, the one
 //! list of kinds ([`KINDS`]: adding a kind is a module here and a line there), and finding the
@@ -16,14 +16,13 @@ use crate::response::{FullResponse, Response};
 use crate::streams::Streams;
 
 mod box_figures;
-mod clock;
 mod command;
 mod custom;
 mod figures;
 mod journaled;
 mod mercure;
-mod ping;
 mod status;
+mod ticks;
 mod topics;
 
 pub use custom::SourceFactory;
@@ -178,8 +177,8 @@ pub trait Kind: RouteKind {
 
 /// Every route kind. Adding one: its module in this folder and a line here.
 static KINDS: &[&dyn Kind] = &[
-    &clock::ClockKind,
-    &ping::PingKind,
+    &ticks::CLOCK,
+    &ticks::PING,
     &status::StatusKind,
     &status::MetricsKind,
     &topics::TopicsKind,

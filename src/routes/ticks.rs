@@ -1,5 +1,6 @@
-//! The `clock` route: the server time every `interval`, each event with an `id:`. Its settings
-//! ([`Ticks`]) are the `ping` route's too.
+//! The routes that tick: `clock` (the server time every `interval`, each event with an `id:`)
+//! and `ping` (MDN's example: `event: ping` every `interval`, plain messages at random
+//! intervals between). One settings struct, one route; the kinds differ by their source.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +11,15 @@ use super::{not_allowed, read_only, ready, settings, Answer, Build, BuildError, 
 use crate::config::de::de_positive_duration;
 use crate::config::{field_names, ConfigError, RouteConfig, RouteKind, RouteSettings, RouteTable};
 use crate::request::Request;
-use crate::source::ClockSource;
+use crate::source::{ClockSource, PingSource, Source};
 
-/// The settings of a route that ticks (`clock`, `ping`).
+/// The settings of a route that ticks.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
-pub(super) struct Ticks {
+struct Ticks {
     /// How often it ticks.
     #[serde(deserialize_with = "de_positive_duration")]
-    pub(super) interval: Duration,
+    interval: Duration,
     /// The kind's name, for `check-config`.
     #[serde(skip)]
     name: &'static str,
@@ -33,13 +34,6 @@ impl Default for Ticks {
     }
 }
 
-impl Ticks {
-    /// The ticks of the table `t` of kind `name`.
-    pub(super) fn read(t: &RouteTable, name: &'static str) -> Result<Ticks, ConfigError> {
-        Ok(Ticks { name, ..t.read()? })
-    }
-}
-
 impl RouteSettings for Ticks {
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -50,12 +44,31 @@ impl RouteSettings for Ticks {
     }
 }
 
-/// `type = "clock"`.
-pub(super) struct ClockKind;
+/// A kind of route that ticks: its name and the source each stream gets.
+pub(super) struct TickKind {
+    name: &'static str,
+    /// What `check-config` calls it.
+    shown: &'static str,
+    source: fn(Duration) -> Box<dyn Source>,
+}
 
-impl RouteKind for ClockKind {
+/// `type = "clock"`.
+pub(super) const CLOCK: TickKind = TickKind {
+    name: "clock",
+    shown: "Clock",
+    source: |every| Box::new(ClockSource::new(every)),
+};
+
+/// `type = "ping"`.
+pub(super) const PING: TickKind = TickKind {
+    name: "ping",
+    shown: "Ping",
+    source: |every| Box::new(PingSource::new(every)),
+};
+
+impl RouteKind for TickKind {
     fn name(&self) -> &'static str {
-        "clock"
+        self.name
     }
 
     fn keys(&self) -> Vec<&'static str> {
@@ -63,31 +76,36 @@ impl RouteKind for ClockKind {
     }
 
     fn read(&self, t: &RouteTable) -> Result<Arc<dyn RouteSettings>, ConfigError> {
-        Ok(Arc::new(Ticks::read(t, "Clock")?))
-    }
-}
-
-impl Kind for ClockKind {
-    fn build(&self, _: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
-        Ok(Arc::new(Clock {
-            path: r.path.get_ref().clone(),
-            interval: settings::<Ticks>(r)?.interval,
+        Ok(Arc::new(Ticks {
+            name: self.shown,
+            ..t.read()?
         }))
     }
 }
 
-/// A clock ticking every `interval`.
-struct Clock {
-    path: String,
-    interval: Duration,
+impl Kind for TickKind {
+    fn build(&self, _: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
+        Ok(Arc::new(Ticking {
+            path: r.path.get_ref().clone(),
+            interval: settings::<Ticks>(r)?.interval,
+            source: self.source,
+        }))
+    }
 }
 
-impl Route for Clock {
+/// A route ticking every `interval`.
+struct Ticking {
+    path: String,
+    interval: Duration,
+    source: fn(Duration) -> Box<dyn Source>,
+}
+
+impl Route for Ticking {
     fn handle<'a>(&'a self, cx: &'a Cx, req: &'a Request) -> Answer<'a> {
         if !read_only(req) {
             return ready(not_allowed(&self.path, req, "GET, HEAD"));
         }
-        let source = Box::new(ClockSource::new(self.interval));
+        let source = (self.source)(self.interval);
         ready(cx.streams.stream(cx.config(), &self.path, req, source))
     }
 }
