@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Presence;
@@ -127,7 +128,8 @@ async fn reply(stream: UnixStream, answers: Answerer) -> std::io::Result<()> {
                         // Behind by a whole queue (or the program's route is gone): the
                         // follower reconnects, as a slow subscriber is cut off.
                         let Ok(ev) = ev else { return Ok(()) };
-                        let frame = [&(ev.len() as u32).to_be_bytes()[..], &ev[..]].concat();
+                        let mut frame = bytes::BytesMut::new();
+                        feed_codec().encode(ev, &mut frame)?;
                         tokio::time::timeout(DEADLINE, write.write_all(&frame))
                             .await
                             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
@@ -155,21 +157,19 @@ pub async fn follow(
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     s.write_all(format!("follow {route}\n").as_bytes()).await?;
+    let mut codec = feed_codec();
+    let mut buf = bytes::BytesMut::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let mut len = [0u8; 4];
+        while let Some(ev) = codec.decode(&mut buf)? {
+            each(ev.freeze());
+        }
         tokio::select! {
-            r = s.read_exact(&mut len) => {
-                if r.is_err() {
+            // `read_buf` keeps what it read when the tick wins: no frame is ever cut.
+            r = s.read_buf(&mut buf) => {
+                if r? == 0 {
                     return Ok(());
                 }
-                let n = u32::from_be_bytes(len) as u64;
-                if n > MAX_ANSWER {
-                    return Err(std::io::Error::from(std::io::ErrorKind::InvalidData));
-                }
-                let mut ev = vec![0u8; n as usize];
-                s.read_exact(&mut ev).await?;
-                each(bytes::Bytes::from(ev));
             }
             _ = tick.tick() => {
                 if stop() {
@@ -178,6 +178,14 @@ pub async fn follow(
             }
         }
     }
+}
+
+/// The framing of a feed: each event after its length (4 bytes, big-endian), at most
+/// [`MAX_ANSWER`] bytes.
+fn feed_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_ANSWER as usize)
+        .new_codec()
 }
 
 /// This worker's subscriptions on `route`, as a sibling reads them.

@@ -385,16 +385,10 @@ impl<T: ?Sized> Figure<T> {
     }
 }
 
-/// One figure's reading, with what names it.
+/// One figure's reading and its `/status` key.
 pub struct Reading {
-    /// The key in `/status`.
+    /// The key in `/status` (the metric is its kind's list's, at the same place).
     pub key: &'static str,
-    /// The metric family.
-    pub metric: &'static str,
-    /// Its labels within the family.
-    pub labels: &'static [(&'static str, &'static str)],
-    pub kind: Kind,
-    pub help: &'static str,
     /// `None` where it does not apply.
     pub value: Option<Value>,
 }
@@ -417,10 +411,6 @@ impl RouteFigures {
             .iter()
             .map(|f| Reading {
                 key: f.key,
-                metric: f.metric,
-                labels: f.labels,
-                kind: f.kind,
-                help: f.help,
                 value: (f.read)(of),
             })
             .collect();
