@@ -5,8 +5,8 @@
 #     the amd64 one is the one installed below;
 #  2. a previous version (the same binary packaged as 0.0.1) installs; the user, the journal
 #     folder and /run/fastsse are made; nothing is started where systemd does not run;
-#  3. the daemon, started the way the installed unit says (its User=, WorkingDirectory=,
-#     ExecStartPre=, ExecStart=), answers through Debian's own nginx (a copy of /etc/nginx with
+#  3. the daemon, started by the README's line for hosts without systemd (the package prints it;
+#     it is the unit's User= and ExecStart=, after its ExecStartPre=), answers through Debian's own nginx (a copy of /etc/nginx with
 #     the README's lines applied: the package's snippet in the default site) as www-data: a
 #     clock, a publish, a replay;
 #  4. the README's install line installs the new version over it with an edited config: the
@@ -60,7 +60,15 @@ done
 
 # 2. The previous version.
 old=$(bash scripts/deb.sh "$bin" 0.0.1 "$work")
-dpkg -i "$old" >/dev/null </dev/null || fail "dpkg -i $old failed"
+dpkg -i "$old" >"$work/dpkg-i.log" 2>&1 </dev/null || fail "dpkg -i $old failed: $(tail -3 "$work/dpkg-i.log")"
+# The README's line that starts the daemon where systemd does not run.
+readme_daemon=$(awk '/<!-- install-deb-no-systemd/{f=1;next} f&&/^```sh/{g=1;next} g&&/^```/{exit} g' README.md | head -n 1)
+[[ "$readme_daemon" == *" &" ]] || fail "README has no install-deb-no-systemd block starting the daemon: $readme_daemon"
+readme_daemon=${readme_daemon//sudo /}
+readme_daemon=${readme_daemon% &}
+if [ ! -d /run/systemd/system ]; then
+  grep -qF "$readme_daemon" "$work/dpkg-i.log" || fail "the package did not say how to start it without systemd (as the README does): $(cat "$work/dpkg-i.log")"
+fi
 getent passwd fastsse >/dev/null || fail "no fastsse user"
 [ "$(stat -c '%U %a' /var/lib/fastsse)" = "fastsse 750" ] || fail "/var/lib/fastsse: $(stat -c '%U %a' /var/lib/fastsse)"
 [ "$(stat -c '%U' /run/fastsse)" = fastsse ] || fail "/run/fastsse is not fastsse's"
@@ -75,14 +83,15 @@ user=$(key User) group=$(key Group) wd=$(key WorkingDirectory)
 as_unit() { (cd "$wd" && exec env RUST_LOG=info setpriv --reuid="$user" --regid="$group" --init-groups -- "$@"); }
 # shellcheck disable=SC2046
 as_unit $(key ExecStartPre) >/dev/null || fail "ExecStartPre ($(key ExecStartPre)) failed"
-start_daemon() {
-  # shellcheck disable=SC2046
-  as_unit $(key ExecStart) >>"$work/daemon.log" 2>&1 &
-  daemon_pid=$!
-  for _ in $(seq 100); do [ -S /run/fastsse/fastsse.sock ] && return; sleep 0.1; done
-  fail "the daemon did not create /run/fastsse/fastsse.sock: $(tail -5 "$work/daemon.log")"
-}
-start_daemon
+# The README's line is the unit's user and command.
+[[ "$readme_daemon" == "runuser -u $user -- "* ]] || fail "the README starts the daemon as another user than the unit's $user: $readme_daemon"
+[ "/usr/bin/${readme_daemon#runuser -u "$user" -- }" = "$(key ExecStart)" ] ||
+  fail "the README starts another command than the unit's ExecStart ($(key ExecStart)): $readme_daemon"
+(bash -c "$readme_daemon" >>"$work/daemon.log" 2>&1 &)
+for _ in $(seq 100); do [ -S /run/fastsse/fastsse.sock ] && break; sleep 0.1; done
+[ -S /run/fastsse/fastsse.sock ] || fail "the daemon did not create /run/fastsse/fastsse.sock: $(tail -5 "$work/daemon.log")"
+daemon_pid=$(daemons)
+[ "$(echo "$daemon_pid" | wc -w)" = 1 ] || fail "not one daemon: $daemon_pid"
 
 cp -a /etc/nginx "$work/nginx"
 etc="$work/nginx"

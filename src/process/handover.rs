@@ -76,7 +76,8 @@ pub fn relieve_predecessor() {
     }
 }
 
-/// The binary to start: argv[0] when it is a path, else this process's executable.
+/// The binary to start: argv[0] when it is a path, else the path this process's executable was
+/// started from — which, once a package has replaced the file, Linux names `… (deleted)`.
 fn binary() -> io::Result<std::path::PathBuf> {
     if let Some(arg0) = std::env::args_os().next() {
         let p = std::path::PathBuf::from(arg0);
@@ -84,7 +85,18 @@ fn binary() -> io::Result<std::path::PathBuf> {
             return Ok(p);
         }
     }
-    std::env::current_exe()
+    std::env::current_exe().map(replaced_by)
+}
+
+/// `/usr/bin/fastsse (deleted)` → `/usr/bin/fastsse`: the file now at the path the running
+/// binary was started from (started by its bare name through PATH, as `runuser … -- fastsse`).
+fn replaced_by(exe: std::path::PathBuf) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = exe.as_os_str().as_bytes();
+    match bytes.strip_suffix(b" (deleted)") {
+        Some(path) => std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+        None => exe,
+    }
 }
 
 /// Listening sockets to hand to another process: their descriptors and unix socket paths.
@@ -184,4 +196,24 @@ pub fn spawn_with_listeners(
         });
     }
     cmd.spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replaced_by;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_replaced_binary_is_started_from_its_path() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            replaced_by(p("/usr/bin/fastsse (deleted)")),
+            p("/usr/bin/fastsse")
+        );
+        assert_eq!(replaced_by(p("/usr/bin/fastsse")), p("/usr/bin/fastsse"));
+        assert_eq!(
+            replaced_by(p("/opt/a (deleted) b")),
+            p("/opt/a (deleted) b")
+        );
+    }
 }
