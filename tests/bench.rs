@@ -104,6 +104,79 @@ fn bench_over_fastcgi_with_churn_loses_nothing() {
     assert!(r["events_expected"].as_u64().unwrap() > 0);
 }
 
+/// What `scripts/soak.sh` relies on: events published to several topics in turn, each subscriber
+/// expecting only its own topic's (across churn), and the server's figures sampled from
+/// `/metrics` into the report.
+#[test]
+fn topics_in_turn_with_churn_and_the_server_sampled() {
+    if !have("nginx") {
+        return;
+    }
+    let d = Daemon::start(&format!(
+        "{CONFIG}\n[[route]]\npath = \"/metrics\"\ntype = \"metrics\"\n"
+    ));
+    let metrics = "location = /metrics { include /etc/nginx/fastcgi_params; \
+                   fastcgi_pass unix:/run/fastsse/fastsse.sock; }";
+    let n = Nginx::start_with(&format!("unix:{}", d.socket.display()), "", metrics);
+    let url = |t: &str| format!("http://127.0.0.1:{}/events?topic={t}", n.port);
+    let (a, b) = (url("a"), url("b"));
+    let sample = format!("http://127.0.0.1:{}/metrics", n.port);
+    let mut args = vec![
+        "--url",
+        &a,
+        "--url",
+        &b,
+        "--publish-url",
+        &a,
+        "--publish-url",
+        &b,
+    ];
+    args.extend([
+        "-n",
+        "6",
+        "--rate",
+        "20",
+        "--duration",
+        "3s",
+        "--drain",
+        "1s",
+        "--churn",
+        "30",
+        "--max-duplicated",
+        "0",
+        "--sample",
+        &sample,
+        "--sample-every",
+        "300ms",
+    ]);
+    let (code, r, err) = bench(&args);
+    assert_eq!(code, 0, "{r}\n{err}");
+    let published = r["published"].as_u64().unwrap();
+    assert!(published >= 40, "{r}");
+    // Subscribers 0, 2, 4 read topic a (events 1, 3, 5…), 1, 3, 5 topic b (2, 4, 6…).
+    assert_eq!(r["events_expected"].as_u64().unwrap(), 3 * published, "{r}");
+    assert_eq!(r["events_received"].as_u64().unwrap(), 3 * published, "{r}");
+    assert_eq!(r["events_lost"], 0, "{r}");
+    assert!(r["reconnects"].as_u64().unwrap() > 3, "{r}");
+    let samples = r["samples"].as_array().unwrap();
+    assert!(samples.len() >= 5, "{r}");
+    let last = &samples[samples.len() - 1]["values"];
+    assert!(last["process_open_fds"].as_f64().unwrap() >= 6.0, "{last}");
+    assert!(
+        last["process_resident_memory_bytes"].as_f64().unwrap() > 1e6,
+        "{last}"
+    );
+    assert!(last["fastsse_tasks"].as_f64().unwrap() >= 6.0, "{last}");
+    assert!(samples
+        .iter()
+        .any(|s| s["values"]["fastsse_streams_active"].as_f64() == Some(6.0)));
+
+    // Two topics need two subscribe URLs, said before anything connects.
+    let (code, _, err) = bench(&["--url", &a, "--publish-url", &a, "--publish-url", &b]);
+    assert_ne!(code, 0);
+    assert!(err.contains("2 --publish-url need 2 --url"), "{err}");
+}
+
 #[test]
 fn failed_connections_fail_the_run() {
     let port = free_port();

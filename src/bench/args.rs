@@ -68,9 +68,11 @@ pub struct LoadArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Publish by POSTing to this URL (the body is `{"t":<unix µs>,"seq":<n>}`); without it the
-    /// source must produce events itself.
+    /// source must produce events itself. Repeat it to publish to several topics in turn
+    /// (event n goes to URL n mod m); then give `--url` as many times: subscribers of `--url` k
+    /// expect only what went to `--publish-url` k.
     #[arg(long)]
-    pub publish_url: Option<String>,
+    pub publish_url: Vec<String>,
     /// Events published per second.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
@@ -99,6 +101,24 @@ pub struct LoadArgs {
     /// they were there (up to --drain before they left).
     #[arg(long)]
     pub stages: Option<String>,
+    /// Fail the run when more than this many deliveries arrived twice (not checked unless given).
+    #[arg(long)]
+    pub max_duplicated: Option<u64>,
+    /// Read the server's Prometheus text page at this URL (fastsse's `/metrics`) every
+    /// `--sample-every`: its memory, open files, tasks, journal bytes and streams go into the
+    /// report and its charts.
+    #[arg(long)]
+    pub sample: Option<String>,
+    /// How often `--sample` reads.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub sample_every: Duration,
+    /// Fail the run when the sampled resident memory or open files move more than this percent
+    /// from their first reading after `--settle` (a soak's leak check; needs `--sample`).
+    #[arg(long, requires = "sample")]
+    pub max_growth: Option<f64>,
+    /// When `--max-growth` starts counting: the warm-up before it is not judged.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub settle: Duration,
     /// Write the report as one self-contained HTML page (inline SVG charts) to this file.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,

@@ -194,6 +194,62 @@ pub fn charts(runs: &[(String, Report)]) -> Vec<(&'static str, String)> {
             line_chart("Events delivered per second", "events/s", &events),
         ),
     ]
+    .into_iter()
+    .chain(sample_charts(runs))
+    .collect()
+}
+
+/// The server's own figures (`--sample`), a chart each where a run has them: (file name,
+/// title, unit, divisor).
+const SAMPLED: [(&str, &str, &str, &str, f64); 5] = [
+    (
+        "process_resident_memory_bytes",
+        "rss",
+        "Server resident memory",
+        "MB",
+        1e6,
+    ),
+    ("process_open_fds", "fds", "Server open files", "files", 1.0),
+    ("fastsse_tasks", "tasks", "Server tasks", "tasks", 1.0),
+    (
+        "fastsse_journal_bytes",
+        "journal",
+        "Journal on disk",
+        "MB",
+        1e6,
+    ),
+    (
+        "fastsse_streams_active",
+        "streams",
+        "Server streams",
+        "streams",
+        1.0,
+    ),
+];
+
+fn sample_charts(runs: &[(String, Report)]) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (family, file, title, unit, div) in SAMPLED {
+        let lines: Vec<Line> = runs
+            .iter()
+            .map(|(name, r)| {
+                let points = r
+                    .samples
+                    .iter()
+                    .filter_map(|s| s.values.get(family).map(|v| (s.t as f64, v / div)))
+                    .collect::<Vec<_>>();
+                (name.clone(), false, points)
+            })
+            .filter(|l| !l.2.is_empty())
+            .collect();
+        if !lines.is_empty() {
+            out.push((
+                file,
+                line_chart(&format!("{title} (sampled)"), unit, &lines),
+            ));
+        }
+    }
+    out
 }
 
 /// The summary table: one column per run.

@@ -61,6 +61,9 @@ pub(super) struct Run {
     pub(super) began: Instant,
     /// `-H` headers.
     pub(super) headers: Vec<(String, String)>,
+    /// Topics published to in turn (`--publish-url` given m times; 1 otherwise): event `seq`
+    /// belongs to topic `(seq - 1) % topics`, subscriber `idx` to topic `idx % topics`.
+    pub(super) topics: usize,
     /// When each sequence number was sent (index `seq - 1`).
     pub(super) sent_at: Mutex<Vec<Instant>>,
     /// One entry per second of the run.
@@ -81,6 +84,7 @@ impl Run {
             churn: args.churn,
             began: Instant::now(),
             headers: args.headers.clone(),
+            topics: args.publish_url.len().max(1),
             sent_at: Mutex::new(Vec::new()),
             series: Mutex::new(Vec::new()),
         }
@@ -130,10 +134,11 @@ impl WorkerRole {
     }
 }
 
-/// POSTs `{"t":…,"seq":…}` at `rate` for `duration`; returns the acknowledged sequence numbers.
+/// POSTs `{"t":…,"seq":…}` at `rate` for `duration`, to each URL in turn; returns the
+/// acknowledged sequence numbers.
 pub(super) async fn publisher(
     client: HttpClient,
-    url: Url,
+    urls: Vec<Url>,
     rate: f64,
     duration: Duration,
     shared: Arc<Run>,
@@ -155,7 +160,8 @@ pub(super) async fn publisher(
             .push(Instant::now());
         shared.publishing.store(seq, Ordering::Release);
         let body = format!("{{\"t\":{},\"seq\":{seq}}}", now_us());
-        match client.post(&url, &body).await {
+        let url = &urls[(seq as usize - 1) % urls.len()];
+        match client.post(url, &body).await {
             Ok(()) => {
                 acked.push(seq);
                 shared.acked.fetch_add(1, Ordering::Relaxed);
@@ -232,7 +238,7 @@ async fn follow_stages(
     ended
 }
 
-fn settings(args: &LoadArgs, version: HttpVersion) -> ClientSettings {
+pub(super) fn settings(args: &LoadArgs, version: HttpVersion) -> ClientSettings {
     ClientSettings {
         version,
         insecure: args.insecure,
@@ -263,15 +269,42 @@ fn target(args: &LoadArgs, peak: usize) -> Result<Target, String> {
     })
 }
 
-/// The publisher's client and URL (`--publish-url`); it speaks HTTP/1.1.
-pub(super) fn publisher_client(args: &LoadArgs) -> Result<Option<(HttpClient, Url)>, String> {
-    match args.publish_url.as_deref() {
-        Some(u) => Ok(Some((
-            HttpClient::new(settings(args, HttpVersion::Http1), 1)?,
-            parse_url(u)?,
-        ))),
-        None => Ok(None),
+/// The publisher's client and URLs (`--publish-url`); it speaks HTTP/1.1.
+pub(super) fn publisher_client(args: &LoadArgs) -> Result<Option<(HttpClient, Vec<Url>)>, String> {
+    if args.publish_url.is_empty() {
+        return Ok(None);
     }
+    let urls = args
+        .publish_url
+        .iter()
+        .map(|u| parse_url(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((
+        HttpClient::new(settings(args, HttpVersion::Http1), 1)?,
+        urls,
+    )))
+}
+
+/// Several topics (`--publish-url` m times) need `--url` m times: subscriber `idx` connects to
+/// URL `idx % m` and expects the events of publish URL `idx % m`.
+fn check_topics(args: &LoadArgs) -> Result<(), String> {
+    let m = args.publish_url.len();
+    if m <= 1 {
+        return Ok(());
+    }
+    if !args.fcgi.is_empty() {
+        return Err(
+            "several --publish-url need as many --url (each topic's stream); --fcgi has one path"
+                .into(),
+        );
+    }
+    if args.url.len() != m {
+        return Err(format!(
+            "{m} --publish-url need {m} --url (subscribers of --url k expect what went to --publish-url k), not {}",
+            args.url.len()
+        ));
+    }
+    Ok(())
 }
 
 /// What a run does, as its arguments say.
@@ -298,6 +331,7 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
         .as_deref()
         .map(series::parse_stages)
         .transpose()?;
+    check_topics(&args)?;
     let peak_total = stages.as_deref().map_or(args.subscribers, series::peak);
     let peak = role.map_or(peak_total, |r| r.share(peak_total));
     check_open_files(peak)?;
@@ -332,7 +366,7 @@ pub fn run(args: LoadArgs) -> Result<Report, String> {
 /// The run: subscribers (ramped or staged) and publishing, the drain, then the report.
 async fn drive(
     plan: Plan,
-    publish: Option<(HttpClient, Url)>,
+    publish: Option<(HttpClient, Vec<Url>)>,
     shared: Arc<Run>,
 ) -> Result<Report, String> {
     let (args, role) = (&plan.args, plan.role);
@@ -343,6 +377,10 @@ async fn drive(
         role.is_some(),
     ));
     let started = Instant::now();
+    let sampler = match role {
+        None => super::samples::start(args, shared.began, shared.stop.clone())?,
+        Some(_) => None,
+    };
     let (subs, (acked, publish_failed)) = match &plan.stages {
         // Stages: publishing runs from the start, beside the ramps.
         Some(st) => {
@@ -371,18 +409,22 @@ async fn drive(
     let mut tally = Tally::default();
     for (_, task) in subs {
         if let Ok(outcome) = task.await {
-            tally.add(outcome, &acked, &sent_at, args.drain);
+            tally.add(outcome, &acked, &sent_at, args.drain, shared.topics);
         }
     }
     let published = (acked.len() as u64, publish_failed);
-    Ok(report(&plan, &shared, tally, published, seconds))
+    let samples = match sampler {
+        Some(s) => s.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Ok(report(&plan, &shared, tally, published, seconds, samples))
 }
 
 /// Publishes for `duration`: from here (`--publish-url`); in a bench worker, waits for its
 /// parent to say what it published; else only waits. Returns the acknowledged sequence
 /// numbers and the failed count.
 async fn publishing(
-    publish: Option<(HttpClient, Url)>,
+    publish: Option<(HttpClient, Vec<Url>)>,
     role: Option<WorkerRole>,
     rate: f64,
     duration: Duration,
@@ -433,6 +475,7 @@ fn report(
     mut tally: Tally,
     (published, publish_failed): (u64, u64),
     seconds: f64,
+    samples: Vec<super::samples::Sample>,
 ) -> Report {
     let (args, c) = (&plan.args, &shared.counters);
     let latency = shared.latency.merged();
@@ -464,19 +507,14 @@ fn report(
         failures: Vec::new(),
         stages: args.stages.clone(),
         series: std::mem::take(&mut *shared.series.lock().unwrap_or_else(|p| p.into_inner())),
+        samples,
     };
     if plan.role.is_some() {
         // For the parent: the figures and what it needs to merge them.
         super::protocol::report_to_parent(&report, &latency, &first_event, comebacks_ms);
         return report;
     }
-    let thresholds = Thresholds {
-        max_p99: args.max_p99,
-        max_loss: args.max_loss,
-        min_delivered: args.min_delivered,
-        publishing: args.publish_url.is_some(),
-    };
-    report.failures = thresholds.check(&report);
+    report.failures = Thresholds::of(args).check(&report);
     report
 }
 

@@ -12,6 +12,7 @@ pub mod load;
 mod progress;
 mod protocol;
 pub mod report;
+pub mod samples;
 mod seen;
 pub mod series;
 mod spread;

@@ -92,6 +92,9 @@ pub struct Report {
     /// One entry per second of the run.
     #[serde(default)]
     pub series: Vec<super::series::Second>,
+    /// The server's own figures (`--sample`), one entry per reading.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<super::samples::Sample>,
 }
 
 /// What makes a run fail, beyond lost events and failed connections.
@@ -104,12 +107,37 @@ pub struct Thresholds {
     pub min_delivered: Option<f64>,
     /// Whether the run published (so that events were expected).
     pub publishing: bool,
+    /// `--max-duplicated`.
+    pub max_duplicated: Option<u64>,
+    /// `--max-growth` (percent) and `--settle`.
+    pub max_growth: Option<(f64, std::time::Duration)>,
 }
 
 impl Thresholds {
+    /// The thresholds `args` set.
+    pub fn of(args: &super::args::LoadArgs) -> Thresholds {
+        Thresholds {
+            max_p99: args.max_p99,
+            max_loss: args.max_loss,
+            min_delivered: args.min_delivered,
+            publishing: !args.publish_url.is_empty(),
+            max_duplicated: args.max_duplicated,
+            max_growth: args.max_growth.map(|g| (g, args.settle)),
+        }
+    }
+
     /// Every reason `r` fails, in words a CI log can show.
     pub fn check(&self, r: &Report) -> Vec<String> {
         let mut why = Vec::new();
+        if let Some(max) = self.max_duplicated.filter(|&m| r.events_duplicated > m) {
+            why.push(format!(
+                "{} deliveries arrived twice (--max-duplicated {max})",
+                r.events_duplicated
+            ));
+        }
+        if let Some((pct, settle)) = self.max_growth {
+            why.extend(super::samples::growth(&r.samples, settle, pct));
+        }
         if r.events_lost > self.max_loss {
             why.push(format!(
                 "{} expected deliveries lost (--max-loss {})",
@@ -256,6 +284,14 @@ impl Report {
             "first event ms        p50 {:.2} p99 {:.2} max {:.2}",
             f.p50, f.p99, f.max
         );
+        for (family, [first, last, min, max]) in
+            super::samples::summary(&self.samples, Default::default())
+        {
+            println!(
+                "server {family:<32} first {first} last {last} least {min} most {max} ({} readings)",
+                self.samples.len()
+            );
+        }
         for why in &self.failures {
             println!("FAIL                  {why}");
         }

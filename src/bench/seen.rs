@@ -64,6 +64,8 @@ pub(crate) struct Outcome {
     pub(super) comebacks_ms: Vec<u64>,
     /// When a stage ended it (it is not expected to see what came after).
     pub(super) left_at: Option<Instant>,
+    /// Its index: with several topics, it subscribed to topic `idx % topics`.
+    pub(super) idx: usize,
 }
 
 /// Delivery figures summed over the subscribers.
@@ -79,8 +81,17 @@ pub(super) struct Tally {
 impl Tally {
     /// Adds one subscriber: it should have seen every acknowledged event from the first one it
     /// got (or from the start, when it connected before publishing), up to `drain` before a
-    /// stage ended it.
-    pub(super) fn add(&mut self, o: Outcome, acked: &[u64], sent_at: &[Instant], drain: Duration) {
+    /// stage ended it — of its own topic's events, when there are several.
+    pub(super) fn add(
+        &mut self,
+        o: Outcome,
+        acked: &[u64],
+        sent_at: &[Instant],
+        drain: Duration,
+        topics: usize,
+    ) {
+        let topics = topics.max(1) as u64;
+        let mine = |q: u64| (q - 1) % topics == o.idx as u64 % topics;
         self.comebacks.extend(o.comebacks_ms);
         self.duplicated += o.seen.duplicated;
         self.out_of_order += o.seen.out_of_order;
@@ -93,7 +104,7 @@ impl Tally {
             (Some(left), Some(&sent)) => sent + drain <= left,
             _ => true,
         };
-        for &q in acked.iter().filter(|&&q| q >= from && until(q)) {
+        for &q in acked.iter().filter(|&&q| q >= from && mine(q) && until(q)) {
             self.expected += 1;
             if o.seen.unique_in(q, q) == 0 {
                 self.lost += 1;

@@ -270,6 +270,7 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
     let progress = rt.spawn(super::progress::progress(shared.clone(), true, peak, false));
     parent.await_ready()?;
     let started = Instant::now();
+    let sampler = super::samples::start(&parent.args, shared.began, shared.stop.clone())?;
     let publishing = rt.spawn({
         let (shared, rate) = (shared.clone(), parent.args.rate);
         async move {
@@ -295,16 +296,16 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
     let parts = parent.reports()?;
     shared.stop();
     let _ = rt.block_on(progress);
-    let thresholds = Thresholds {
-        max_p99: parent.args.max_p99,
-        max_loss: parent.args.max_loss,
-        min_delivered: parent.args.min_delivered,
-        publishing: parent.args.publish_url.is_some(),
+    let samples = match sampler {
+        Some(s) => rt.block_on(s).unwrap_or_default(),
+        None => Vec::new(),
     };
+    let thresholds = Thresholds::of(&parent.args);
     let mut report = merged(parent, &parts, &shared);
     report.published = acked.len() as u64;
     report.publish_failed = publish_failed;
     report.seconds = secs;
+    report.samples = samples;
     report.failures = thresholds.check(&report);
     Ok(report)
 }
@@ -380,6 +381,7 @@ fn merge(
             .values()
             .map(|v| merge_second(v, published_by_t.get(&v[0].t).copied().unwrap_or(0)))
             .collect(),
+        samples: Vec::new(),
     }
 }
 

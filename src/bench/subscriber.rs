@@ -93,6 +93,7 @@ pub(super) async fn subscriber(
         seen: s.seen,
         before_publishing: s.before_publishing,
         comebacks_ms: s.comebacks_ms,
+        idx: s.idx,
     }
 }
 

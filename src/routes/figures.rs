@@ -124,6 +124,13 @@ pub(super) const PROCESS: &[Figure<Cx>] = &[
         |a| count(a.streams.stats.active_streams()),
     ),
     fig(
+        "tasks",
+        "fastsse_tasks",
+        Gauge,
+        "Tasks alive in the runtime (streams, connections, sources): a count that only grows is a leak.",
+        |_| count(tokio::runtime::Handle::try_current().ok()?.metrics().num_alive_tasks()),
+    ),
+    fig(
         "limits.max_streams",
         "fastsse_streams_max",
         Gauge,
