@@ -21,6 +21,55 @@ pub struct FloorArgs {
     /// Events per second written to every connection.
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
+    /// Processes sharing the listening socket, each with its own connections and ticks (one
+    /// process may open only `ulimit -n` files; compare with fastsse's `[server] processes`).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+}
+
+/// The listening socket, bound before any process or runtime starts.
+enum Listener {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
+fn bind(listen: &str) -> Result<Listener, String> {
+    let l = match listen.strip_prefix("unix:") {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            Listener::Unix(
+                std::os::unix::net::UnixListener::bind(path)
+                    .map_err(|e| format!("bind {path}: {e}"))?,
+            )
+        }
+        None => Listener::Tcp(
+            std::net::TcpListener::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?,
+        ),
+    };
+    match &l {
+        Listener::Unix(u) => u.set_nonblocking(true),
+        Listener::Tcp(t) => t.set_nonblocking(true),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(l)
+}
+
+/// Forks `n - 1` children (before any thread exists); each process serves on its own and
+/// ends with the first one (SIGTERM on its death). Returns in every process.
+fn fork_processes(n: usize) -> Result<(), String> {
+    for _ in 1..n {
+        // SAFETY: no thread or runtime exists yet (called before the runtime is built), so the
+        // child is a plain copy of this single-threaded process.
+        match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+            nix::unistd::ForkResult::Child => {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(|e| format!("prctl: {e}"))?;
+                return Ok(());
+            }
+            nix::unistd::ForkResult::Parent { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 enum Conn {
@@ -67,8 +116,10 @@ async fn admit(conns: Arc<Mutex<Vec<Conn>>>, conn: Conn) {
     }
 }
 
-/// Runs the floor upstream until killed.
+/// Runs the floor upstream (in `--processes` processes) until killed.
 pub fn run(args: FloorArgs) -> Result<(), String> {
+    let listener = bind(&args.listen)?;
+    fork_processes(args.processes.max(1))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,23 +146,22 @@ pub fn run(args: FloorArgs) -> Result<(), String> {
                 }
             });
         }
-        if let Some(path) = args.listen.strip_prefix("unix:") {
-            let _ = std::fs::remove_file(path);
-            let l =
-                tokio::net::UnixListener::bind(path).map_err(|e| format!("bind {path}: {e}"))?;
-            loop {
-                if let Ok((s, _)) = l.accept().await {
-                    tokio::spawn(admit(conns.clone(), Conn::Unix(s)));
+        match listener {
+            Listener::Unix(l) => {
+                let l = tokio::net::UnixListener::from_std(l).map_err(|e| e.to_string())?;
+                loop {
+                    if let Ok((s, _)) = l.accept().await {
+                        tokio::spawn(admit(conns.clone(), Conn::Unix(s)));
+                    }
                 }
             }
-        } else {
-            let l = tokio::net::TcpListener::bind(&args.listen)
-                .await
-                .map_err(|e| format!("bind {}: {e}", args.listen))?;
-            loop {
-                if let Ok((s, _)) = l.accept().await {
-                    let _ = s.set_nodelay(true);
-                    tokio::spawn(admit(conns.clone(), Conn::Tcp(s)));
+            Listener::Tcp(l) => {
+                let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+                loop {
+                    if let Ok((s, _)) = l.accept().await {
+                        let _ = s.set_nodelay(true);
+                        tokio::spawn(admit(conns.clone(), Conn::Tcp(s)));
+                    }
                 }
             }
         }
