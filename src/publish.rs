@@ -75,7 +75,7 @@ pub fn parse_publication(req: &Request, max_topics: usize) -> Result<Publication
         .map_err(|e| bad(format!("body is not valid UTF-8 ({e})")))?;
     let content_type = req.var("CONTENT_TYPE").unwrap_or("").to_ascii_lowercase();
     let mime = content_type.split(';').next().unwrap_or("").trim();
-    let p = match mime {
+    let mut p = match mime {
         "application/x-www-form-urlencoded" => from_form(body)?,
         "application/json" => from_json(body)?,
         "" | "text/plain" | "application/octet-stream" => from_query(req, body)?,
@@ -86,9 +86,27 @@ pub fn parse_publication(req: &Request, max_topics: usize) -> Result<Publication
             })
         }
     };
+    topics_from_query(&mut p, req)?;
     validate_topics(&p.topics, max_topics)?;
     check_event_name(p.event.as_deref())?;
     Ok(p)
+}
+
+/// A form or JSON body without `topic` takes the query string's (`POST /events?topic=news`
+/// with `data=…`, as nchan's users put the channel in the URL); the same topics in both are
+/// fine, different ones are refused rather than guessed at.
+fn topics_from_query(p: &mut Publication, req: &Request) -> Result<(), Refusal> {
+    let in_query = req.query_values("topic");
+    if in_query.is_empty() || in_query == p.topics {
+        return Ok(());
+    }
+    if p.topics.is_empty() {
+        p.topics = in_query;
+        return Ok(());
+    }
+    Err(bad(
+        "`topic` is given in both the query string and the body, differently: give it in one",
+    ))
 }
 
 /// A form: `topic` (repeated), `data`, `type` or `event`, `retry`.
@@ -197,6 +215,32 @@ mod tests {
 
     fn status(r: Result<Publication, Refusal>) -> u16 {
         r.err().map(|e| e.status).unwrap_or(200)
+    }
+
+    #[test]
+    fn a_form_or_json_body_takes_the_topic_from_the_query_string() {
+        let form = "application/x-www-form-urlencoded";
+        let p = parse_publication(&req(form, "topic=news", b"data=hi"), 8).unwrap();
+        assert_eq!(
+            (p.topics, p.data.as_str()),
+            (vec!["news".to_string()], "hi")
+        );
+        let json = "application/json";
+        let p = parse_publication(&req(json, "topic=a&topic=b", br#"{"data":"x"}"#), 8).unwrap();
+        assert_eq!(p.topics, ["a", "b"]);
+        // The same in both is one topic; different ones are refused, not merged.
+        let p = parse_publication(&req(form, "topic=news", b"topic=news&data=hi"), 8).unwrap();
+        assert_eq!(p.topics, ["news"]);
+        let e = parse_publication(&req(form, "topic=a", b"topic=b&data=hi"), 8).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.reason.contains("both the query string and the body"),
+            "{}",
+            e.reason
+        );
+        // Neither: still the clear refusal.
+        let e = parse_publication(&req(form, "", b"data=hi"), 8).unwrap_err();
+        assert!(e.reason.contains("missing topic"), "{}", e.reason);
     }
 
     #[test]
