@@ -34,6 +34,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod fcgi;
+pub mod flood;
 pub mod hub;
 pub mod listen;
 pub mod metrics;

@@ -62,9 +62,12 @@ impl Acceptor {
         }
         self.app.connection_refused();
         let max = self.app.config().server.max_connections;
-        log::warn!(
-            "peer={peer}: refusing connection, {max} open (max_connections), every one busy"
-        );
+        static REFUSED: crate::flood::Flood = crate::flood::Flood::new("connections refused");
+        REFUSED.warn(|| {
+            format!(
+                "peer={peer}: refusing connection, {max} open (max_connections), every one busy"
+            )
+        });
         None
     }
 

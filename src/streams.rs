@@ -111,26 +111,30 @@ impl Streams {
     /// does not come back at once — any other status would make it close for good. Other
     /// clients get `503` with `Retry-After`.
     pub fn refuse_full(&self, config: &Config, route: &str, req: &Request) -> Response {
+        static FULL: crate::flood::Flood =
+            crate::flood::Flood::new("streams refused (server full)");
         self.stats.rejected_streams.fetch_add(1, Ordering::Relaxed);
         let max = config.server.max_streams;
         let event_source = req
             .header("Accept")
             .is_some_and(|a| a.contains("text/event-stream"));
         if !event_source {
-            log::warn!(
-                "req={} route={route} peer={}: 503, all {max} stream slots taken",
-                req.id,
-                req.peer
-            );
+            FULL.warn(|| {
+                format!(
+                    "req={} route={route} peer={}: 503, all {max} stream slots taken",
+                    req.id, req.peer
+                )
+            });
             return self.server_full(config).into();
         }
         let spread = crate::random::below(1000);
         let retry_ms = config.stream.retry_after_secs as u64 * 1000 + spread;
-        log::warn!(
-            "req={} route={route} peer={}: all {max} stream slots taken; EventSource told to retry in {retry_ms} ms",
-            req.id,
-            req.peer
-        );
+        FULL.warn(|| {
+            format!(
+                "req={} route={route} peer={}: all {max} stream slots taken; EventSource told to retry in {retry_ms} ms",
+                req.id, req.peer
+            )
+        });
         FullResponse {
             status: 200,
             headers: stream_headers(),

@@ -72,6 +72,30 @@ fn max_connections_holds_under_a_burst_and_idle_connections_make_room() {
     assert!(number_after(&text, "evicted_connections") >= 1, "{text}");
 }
 
+/// A burst of refusals is summarised in the log: the first line whole, then a count — not a line
+/// per connection (260 lines for one burst of 300 before).
+#[test]
+fn a_burst_of_refused_connections_is_two_log_lines_not_hundreds() {
+    let d = Daemon::start(&format!(
+        "[server]\nmax_connections = 10\nmax_streams = 10\n{ROUTES}"
+    ));
+    // Every connection busy with a stream: none is idle to make room.
+    let streams: Vec<FcgiClient> = (0..10).map(|_| fcgi_subscribe(&d.socket, "t")).collect();
+    let burst: Vec<UnixStream> = (0..300)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    wait_for("the burst to be refused", Duration::from_secs(10), || {
+        burst.iter().all(closed)
+    });
+    wait_for("the summary line", Duration::from_secs(5), || {
+        d.log().contains("more connections refused")
+    });
+    let log = d.log();
+    let whole = log.matches("refusing connection").count();
+    assert!((1..=3).contains(&whole), "{whole} lines for 300 refusals:\n{log}");
+    drop(streams);
+}
+
 #[test]
 fn connections_that_never_finish_a_request_are_closed_after_request_timeout() {
     let d = Daemon::start(&format!(

@@ -217,6 +217,9 @@ fn a_flipped_byte_in_the_newest_segment_skips_one_event_and_reissues_no_id() {
     // A client resuming from before the damage is told, not silently short-changed.
     let got = resume(&d.socket, "t", ids[0], "fastsse-reset");
     assert!(got[0].2.contains("\"reason\":\"lost\""), "{got:?}");
+    // The writer's open, the history load and the resuming reader all passed over the damage:
+    // it is logged once.
+    assert_eq!(d.log().matches("damaged bytes").count(), 1, "{}", d.log());
     // The default skips damage; `refuse` refuses to start, naming the segment.
     std::fs::write(
         d.dir.path("fastsse.toml"),

@@ -230,14 +230,32 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
     Ok(ids)
 }
 
-/// Logs damage found in a segment.
+/// Logs damage found in a segment, once per process: the writer's open, the history load and
+/// the tail reader all pass over the same bytes (later passes log at debug level).
 fn log_damage(path: &Path, base: u64, d: &Damage) {
-    log::error!(
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    // Bounded: past this many places, damage is logged every time again.
+    const REMEMBERED: usize = 4096;
+    static SEEN: Mutex<Option<HashSet<(std::path::PathBuf, u64)>>> = Mutex::new(None);
+    let at = base + d.offset as u64;
+    let first = {
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = seen.get_or_insert_with(HashSet::new);
+        seen.len() >= REMEMBERED || seen.insert((path.to_path_buf(), at))
+    };
+    let level = if first {
+        log::Level::Error
+    } else {
+        log::Level::Debug
+    };
+    log::log!(
+        level,
         "journal {}: {} damaged bytes at offset {} skipped (ids {} to {} may be lost); \
          clients resuming across them get a fastsse-reset",
         path.display(),
         d.len,
-        base + d.offset as u64,
+        at,
         d.after_id + 1,
         d.next_id - 1
     );
