@@ -32,6 +32,8 @@ pub struct CheckArgs {
     pub insecure: bool,
 }
 
+const COMPRESSION_FIX: &str = "never compress text/event-stream: nginx `gzip off;` in the stream's location and text/event-stream out of `gzip_types` (in every proxy in front too); Apache `SetEnvIf Request_URI ^/events no-gzip` (or `SetEnv no-gzip 1` in its <Location>, and no `AddOutputFilterByType DEFLATE text/event-stream`); PHP `zlib.output_compression = Off`";
+
 const BUFFERING_FIX: &str = "turn buffering off: nginx `fastcgi_buffering off;` and no `fastcgi_ignore_headers X-Accel-Buffering` (in a proxy in front: `proxy_buffering off;`); Apache `flushpackets=on`; lighttpd `server.stream-response-body = 2`";
 
 /// What the check found.
@@ -72,8 +74,10 @@ fn check_head(head: &str, origin: Option<&str>, f: &mut Findings) -> bool {
     }
     if let Some(enc) = header(head, "content-encoding") {
         f.problem(
-            format!("the stream is compressed (Content-Encoding: {enc}): compressors hold events back"),
-            "nginx: `gzip off;` in the location, and never list text/event-stream in gzip_types; Apache: `SetEnvIf Request_URI ^/events no-gzip`",
+            format!(
+                "the stream is compressed (Content-Encoding: {enc}): compressors hold events back"
+            ),
+            COMPRESSION_FIX,
         );
     }
     let cache = header(head, "cache-control").unwrap_or("");
@@ -98,6 +102,22 @@ fn check_head(head: &str, origin: Option<&str>, f: &mut Findings) -> bool {
         );
     }
     true
+}
+
+/// Whether `url` answers a stream at once to a request with `extra` headers: a 200 head with no
+/// Content-Encoding and its first bytes within 10 s.
+async fn streams(client: &HttpClient, url: &Url, extra: &[(&str, &str)]) -> bool {
+    let Ok((parts, mut body)) = client.get(url, 1, extra).await else {
+        return false;
+    };
+    let head = head_text(&parts);
+    if parts.status != 200 || header(&head, "content-encoding").is_some() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), body.next_chunk()).await,
+        Ok(Ok(Some(_)))
+    )
 }
 
 /// Reads the stream until `until`, returning (seconds since start, event data) of each event,
@@ -213,10 +233,20 @@ async fn check(args: &CheckArgs) -> Result<Findings, String> {
     let start = Instant::now();
     let opened = client.get(&url, 0, &extra).await;
     if matches!(&opened, Err(e) if e == NO_HEAD) {
-        f.problem(
-            "no response head within 10 s: something in the chain holds the whole response back",
-            BUFFERING_FIX,
-        );
+        // Held back whole: by a buffer, or by a compressor waiting for enough to compress.
+        // Asked again without offering compression, a compressor has nothing to do.
+        extra.retain(|(k, _)| *k != "Accept-Encoding");
+        if streams(&client, &url, &extra).await {
+            f.problem(
+                "no response head within 10 s when the request offers compression (Accept-Encoding: gzip, as every browser sends), and a stream at once without it: a compressor in the chain holds the events back",
+                COMPRESSION_FIX,
+            );
+        } else {
+            f.problem(
+                "no response head within 10 s: something in the chain holds the whole response back",
+                BUFFERING_FIX,
+            );
+        }
         return Ok(f);
     };
     let (parts, mut body) = opened?;

@@ -83,6 +83,27 @@ fn check_passes_the_shipped_chain_and_names_each_broken_one() {
         "compression not found:\n{text}"
     );
 
+    // The classic case users hit: a front proxy that gzips the stream (proxy buffering as it
+    // comes). Nothing arrives at all; the check must blame compression, not buffering.
+    let (_z, port) = front(
+        back.port,
+        "gzip on; gzip_types text/event-stream; gzip_proxied any;",
+    );
+    let (ok, text) = check(
+        &format!("http://127.0.0.1:{port}/events?topic=t"),
+        &publish,
+        "3s",
+    );
+    assert!(
+        !ok && text.contains("a compressor in the chain holds the events back"),
+        "compression not named as the cause:\n{text}"
+    );
+    assert!(
+        text.contains("gzip_types") && text.contains("zlib.output_compression"),
+        "{text}"
+    );
+    assert!(!text.contains("fastcgi_buffering"), "{text}");
+
     let (_t, port) = front(back.port, "proxy_buffering off; proxy_read_timeout 2s;");
     let (ok, text) = check(
         &format!("http://127.0.0.1:{port}/events?topic=t"),

@@ -92,7 +92,10 @@ fn a_burst_of_refused_connections_is_two_log_lines_not_hundreds() {
     });
     let log = d.log();
     let whole = log.matches("refusing connection").count();
-    assert!((1..=3).contains(&whole), "{whole} lines for 300 refusals:\n{log}");
+    assert!(
+        (1..=3).contains(&whole),
+        "{whole} lines for 300 refusals:\n{log}"
+    );
     drop(streams);
 }
 
