@@ -66,7 +66,9 @@ type = "topics"
 CONF
 sup=
 case "$UPSTREAM" in
-  floor) "$bin" bench floor --listen "unix:$work/fastsse.sock" --rate "$RATE" --processes "$PROCESSES" 2> "$work/fastsse.log" & sup=$! ;;
+  # The floor starts writing when the ramp is over, as the bench starts publishing then.
+  floor) "$bin" bench floor --listen "unix:$work/fastsse.sock" --rate "$RATE" --processes "$PROCESSES" \
+           --delay "$(( N / RAMP + 2 ))s" 2> "$work/fastsse.log" & sup=$! ;;
   fastsse) "$bin" serve --config "$work/fastsse.toml" 2> "$work/fastsse.log" & sup=$! ;;
 esac
 if [ -n "$sup" ]; then

@@ -22,9 +22,22 @@ pub struct FloorArgs {
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
     /// Processes sharing the listening socket, each with its own connections and ticks (one
-    /// process may open only `ulimit -n` files; compare with fastsse's `[server] processes`).
+    /// process may open only `ulimit -n` files; compare with fastsse's `[server] processes`). A
+    /// process near its limit stops accepting, so the others take the rest.
     #[arg(long, default_value_t = 1)]
     pub processes: usize,
+    /// Write nothing for this long after starting (let a bench ramp up first, as it does
+    /// before publishing to a real server).
+    #[arg(long, default_value = "0s", value_parser = |s: &str| crate::config::parse_duration(s))]
+    pub delay: Duration,
+}
+
+/// Connections one process may hold: its open-file limit, less room for its own files.
+fn room() -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft as usize)
+        .saturating_sub(64)
 }
 
 /// The listening socket, bound before any process or runtime starts.
@@ -108,8 +121,10 @@ async fn admit(conns: Arc<Mutex<Vec<Conn>>>, conn: Conn) {
     if n == 0 {
         return;
     }
+    // The head and a retry hint at once, as fastsse sends them: nginx holds a head without a
+    // body back (postpone_output), and a client waiting for it would time out.
     let head = stdout_record(
-        b"Status: 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n",
+        b"Status: 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\nretry: 3000\n\n",
     );
     if conn.try_write(&head).is_ok() {
         conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
@@ -129,7 +144,9 @@ pub fn run(args: FloorArgs) -> Result<(), String> {
         {
             let conns = conns.clone();
             let period = Duration::from_secs_f64(1.0 / args.rate.max(0.001));
+            let delay = args.delay;
             tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
                 let mut tick = tokio::time::interval(period);
                 let mut seq = 0u64;
                 loop {
@@ -146,21 +163,36 @@ pub fn run(args: FloorArgs) -> Result<(), String> {
                 }
             });
         }
+        let room = room();
+        let full = || conns.lock().unwrap_or_else(|p| p.into_inner()).len() >= room;
         match listener {
             Listener::Unix(l) => {
                 let l = tokio::net::UnixListener::from_std(l).map_err(|e| e.to_string())?;
                 loop {
-                    if let Ok((s, _)) = l.accept().await {
-                        tokio::spawn(admit(conns.clone(), Conn::Unix(s)));
+                    if full() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    } else {
+                        match l.accept().await {
+                            Ok((s, _)) => drop(tokio::spawn(admit(conns.clone(), Conn::Unix(s)))),
+                            // EMFILE and friends: do not spin.
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
                     }
                 }
             }
             Listener::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
                 loop {
-                    if let Ok((s, _)) = l.accept().await {
-                        let _ = s.set_nodelay(true);
-                        tokio::spawn(admit(conns.clone(), Conn::Tcp(s)));
+                    if full() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    } else {
+                        match l.accept().await {
+                            Ok((s, _)) => {
+                                let _ = s.set_nodelay(true);
+                                tokio::spawn(admit(conns.clone(), Conn::Tcp(s)));
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
                     }
                 }
             }
