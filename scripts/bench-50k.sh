@@ -156,10 +156,14 @@ else:
     print(f"delivered          {exp - lost} of {exp} ({100.0 * (exp - lost) / max(exp, 1):.3f}%), lost {lost}, duplicated {r['events_duplicated']}")
 l = r["latency_ms"]
 print(f"latency ms         p50 {l['p50']:.1f}  p99 {l['p99']:.1f}  p99.9 {l['p999']:.1f}  max {l['max']:.1f}")
-print(f"{up + ' memory':<19}peak PSS {peak_f/1024:.0f} MB (RSS {peak_rss/1024:.0f} MB): {(peak_f - base_f) * 1024 / max(n, 1):.0f} bytes per stream above its start")
+if up == "nchan":
+    print("nchan memory       (in nginx)")
+else:
+    print(f"{up + ' memory':<19}peak PSS {peak_f/1024:.0f} MB (RSS {peak_rss/1024:.0f} MB): {(peak_f - base_f) * 1024 / max(n, 1):.0f} bytes per stream above its start")
 print(f"nginx memory       peak PSS {peak_n/1024:.0f} MB: {(peak_n - base_n) * 1024 / max(n, 1):.0f} bytes per stream")
 recv = r["events_received"]
-print(f"CPU seconds        {up} {cpu_f/hz:.1f}, nginx {cpu_n/hz:.1f} ({(cpu_f + cpu_n) / hz / max(recv, 1) * 1e6:.1f} s per million deliveries together), bench {bench_cpu:.1f}")
+server_cpu = "(in nginx)" if up == "nchan" else f"{cpu_f/hz:.1f}"
+print(f"CPU seconds        {up} {server_cpu}, nginx {cpu_n/hz:.1f} ({(cpu_f + cpu_n) / hz / max(recv, 1) * 1e6:.1f} s per million deliveries together), bench {bench_cpu:.1f}")
 print("verdict            " + ("pass" if not r["failures"] else "FAIL: " + "; ".join(r["failures"])))
 PY
 echo "report: $OUT/report.html (charts: $OUT/latency.svg connected.svg events.svg)" >&2

@@ -11,7 +11,7 @@
 # resident memory and open files stay within MAX_GROWTH percent of their value at SETTLE.
 #
 #   scripts/soak.sh                       # 30 minutes
-#   DURATION=5m SETTLE=1m scripts/soak.sh
+#   DURATION=5m SETTLE=60 scripts/soak.sh
 #
 # Writes report.json, report.html, the charts as SVG files, nginx-memory.tsv and summary.txt
 # into $OUT (target/soak).
@@ -25,11 +25,14 @@ RATE=${RATE:-50}
 CHURN=${CHURN:-10}
 HUP_EVERY=${HUP_EVERY:-300}        # seconds
 SAMPLE_EVERY=${SAMPLE_EVERY:-10s}
-SETTLE=${SETTLE:-5m}
+SETTLE=${SETTLE:-300}              # seconds
 MAX_GROWTH=${MAX_GROWTH:-5}
 OUT=${OUT:-$root/target/soak}
 PATH=$PATH:/usr/sbin
 command -v nginx >/dev/null || { echo "soak.sh: install nginx" >&2; exit 1; }
+for v in SETTLE HUP_EVERY; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "soak.sh: $v is a number of seconds, not ${!v}" >&2; exit 1; }
+done
 ulimit -n "$(ulimit -Hn)"
 cargo build --release --quiet --bin fastsse
 bin=$root/target/release/fastsse
@@ -125,17 +128,18 @@ set +e
 "$bin" bench sse "${urls[@]}" -n "$N" --rate "$RATE" --churn "$CHURN" --duration "$DURATION" \
   --ramp 1000 --drain 5s --json --max-duplicated 0 \
   --sample "http://127.0.0.1:$port/metrics" --sample-every "$SAMPLE_EVERY" \
-  --max-growth "$MAX_GROWTH" --settle "$SETTLE" > "$OUT/report.json"
+  --max-out-of-order 0 --max-growth "$MAX_GROWTH" --settle "${SETTLE}s" > "$OUT/report.json"
 code=$?
 set -e
 kill -0 "$daemon" 2>/dev/null || { echo "soak.sh: FAIL: fastsse died: $(tail -5 "$work/fastsse.log")" >&2; code=1; }
 "$bin" bench report -o "$OUT/report.html" --svg-dir "$OUT" \
   --title "fastsse soak: $N streams, $TOPICS topics, $RATE events/s, $CHURN% churn/s, SIGHUP every ${HUP_EVERY}s" "soak=$OUT/report.json"
-hups=$(grep -c "SIGHUP" "$work/fastsse.log" || true)
-python3 - "$OUT/report.json" "$OUT/nginx-memory.tsv" "$hups" "$SETTLE" <<'PY' | tee "$OUT/summary.txt"
+hups=$(grep -c "SIGHUP: reloaded" "$work/fastsse.log" || true)
+set +e
+python3 - "$OUT/report.json" "$OUT/nginx-memory.tsv" "$hups" "$SETTLE" "$HUP_EVERY" <<'PY' | tee "$OUT/summary.txt"
 import json, sys
-settle_text = sys.argv[4]
-settle = float(settle_text.rstrip("smh")) * {"s": 1, "m": 60, "h": 3600}.get(settle_text[-1], 1)
+settle = int(sys.argv[4])
+settle_text = f"{settle} s"
 r = json.load(open(sys.argv[1]))
 ngx = [l.split("\t") for l in open(sys.argv[2]).read().splitlines()[1:] if l]
 exp, lost = r["events_expected"], r["events_lost"]
@@ -144,7 +148,11 @@ print(f"streams            {r['subscribers']}, {r['connections_established']} co
 print(f"delivered          {exp - lost} of {exp}, lost {lost}, duplicated {r['events_duplicated']}, out of order {r['events_out_of_order']}")
 l = r["latency_ms"]
 print(f"latency ms         p50 {l['p50']:.1f}  p99 {l['p99']:.1f}  max {l['max']:.1f}")
-print(f"reloads (SIGHUP)   {sys.argv[3]} seen in fastsse's log")
+hups, every = int(sys.argv[3]), int(sys.argv[5])
+due = int(r["seconds"]) // every
+print(f"reloads (SIGHUP)   {hups} done (\"SIGHUP: reloaded\" in fastsse's log), {due} due at least")
+if hups < due:
+    r["failures"].append(f"{hups} reloads done of {due} due")
 s = r.get("samples", [])
 for fam, name, div, unit in [("process_resident_memory_bytes", "fastsse RSS", 1e6, "MB"),
                              ("process_open_fds", "fastsse open files", 1, ""),
@@ -158,6 +166,9 @@ if ngx:
     k = [int(x[1]) for x in ngx]
     print(f"nginx PSS          first {k[0]/1024:.1f}MB  last {k[-1]/1024:.1f}MB  most {max(k)/1024:.1f}MB")
 print("verdict            " + ("pass" if not r["failures"] else "FAIL: " + "; ".join(r["failures"])))
+sys.exit(1 if r["failures"] else 0)
 PY
+[ "${PIPESTATUS[0]}" = 0 ] || code=1
+set -e
 echo "soak.sh: report $OUT/report.html (charts: $OUT/*.svg)" >&2
 exit $code

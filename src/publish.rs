@@ -97,7 +97,8 @@ pub fn parse_publication(req: &Request, max_topics: usize) -> Result<Publication
 /// fine, different ones are refused rather than guessed at.
 fn topics_from_query(p: &mut Publication, req: &Request) -> Result<(), Refusal> {
     let in_query = req.query_values("topic");
-    if in_query.is_empty() || in_query == p.topics {
+    let set = |t: &[String]| t.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+    if in_query.is_empty() || set(&in_query) == set(&p.topics) {
         return Ok(());
     }
     if p.topics.is_empty() {
@@ -231,6 +232,9 @@ mod tests {
         // The same in both is one topic; different ones are refused, not merged.
         let p = parse_publication(&req(form, "topic=news", b"topic=news&data=hi"), 8).unwrap();
         assert_eq!(p.topics, ["news"]);
+        let body = br#"{"topic":["b","a"],"data":"x"}"#;
+        let p = parse_publication(&req(json, "topic=a&topic=b", body), 8).unwrap();
+        assert_eq!(p.topics, ["b", "a"]);
         let e = parse_publication(&req(form, "topic=a", b"topic=b&data=hi"), 8).unwrap_err();
         assert_eq!(e.status, 400);
         assert!(

@@ -104,6 +104,10 @@ pub struct LoadArgs {
     /// Fail the run when more than this many deliveries arrived twice (not checked unless given).
     #[arg(long)]
     pub max_duplicated: Option<u64>,
+    /// Fail the run when more than this many deliveries arrived after a later event (not
+    /// checked unless given).
+    #[arg(long)]
+    pub max_out_of_order: Option<u64>,
     /// Read the server's Prometheus text page at this URL (fastsse's `/metrics`) every
     /// `--sample-every`: its memory, open files, tasks, journal bytes and streams go into the
     /// report and its charts.

@@ -70,6 +70,7 @@ fn bind(listen: &str) -> Result<Listener, String> {
 /// Forks `n - 1` children (before any thread exists); each process serves on its own and
 /// ends with the first one (SIGTERM on its death). Returns in every process.
 fn fork_processes(n: usize) -> Result<(), String> {
+    let first = nix::unistd::getpid();
     for _ in 1..n {
         // SAFETY: no thread or runtime exists yet (called before the runtime is built), so the
         // child is a plain copy of this single-threaded process.
@@ -77,6 +78,10 @@ fn fork_processes(n: usize) -> Result<(), String> {
             nix::unistd::ForkResult::Child => {
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
                     .map_err(|e| format!("prctl: {e}"))?;
+                // The first process died before the signal was set: end now, not never.
+                if nix::unistd::getppid() != first {
+                    std::process::exit(0);
+                }
                 return Ok(());
             }
             nix::unistd::ForkResult::Parent { .. } => {}

@@ -375,6 +375,21 @@ impl HttpClient {
             .map_err(|_| NO_HEAD.to_string())?
     }
 
+    /// A plain GET (no EventSource headers) of a whole page: its status and body, at most
+    /// `max` bytes.
+    pub(crate) async fn fetch(&self, url: &Url, max: usize) -> Result<(u16, Vec<u8>), String> {
+        let req = self.request(url, "GET", &[], Bytes::new())?;
+        let (parts, mut b) = self.send(url, usize::MAX / 4, req).await?;
+        let mut page = Vec::new();
+        while let Some(chunk) = b.next_chunk().await? {
+            page.extend_from_slice(&chunk);
+            if page.len() > max {
+                return Err(format!("the page is over {max} bytes"));
+            }
+        }
+        Ok((parts.status.as_u16(), page))
+    }
+
     /// POSTs `body` (text/plain); `Ok` on a 2xx answer, within 5 s.
     pub(crate) async fn post(&self, url: &Url, body: &str) -> Result<(), String> {
         let req = self.request(

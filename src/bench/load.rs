@@ -287,7 +287,7 @@ pub(super) fn publisher_client(args: &LoadArgs) -> Result<Option<(HttpClient, Ve
 
 /// Several topics (`--publish-url` m times) need `--url` m times: subscriber `idx` connects to
 /// URL `idx % m` and expects the events of publish URL `idx % m`.
-fn check_topics(args: &LoadArgs) -> Result<(), String> {
+pub(super) fn check_topics(args: &LoadArgs) -> Result<(), String> {
     let m = args.publish_url.len();
     if m <= 1 {
         return Ok(());
@@ -377,8 +377,10 @@ async fn drive(
         role.is_some(),
     ));
     let started = Instant::now();
+    // The server is sampled while the run publishes: not while its streams close at the end.
+    let sampling = CancellationToken::new();
     let sampler = match role {
-        None => super::samples::start(args, shared.began, shared.stop.clone())?,
+        None => super::samples::start(args, shared.began, sampling.clone())?,
         Some(_) => None,
     };
     let (subs, (acked, publish_failed)) = match &plan.stages {
@@ -402,6 +404,7 @@ async fn drive(
         }
     };
     let seconds = started.elapsed().as_secs_f64();
+    sampling.cancel();
     tokio::time::sleep(args.drain).await;
     shared.stop.cancel();
     let _ = progress.await;
@@ -500,6 +503,7 @@ fn report(
         events_lost: tally.lost,
         events_duplicated: tally.duplicated,
         events_out_of_order: tally.out_of_order,
+        events_misrouted: tally.misrouted,
         latency_ms: percentiles(&latency),
         first_event_ms: percentiles(&first_event),
         comebacks: Comebacks::of(&mut tally.comebacks),

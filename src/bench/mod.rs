@@ -36,6 +36,8 @@ pub fn sse(args: load::LoadArgs) -> Result<bool, String> {
         load::run(args)?;
         return Ok(true);
     }
+    // Said here, before any worker starts: a worker's refusal would only read "ended early".
+    load::check_topics(&args)?;
     // --processes: this process drives workers (spread) instead of subscribing itself.
     let report = if args.processes > 1 {
         spread::run(args)?

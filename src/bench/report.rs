@@ -76,6 +76,9 @@ pub struct Report {
     pub events_duplicated: u64,
     /// Events received after a later one.
     pub events_out_of_order: u64,
+    /// Events that reached a subscriber of another topic (several `--publish-url`).
+    #[serde(default)]
+    pub events_misrouted: u64,
     /// Delivery latency in milliseconds: p50, p90, p99, p99.9, max.
     pub latency_ms: Percentiles,
     /// Time from connecting to the first event, in milliseconds.
@@ -109,6 +112,8 @@ pub struct Thresholds {
     pub publishing: bool,
     /// `--max-duplicated`.
     pub max_duplicated: Option<u64>,
+    /// `--max-out-of-order`.
+    pub max_out_of_order: Option<u64>,
     /// `--max-growth` (percent) and `--settle`.
     pub max_growth: Option<(f64, std::time::Duration)>,
 }
@@ -122,6 +127,7 @@ impl Thresholds {
             min_delivered: args.min_delivered,
             publishing: !args.publish_url.is_empty(),
             max_duplicated: args.max_duplicated,
+            max_out_of_order: args.max_out_of_order,
             max_growth: args.max_growth.map(|g| (g, args.settle)),
         }
     }
@@ -129,6 +135,18 @@ impl Thresholds {
     /// Every reason `r` fails, in words a CI log can show.
     pub fn check(&self, r: &Report) -> Vec<String> {
         let mut why = Vec::new();
+        if r.events_misrouted > 0 {
+            why.push(format!(
+                "{} events reached subscribers of another topic",
+                r.events_misrouted
+            ));
+        }
+        if let Some(max) = self.max_out_of_order.filter(|&m| r.events_out_of_order > m) {
+            why.push(format!(
+                "{} events arrived after a later one (--max-out-of-order {max})",
+                r.events_out_of_order
+            ));
+        }
         if let Some(max) = self.max_duplicated.filter(|&m| r.events_duplicated > m) {
             why.push(format!(
                 "{} deliveries arrived twice (--max-duplicated {max})",
@@ -267,12 +285,13 @@ impl Report {
             self.published, self.seconds, self.publish_failed
         );
         println!(
-            "events                expected {} received {} lost {} duplicated {} out of order {}",
+            "events                expected {} received {} lost {} duplicated {} out of order {} other topic {}",
             self.events_expected,
             self.events_received,
             self.events_lost,
             self.events_duplicated,
-            self.events_out_of_order
+            self.events_out_of_order,
+            self.events_misrouted
         );
         let l = &self.latency_ms;
         println!(

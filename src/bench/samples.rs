@@ -40,21 +40,25 @@ pub fn parse(text: &str) -> BTreeMap<String, f64> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .unwrap_or(line.len());
         let name = &line[..name_end];
         if !FAMILIES.contains(&name) {
             continue;
         }
-        // The value follows the labels (which may hold spaces inside quotes).
-        let rest = match line[name_end..].starts_with('{') {
+        // The value follows the labels (which may hold spaces and braces inside quotes).
+        let rest = line[name_end..].trim_start();
+        let rest = match rest.starts_with('{') {
             true => line.rfind('}').map_or("", |i| &line[i + 1..]),
-            false => &line[name_end..],
+            false => rest,
         };
-        if let Some(v) = rest
+        let value = rest
             .split_whitespace()
             .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        {
+            .and_then(|v| v.parse::<f64>().ok());
+        // NaN and infinities are no reading (and JSON cannot hold them).
+        if let Some(v) = value.filter(|v| v.is_finite()) {
             *out.entry(name.to_string()).or_insert(0.0) += v;
         }
     }
@@ -96,11 +100,13 @@ pub(super) async fn sampler(
             _ = stop.cancelled() => break,
         }
         let t = began.elapsed().as_secs();
-        match tokio::time::timeout(Duration::from_secs(5), read(&client, &url)).await {
-            Ok(Ok(text)) => samples.push(Sample {
-                t,
-                values: parse(&text),
-            }),
+        let got = tokio::time::timeout(Duration::from_secs(5), read(&client, &url)).await;
+        if stop.is_cancelled() {
+            // Read while the run was ending (its streams closing): not a reading of the run.
+            break;
+        }
+        match got {
+            Ok(Ok(values)) => samples.push(Sample { t, values }),
             Ok(Err(e)) => eprintln!("--sample at t={t}s: {e}"),
             Err(_) => eprintln!("--sample at t={t}s: no answer within 5 s"),
         }
@@ -108,19 +114,17 @@ pub(super) async fn sampler(
     samples
 }
 
-async fn read(client: &HttpClient, url: &Url) -> Result<String, String> {
-    let (head, mut body) = client.get(url, usize::MAX / 4, &[]).await?;
-    if head.status != 200 {
-        return Err(format!("http {}", head.status.as_u16()));
+async fn read(client: &HttpClient, url: &Url) -> Result<BTreeMap<String, f64>, String> {
+    let (status, page) = client.fetch(url, 16 << 20).await?;
+    if status != 200 {
+        return Err(format!("http {status}"));
     }
-    let mut text = Vec::new();
-    while let Some(chunk) = body.next_chunk().await? {
-        text.extend_from_slice(&chunk);
-        if text.len() > 16 << 20 {
-            return Err("the page is over 16 MiB".into());
-        }
+    let values = parse(&String::from_utf8_lossy(&page));
+    if values.is_empty() {
+        // Not a metrics page (a proxy's stand-in while the server is away, another route).
+        return Err("the page holds none of the sampled figures".into());
     }
-    Ok(String::from_utf8_lossy(&text).into_owned())
+    Ok(values)
 }
 
 /// Why `samples` fail `--max-growth`: a [`GROWTH`] family that moved more than `max_pct`
@@ -188,6 +192,8 @@ mod tests {
         fastsse_journal_bytes{route=\"/a b}\"} 100 1700000000000\n\
         fastsse_journal_bytes{route=\"/c\"} 50\n\
         fastsse_streams_active_total 9\n\
+        fastsse_streams_active\t4\n\
+        fastsse_streams_active {route=\"x\"} 3\n\
         fastsse_tasks NaN\n";
 
     #[test]
@@ -196,8 +202,9 @@ mod tests {
         assert_eq!(v["process_open_fds"], 200.0);
         assert_eq!(v["process_resident_memory_bytes"], 15_000_000.0);
         assert_eq!(v["fastsse_journal_bytes"], 150.0);
-        assert!(!v.contains_key("fastsse_streams_active"), "{v:?}");
-        assert!(v["fastsse_tasks"].is_nan());
+        // Tabs and a blank before the labels are the format too; `_total` is another family.
+        assert_eq!(v["fastsse_streams_active"], 7.0, "{v:?}");
+        assert!(!v.contains_key("fastsse_tasks"), "NaN is no reading: {v:?}");
     }
 
     fn samples(rss: &[f64]) -> Vec<Sample> {

@@ -33,6 +33,14 @@ impl Seen {
         self.last_seq = self.last_seq.max(seq);
         self.first_seq.get_or_insert(seq);
     }
+    /// Every sequence number received, in order.
+    pub(super) fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.bits.iter().enumerate().flat_map(|(w, &bits)| {
+            (0..64u64)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| w as u64 * 64 + b)
+        })
+    }
     pub(super) fn unique_in(&self, from: u64, to: u64) -> u64 {
         (from..=to)
             .filter(|&s| {
@@ -75,6 +83,8 @@ pub(super) struct Tally {
     pub(super) lost: u64,
     pub(super) duplicated: u64,
     pub(super) out_of_order: u64,
+    /// Events of another topic than the subscriber's (several `--publish-url`).
+    pub(super) misrouted: u64,
     pub(super) comebacks: Vec<u64>,
 }
 
@@ -91,12 +101,18 @@ impl Tally {
         topics: usize,
     ) {
         let topics = topics.max(1) as u64;
-        let mine = |q: u64| (q - 1) % topics == o.idx as u64 % topics;
+        let mine = |q: u64| q > 0 && (q - 1) % topics == o.idx as u64 % topics;
+        if topics > 1 {
+            self.misrouted += o.seen.seqs().filter(|&q| !mine(q)).count() as u64;
+        }
         self.comebacks.extend(o.comebacks_ms);
         self.duplicated += o.seen.duplicated;
         self.out_of_order += o.seen.out_of_order;
+        // A late joiner is expected to see its topic's events from the first of them it got.
         let from = if o.before_publishing {
             1
+        } else if topics > 1 {
+            o.seen.seqs().find(|&q| mine(q)).unwrap_or(u64::MAX)
         } else {
             o.seen.first_seq.unwrap_or(u64::MAX)
         };
@@ -122,6 +138,27 @@ mod tests {
         assert_eq!(field("{\"t\":123,\"seq\":7}", "\"t\""), Some(123));
         assert_eq!(field("{\"t\": 9, \"seq\": 7}", "\"seq\""), Some(7));
         assert_eq!(field("no numbers", "\"t\""), None);
+    }
+
+    #[test]
+    fn with_topics_a_subscriber_expects_its_own_and_other_topics_events_are_counted() {
+        // Two topics: odd events go to topic 0 (subscriber 2's), even ones to topic 1.
+        let mut seen = Seen::default();
+        for q in [3, 4, 7] {
+            seen.add(q);
+        }
+        let o = Outcome {
+            seen,
+            before_publishing: false,
+            comebacks_ms: Vec::new(),
+            left_at: None,
+            idx: 2,
+        };
+        let acked: Vec<u64> = (1..=8).collect();
+        let mut t = Tally::default();
+        t.add(o, &acked, &[], Duration::ZERO, 2);
+        // From its first own event (3): 3, 5, 7 expected, 5 lost; 4 was another topic's.
+        assert_eq!((t.expected, t.lost, t.misrouted), (3, 1, 1));
     }
 
     #[test]

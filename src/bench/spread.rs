@@ -270,7 +270,9 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
     let progress = rt.spawn(super::progress::progress(shared.clone(), true, peak, false));
     parent.await_ready()?;
     let started = Instant::now();
-    let sampler = super::samples::start(&parent.args, shared.began, shared.stop.clone())?;
+    // The server is sampled while the run publishes: not while its streams close at the end.
+    let sampling = tokio_util::sync::CancellationToken::new();
+    let sampler = super::samples::start(&parent.args, shared.began, sampling.clone())?;
     let publishing = rt.spawn({
         let (shared, rate) = (shared.clone(), parent.args.rate);
         async move {
@@ -291,6 +293,7 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
         }
     }
     let (acked, publish_failed) = rt.block_on(publishing).unwrap_or_default();
+    sampling.cancel();
     let secs = started.elapsed().as_secs_f64();
     parent.send_end(&shared, &acked);
     let parts = parent.reports()?;
@@ -370,6 +373,7 @@ fn merge(
         events_lost: sum(|r| r.events_lost),
         events_duplicated: sum(|r| r.events_duplicated),
         events_out_of_order: sum(|r| r.events_out_of_order),
+        events_misrouted: sum(|r| r.events_misrouted),
         latency_ms: percentiles(&histogram(parts, |p| &p.latency)),
         first_event_ms: percentiles(&histogram(parts, |p| &p.first_event)),
         comebacks: Comebacks::of(&mut comebacks),

@@ -39,6 +39,7 @@ pub(super) fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String>
     if let Some(dir) = args.data_dir {
         config.journal.dir = dir;
     }
+    raise_open_files(config.server.max_connections);
     // Several processes: this one binds and supervises; the workers open the journals.
     let supervising =
         config.server.processes > 1 && !inherited_only && !crate::process::is_worker();
@@ -90,5 +91,25 @@ pub(super) fn serve(args: ServeArgs, inherited_only: bool) -> Result<(), String>
             listeners,
             config.server.shutdown_timeout,
         ),
+    }
+}
+
+/// Every stream is an open file: raises the soft open-file limit to the hard one (as a unit's
+/// `LimitNOFILE=` would), so a daemon started by hand — `runuser … fastsse serve` on a host
+/// without systemd, where the soft limit is often 1,024 — can hold `max_connections`. Says so
+/// when even the hard limit is lower.
+fn raise_open_files(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        log::debug!("open files: soft limit raised from {soft} to {hard}");
+    }
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
+    if limit < max_connections as u64 + 64 {
+        log::warn!(
+            "open files: the limit is {limit}, under [server] max_connections ({max_connections}) and the daemon's own files; raise it (ulimit -n, LimitNOFILE=) or lower max_connections"
+        );
     }
 }
