@@ -511,3 +511,55 @@ fn the_access_log_has_one_json_line_per_stream_and_is_reopened_on_sighup() {
         access_lines(&log_path).len() == 1
     });
 }
+
+/// A daemon started by hand — `runuser … fastsse serve` where systemd does not run, so no
+/// unit's `LimitNOFILE` — often has a soft open-file limit of 1,024: about 1,000 streams. It
+/// raises the soft limit to the hard one itself, and says so when even that is under
+/// `max_connections`.
+#[test]
+fn serve_raises_its_soft_open_file_limit_to_the_hard_one() {
+    let dir = TempDir::new("nofile");
+    let sock = dir.path("fastsse.sock");
+    std::fs::write(
+        dir.path("fastsse.toml"),
+        "[server]\nmax_connections = 4000000\nmax_streams = 10\n",
+    )
+    .unwrap();
+    let script = format!(
+        "ulimit -Sn 1024 && exec {} serve --config {} --listen unix:{} --data-dir {}",
+        fastsse_bin(),
+        dir.path("fastsse.toml").display(),
+        sock.display(),
+        dir.path("data").display()
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path("fastsse.log")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the fastsse socket", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let _ = child.kill();
+    let _ = child.wait();
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(
+        nums[0], nums[1],
+        "soft limit not raised to the hard one: {line}"
+    );
+    assert_ne!(nums[0], "1024", "{line}");
+    let log = std::fs::read_to_string(dir.path("fastsse.log")).unwrap();
+    assert!(
+        log.contains("under [server] max_connections (4000000)"),
+        "{log}"
+    );
+}
