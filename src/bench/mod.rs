@@ -11,6 +11,7 @@ pub(crate) mod http;
 pub mod load;
 mod progress;
 mod protocol;
+mod publisher;
 pub mod report;
 pub mod samples;
 mod seen;
@@ -37,7 +38,7 @@ pub fn sse(args: load::LoadArgs) -> Result<bool, String> {
         return Ok(true);
     }
     // Said here, before any worker starts: a worker's refusal would only read "ended early".
-    load::check_topics(&args)?;
+    publisher::check_topics(&args)?;
     // --processes: this process drives workers (spread) instead of subscribing itself.
     let report = if args.processes > 1 {
         spread::run(args)?

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::args::LoadArgs;
-use super::load::{publisher, Run};
+use super::load::Run;
 use super::protocol::{End, WorkerReport};
+use super::publisher::publisher;
 use super::report::{percentiles, Comebacks, Report, Thresholds};
 use super::series::{self, Second};
 
@@ -257,7 +258,7 @@ pub(super) fn run(args: LoadArgs) -> Result<Report, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let _guard = rt.enter();
-    let publish = super::load::publisher_client(&args)?;
+    let publish = super::publisher::publisher_client(&args)?;
     let mut parent = Parent {
         w: start(of)?,
         of,
