@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # mod_fcgid), lighttpd, h2o, systemd (systemd-socket-activate), chromium (a real browser, driven
 # headless by npm puppeteer-core; nothing downloads a browser of its own), openssl (test
 # certificates and keys), PyJWT with cryptography (tokens made independently of fastsse),
-# php-cli with php-curl (the README's PHP publisher), redis-server (topics shared by instances),
+# php-cli with php-curl (the README's PHP publisher), php-fpm (the application hooks call over
+# FastCGI), redis-server (topics shared by instances),
 # musl-tools and binutils (the static release binary: musl-gcc for ring's C, strip, readelf);
 # lintian, adduser and procps (the Debian package: checked, installed, its daemon found);
 # qemu-user-static and binutils-aarch64-linux-gnu (the aarch64 binary: run under emulation,
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 # node and npm for
 # the npm `eventsource` client (a WHATWG EventSource) when the machine has no node of its own.
 packages=(nginx libfcgi-bin curl apache2 libapache2-mod-fcgid lighttpd h2o systemd chromium openssl
-  python3-jwt python3-cryptography php-cli php-curl redis-server musl-tools binutils lintian
+  python3-jwt python3-cryptography php-cli php-curl php-fpm redis-server musl-tools binutils lintian
   adduser procps qemu-user-static binutils-aarch64-linux-gnu)
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()

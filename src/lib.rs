@@ -35,6 +35,7 @@ pub mod command;
 pub mod config;
 pub mod fcgi;
 pub mod flood;
+pub mod hooks;
 pub mod hub;
 pub mod listen;
 pub mod metrics;

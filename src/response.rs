@@ -40,6 +40,8 @@ pub struct StreamResponse {
     pub access: Option<Box<(Arc<AccessLog>, StreamLog)>>,
     /// Header fields besides those of every stream (CORS, Mercure's `Last-Event-ID`).
     pub extra_headers: Vec<(String, String)>,
+    /// The route's hooks for this stream: told how it ended (its leave).
+    pub watch: Option<crate::hooks::Watch>,
 }
 
 /// What the application answers.
@@ -204,6 +206,9 @@ fn write_stream<'a, W: BodyWriter>(
             // Boxed: only streams that are access-logged carry the counting future.
             Some(access) => Box::pin(logged(&mut stream, body, access, abort, shutdown)).await,
         };
+        if let Some(w) = stream.watch.take() {
+            w.ended(end);
+        }
         Sent::Stream(end)
     }
 }

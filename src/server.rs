@@ -191,6 +191,8 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
     // Started by an upgrade: now that this process accepts, the old one may drain.
     crate::process::handover::relieve_predecessor();
     shutdown.cancelled().await;
+    // Streams ended from here on leave for this reason (hooks).
+    crate::hooks::stopping(successor.running());
     let streams = app.stats().active_streams();
     log::info!("shutting down: ending {streams} streams");
     tracker.close();
@@ -201,6 +203,8 @@ pub async fn serve(app: Arc<App>, listeners: Vec<BoundListener>, shutdown: Cance
             app.stats().active_streams()
         );
     }
+    // Hooks: every stream's leave journaled, a last chance to deliver the queue.
+    let _ = tokio::task::spawn_blocking(|| crate::hooks::close_all(Duration::from_secs(2))).await;
     // After an upgrade the socket files belong to the successor (same sockets).
     if !successor.running() {
         for socket in cleanup {

@@ -173,6 +173,7 @@ impl Streams {
             permit,
             access,
             extra_headers: Vec::new(),
+            watch: None,
         })
     }
 }

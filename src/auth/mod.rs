@@ -125,6 +125,7 @@ impl Verifier {
                 .subscribe
                 .map(|v| v.iter().map(|s| Selector::parse(s)).collect()),
             payload: m.payload,
+            subject: c.sub.as_ref().and_then(|s| s.as_str()).map(str::to_string),
             // A date past what a clock can hold never comes: no expiry.
             expires: exp.and_then(|e| UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(e).ok()?)),
         })
@@ -229,6 +230,7 @@ struct RawClaims {
     exp: Option<serde_json::Value>,
     nbf: Option<serde_json::Value>,
     aud: Option<serde_json::Value>,
+    sub: Option<serde_json::Value>,
     mercure: Option<MercureClaim>,
 }
 
@@ -250,6 +252,8 @@ pub struct Claims {
     pub payload: Option<serde_json::Value>,
     /// `exp`, when present: a stream authorized by this token ends then.
     pub expires: Option<SystemTime>,
+    /// `sub`, when it is a string: who the token is for (hooks name the user by it).
+    pub subject: Option<String>,
 }
 
 impl Claims {

@@ -390,6 +390,26 @@ impl HttpClient {
         Ok((parts.status.as_u16(), page))
     }
 
+    /// POSTs `body` with `headers`; the status and at most `max` bytes of the body, whatever
+    /// the status (a hook's caller decides). No deadline of its own: the caller's.
+    pub(crate) async fn post_full(
+        &self,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let req = self.request(url, "POST", headers, Bytes::from(body))?;
+        let (parts, mut b) = self.send(url, 0, req).await?;
+        let mut page = Vec::new();
+        while let Some(chunk) = b.next_chunk().await? {
+            if page.len() < max {
+                page.extend_from_slice(&chunk[..chunk.len().min(max - page.len())]);
+            }
+        }
+        Ok((parts.status.as_u16(), page))
+    }
+
     /// POSTs `body` (text/plain); `Ok` on a 2xx answer, within 5 s.
     pub(crate) async fn post(&self, url: &Url, body: &str) -> Result<(), String> {
         let req = self.request(

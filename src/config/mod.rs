@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 pub mod de;
+mod hooks;
 mod journal;
 mod route;
 mod table;
@@ -17,6 +18,7 @@ mod validate;
 pub use de::parse_duration;
 use de::{de_duration, de_opt_any_duration, de_opt_duration, de_positive, de_positive_duration};
 
+pub use hooks::{BodyFormat, HookConfig, OnTimeout};
 pub use journal::{JournalBackend, JournalConfig};
 pub use route::{HubConfig, Kinds, RouteConfig, RouteKind, RouteSettings};
 pub use table::{field_names, RouteTable};

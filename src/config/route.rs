@@ -37,6 +37,10 @@ pub trait RouteSettings: fmt::Debug + Send + Sync + Any {
     fn hub(&self) -> Option<&HubConfig> {
         None
     }
+    /// Its hook keys, where the route streams (topics, mercure, command).
+    fn hooks(&self) -> Option<&super::HookConfig> {
+        None
+    }
     /// Most topics per publication, where the route takes publications.
     fn max_topics(&self) -> Option<usize> {
         None

@@ -246,3 +246,76 @@ fn a_key_that_does_nothing_on_its_route_kind_is_refused_with_that_kinds_keys() {
     )
     .unwrap();
 }
+
+#[test]
+fn hook_keys_need_one_target_and_say_which_line_is_wrong() {
+    let route = "[[route]]\npath = \"/e\"\ntype = \"topics\"\n";
+    let ok = format!(
+        "{route}hook_fastcgi = \"unix:/run/php/php8.2-fpm.sock\"\nhook_script = \"/srv/app/hooks.php\"\n\
+         hook_connect_wait = \"2s\"\nhook_on_timeout = \"allow\"\nhook_body = \"json\"\n"
+    );
+    let c = parse(&ok, "t").unwrap();
+    let h = c.routes.last().unwrap().settings.hooks().unwrap();
+    assert!(h.enabled());
+    assert_eq!(h.hook_on_timeout, OnTimeout::Allow);
+    assert_eq!(h.hook_body, BodyFormat::Json);
+    // mercure and command routes take them too.
+    parse(
+        "[[route]]\npath = \"/c\"\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"echo\"]\n\
+         hook_url = \"http://127.0.0.1:8080/hooks\"\n",
+        "t",
+    )
+    .unwrap();
+    for (extra, line, key, says) in [
+        (
+            "hook_script = \"/srv/hooks.php\"\n",
+            4,
+            "hook_script",
+            "needs hook_fastcgi",
+        ),
+        (
+            "hook_fastcgi = \"unix:/x.sock\"\n",
+            4,
+            "hook_fastcgi",
+            "needs hook_script",
+        ),
+        (
+            "hook_fastcgi = \"unix:/x.sock\"\nhook_script = \"hooks.php\"\n",
+            5,
+            "hook_script",
+            "absolute",
+        ),
+        ("hook_url = \"ftp://x\"\n", 4, "hook_url", "http://"),
+        (
+            "hook_url = \"http://x/\"\nhook_fastcgi = \"unix:/x.sock\"\n",
+            5,
+            "hook_fastcgi",
+            "not both",
+        ),
+        (
+            "\nhook_connect_wait = \"2s\"\n",
+            5,
+            "hook_connect_wait",
+            "no hook target",
+        ),
+        (
+            "hook_url = \"http://x/\"\nhook_secret = \" \"\n",
+            5,
+            "hook_secret",
+            "empty",
+        ),
+        (
+            "hook_url = \"http://x/\"\nhook_on_timeout = \"maybe\"\n",
+            5,
+            "hook_on_timeout",
+            "",
+        ),
+    ] {
+        let e = error_of(&format!("{route}{extra}"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
+        assert!(e.message.contains(says), "{e}");
+    }
+    // A kind that does not stream takes none.
+    let e = error_of("[[route]]\npath = \"/s\"\ntype = \"status\"\nhook_url = \"http://x/\"\n");
+    assert_eq!(e.line, Some(4), "{e}");
+}

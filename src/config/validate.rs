@@ -84,6 +84,9 @@ impl Config {
             }
             seen.push(path);
             route.settings.check(table, self)?;
+            if let Some(h) = route.settings.hooks() {
+                h.check(table)?;
+            }
         }
         self.check_shared_journals(&r)?;
         self.check_backend(&r)?;

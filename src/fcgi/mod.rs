@@ -6,6 +6,7 @@
 //! side (and each stream's direct writer); `task` runs one request through the
 //! transport-neutral [`crate::app::App`] and [`crate::response::respond`].
 
+pub mod client;
 pub mod codec;
 pub mod conn;
 pub mod idle;

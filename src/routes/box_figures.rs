@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use super::figures::{Combine, HUB, PROCESS};
+use super::figures::{Combine, HOOKS, HUB, PROCESS};
 use super::Cx;
 
 /// This worker's number and the box's worker count, when it is one of several.
@@ -78,6 +78,14 @@ fn combine_status(
     for route in keys_under(&all, "topics") {
         for f in HUB {
             let path = ["topics", route.as_str()]
+                .into_iter()
+                .chain(f.key.split('.'));
+            at(path.collect(), f.combine);
+        }
+    }
+    for route in keys_under(&all, "hooks") {
+        for f in HOOKS {
+            let path = ["hooks", route.as_str()]
                 .into_iter()
                 .chain(f.key.split('.'));
             at(path.collect(), f.combine);

@@ -102,6 +102,7 @@ struct CommandSettings {
     publishing: Publishing,
     hub: HubConfig,
     auth: AuthConfig,
+    hooks: crate::config::HookConfig,
 }
 
 impl RouteSettings for CommandSettings {
@@ -126,6 +127,10 @@ impl RouteSettings for CommandSettings {
 
     fn hub(&self) -> Option<&HubConfig> {
         self.program.topic.as_ref().map(|_| &self.hub)
+    }
+
+    fn hooks(&self) -> Option<&crate::config::HookConfig> {
+        Some(&self.hooks)
     }
 
     fn describe(&self) -> String {
@@ -158,6 +163,7 @@ impl RouteKind for CommandKind {
             field_names::<Publishing>(),
             field_names::<HubConfig>(),
             field_names::<AuthConfig>(),
+            field_names::<crate::config::HookConfig>(),
         ]
         .concat()
     }
@@ -168,6 +174,7 @@ impl RouteKind for CommandKind {
             publishing: t.read()?,
             hub: t.read()?,
             auth: t.read()?,
+            hooks: t.read()?,
         }))
     }
 }
@@ -293,6 +300,14 @@ impl Route for CommandRoute {
             Programs::Shared(s) => s.hub().map(|(h, _)| h),
             Programs::PerStream(_) => None,
         }
+    }
+
+    fn who(&self, req: &Request) -> super::Who {
+        let topics = match &self.programs {
+            Programs::Shared(s) => s.hub().map(|(_, t)| vec![t.clone()]).unwrap_or_default(),
+            Programs::PerStream(_) => Vec::new(),
+        };
+        self.rules.who(req, topics)
     }
 
     fn start(&self) {

@@ -368,6 +368,97 @@ pub(super) const HUB: &[Figure<Hub>] = &[
     )),
 ];
 
+/// Each route's hooks (a route with `hook_url` or `hook_fastcgi`): in `/status` under
+/// `hooks` by path.
+pub(super) const HOOKS: &[Figure<crate::hooks::Store>] = &[
+    fig(
+        "pending",
+        "fastsse_hook_pending_calls",
+        Gauge,
+        "Hook calls journaled and not yet answered by the application.",
+        |s| count(s.backlog().0),
+    ),
+    fig(
+        "queue_bytes",
+        "fastsse_hook_queue_bytes",
+        Gauge,
+        "Bytes the hook queue holds (pending calls, and the room kept for each open stream's \
+         leave); at hook_queue_bytes new streams are refused.",
+        |s| count(s.backlog().1),
+    ),
+    fig(
+        "open_streams",
+        "fastsse_hook_open_streams",
+        Gauge,
+        "Streams whose leave is owed to the application.",
+        |s| count(s.backlog().2),
+    ),
+    fig(
+        "delivered",
+        "fastsse_hook_calls_delivered_total",
+        Counter,
+        "Hook calls the application answered (2xx, or 401/403).",
+        |s| count(s.stats.delivered.load(Relaxed)),
+    ),
+    fig(
+        "failed_attempts",
+        "fastsse_hook_attempts_failed_total",
+        Counter,
+        "Hook attempts that failed (no connection, a timeout, another status); each is retried.",
+        |s| count(s.stats.failed_attempts.load(Relaxed)),
+    ),
+    fig(
+        "refused",
+        "fastsse_hook_streams_refused_total",
+        Counter,
+        "Streams the application refused at their connect hook (401/403).",
+        |s| count(s.stats.refused.load(Relaxed)),
+    ),
+    fig(
+        "connect_timeouts",
+        "fastsse_hook_connect_timeouts_total",
+        Counter,
+        "Connect hooks not answered within hook_connect_wait (the stream refused or allowed by \
+         hook_on_timeout).",
+        |s| count(s.stats.timed_out.load(Relaxed)),
+    ),
+    fig(
+        "queue_full",
+        "fastsse_hook_queue_full_total",
+        Counter,
+        "Streams refused because the hook queue was at hook_queue_bytes.",
+        |s| count(s.stats.queue_full.load(Relaxed)),
+    ),
+    fig(
+        "adopted",
+        "fastsse_hook_calls_adopted_total",
+        Counter,
+        "Calls taken over from a process that died: its pending calls and a leave \
+         (process_died) for each stream it held.",
+        |s| count(s.stats.adopted.load(Relaxed)),
+    ),
+    fig(
+        "journal_errors",
+        "fastsse_hook_journal_errors_total",
+        Counter,
+        "Writes to the hook journal that failed (retried).",
+        |s| count(s.stats.write_errors.load(Relaxed)),
+    ),
+    combined_worst(fig(
+        "target",
+        "fastsse_hook_target_up",
+        Gauge,
+        "1 while the application answers hook calls, 0 while the last attempt failed.",
+        |s| {
+            Some(if s.stats.failing.load(Relaxed) {
+                Value::State("failing", 0.0)
+            } else {
+                Value::State("ok", 1.0)
+            })
+        },
+    )),
+];
+
 /// What names a figure in `/status` and `/metrics`, and how a box combines it.
 pub struct About {
     /// The key in `/status`.

@@ -19,6 +19,7 @@ mod box_figures;
 mod command;
 mod custom;
 mod figures;
+mod hooked;
 mod journaled;
 mod mercure;
 mod status;
@@ -26,6 +27,7 @@ mod ticks;
 mod topics;
 
 pub use custom::SourceFactory;
+pub use hooked::Who;
 pub(crate) use status::{own_metrics, own_status};
 
 /// A route's answer, once it is ready.
@@ -83,6 +85,20 @@ pub trait Route: Send + Sync {
     /// The live feed a sibling worker follows (a shared program this worker runs for the box).
     fn follow(&self) -> Option<crate::siblings::Follow> {
         None
+    }
+
+    /// The route's hooks, when it has them.
+    fn hooks(&self) -> Option<&Arc<crate::hooks::Hooks>> {
+        None
+    }
+
+    /// Who a stream of `req` is for, as its hooks tell the application: the topics asked
+    /// for (`?topic=`), and where the route knows them the user and the token's expiry.
+    fn who(&self, req: &Request) -> Who {
+        Who {
+            topics: req.query_values("topic"),
+            ..Who::default()
+        }
     }
 
     /// Whether it was added in code ([`custom::Custom`]): a reload keeps it.
@@ -159,6 +175,8 @@ pub struct Build<'a> {
     pub keep: &'a [RouteEntry],
     /// Load only the journal events after this id (one CGI request: its `Last-Event-ID`).
     pub load_after: u64,
+    /// Building for one CGI request (which cannot deliver hooks later).
+    pub cgi: bool,
 }
 
 /// A route kind: how its table is read and checked ([`RouteKind`]) and how its route is
@@ -203,9 +221,23 @@ fn settings<T: 'static>(r: &RouteConfig) -> Result<&T, BuildError> {
 /// Builds the route of `r` by its kind.
 fn build_one(b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
     let name = r.kind.name();
-    match KINDS.iter().find(|k| k.name() == name) {
-        Some(kind) => kind.build(b, r),
-        None => Err(BuildError::Invalid(format!("no route kind {name}"))),
+    let route = match KINDS.iter().find(|k| k.name() == name) {
+        Some(kind) => kind.build(b, r)?,
+        None => return Err(BuildError::Invalid(format!("no route kind {name}"))),
+    };
+    let Some(hc) = r.settings.hooks() else {
+        return Ok(route);
+    };
+    match crate::hooks::Hooks::build(hc, b.config, r, b.cgi) {
+        Ok(Some(hooks)) => Ok(Arc::new(hooked::Hooked {
+            inner: route,
+            hooks,
+        })),
+        Ok(None) => Ok(route),
+        Err(detail) => Err(BuildError::Unavailable {
+            reason: "its hooks are unavailable",
+            detail,
+        }),
     }
 }
 
@@ -222,6 +254,7 @@ pub fn build(
         config,
         keep,
         load_after,
+        cgi: !strict,
     };
     let mut routes = Vec::new();
     for r in &config.routes {

@@ -118,6 +118,15 @@ impl Route for Document {
 /// Things of one scope, each with its route's path.
 type ByPath<T> = Vec<(String, T)>;
 
+/// The hook stores of the routes in force, by path.
+fn hook_stores(cx: &Cx) -> ByPath<Arc<crate::hooks::Store>> {
+    cx.set
+        .routes
+        .iter()
+        .filter_map(|r| r.route.hooks().map(|h| (r.path.clone(), h.store().clone())))
+        .collect()
+}
+
 /// The hubs in force, and what routes report of their own, by path.
 fn scopes(cx: &Cx) -> (ByPath<Arc<Hub>>, ByPath<RouteFigures>) {
     let routes = &cx.set.routes;
@@ -152,6 +161,7 @@ pub(crate) async fn own_metrics(cx: &Cx) -> String {
     }
     let (hubs, own) = scopes(cx);
     per_route(&mut e, figures::HUB, &hubs);
+    per_route(&mut e, figures::HOOKS, &hook_stores(cx));
     own_figures(&mut e, &own);
     e.family(
         "fastsse_journal_append_seconds",
@@ -228,6 +238,11 @@ pub(crate) async fn own_status(cx: &Cx) -> serde_json::Map<String, serde_json::V
         }
     }
     doc.insert("topics".into(), topics.into());
+    let hooks: serde_json::Map<String, serde_json::Value> = hook_stores(cx)
+        .iter()
+        .map(|(path, s)| (path.clone(), figures::object(figures::HOOKS, &**s).into()))
+        .collect();
+    doc.insert("hooks".into(), hooks.into());
     doc.insert("version".into(), env!("CARGO_PKG_VERSION").into());
     // With `[server] processes`: which worker answered (each counts its own streams).
     doc.insert("pid".into(), std::process::id().into());

@@ -64,6 +64,7 @@ struct TopicsSettings {
     publishing: Publishing,
     hub: HubConfig,
     auth: AuthConfig,
+    hooks: crate::config::HookConfig,
 }
 
 impl RouteSettings for TopicsSettings {
@@ -78,6 +79,10 @@ impl RouteSettings for TopicsSettings {
 
     fn hub(&self) -> Option<&HubConfig> {
         Some(&self.hub)
+    }
+
+    fn hooks(&self) -> Option<&crate::config::HookConfig> {
+        Some(&self.hooks)
     }
 
     fn max_topics(&self) -> Option<usize> {
@@ -103,6 +108,7 @@ impl RouteKind for TopicsKind {
             field_names::<Publishing>(),
             field_names::<HubConfig>(),
             field_names::<AuthConfig>(),
+            field_names::<crate::config::HookConfig>(),
         ]
         .concat()
     }
@@ -112,6 +118,7 @@ impl RouteKind for TopicsKind {
             publishing: t.read()?,
             hub: t.read()?,
             auth: t.read()?,
+            hooks: t.read()?,
         }))
     }
 }
@@ -155,6 +162,24 @@ impl Rules {
     pub(super) fn path(&self) -> &str {
         &self.path
     }
+
+    /// Who a stream of `req` is for: `topics`, the token's `sub` (else the web server's
+    /// user) and the token's expiry.
+    pub(super) fn who(&self, req: &Request, topics: Vec<String>) -> super::Who {
+        who(&self.auth, req, topics)
+    }
+}
+
+/// Who a stream of `req` is for under `auth` (see [`Rules::who`]).
+pub(super) fn who(auth: &RouteAuth, req: &Request, topics: Vec<String>) -> super::Who {
+    let claims = auth.subscriber_claims(req).ok().flatten();
+    let expires = claims.as_ref().and_then(|c| c.expires);
+    let user = claims.and_then(|c| c.subject).or_else(|| auth.user(req));
+    super::Who {
+        topics,
+        user,
+        expires,
+    }
 }
 
 /// A topics route: its rules and its hub.
@@ -174,6 +199,10 @@ impl Route for Topics {
 
     fn hub(&self) -> Option<&Arc<Hub>> {
         Some(&self.hub)
+    }
+
+    fn who(&self, req: &Request) -> super::Who {
+        self.rules.who(req, req.query_values("topic"))
     }
 }
 

@@ -61,6 +61,7 @@ struct MercureSettings {
     keys: MercureKeys,
     hub: HubConfig,
     auth: AuthConfig,
+    hooks: crate::config::HookConfig,
 }
 
 impl RouteSettings for MercureSettings {
@@ -74,6 +75,10 @@ impl RouteSettings for MercureSettings {
 
     fn hub(&self) -> Option<&HubConfig> {
         Some(&self.hub)
+    }
+
+    fn hooks(&self) -> Option<&crate::config::HookConfig> {
+        Some(&self.hooks)
     }
 
     fn describe(&self) -> String {
@@ -95,6 +100,7 @@ impl RouteKind for MercureKind {
             field_names::<MercureKeys>(),
             field_names::<HubConfig>(),
             field_names::<AuthConfig>(),
+            field_names::<crate::config::HookConfig>(),
         ]
         .concat()
     }
@@ -104,6 +110,7 @@ impl RouteKind for MercureKind {
             keys: t.read()?,
             hub: t.read()?,
             auth: t.read()?,
+            hooks: t.read()?,
         }))
     }
 }
@@ -166,6 +173,10 @@ impl Route for Mercure {
 
     fn hub(&self) -> Option<&Arc<Hub>> {
         Some(&self.hub)
+    }
+
+    fn who(&self, req: &Request) -> super::Who {
+        super::topics::who(&self.auth, req, req.query_values("topic"))
     }
 
     /// The subscriptions API: `{hub}/subscriptions[/{topic}[/{subscriber}]]`.
