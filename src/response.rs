@@ -41,7 +41,7 @@ pub struct StreamResponse {
     /// Header fields besides those of every stream (CORS, Mercure's `Last-Event-ID`).
     pub extra_headers: Vec<(String, String)>,
     /// The route's hooks for this stream: told how it ended (its leave).
-    pub watch: Option<crate::hooks::Watch>,
+    pub watch: Option<Box<crate::hooks::Watch>>,
 }
 
 /// What the application answers.

@@ -429,3 +429,78 @@ fn pyjwt_hs256(claims: &str, secret: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// Reads `s` until an event satisfies `want` (10 s per event at most).
+fn event_where(s: &mut HttpStream, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    loop {
+        let (_, event, data) = s.next_event().expect("the stream ended");
+        assert_eq!(event, "presence", "{data}");
+        let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+        if want(&v) {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn presence_is_counted_shown_and_published_as_it_changes() {
+    if !have("nginx") {
+        return;
+    }
+    let secret = "presence-test-key-0123456789abcdef";
+    let config = format!(
+        "[[route]]\npath = \"/status\"\ntype = \"status\"\n\
+         [[route]]\npath = \"/metrics\"\ntype = \"metrics\"\n\
+         [[route]]\npath = \"/events\"\ntype = \"topics\"\nsubscriber_jwt_key = \"{secret}\"\n\
+         presence_topic = \"presence\"\npresence_users = true\n"
+    );
+    let Some((daemon, nginx)) = daemon_behind_nginx(&config) else {
+        return;
+    };
+    let open = |user: &str, query: &str| {
+        let claims = format!(r#"{{"sub": "{user}", "mercure": {{"subscribe": ["*"]}}}}"#);
+        let token = pyjwt_hs256(&claims, secret);
+        let auth = format!("Bearer {token}");
+        let s = HttpStream::open(
+            nginx.port,
+            "GET",
+            query,
+            &[("Authorization", auth.as_str())],
+        );
+        assert_eq!(s.status, 200);
+        s
+    };
+    let mut watcher = open("admin", "/events?topic=presence");
+    let alice = open("alice", "/events?topic=chat&topic=news");
+    let bob = open("bob", "/events?topic=chat");
+    let both = event_where(&mut watcher, |v| {
+        v["topic"] == "chat" && v["subscribers"] == 2
+    });
+    assert_eq!(both["users"], serde_json::json!(["alice", "bob"]));
+    let status: serde_json::Value = serde_json::from_str(&daemon.status()).unwrap();
+    let board = &status["presence"]["/events"];
+    assert_eq!(board["by_topic"]["chat"]["subscribers"], 2, "{status}");
+    assert_eq!(
+        board["by_topic"]["news"]["users"],
+        serde_json::json!(["alice"])
+    );
+    assert_eq!(board["topics"], 3, "chat, news and the watcher's: {status}");
+    drop(bob);
+    let one = event_where(&mut watcher, |v| {
+        v["topic"] == "chat" && v["subscribers"] == 1
+    });
+    assert_eq!(one["users"], serde_json::json!(["alice"]));
+    let metrics = {
+        let mut c = FcgiClient::connect(&daemon.socket);
+        c.send(&get_request(1, "/metrics", false, &[]));
+        String::from_utf8(c.read_response(1).0).unwrap()
+    };
+    assert!(
+        metrics.contains("fastsse_presence_subscribers{route=\"/events\",topic=\"chat\"} 1"),
+        "{metrics}"
+    );
+    drop(alice);
+    event_where(&mut watcher, |v| {
+        v["topic"] == "news" && v["subscribers"] == 0
+    });
+}

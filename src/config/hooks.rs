@@ -64,6 +64,13 @@ pub struct HookConfig {
     pub hook_concurrency: usize,
     /// Sent as `Authorization: Bearer <secret>` with every call.
     pub hook_secret: Option<String>,
+    /// Count who is on each topic (in `/status` and `/metrics`).
+    pub presence: bool,
+    /// Publish each change of a topic's presence to this topic, as a `presence` event
+    /// (implies `presence`).
+    pub presence_topic: Option<String>,
+    /// Name the users in `/status` and in presence events (else counts only).
+    pub presence_users: bool,
 }
 
 impl Default for HookConfig {
@@ -79,6 +86,9 @@ impl Default for HookConfig {
             hook_queue_bytes: 16 << 20,
             hook_concurrency: 4,
             hook_secret: None,
+            presence: false,
+            presence_topic: None,
+            presence_users: false,
         }
     }
 }
@@ -87,6 +97,11 @@ impl HookConfig {
     /// Whether hooks are on.
     pub fn enabled(&self) -> bool {
         self.hook_url.is_some() || self.hook_fastcgi.is_some()
+    }
+
+    /// Whether presence is counted.
+    pub fn presence_on(&self) -> bool {
+        self.presence || self.presence_topic.is_some()
     }
 
     /// One target, and everything it needs; no hook key without one.
@@ -132,6 +147,19 @@ impl HookConfig {
             if let Some((key, _)) = set.iter().find(|(_, s)| *s) {
                 return refuse(key, "no hook target: set hook_url or hook_fastcgi");
             }
+        }
+        if self.presence_users && !self.presence_on() {
+            return refuse(
+                "presence_users",
+                "presence_users needs presence = true (or presence_topic)",
+            );
+        }
+        if self
+            .presence_topic
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return refuse("presence_topic", "presence_topic is empty");
         }
         if self
             .hook_secret

@@ -319,3 +319,47 @@ fn hook_keys_need_one_target_and_say_which_line_is_wrong() {
     let e = error_of("[[route]]\npath = \"/s\"\ntype = \"status\"\nhook_url = \"http://x/\"\n");
     assert_eq!(e.line, Some(4), "{e}");
 }
+
+#[test]
+fn presence_keys_are_checked_where_they_cannot_work() {
+    let route = "[[route]]\npath = \"/e\"\ntype = \"topics\"\n";
+    let c = parse(
+        &format!("{route}presence_topic = \"who\"\npresence_users = true\n"),
+        "t",
+    )
+    .unwrap();
+    assert!(c
+        .routes
+        .last()
+        .unwrap()
+        .settings
+        .hooks()
+        .unwrap()
+        .presence_on());
+    for (text, line, key, says) in [
+        (
+            format!("{route}presence_users = true\n"),
+            4,
+            "presence_users",
+            "needs presence",
+        ),
+        (
+            "[[route]]\npath = \"/c\"\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"echo\"]\n\
+             presence_topic = \"who\"\n"
+                .to_string(),
+            5,
+            "presence_topic",
+            "needs the route's journal",
+        ),
+        (
+            format!("[server]\nprocesses = 2\n{route}presence_topic = \"who\"\n"),
+            6,
+            "presence_topic",
+            "each worker's own counts",
+        ),
+    ] {
+        let e = error_of(&text);
+        assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
+        assert!(e.message.contains(says), "{e}");
+    }
+}

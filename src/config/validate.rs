@@ -86,6 +86,19 @@ impl Config {
             route.settings.check(table, self)?;
             if let Some(h) = route.settings.hooks() {
                 h.check(table)?;
+                if h.presence_topic.is_some() && route.settings.hub().is_none() {
+                    let why = format!(
+                        "route {path}: presence_topic needs the route's journal (a command route needs a topic)"
+                    );
+                    return Err(table.refuse("presence_topic", why));
+                }
+                if h.presence_topic.is_some() && self.server.processes > 1 {
+                    let why = format!(
+                        "route {path}: presence_topic would publish each worker's own counts under [server] processes = {}; read /status (it sums the workers) instead",
+                        self.server.processes
+                    );
+                    return Err(table.refuse("presence_topic", why));
+                }
             }
         }
         self.check_shared_journals(&r)?;

@@ -6,7 +6,7 @@
 //! `hook_connect_wait`, a 401/403 from the application refuses the stream.
 //!
 //! [`HookConfig`] is the route keys (every streaming kind takes them), [`Hooks`] a route's
-//! hooks, [`Watch`] one stream's; `call.rs` is what a call says, `log.rs` the journal,
+//! hooks, [`Watch`] one stream's; `call.rs` is what a call says, `journal.rs` the journal,
 //! `store.rs` the queue and its sender, `send.rs` one attempt.
 
 use std::collections::HashMap;
@@ -16,7 +16,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub mod call;
-pub mod log;
+pub mod journal;
+pub mod presence;
 pub mod send;
 pub mod store;
 
@@ -178,10 +179,11 @@ impl Hooks {
             Err(store::Refused::Full) => return Err(self.queue_full(req)),
         };
         let watch = Watch {
-            store: self.store.clone(),
+            store: Some(self.store.clone()),
             subscriber: connect.subscriber.clone(),
             expires,
             armed: true,
+            seat: None,
         };
         let Some(wait) = self.connect_wait else {
             return Ok(watch);
@@ -215,7 +217,7 @@ impl Hooks {
                 stats.refused.fetch_add(1, Relaxed);
                 self.store.refused(&connect.subscriber, seq);
                 watch.armed = false;
-                ::log::info!(
+                log::info!(
                     "req={} route={} peer={}: stream refused by the connect hook ({})",
                     req.id,
                     self.route,
@@ -236,7 +238,7 @@ impl Hooks {
                     OnTimeout::Allow => Ok(watch),
                     OnTimeout::Refuse => {
                         watch.armed = false;
-                        self.store.leave(&connect.subscriber, Reason::HookTimeout);
+                        let _ = self.store.leave(&connect.subscriber, Reason::HookTimeout);
                         Err(self.come_back(
                             req,
                             "the application did not answer the connect hook in time",
@@ -285,13 +287,33 @@ impl Hooks {
 /// One stream's hook: its leave is queued when the stream ends, with the reason — or, if it
 /// is dropped without being told (the process is stopping), with the stop's.
 pub struct Watch {
-    store: Arc<Store>,
+    /// The route's hooks (none: presence only).
+    store: Option<Arc<Store>>,
     subscriber: String,
     expires: Option<SystemTime>,
     armed: bool,
+    /// Its place in the route's presence, given back when the watch goes.
+    seat: Option<presence::Seat>,
 }
 
 impl Watch {
+    /// A stream's place in its route's presence, on a route without hooks.
+    pub fn seated(seat: presence::Seat) -> Watch {
+        Watch {
+            store: None,
+            subscriber: String::new(),
+            expires: None,
+            armed: false,
+            seat: Some(seat),
+        }
+    }
+
+    /// Takes `seat` (the route's presence) too.
+    pub fn with_seat(mut self, seat: presence::Seat) -> Watch {
+        self.seat = Some(seat);
+        self
+    }
+
     /// The stream ended this way.
     pub fn ended(mut self, end: StreamEnd) {
         let reason = match end {
@@ -304,14 +326,17 @@ impl Watch {
             },
         };
         self.armed = false;
-        self.store.leave(&self.subscriber, reason);
+        if let Some(store) = &self.store {
+            let _ = store.leave(&self.subscriber, reason);
+        }
+        drop(self.seat.take());
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if self.armed {
-            self.store.leave(&self.subscriber, stopping_reason());
+        if let (true, Some(store)) = (self.armed, &self.store) {
+            let _ = store.leave(&self.subscriber, stopping_reason());
         }
     }
 }
@@ -342,7 +367,7 @@ pub fn close_all(deadline: Duration) {
     for s in &stores {
         let subs = s.open_streams();
         for sub in subs {
-            s.leave(&sub, stopping_reason());
+            let _ = s.leave(&sub, stopping_reason());
         }
     }
     while stores.iter().any(|s| s.backlog().0 > 0) && std::time::Instant::now() < until {

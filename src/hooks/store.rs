@@ -13,7 +13,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::call::{Call, Event, Reason};
-use super::log::{adopt_orphans, Line, Op, Orphan, OwnLog};
+use super::journal::{adopt_orphans, Line, Op, Orphan, OwnLog};
 use super::send::{Delivery, Outcome};
 
 /// Counters of one route's hooks, for `/status` and `/metrics`.
@@ -84,6 +84,8 @@ pub struct Store {
 }
 
 const MIN_COMPACT: usize = 1 << 20;
+/// Most queued calls one pass of the sender looks at.
+const SCAN: usize = 4096;
 
 impl Store {
     /// Opens this process's journal in `dir` (blocking I/O: config time only).
@@ -149,19 +151,19 @@ impl Store {
         Ok(seq)
     }
 
-    /// Queues the leave of stream `subscriber` for `reason` (nothing if it is not open).
-    pub fn leave(&self, subscriber: &str, reason: Reason) {
+    /// Queues the leave of stream `subscriber` for `reason` (nothing if it is not open);
+    /// returns its sequence.
+    pub fn leave(&self, subscriber: &str, reason: Reason) -> Option<u64> {
         let mut s = self.lock();
-        let Some((connect, connect_seq)) = s.open.remove(subscriber) else {
-            return;
-        };
+        let (connect, connect_seq) = s.open.remove(subscriber)?;
         s.bytes = s.bytes.saturating_sub(reserve(&connect));
         let leave = connect.leave(reason);
         s.bytes += leave.size();
         let after = s.pending.contains_key(&connect_seq).then_some(connect_seq);
-        self.push(&mut s, leave, after, false);
+        let seq = self.push(&mut s, leave, after, false);
         drop(s);
         self.wake.notify_one();
+        Some(seq)
     }
 
     /// The application refused stream `subscriber` (its connect is made; no leave follows).
@@ -272,7 +274,9 @@ impl Store {
         let mut s = self.lock();
         let mut picked = Vec::new();
         let mut next: Option<Instant> = None;
-        let waiting: Vec<u64> = s.pending.keys().copied().collect();
+        // The oldest calls first, and only so many looked at per pass: with the application
+        // down and a long queue, every pass would otherwise walk all of it.
+        let waiting: Vec<u64> = s.pending.keys().take(SCAN).copied().collect();
         for seq in waiting {
             if picked.len() >= room || seq > written {
                 break;
@@ -354,6 +358,11 @@ impl Store {
         match outcome {
             Outcome::Answered(_) => {
                 if self.stats.failing.swap(false, Relaxed) {
+                    // The application is back: what waits out a backoff goes now.
+                    let now = Instant::now();
+                    for p in self.lock().pending.values_mut() {
+                        p.not_before = p.not_before.min(now);
+                    }
                     log::info!(
                         "route {}: hook target answers again ({} calls waiting)",
                         call.route,
@@ -482,3 +491,7 @@ fn backoff(attempts: u32) -> Duration {
         Duration::from_secs(1 << attempts.saturating_sub(1).min(6)).min(Duration::from_secs(60));
     base + crate::random::duration_below(base / 10)
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

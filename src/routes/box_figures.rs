@@ -99,6 +99,8 @@ fn combine_status(
             }
         }
     }
+    let presence = merge_presence(&all);
+    out.insert("presence".into(), presence.into());
     let workers: Vec<Value> = docs
         .iter()
         .map(|(w, d)| {
@@ -120,6 +122,52 @@ fn combine_status(
         .collect();
     out.insert("workers".into(), workers.into());
     out.insert("processes".into(), processes.into());
+    out
+}
+
+/// The box's presence: each topic's subscribers added up over the workers, its users joined
+/// (sorted, at most 100); `topics` is at least the largest worker's count.
+fn merge_presence(docs: &[&Map<String, Value>]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for route in keys_under(docs, "presence") {
+        let mut topics = 0u64;
+        let mut by: std::collections::BTreeMap<String, (u64, Option<Vec<String>>)> =
+            Default::default();
+        for d in docs {
+            let Some(r) = get(d, &["presence", route.as_str()]) else {
+                continue;
+            };
+            topics = topics.max(r["topics"].as_u64().unwrap_or(0));
+            let Some(list) = r["by_topic"].as_object() else {
+                continue;
+            };
+            for (topic, one) in list {
+                let e = by.entry(topic.clone()).or_default();
+                e.0 += one["subscribers"].as_u64().unwrap_or(0);
+                if let Some(users) = one["users"].as_array() {
+                    let names = e.1.get_or_insert_with(Vec::new);
+                    names.extend(users.iter().filter_map(|u| u.as_str().map(String::from)));
+                }
+            }
+        }
+        let mut by_topic = Map::new();
+        for (topic, (n, users)) in &by {
+            let mut one = serde_json::json!({ "subscribers": n });
+            if let Some(mut u) = users.clone() {
+                u.sort();
+                u.dedup();
+                one["user_count"] = u.len().into();
+                u.truncate(crate::hooks::presence::SHOWN_USERS);
+                one["users"] = u.into();
+            }
+            by_topic.insert(topic.clone(), one);
+        }
+        let topics = topics.max(by.len() as u64);
+        out.insert(
+            route,
+            serde_json::json!({ "topics": topics, "by_topic": by_topic }),
+        );
+    }
     out
 }
 

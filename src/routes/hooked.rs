@@ -1,12 +1,13 @@
-//! A route with hooks: the route answers as it always does; a stream it opens is held until
-//! the route's connect hook is journaled (and, with `hook_connect_wait`, answered), then
-//! carries the watch that sends its leave. A refusal from the application drops the stream
-//! before a byte of it is written.
+//! A route with hooks or presence: the route answers as it always does; a stream it opens is
+//! held until the route's connect hook is journaled (and, with `hook_connect_wait`, answered),
+//! then carries the watch that sends its leave and holds its seat in the route's presence. A
+//! refusal from the application drops the stream before a byte of it is written.
 
 use std::sync::Arc;
 
 use super::{Answer, Cx, Route};
-use crate::hooks::Hooks;
+use crate::hooks::presence::Presence;
+use crate::hooks::{Hooks, Watch};
 use crate::hub::Hub;
 use crate::request::Request;
 use crate::response::Response;
@@ -22,10 +23,21 @@ pub struct Who {
     pub expires: Option<std::time::SystemTime>,
 }
 
-/// `inner` with `hooks` on its streams.
+/// A route's presence and what it publishes.
+pub struct Board {
+    /// Who is on which topic.
+    pub presence: Arc<Presence>,
+    /// `presence_topic`: changes are published there.
+    pub topic: Option<String>,
+    /// `presence_users`: users are named.
+    pub users: bool,
+}
+
+/// `inner` with `hooks` and `board` on its streams.
 pub(super) struct Hooked {
     pub(super) inner: Arc<dyn Route>,
-    pub(super) hooks: Arc<Hooks>,
+    pub(super) hooks: Option<Arc<Hooks>>,
+    pub(super) board: Option<Board>,
 }
 
 impl Route for Hooked {
@@ -37,17 +49,24 @@ impl Route for Hooked {
                 other => return other,
             };
             let who = self.inner.who(req);
-            match self
-                .hooks
-                .admit(req, who.topics, who.user, who.expires)
-                .await
-            {
-                Ok(watch) => {
-                    stream.watch = Some(watch);
-                    Response::Stream(stream)
+            let mut watch = None;
+            if let Some(hooks) = &self.hooks {
+                let (topics, user) = (who.topics.clone(), who.user.clone());
+                match hooks.admit(req, topics, user, who.expires).await {
+                    Ok(w) => watch = Some(w),
+                    Err(refusal) => return refusal.into(),
                 }
-                Err(refusal) => refusal.into(),
             }
+            if let Some(b) = &self.board {
+                let user = who.user.filter(|_| b.users);
+                let seat = b.presence.take_seat(who.topics, user);
+                watch = Some(match watch {
+                    Some(w) => w.with_seat(seat),
+                    None => Watch::seated(seat),
+                });
+            }
+            stream.watch = watch.map(Box::new);
+            Response::Stream(stream)
         })
     }
 
@@ -57,7 +76,15 @@ impl Route for Hooked {
 
     fn start(&self) {
         self.inner.start();
-        self.hooks.start();
+        if let Some(h) = &self.hooks {
+            h.start();
+        }
+        if let (Some(b), Some(hub)) = (&self.board, self.inner.hub()) {
+            if let Some(topic) = &b.topic {
+                b.presence
+                    .publish_changes(hub.clone(), topic.clone(), b.users);
+            }
+        }
     }
 
     fn answers_below(&self, rest: &str) -> bool {
@@ -73,7 +100,11 @@ impl Route for Hooked {
     }
 
     fn hooks(&self) -> Option<&Arc<Hooks>> {
-        Some(&self.hooks)
+        self.hooks.as_ref()
+    }
+
+    fn board(&self) -> Option<&Board> {
+        self.board.as_ref()
     }
 
     fn who(&self, req: &Request) -> Who {

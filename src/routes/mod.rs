@@ -27,7 +27,7 @@ mod ticks;
 mod topics;
 
 pub use custom::SourceFactory;
-pub use hooked::Who;
+pub use hooked::{Board, Who};
 pub(crate) use status::{own_metrics, own_status};
 
 /// A route's answer, once it is ready.
@@ -89,6 +89,11 @@ pub trait Route: Send + Sync {
 
     /// The route's hooks, when it has them.
     fn hooks(&self) -> Option<&Arc<crate::hooks::Hooks>> {
+        None
+    }
+
+    /// The route's presence, when it counts it.
+    fn board(&self) -> Option<&Board> {
         None
     }
 
@@ -228,17 +233,26 @@ fn build_one(b: &Build, r: &RouteConfig) -> Result<Arc<dyn Route>, BuildError> {
     let Some(hc) = r.settings.hooks() else {
         return Ok(route);
     };
-    match crate::hooks::Hooks::build(hc, b.config, r, b.cgi) {
-        Ok(Some(hooks)) => Ok(Arc::new(hooked::Hooked {
-            inner: route,
-            hooks,
-        })),
-        Ok(None) => Ok(route),
-        Err(detail) => Err(BuildError::Unavailable {
+    let hooks = crate::hooks::Hooks::build(hc, b.config, r, b.cgi).map_err(|detail| {
+        BuildError::Unavailable {
             reason: "its hooks are unavailable",
             detail,
-        }),
+        }
+    })?;
+    // One CGI request's counts would be its own stream: no presence there.
+    let board = (hc.presence_on() && !b.cgi).then(|| Board {
+        presence: crate::hooks::presence::board(r.path.get_ref()),
+        topic: hc.presence_topic.clone(),
+        users: hc.presence_users,
+    });
+    if hooks.is_none() && board.is_none() {
+        return Ok(route);
     }
+    Ok(Arc::new(hooked::Hooked {
+        inner: route,
+        hooks,
+        board,
+    }))
 }
 
 /// Builds the routes of `config`. A journaled route reuses the hub in `keep` (by path) when its

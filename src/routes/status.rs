@@ -127,6 +127,65 @@ fn hook_stores(cx: &Cx) -> ByPath<Arc<crate::hooks::Store>> {
         .collect()
 }
 
+/// Presence: each counting route's busiest topics (users named where `presence_users`).
+fn presence_status(cx: &Cx) -> serde_json::Map<String, serde_json::Value> {
+    use crate::hooks::presence::SHOWN_TOPICS;
+    let mut doc = serde_json::Map::new();
+    for r in &cx.set.routes {
+        let Some(b) = r.route.board() else { continue };
+        let mut by_topic = serde_json::Map::new();
+        for t in b.presence.busiest(SHOWN_TOPICS) {
+            let mut one = serde_json::json!({ "subscribers": t.subscribers });
+            if b.users {
+                one["users"] = t.users.into();
+                one["user_count"] = t.user_count.into();
+            }
+            by_topic.insert(t.topic, one);
+        }
+        let route = serde_json::json!({
+            "topics": b.presence.topic_count(),
+            "by_topic": by_topic,
+        });
+        doc.insert(r.path.clone(), route);
+    }
+    doc
+}
+
+/// Presence in `/metrics`: topics per route, and the subscribers of the busiest ones.
+fn presence_metrics(e: &mut Exposition, cx: &Cx) {
+    use crate::hooks::presence::SHOWN_TOPICS;
+    let boards: Vec<_> = cx
+        .set
+        .routes
+        .iter()
+        .filter_map(|r| r.route.board().map(|b| (r.path.as_str(), b)))
+        .collect();
+    e.family(
+        "fastsse_presence_topics",
+        metrics::Kind::Gauge,
+        "Topics someone is subscribed to now (routes with presence).",
+    );
+    for (route, b) in &boards {
+        let n = b.presence.topic_count() as f64;
+        e.sample("fastsse_presence_topics", &[("route", route)], n);
+    }
+    e.family(
+        "fastsse_presence_subscribers",
+        metrics::Kind::Gauge,
+        "Streams subscribed to a topic now (the 100 busiest topics of each route).",
+    );
+    for (route, b) in &boards {
+        for t in b.presence.busiest(SHOWN_TOPICS) {
+            let labels = [("route", *route), ("topic", t.topic.as_str())];
+            e.sample(
+                "fastsse_presence_subscribers",
+                &labels,
+                t.subscribers as f64,
+            );
+        }
+    }
+}
+
 /// The hubs in force, and what routes report of their own, by path.
 fn scopes(cx: &Cx) -> (ByPath<Arc<Hub>>, ByPath<RouteFigures>) {
     let routes = &cx.set.routes;
@@ -162,6 +221,7 @@ pub(crate) async fn own_metrics(cx: &Cx) -> String {
     let (hubs, own) = scopes(cx);
     per_route(&mut e, figures::HUB, &hubs);
     per_route(&mut e, figures::HOOKS, &hook_stores(cx));
+    presence_metrics(&mut e, cx);
     own_figures(&mut e, &own);
     e.family(
         "fastsse_journal_append_seconds",
@@ -243,6 +303,7 @@ pub(crate) async fn own_status(cx: &Cx) -> serde_json::Map<String, serde_json::V
         .map(|(path, s)| (path.clone(), figures::object(figures::HOOKS, &**s).into()))
         .collect();
     doc.insert("hooks".into(), hooks.into());
+    doc.insert("presence".into(), presence_status(cx).into());
     doc.insert("version".into(), env!("CARGO_PKG_VERSION").into());
     // With `[server] processes`: which worker answered (each counts its own streams).
     doc.insert("pid".into(), std::process::id().into());
