@@ -43,6 +43,11 @@ struct PhpFpm {
 
 impl PhpFpm {
     fn start() -> Option<PhpFpm> {
+        PhpFpm::start_with(HOOKS_PHP)
+    }
+
+    /// A pool serving `script` as `hooks.php`.
+    fn start_with(script: &str) -> Option<PhpFpm> {
         let bin = ["8.4", "8.3", "8.2", "8.1"]
             .iter()
             .map(|v| format!("php-fpm{v}"))
@@ -52,7 +57,7 @@ impl PhpFpm {
             return None;
         };
         let dir = TempDir::new("php-fpm");
-        std::fs::write(dir.path("hooks.php"), HOOKS_PHP).unwrap();
+        std::fs::write(dir.path("hooks.php"), script).unwrap();
         let d = dir.0.display();
         let user = if is_root() {
             "user = root\ngroup = root\n"
@@ -503,4 +508,72 @@ fn presence_is_counted_shown_and_published_as_it_changes() {
     event_where(&mut watcher, |v| {
         v["topic"] == "news" && v["subscribers"] == 0
     });
+}
+
+/// The PHP block of docs/hooks.md, as written.
+fn documented_php() -> String {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/hooks.md")).unwrap();
+    let after = doc
+        .split("<!-- hooks-php -->")
+        .nth(1)
+        .expect("the marked PHP block");
+    let block = after.split("```php\n").nth(1).unwrap();
+    block.split("\n```").next().unwrap().to_string()
+}
+
+#[test]
+fn the_php_of_docs_hooks_md_works_as_written() {
+    let Some(php) = PhpFpm::start_with(&documented_php()) else {
+        return;
+    };
+    let config = hooked_config(&php, "hook_secret = \"change-me\"\n");
+    let Some((mut daemon, nginx)) = daemon_behind_nginx(&config) else {
+        return;
+    };
+    let log = php.dir.path("presence.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let a = HttpStream::open(nginx.port, "GET", "/events?topic=chat", &[]);
+    assert_eq!(a.status, 200);
+    let b = HttpStream::open(nginx.port, "GET", "/events?topic=news&topic=chat", &[]);
+    wait_for("two joins", Duration::from_secs(10), || {
+        read().matches("joined").count() == 2
+    });
+    drop(a);
+    wait_for("a leave", Duration::from_secs(10), || {
+        read().contains("left chat (browser_left)")
+    });
+    daemon.restart("KILL");
+    drop(b);
+    wait_for(
+        "the dead process's stream left",
+        Duration::from_secs(20),
+        || read().contains("left news, chat (process_died)"),
+    );
+    let text = read();
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(text.contains("someone joined news, chat"), "{text}");
+    // The ids it keeps: four calls, each once.
+    let seen = std::fs::read_to_string(php.dir.path("hooks-seen.txt")).unwrap();
+    assert_eq!(seen.lines().filter(|l| !l.is_empty()).count(), 4, "{seen}");
+    // A wrong secret is refused by the script, so fastsse keeps the call and tries again.
+    drop(nginx);
+    drop(daemon);
+    let wrong = hooked_config(&php, "hook_secret = \"not-it\"\n");
+    let Some((daemon, nginx)) = daemon_behind_nginx(&wrong) else {
+        return;
+    };
+    drop(HttpStream::open(nginx.port, "GET", "/events?topic=x", &[]));
+    wait_for("retries", Duration::from_secs(10), || {
+        number_after(&daemon.status(), "failed_attempts") >= 1
+    });
+    let status = daemon.status();
+    assert!(number_after(&status, "pending") >= 1, "{status}");
+    assert!(status.contains("\"target\":\"failing\""), "{status}");
+    assert_eq!(read().lines().count(), 4);
+    assert!(
+        daemon.log().contains("the application answered 401"),
+        "{}",
+        daemon.log()
+    );
 }

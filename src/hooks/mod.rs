@@ -211,22 +211,35 @@ impl Hooks {
         connect: &Call,
         outcome: Outcome,
     ) -> Result<Watch, FullResponse> {
+        let a = match outcome {
+            Outcome::Answered(a) if a.refuses() => a,
+            other => return self.allow_or_not(req, watch, seq, connect, other.judged()),
+        };
+        self.store.stats.refused.fetch_add(1, Relaxed);
+        self.store.refused(&connect.subscriber, seq);
+        watch.armed = false;
+        log::info!(
+            "req={} route={} peer={}: stream refused by the connect hook ({})",
+            req.id,
+            self.route,
+            req.peer,
+            a.status
+        );
+        let body = String::from_utf8_lossy(&a.body[..a.body.len().min(4096)]).to_string();
+        Err(FullResponse::text(a.status, body.trim_end().to_string()))
+    }
+
+    /// A connect that was not refused: made (the stream opens), or not (`hook_on_timeout`).
+    fn allow_or_not(
+        &self,
+        req: &Request,
+        mut watch: Watch,
+        seq: u64,
+        connect: &Call,
+        outcome: Outcome,
+    ) -> Result<Watch, FullResponse> {
         let stats = &self.store.stats;
         match outcome {
-            Outcome::Answered(a) if a.status == 401 || a.status == 403 => {
-                stats.refused.fetch_add(1, Relaxed);
-                self.store.refused(&connect.subscriber, seq);
-                watch.armed = false;
-                log::info!(
-                    "req={} route={} peer={}: stream refused by the connect hook ({})",
-                    req.id,
-                    self.route,
-                    req.peer,
-                    a.status
-                );
-                let body = String::from_utf8_lossy(&a.body[..a.body.len().min(4096)]).to_string();
-                Err(FullResponse::text(a.status, body.trim_end().to_string()))
-            }
             Outcome::Answered(a) => {
                 self.store.settle(seq, connect, Outcome::Answered(a));
                 Ok(watch)

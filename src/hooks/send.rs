@@ -1,7 +1,8 @@
 //! Making one hook call: a POST to the application's URL, or a FastCGI request straight into
 //! its php-fpm pool (`SCRIPT_FILENAME` set, as nginx would send it, no web server between).
-//! What counts as answered: a 2xx, or a deliberate 401/403; anything else (no connection, a
-//! timeout, php-fpm's 404 for a script it cannot find, a 5xx) is tried again.
+//! What counts as made: a 2xx; anything else (no connection, a timeout, php-fpm's 404 for a
+//! script it cannot find, a 5xx, a 401 for a secret that does not match) is tried again. A
+//! connect that waits takes a 401/403 as the application's refusal.
 
 use std::time::Duration;
 
@@ -47,10 +48,33 @@ pub struct Delivery {
 /// How one attempt went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The application answered with this status and body (2xx, 401 or 403).
+    /// The application answered with this status and body.
     Answered(Answer),
-    /// No usable answer: why (tried again later).
+    /// No answer: why (tried again later).
     Failed(String),
+}
+
+impl Outcome {
+    /// A call is made when the application answers 2xx; any other answer (php-fpm's 404, a
+    /// 500, a 401 from a secret that does not match) is a failure, tried again — a refusal
+    /// means something only to a connect that waits ([`Answer::refuses`]).
+    pub fn judged(self) -> Outcome {
+        match self {
+            Outcome::Answered(a) if !(200..300).contains(&a.status) => Outcome::Failed(format!(
+                "the application answered {}: {}",
+                a.status,
+                String::from_utf8_lossy(&a.body[..a.body.len().min(200)]).trim()
+            )),
+            other => other,
+        }
+    }
+}
+
+impl Answer {
+    /// 401 or 403: a connect hook that waits refuses the stream with it.
+    pub fn refuses(&self) -> bool {
+        self.status == 401 || self.status == 403
+    }
 }
 
 /// The application's answer.
@@ -92,15 +116,7 @@ impl Delivery {
             }
         };
         match r {
-            Ok((status, body))
-                if (200..300).contains(&status) || status == 401 || status == 403 =>
-            {
-                Outcome::Answered(Answer { status, body })
-            }
-            Ok((status, body)) => Outcome::Failed(format!(
-                "the application answered {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(200)]).trim()
-            )),
+            Ok((status, body)) => Outcome::Answered(Answer { status, body }),
             Err(e) => Outcome::Failed(e),
         }
     }

@@ -355,7 +355,7 @@ impl Store {
 
     /// What an attempt's outcome does to its call.
     pub fn settle(&self, seq: u64, call: &Call, outcome: Outcome) {
-        match outcome {
+        match outcome.judged() {
             Outcome::Answered(_) => {
                 if self.stats.failing.swap(false, Relaxed) {
                     // The application is back: what waits out a backoff goes now.
