@@ -236,7 +236,7 @@ fn every_connect_gets_its_leave_through_php_fpm_across_kill_9() {
     let status = daemon.status();
     assert!(number_after(&status, "adopted") >= 100, "{status}");
     assert!(
-        daemon.log().contains("whose process died"),
+        daemon.log().contains("left by a process that is gone"),
         "{}",
         daemon.log()
     );
@@ -508,6 +508,36 @@ fn presence_is_counted_shown_and_published_as_it_changes() {
     event_where(&mut watcher, |v| {
         v["topic"] == "news" && v["subscribers"] == 0
     });
+}
+
+#[test]
+fn a_reload_that_sets_presence_topic_publishes_from_then_on() {
+    let config = "[[route]]\npath = \"/status\"\ntype = \"status\"\n\
+                  [[route]]\npath = \"/events\"\ntype = \"topics\"\npresence = true\n";
+    let Some((daemon, nginx)) = daemon_behind_nginx(config) else {
+        return;
+    };
+    let mut watcher = HttpStream::open(nginx.port, "GET", "/events?topic=presence", &[]);
+    let alice = HttpStream::open(nginx.port, "GET", "/events?topic=chat", &[]);
+    assert_eq!((watcher.status, alice.status), (200, 200));
+    let path = daemon.dir.path("fastsse.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("presence = true\n", "presence_topic = \"presence\"\n"),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    wait_for("the reload", Duration::from_secs(5), || {
+        daemon.log().contains("SIGHUP: reloaded")
+    });
+    // The counts kept through the reload; the changes from then on are published.
+    let bob = HttpStream::open(nginx.port, "GET", "/events?topic=chat", &[]);
+    assert_eq!(bob.status, 200);
+    event_where(&mut watcher, |v| {
+        v["topic"] == "chat" && v["subscribers"] == 2
+    });
+    drop((alice, bob));
 }
 
 /// The PHP block of docs/hooks.md, as written.

@@ -79,6 +79,7 @@ impl App {
     /// `start = "always"` start now, the others wait for a subscriber).
     pub fn start_commands(&self) {
         for r in &self.current().routes {
+            r.route.applied();
             r.route.start();
         }
     }
@@ -106,6 +107,9 @@ impl App {
         if let Some(log) = &self.streams.access_log {
             // After logrotate moved it; a changed path applies at the next start.
             log.reopen();
+        }
+        for r in &routes {
+            r.route.applied();
         }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(RouteSet {
             config: Arc::new(config),

@@ -315,6 +315,22 @@ fn hook_keys_need_one_target_and_say_which_line_is_wrong() {
         assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
         assert!(e.message.contains(says), "{e}");
     }
+    // Two hooked routes whose hook journals would be one folder (`a_b.hooks`).
+    let e = error_of(
+        "[[route]]\npath = \"/a/b\"\ntype = \"topics\"\nhook_url = \"http://x/\"\n\
+         [[route]]\npath = \"/a.b\"\ntype = \"command\"\ncommand = [\"true\"]\nhook_url = \"http://x/\"\n",
+    );
+    assert_eq!(e.line, Some(6), "{e}");
+    assert!(
+        e.message
+            .contains("share the hook journal folder `a_b.hooks`"),
+        "{e}"
+    );
+    // A zero wait is refused (it would refuse every stream).
+    let e = error_of(&format!(
+        "{route}hook_url = \"http://x/\"\nhook_connect_wait = \"0s\"\n"
+    ));
+    assert_eq!(e.key.as_deref(), Some("hook_connect_wait"), "{e}");
     // A kind that does not stream takes none.
     let e = error_of("[[route]]\npath = \"/s\"\ntype = \"status\"\nhook_url = \"http://x/\"\n");
     assert_eq!(e.line, Some(4), "{e}");

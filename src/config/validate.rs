@@ -106,8 +106,31 @@ impl Config {
         self.check_limits(&r)
     }
 
-    /// Two routes whose journals would be one folder.
+    /// Two routes whose journals (or hook journals) would be one folder.
     fn check_shared_journals(&self, r: &Refusals) -> Result<(), ConfigError> {
+        let hooked: Vec<&RouteConfig> = self
+            .routes
+            .iter()
+            .filter(|r| {
+                r.settings
+                    .hooks()
+                    .is_some_and(|h| h.hook_url.is_some() || h.hook_fastcgi.is_some())
+            })
+            .collect();
+        for (i, a) in hooked.iter().enumerate() {
+            if let Some(b) = hooked[..i]
+                .iter()
+                .find(|b| b.journal_name() == a.journal_name())
+            {
+                let why = format!(
+                    "routes {} and {} would share the hook journal folder `{}.hooks`",
+                    b.path.get_ref(),
+                    a.path.get_ref(),
+                    a.journal_name()
+                );
+                return Err(r.at(a.path.span(), "path", why));
+            }
+        }
         let journaled: Vec<&RouteConfig> = self.routes.iter().filter(|r| r.has_journal()).collect();
         for (i, a) in journaled.iter().enumerate() {
             if let Some(b) = journaled[..i]

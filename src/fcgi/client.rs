@@ -63,8 +63,6 @@ pub enum CallError {
     Io(String),
     /// The reply broke the protocol, or had no header block.
     Protocol(String),
-    /// The reply was longer than the caller takes.
-    TooLong(usize),
     /// No whole reply within the deadline.
     Timeout(Duration),
 }
@@ -75,7 +73,6 @@ impl std::fmt::Display for CallError {
             CallError::Connect(e) => write!(f, "connect: {e}"),
             CallError::Io(e) => write!(f, "{e}"),
             CallError::Protocol(e) => write!(f, "bad FastCGI reply: {e}"),
-            CallError::TooLong(max) => write!(f, "reply longer than {max} bytes"),
             CallError::Timeout(d) => write!(f, "no reply within {} ms", d.as_millis()),
         }
     }
@@ -123,7 +120,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Sends one request to `addr` (`unix:/path` or `host:port`) and reads the reply, all within
-/// `deadline`; a reply (STDOUT and STDERR) over `max` bytes is an error.
+/// `deadline`; of a long reply, the first `max` bytes of STDOUT (its head, the status) and of
+/// STDERR are kept, and the rest is read and dropped.
 pub async fn call(
     addr: &str,
     params: &[(&str, &str)],
@@ -171,13 +169,10 @@ async fn read_reply<R: tokio::io::AsyncRead + Unpin>(
             .map_err(|e| CallError::Protocol(e.to_string()))?
         {
             match rec.record_type {
-                FCGI_STDOUT => stdout.extend_from_slice(&rec.content),
-                FCGI_STDERR => stderr.extend_from_slice(&rec.content),
+                FCGI_STDOUT => keep(&mut stdout, &rec.content, max),
+                FCGI_STDERR => keep(&mut stderr, &rec.content, max),
                 FCGI_END_REQUEST => return parse_reply(&stdout, stderr),
                 _ => {}
-            }
-            if stdout.len() + stderr.len() > max {
-                return Err(CallError::TooLong(max));
             }
         }
         if r.read_buf(&mut buf)
@@ -190,6 +185,12 @@ async fn read_reply<R: tokio::io::AsyncRead + Unpin>(
             ));
         }
     }
+}
+
+/// Appends what fits under `max` of `bytes` to `into`.
+fn keep(into: &mut Vec<u8>, bytes: &[u8], max: usize) {
+    let room = max.saturating_sub(into.len());
+    into.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
 
 #[cfg(test)]
@@ -228,5 +229,30 @@ mod tests {
                 (FCGI_STDIN, 0),
             ]
         );
+    }
+
+    /// A record as the spec lays it out (version 1, request id 1, no padding).
+    fn record(kind: u8, content: &[u8]) -> Vec<u8> {
+        let n = content.len() as u16;
+        let mut v = vec![1, kind, 0, 1, (n >> 8) as u8, n as u8, 0, 0];
+        v.extend_from_slice(content);
+        v
+    }
+
+    #[tokio::test]
+    async fn a_long_reply_keeps_its_status_and_its_first_bytes() {
+        let mut wire = record(6, b"Status: 403 Forbidden\r\n\r\n");
+        for _ in 0..10 {
+            wire.extend(record(6, &[b'x'; 30_000]));
+        }
+        wire.extend(record(7, &[b'e'; 30_000]));
+        wire.extend(record(3, &[0; 8]));
+        let r = read_reply(&mut &wire[..], 64 * 1024).await.unwrap();
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            r.body.len(),
+            64 * 1024 - "Status: 403 Forbidden\r\n\r\n".len()
+        );
+        assert_eq!(r.stderr.len(), 30_000);
     }
 }

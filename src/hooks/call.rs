@@ -106,11 +106,21 @@ pub fn new_id() -> String {
     urn.trim_start_matches("urn:uuid:").to_string()
 }
 
+/// The id of the leave of the connect `connect_id`: derived from it (a version 5 UUID), so
+/// that a leave sent by two processes (the one that held the stream and the one that took its
+/// journal over) is one call to the application.
+pub fn leave_id(connect_id: &str) -> String {
+    let name = format!("fastsse:leave:{connect_id}");
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
+        .hyphenated()
+        .to_string()
+}
+
 impl Call {
-    /// The leave of the stream this connect opened, for `reason`, now.
+    /// The leave of the stream this connect opened, for `reason`, now (its id: [`leave_id`]).
     pub fn leave(&self, reason: Reason) -> Call {
         Call {
-            id: new_id(),
+            id: leave_id(&self.id),
             event: Event::Leave,
             reason: Some(reason.as_str().to_string()),
             time_ms: now_ms(),
@@ -219,6 +229,9 @@ mod tests {
         let l = c.leave(Reason::BrowserLeft);
         assert_eq!((l.event, &l.subscriber), (Event::Leave, &c.subscriber));
         assert_ne!(l.id, c.id);
+        // Every leave of one connect is one call (Python: uuid5(NAMESPACE_URL, name)).
+        assert_eq!(l.id, "1bba1c83-7929-54e6-8e6b-8fd88f10b22a");
+        assert_eq!(c.leave(Reason::ProcessDied).id, l.id);
         assert_eq!(l.connected_ms, Some(c.time_ms));
         let (body, ct) = l.body(BodyFormat::Json);
         assert_eq!(ct, "application/json");

@@ -222,7 +222,9 @@ fn write_loop(
                     held.extend_from_slice(&bytes);
                     held_seq = held_seq.max(seq);
                 }
-                Op::Replace { bytes, seq } => match replace(path, &bytes, &held) {
+                // The snapshot already holds what was appended before it was taken (the
+                // appends in `held` came first on this channel): they are not written again.
+                Op::Replace { bytes, seq } => match replace(path, &bytes) {
                     Ok(f) => {
                         file = f;
                         held.clear();
@@ -233,7 +235,9 @@ fn write_loop(
             }
         }
         if held.is_empty() {
-            written.send_replace(held_seq.max(*written.borrow()));
+            // Not `send_replace(…borrow()…)`: the borrow would be held while sending.
+            let mark = held_seq.max(*written.borrow());
+            written.send_replace(mark);
             continue;
         }
         match append(&mut file, &held, fsync) {
@@ -258,13 +262,12 @@ fn append(file: &mut File, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
     r
 }
 
-/// The compacted file (`bytes`, then `held`, the appends not written yet) in place of the old.
-fn replace(path: &Path, bytes: &[u8], held: &[u8]) -> Result<File, String> {
+/// The compacted file (`bytes`) in place of the old.
+fn replace(path: &Path, bytes: &[u8]) -> Result<File, String> {
     let tmp = path.with_extension("log.new");
     let write = || -> std::io::Result<File> {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.write_all(held)?;
         f.sync_data()?;
         std::fs::rename(&tmp, path)?;
         OpenOptions::new().append(true).open(path)
@@ -381,6 +384,63 @@ mod tests {
         assert_eq!(o.pending, vec![]);
         assert_eq!(o.open, vec![b.clone(), c]);
         assert_eq!(o.damaged, 1);
+    }
+
+    #[test]
+    fn a_compaction_is_the_file_and_its_mark_is_published() {
+        let dir =
+            std::env::temp_dir().join(format!("fastsse-hookcompact-{}", crate::random::u64()));
+        let (tx, rx) = tokio::sync::watch::channel(0);
+        let own = OwnLog::create(&dir, false, tx, |_| {}).unwrap();
+        // Appends then the snapshot of what they left, sent at once: the writer takes them in
+        // one batch, and the appends must not be written after the snapshot.
+        let mut snapshot = Vec::new();
+        for i in 0..2000u64 {
+            let c = connect(&i.to_string());
+            let line = Line::Call { call: c.clone() }.encode();
+            if i % 2 == 0 {
+                snapshot.extend(Line::Open { call: c }.encode());
+            }
+            own.tx
+                .send(Op::Append {
+                    bytes: line,
+                    seq: i + 1,
+                })
+                .unwrap();
+        }
+        own.tx
+            .send(Op::Replace {
+                bytes: snapshot.clone(),
+                seq: 2000,
+            })
+            .unwrap();
+        // The mark comes (the writer published it after a compaction that left nothing held).
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while *rx.borrow() < 2000 {
+            assert!(
+                std::time::Instant::now() < until,
+                "mark stuck at {}",
+                *rx.borrow()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        own.tx
+            .send(Op::Replace {
+                bytes: snapshot.clone(),
+                seq: 2001,
+            })
+            .unwrap();
+        while *rx.borrow() < 2001 {
+            assert!(
+                std::time::Instant::now() < until,
+                "mark stuck at {}",
+                *rx.borrow()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(std::fs::read(&own.path).unwrap(), snapshot);
+        assert_eq!(replay(&snapshot).open.len(), 1000);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -81,12 +81,14 @@ fn http_target(_: &str) -> Result<Target, String> {
 /// Every route's hook store in this process, by folder: a reload keeps a route's queue.
 static STORES: LazyLock<Mutex<HashMap<PathBuf, Arc<Store>>>> = LazyLock::new(Default::default);
 
-/// Why this process's streams end when it stops: 0 shutdown, 1 restart (an upgrade).
+/// Whether this process is stopping, and why: 0 running, 1 shutdown, 2 restart (an upgrade).
 static STOPPING_FOR: AtomicU8 = AtomicU8::new(0);
 
 /// A route's hooks.
 pub struct Hooks {
     store: Arc<Store>,
+    /// The settings of this config, given to the store when it is applied.
+    delivery: Arc<Delivery>,
     route: String,
     connect_wait: Option<Duration>,
     on_timeout: OnTimeout,
@@ -109,6 +111,11 @@ impl Hooks {
         if cgi {
             return Err("hooks need the daemon (fastsse serve): one CGI request ends before it could deliver them".into());
         }
+        if let Some(addr) = &hc.hook_fastcgi {
+            if let Some(why) = send::probe_unix(addr) {
+                log::warn!("route {path}: hook_fastcgi {addr}: {why}; calls wait until it can");
+            }
+        }
         let dir = config
             .journal
             .dir
@@ -118,12 +125,11 @@ impl Hooks {
         let store = {
             let mut all = STORES.lock().unwrap_or_else(|p| p.into_inner());
             match all.get(&dir) {
-                Some(s) => {
-                    s.set_delivery(delivery);
-                    s.clone()
-                }
+                // Its settings change when this config is applied (a refused reload keeps
+                // the old ones).
+                Some(s) => s.clone(),
                 None => {
-                    let s = Arc::new(Store::open(dir.clone(), fsync, delivery)?);
+                    let s = Arc::new(Store::open(dir.clone(), fsync, delivery.clone())?);
                     all.insert(dir, s.clone());
                     s
                 }
@@ -131,11 +137,19 @@ impl Hooks {
         };
         Ok(Some(Arc::new(Hooks {
             store,
+            delivery,
             route: path.clone(),
             connect_wait: hc.hook_connect_wait,
             on_timeout: hc.hook_on_timeout,
             retry_after_secs: config.stream.retry_after_secs,
         })))
+    }
+
+    /// This config is in force: the queue takes its delivery settings.
+    pub fn apply(&self) {
+        if !Arc::ptr_eq(&self.store.delivery(), &self.delivery) {
+            self.store.set_delivery(self.delivery.clone());
+        }
     }
 
     /// Starts its sender (needs a runtime).
@@ -177,6 +191,9 @@ impl Hooks {
         {
             Ok(seq) => seq,
             Err(store::Refused::Full) => return Err(self.queue_full(req)),
+            Err(store::Refused::Closed) => {
+                return Err(self.come_back(req, "the server is stopping"))
+            }
         };
         let watch = Watch {
             store: Some(self.store.clone()),
@@ -189,17 +206,30 @@ impl Hooks {
             return Ok(watch);
         };
         let started = tokio::time::Instant::now();
-        let outcome = if self.store.written(seq, wait).await {
-            let left = wait.saturating_sub(started.elapsed());
-            let delivery = self.store.delivery();
-            match tokio::time::timeout(left, delivery.send(&connect)).await {
-                Ok(o) => o,
-                Err(_) => Outcome::Failed(format!("no answer within {} ms", wait.as_millis())),
+        if !self.store.written(seq, wait).await {
+            // Never sent: the sender takes it from here, and the application is not to blame.
+            self.store.retry_later(seq);
+            let why = "the hook journal was not written in time";
+            return self.allow_or_not(req, watch, &connect, why);
+        }
+        // The attempt runs to its own end (hook_timeout) even when the wait passes first: its
+        // outcome is the call's, and says whether the application is up.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (store, call) = (self.store.clone(), connect.clone());
+        tokio::spawn(async move {
+            let outcome = store.delivery().send(&call).await;
+            if let Err(outcome) = tx.send(outcome) {
+                store.settle(seq, &call, outcome);
             }
-        } else {
-            Outcome::Failed("the hook journal was not written in time".into())
-        };
-        self.decide(req, watch, seq, &connect, outcome)
+        });
+        let left = wait.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(outcome)) => self.decide(req, watch, seq, &connect, outcome),
+            _ => {
+                let why = "the application did not answer the connect hook in time";
+                self.allow_or_not(req, watch, &connect, why)
+            }
+        }
     }
 
     /// The connect's outcome made into the stream's fate.
@@ -213,7 +243,15 @@ impl Hooks {
     ) -> Result<Watch, FullResponse> {
         let a = match outcome {
             Outcome::Answered(a) if a.refuses() => a,
-            other => return self.allow_or_not(req, watch, seq, connect, other.judged()),
+            other => {
+                let made = matches!(other.clone().judged(), Outcome::Answered(_));
+                self.store.settle(seq, connect, other);
+                if made {
+                    return Ok(watch);
+                }
+                let why = "the application did not answer the connect hook";
+                return self.allow_or_not(req, watch, connect, why);
+            }
         };
         self.store.stats.refused.fetch_add(1, Relaxed);
         self.store.refused(&connect.subscriber, seq);
@@ -229,35 +267,23 @@ impl Hooks {
         Err(FullResponse::text(a.status, body.trim_end().to_string()))
     }
 
-    /// A connect that was not refused: made (the stream opens), or not (`hook_on_timeout`).
+    /// A connect not made within `hook_connect_wait` (no answer, or one other than a 2xx,
+    /// 401 or 403): `hook_on_timeout` opens the stream or refuses it. The connect is
+    /// delivered later either way.
     fn allow_or_not(
         &self,
         req: &Request,
         mut watch: Watch,
-        seq: u64,
         connect: &Call,
-        outcome: Outcome,
+        why: &str,
     ) -> Result<Watch, FullResponse> {
-        let stats = &self.store.stats;
-        match outcome {
-            Outcome::Answered(a) => {
-                self.store.settle(seq, connect, Outcome::Answered(a));
-                Ok(watch)
-            }
-            Outcome::Failed(why) => {
-                stats.timed_out.fetch_add(1, Relaxed);
-                self.store.settle(seq, connect, Outcome::Failed(why));
-                match self.on_timeout {
-                    OnTimeout::Allow => Ok(watch),
-                    OnTimeout::Refuse => {
-                        watch.armed = false;
-                        let _ = self.store.leave(&connect.subscriber, Reason::HookTimeout);
-                        Err(self.come_back(
-                            req,
-                            "the application did not answer the connect hook in time",
-                        ))
-                    }
-                }
+        self.store.stats.timed_out.fetch_add(1, Relaxed);
+        match self.on_timeout {
+            OnTimeout::Allow => Ok(watch),
+            OnTimeout::Refuse => {
+                watch.armed = false;
+                let _ = self.store.leave(&connect.subscriber, Reason::HookTimeout);
+                Err(self.come_back(req, why))
             }
         }
     }
@@ -298,7 +324,8 @@ impl Hooks {
 }
 
 /// One stream's hook: its leave is queued when the stream ends, with the reason — or, if it
-/// is dropped without being told (the process is stopping), with the stop's.
+/// is dropped without being told, with the stop's (the process is stopping) or `browser_left`
+/// (the stream went before it was written: its connection failed).
 pub struct Watch {
     /// The route's hooks (none: presence only).
     store: Option<Arc<Store>>,
@@ -349,21 +376,25 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         if let (true, Some(store)) = (self.armed, &self.store) {
-            let _ = store.leave(&self.subscriber, stopping_reason());
+            let reason = match STOPPING_FOR.load(Relaxed) {
+                0 => Reason::BrowserLeft,
+                _ => stopping_reason(),
+            };
+            let _ = store.leave(&self.subscriber, reason);
         }
     }
 }
 
 fn stopping_reason() -> Reason {
     match STOPPING_FOR.load(Relaxed) {
-        1 => Reason::ServerRestart,
+        2 => Reason::ServerRestart,
         _ => Reason::ServerShutdown,
     }
 }
 
 /// The process is stopping; `restart`: a successor takes over (SIGUSR2).
 pub fn stopping(restart: bool) {
-    STOPPING_FOR.store(u8::from(restart), Relaxed);
+    STOPPING_FOR.store(if restart { 2 } else { 1 }, Relaxed);
 }
 
 /// At the end of shutdown: a leave for every stream still open, a last chance (at most

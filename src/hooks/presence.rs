@@ -3,7 +3,8 @@
 //! when it opens and gives it back when it ends (however it ends: the seat is a drop guard).
 //! Memory follows the open streams (an entry per topic someone is on); what is shown is
 //! bounded ([`SHOWN_TOPICS`], [`SHOWN_USERS`]). With `presence_topic`, changes are published
-//! to that topic as `presence` events, at most once a second per topic.
+//! to that topic as `presence` events, at most once a second per topic; without it no change
+//! is kept. A reload may set, change or drop the topic.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -44,7 +45,23 @@ pub fn board(path: &str) -> Arc<Presence> {
 /// One route's presence.
 pub struct Presence {
     board: Mutex<Board>,
+    /// The publishing task runs (it is started once, and follows `target`).
     publishing: AtomicBool,
+    /// Where changes go (`presence_topic`), when they do.
+    target: Mutex<Option<Target>>,
+    /// Changes are kept (there is a target).
+    tracking: AtomicBool,
+}
+
+/// Where a route's presence changes are published.
+#[derive(Clone)]
+pub struct Target {
+    /// The route's hub.
+    pub hub: Arc<crate::hub::Hub>,
+    /// `presence_topic`.
+    pub topic: String,
+    /// `presence_users`: the events name the users.
+    pub users: bool,
 }
 
 /// One topic's presence as shown.
@@ -66,6 +83,8 @@ impl Presence {
         Arc::new(Presence {
             board: Mutex::new(Board::default()),
             publishing: AtomicBool::new(false),
+            target: Mutex::new(None),
+            tracking: AtomicBool::new(false),
         })
     }
 
@@ -73,8 +92,21 @@ impl Presence {
         self.board.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn target(&self) -> Option<Target> {
+        self.target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether changes are kept (for `presence_topic`).
+    fn tracking(&self) -> bool {
+        self.tracking.load(Relaxed)
+    }
+
     /// A stream on `topics` for `user` opened: its seat, given back when dropped.
     pub fn take_seat(self: &Arc<Self>, topics: Vec<String>, user: Option<String>) -> Seat {
+        let tracking = self.tracking();
         let mut b = self.lock();
         for t in dedup(&topics) {
             let here = b.topics.entry(t.clone()).or_default();
@@ -82,7 +114,9 @@ impl Presence {
             if let Some(u) = &user {
                 *here.users.entry(u.clone()).or_default() += 1;
             }
-            b.changed.insert(t.clone());
+            if tracking {
+                b.changed.insert(t.clone());
+            }
         }
         Seat {
             presence: self.clone(),
@@ -92,6 +126,7 @@ impl Presence {
     }
 
     fn give_back(&self, topics: &[String], user: Option<&str>) {
+        let tracking = self.tracking();
         let mut b = self.lock();
         for t in dedup(topics) {
             let Some(here) = b.topics.get_mut(t) else {
@@ -109,7 +144,9 @@ impl Presence {
             if here.subscribers == 0 {
                 b.topics.remove(t);
             }
-            b.changed.insert(t.clone());
+            if tracking {
+                b.changed.insert(t.clone());
+            }
         }
     }
 
@@ -140,14 +177,16 @@ impl Presence {
         picked.iter().map(|t| shown(t, b.topics.get(t))).collect()
     }
 
-    /// Publishes changes to `topic` once a second through `hub` (once per board; stops when
-    /// the board is gone). `users`: the events name the users.
-    pub fn publish_changes(
-        self: &Arc<Self>,
-        hub: Arc<crate::hub::Hub>,
-        topic: String,
-        users: bool,
-    ) {
+    /// Publishes changes to `target` (`None`: no more, and none kept) once a second; the
+    /// task starts with the first target and follows the ones a reload sets.
+    pub fn publish_to(self: &Arc<Self>, target: Option<Target>) {
+        let on = target.is_some();
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = target;
+        self.tracking.store(on, Relaxed);
+        if !on {
+            self.lock().changed.clear();
+            return;
+        }
         if self.publishing.swap(true, Relaxed) {
             return;
         }
@@ -162,18 +201,18 @@ impl Presence {
             loop {
                 tick.tick().await;
                 let Some(p) = board.upgrade() else { return };
+                let Some(to) = p.target() else { continue };
                 for t in p.take_changed(EVENTS_PER_TICK) {
-                    let data = event_data(&t, users);
                     let publication = crate::hub::journal::Publication {
-                        topics: vec![topic.clone()],
+                        topics: vec![to.topic.clone()],
                         event: Some("presence".into()),
                         retry_ms: None,
-                        data,
+                        data: event_data(&t, to.users),
                         private: false,
                         public_id: None,
                     };
-                    if let Err(e) = hub.publish(publication).await {
-                        log::warn!("presence event for {topic} not stored: {e}");
+                    if let Err(e) = to.hub.publish(publication).await {
+                        log::warn!("presence event for {} not stored: {e}", to.topic);
                     }
                 }
             }
@@ -230,6 +269,8 @@ mod tests {
     #[test]
     fn seats_count_streams_and_name_users_once() {
         let p = Presence::new();
+        // Changes are kept only for a publisher (a hub is not needed to keep them).
+        p.tracking.store(true, Relaxed);
         let s = |t: &[&str], u: Option<&str>| {
             p.take_seat(
                 t.iter().map(|x| x.to_string()).collect(),
@@ -262,5 +303,15 @@ mod tests {
             event_data(&gone[0], false),
             format!("{{\"subscribers\":0,\"topic\":\"{}\"}}", gone[0].topic)
         );
+    }
+
+    #[test]
+    fn without_a_topic_no_change_is_kept() {
+        let p = Presence::new();
+        let a = p.take_seat(vec!["chat".into()], None);
+        drop(a);
+        let _b = p.take_seat(vec!["news".into()], None);
+        assert!(p.lock().changed.is_empty());
+        assert_eq!(p.topic_count(), 1);
     }
 }

@@ -45,6 +45,36 @@ pub struct Delivery {
     pub secret: Option<String>,
 }
 
+/// Why this process cannot connect to the unix socket of `addr` now, with the fix when it is
+/// a permission (php-fpm's socket is `www-data` 0660 on Debian). Blocking: config time only.
+pub fn probe_unix(addr: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = addr.strip_prefix("unix:")?;
+    let e = std::os::unix::net::UnixStream::connect(path).err()?;
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return Some(format!(
+            "cannot connect: {e} (is the application's pool running?)"
+        ));
+    }
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| nix::unistd::geteuid().to_string(), |u| u.name);
+    let group = std::fs::metadata(path).ok().and_then(|m| {
+        nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(m.gid()))
+            .ok()
+            .flatten()
+            .map(|g| g.name)
+    });
+    Some(match group {
+        Some(g) => format!(
+            "permission denied to user {me}: add it to the socket's group (adduser {me} {g}) and \
+             restart fastsse, or set the pool's listen.acl_users"
+        ),
+        None => format!("permission denied to user {me}"),
+    })
+}
+
 /// How one attempt went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

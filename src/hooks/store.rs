@@ -13,8 +13,8 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::call::{Call, Event, Reason};
-use super::journal::{adopt_orphans, Line, Op, Orphan, OwnLog};
-use super::send::{Delivery, Outcome};
+use super::journal::{Line, Op, OwnLog};
+use super::send::{Answer, Delivery, Outcome};
 
 /// Counters of one route's hooks, for `/status` and `/metrics`.
 #[derive(Default)]
@@ -25,6 +25,8 @@ pub struct HookStats {
     pub failed_attempts: AtomicU64,
     /// Streams refused by the connect hook (401/403 from the application).
     pub refused: AtomicU64,
+    /// Connects the application answered 403 after their stream had opened.
+    pub refused_open: AtomicU64,
     /// Streams refused because the connect hook did not answer in time.
     pub timed_out: AtomicU64,
     /// Streams refused because the queue was full.
@@ -66,6 +68,8 @@ struct State {
 pub enum Refused {
     /// The queue is at `hook_queue_bytes`.
     Full,
+    /// The process is stopping and its journal is closed.
+    Closed,
 }
 
 /// A route's hooks in this process.
@@ -79,6 +83,11 @@ pub struct Store {
     delivery: Mutex<Arc<Delivery>>,
     in_flight: AtomicUsize,
     started: AtomicBool,
+    /// Orphaned files taken over, and the last sequence of what was taken from each: a file
+    /// goes once that is written, and is never taken twice.
+    taken: Mutex<HashMap<PathBuf, u64>>,
+    /// Shut down: no new stream.
+    closed: AtomicBool,
     /// Its counters.
     pub stats: Arc<HookStats>,
 }
@@ -86,6 +95,8 @@ pub struct Store {
 const MIN_COMPACT: usize = 1 << 20;
 /// Most queued calls one pass of the sender looks at.
 const SCAN: usize = 4096;
+/// The least time between two passes of the sender when the last one sent nothing.
+const IDLE_PASS: Duration = Duration::from_millis(20);
 
 impl Store {
     /// Opens this process's journal in `dir` (blocking I/O: config time only).
@@ -110,6 +121,8 @@ impl Store {
             delivery: Mutex::new(delivery),
             in_flight: AtomicUsize::new(0),
             started: AtomicBool::new(false),
+            taken: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
             stats,
         })
     }
@@ -137,6 +150,9 @@ impl Store {
     pub fn connect(&self, connect: Call, sending: bool) -> Result<u64, Refused> {
         let max = self.delivery().queue_bytes;
         let mut s = self.lock();
+        if self.closed.load(Relaxed) {
+            return Err(Refused::Closed);
+        }
         // The connect, and the room its leave will take.
         let need = connect.size() + reserve(&connect);
         if s.bytes + need > max {
@@ -268,28 +284,38 @@ impl Store {
     }
 
     /// The calls to send now (marked in flight), at most `room`, and when the next one is due.
+    /// The oldest first, and only [`SCAN`] calls that could go are looked at per pass (with
+    /// the application down and a long queue, every pass would otherwise walk all of it); a
+    /// call in flight, or a leave held back by its connect, does not count, up to [`SCAN`] × 4
+    /// in all.
     fn pick(&self, room: usize) -> (Vec<(u64, Call)>, Option<Instant>) {
         let written = *self.written.borrow();
         let now = Instant::now();
-        let mut s = self.lock();
+        let mut guard = self.lock();
+        let s = &mut *guard;
         let mut picked = Vec::new();
         let mut next: Option<Instant> = None;
-        // The oldest calls first, and only so many looked at per pass: with the application
-        // down and a long queue, every pass would otherwise walk all of it.
-        let waiting: Vec<u64> = s.pending.keys().take(SCAN).copied().collect();
-        for seq in waiting {
-            if picked.len() >= room || seq > written {
+        let mut looked = 0;
+        let pending = &mut s.pending;
+        let ids: Vec<u64> = pending
+            .range(..=written)
+            .take(SCAN * 4)
+            .map(|(k, _)| *k)
+            .collect();
+        for seq in ids {
+            if picked.len() >= room || looked >= SCAN {
                 break;
             }
-            let blocked = s.pending[&seq]
+            let blocked = pending[&seq]
                 .after
-                .is_some_and(|a| s.pending.contains_key(&a));
-            let Some(p) = s.pending.get_mut(&seq) else {
+                .is_some_and(|a| pending.contains_key(&a));
+            let Some(p) = pending.get_mut(&seq) else {
                 continue;
             };
-            if p.in_flight || blocked {
+            if blocked || p.in_flight {
                 continue;
             }
+            looked += 1;
             if p.not_before > now {
                 next = Some(next.map_or(p.not_before, |n| n.min(p.not_before)));
                 continue;
@@ -328,13 +354,16 @@ impl Store {
         });
     }
 
-    /// Makes calls as they come due, a few at once.
+    /// Makes calls as they come due, a few at once. A pass that found nothing to send is
+    /// followed by the next only after [`IDLE_PASS`]: with the application down, each new
+    /// stream's call would otherwise start a walk of the queue.
     async fn send_loop(self: Arc<Self>) {
         let mut written = self.written.clone();
         loop {
             let d = self.delivery();
             let room = d.concurrency.saturating_sub(self.in_flight.load(Relaxed));
             let (picked, next) = self.pick(room);
+            let idle = picked.is_empty();
             for (seq, call) in picked {
                 self.in_flight.fetch_add(1, Relaxed);
                 let (me, d) = (self.clone(), d.clone());
@@ -350,12 +379,32 @@ impl Store {
                 _ = written.changed() => {}
                 _ = tokio::time::sleep_until(until) => {}
             }
+            if idle {
+                tokio::time::sleep(IDLE_PASS).await;
+            }
         }
     }
 
     /// What an attempt's outcome does to its call.
     pub fn settle(&self, seq: u64, call: &Call, outcome: Outcome) {
-        match outcome.judged() {
+        let outcome = match outcome {
+            // The application refuses a stream that is already open (no `hook_connect_wait`,
+            // or it passed): its answer is final, and the leave follows as for any stream.
+            Outcome::Answered(a) if call.event == Event::Connect && a.status == 403 => {
+                static LATE: crate::flood::Flood =
+                    crate::flood::Flood::new("connects refused after their stream opened");
+                self.stats.refused_open.fetch_add(1, Relaxed);
+                LATE.warn(|| {
+                    format!(
+                        "route {}: the application answered 403 to connect {} of a stream already open (set hook_connect_wait for a refusal to refuse the stream); its leave follows",
+                        call.route, call.id
+                    )
+                });
+                Outcome::Answered(Answer { status: 200, ..a })
+            }
+            other => other.judged(),
+        };
+        match outcome {
             Outcome::Answered(_) => {
                 if self.stats.failing.swap(false, Relaxed) {
                     // The application is back: what waits out a backoff goes now.
@@ -390,90 +439,27 @@ impl Store {
         }
     }
 
-    /// Takes over the files of processes that died: their pending calls, and a leave
-    /// (`process_died`) for each stream they held — journaled here before their files go.
-    fn adopt(&self) {
-        let route = self.delivery().route.clone();
-        let problems = adopt_orphans(&self.dir, &self.log.path, |path, orphan| {
-            self.take_over(&route, path, orphan)
-        });
-        for p in problems {
-            log::warn!("route {route}: hooks: {p}");
-        }
-    }
-
-    fn take_over(&self, route: &str, path: &std::path::Path, o: Orphan) -> bool {
-        let (calls, streams) = (o.pending.len(), o.open.len());
-        if o.damaged > 0 {
-            log::error!(
-                "route {route}: hook journal {}: {} unreadable lines skipped",
-                path.display(),
-                o.damaged
-            );
-        }
-        let mut last = 0;
-        {
-            let mut s = self.lock();
-            // A leave waits for its stream's connect when that is among the calls taken over.
-            let mut connects: HashMap<String, u64> = HashMap::new();
-            let mut take = |s: &mut State, call: Call| {
-                s.bytes += call.size();
-                let after = match call.event {
-                    Event::Connect => None,
-                    Event::Leave => connects.get(&call.subscriber).copied(),
-                };
-                let (sub, event) = (call.subscriber.clone(), call.event);
-                let seq = self.push(s, call, after, false);
-                if event == Event::Connect {
-                    connects.insert(sub, seq);
-                }
-                seq
-            };
-            for call in o.pending {
-                last = take(&mut s, call);
-            }
-            for connect in o.open {
-                last = take(&mut s, connect.leave(Reason::ProcessDied));
-            }
-        }
-        self.stats
-            .adopted
-            .fetch_add((calls + streams) as u64, Relaxed);
-        if calls + streams > 0 {
-            log::warn!(
-                "route {route}: took over {calls} hook calls and {streams} open streams (leaves: process_died) from {}, whose process died",
-                path.display()
-            );
-        }
-        self.wake.notify_one();
-        // Safe here before the orphan's file goes.
-        let mut rx = self.written.clone();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while *rx.borrow_and_update() < last {
-            if std::time::Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        true
-    }
-
     /// The subscriber ids of the streams open.
     pub fn open_streams(&self) -> Vec<String> {
         self.lock().open.keys().cloned().collect()
     }
 
-    /// At shutdown: waits (at most `deadline`) until the journal holds everything; the files
-    /// go when nothing is left to send and no stream is open.
+    /// At shutdown: no new stream from now on; waits (at most `deadline`) until the journal
+    /// holds everything; the files go when nothing is left to send and no stream is open.
     pub fn close(&self, deadline: Duration) {
-        let last = self.lock().seq;
+        let last = {
+            let s = self.lock();
+            self.closed.store(true, Relaxed);
+            s.seq
+        };
         let mut rx = self.written.clone();
         let until = std::time::Instant::now() + deadline;
         while *rx.borrow_and_update() < last && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(2));
         }
-        let (pending, _, open) = self.backlog();
-        if pending == 0 && open == 0 {
+        // Under the lock: a leave queued now would otherwise go to a file already removed.
+        let s = self.lock();
+        if s.pending.is_empty() && s.open.is_empty() && *rx.borrow() >= s.seq {
             self.log.remove();
         }
     }
@@ -491,6 +477,9 @@ fn backoff(attempts: u32) -> Duration {
         Duration::from_secs(1 << attempts.saturating_sub(1).min(6)).min(Duration::from_secs(60));
     base + crate::random::duration_below(base / 10)
 }
+
+#[path = "adopt.rs"]
+mod adopt;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

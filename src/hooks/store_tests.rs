@@ -98,7 +98,10 @@ fn a_full_queue_refuses_and_keeps_room_for_every_open_streams_leave() {
         let c = connect("t");
         match s.connect(c.clone(), false) {
             Ok(_) => open.push(c),
-            Err(Refused::Full) => break,
+            Err(e) => {
+                assert_eq!(e, Refused::Full);
+                break;
+            }
         }
     }
     assert!(!open.is_empty() && open.len() < 20, "{}", open.len());
@@ -108,5 +111,117 @@ fn a_full_queue_refuses_and_keeps_room_for_every_open_streams_leave() {
         assert!(s.leave(&c.subscriber, Reason::BrowserLeft).is_some());
     }
     assert!(s.backlog().1 <= 4096, "{:?}", s.backlog());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_compaction_with_calls_out_replays_to_what_is_left() {
+    let (s, dir) = store(16 << 20);
+    let (a, b) = (connect("a"), connect("b"));
+    let sa = s.connect(a.clone(), false).unwrap();
+    s.done(sa); // a is open, its connect made
+    let _sb = s.connect(b.clone(), false).unwrap(); // b's connect still out
+    let c = connect("c");
+    let sc = s.connect(c.clone(), false).unwrap();
+    s.lock().compact_at = 0;
+    s.done(sc); // compacts: a and c open, b's connect pending
+    wait_written(&s);
+    let text = std::fs::read(&s.log.path).unwrap();
+    let left = crate::hooks::journal::replay(&text);
+    assert_eq!(left.pending, vec![b.clone()]);
+    let mut open: Vec<String> = left.open.iter().map(|c| c.id.clone()).collect();
+    open.sort();
+    let mut want = vec![a.id.clone(), b.id.clone(), c.id.clone()];
+    want.sort();
+    assert_eq!(open, want);
+    // Each line once.
+    let lines: Vec<&[u8]> = text
+        .split(|x| *x == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", String::from_utf8_lossy(&text));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_403_to_a_connect_whose_stream_is_open_is_final_and_its_leave_follows() {
+    use crate::hooks::send::Answer;
+    let (s, dir) = store(16 << 20);
+    let a = connect("a");
+    let sa = s.connect(a.clone(), false).unwrap();
+    let la = s.leave(&a.subscriber, Reason::BrowserLeft).unwrap();
+    wait_written(&s);
+    let (picked, _) = s.pick(10);
+    assert_eq!(picked.len(), 1);
+    let refused = |status| {
+        Outcome::Answered(Answer {
+            status,
+            body: b"no".to_vec(),
+        })
+    };
+    // A 401 (a secret that does not match) is tried again; the leave waits.
+    s.settle(sa, &a, refused(401));
+    assert!(s.lock().pending.contains_key(&sa));
+    s.lock().pending.get_mut(&sa).unwrap().not_before = Instant::now();
+    let (picked, _) = s.pick(10);
+    assert_eq!(picked.iter().map(|p| p.0).collect::<Vec<_>>(), vec![sa]);
+    // A 403 is the application's answer: made, and the leave goes next.
+    s.settle(sa, &a, refused(403));
+    assert_eq!(s.stats.refused_open.load(Relaxed), 1);
+    let (picked, _) = s.pick(10);
+    assert_eq!(picked.iter().map(|p| p.0).collect::<Vec<_>>(), vec![la]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn leaves_held_back_do_not_hide_calls_that_can_go() {
+    let (s, dir) = store(1 << 30);
+    // SCAN streams whose connects are out (in flight): their leaves wait.
+    let mut leaves = 0;
+    for _ in 0..SCAN {
+        let c = connect("x");
+        s.connect(c.clone(), true).unwrap();
+        s.leave(&c.subscriber, Reason::BrowserLeft).unwrap();
+        leaves += 1;
+    }
+    let late = connect("late");
+    let sl = s.connect(late, false).unwrap();
+    wait_written(&s);
+    let (picked, _) = s.pick(10);
+    assert_eq!(
+        picked.iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![sl],
+        "{leaves}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn after_close_no_stream_opens_and_an_orphan_is_taken_once() {
+    let (s, dir) = store(16 << 20);
+    // An orphan: a process that held stream `a` and died.
+    let (tx, mut rx) = tokio::sync::watch::channel(0);
+    let dead = crate::hooks::journal::OwnLog::create(&dir, false, tx, |_| {}).unwrap();
+    let a = connect("a");
+    dead.tx
+        .send(Op::Append {
+            bytes: Line::Open { call: a.clone() }.encode(),
+            seq: 1,
+        })
+        .unwrap();
+    while *rx.borrow_and_update() < 1 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(dead);
+    s.adopt();
+    s.adopt();
+    let pending: Vec<Call> = s.lock().pending.values().map(|p| p.call.clone()).collect();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].id, crate::hooks::call::leave_id(&a.id));
+    assert_eq!(pending[0].reason.as_deref(), Some("process_died"));
+    s.close(Duration::from_secs(5));
+    assert_eq!(s.connect(connect("b"), false), Err(Refused::Closed));
+    // Something is left to send: the file stays for the next process.
+    assert!(s.log.path.exists());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -397,7 +397,8 @@ pub(super) const HOOKS: &[Figure<crate::hooks::Store>] = &[
         "delivered",
         "fastsse_hook_calls_delivered_total",
         Counter,
-        "Hook calls the application answered (2xx, or 401/403).",
+        "Hook calls the application answered (2xx; a 401/403 to a connect that waits, a 403 \
+         to one whose stream is open).",
         |s| count(s.stats.delivered.load(Relaxed)),
     ),
     fig(
@@ -413,6 +414,14 @@ pub(super) const HOOKS: &[Figure<crate::hooks::Store>] = &[
         Counter,
         "Streams the application refused at their connect hook (401/403).",
         |s| count(s.stats.refused.load(Relaxed)),
+    ),
+    fig(
+        "refused_open",
+        "fastsse_hook_refusals_ignored_total",
+        Counter,
+        "Connects the application answered 403 after their stream had opened (no \
+         hook_connect_wait, or it passed): the stream stays, its leave follows.",
+        |s| count(s.stats.refused_open.load(Relaxed)),
     ),
     fig(
         "connect_timeouts",

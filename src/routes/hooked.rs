@@ -79,11 +79,23 @@ impl Route for Hooked {
         if let Some(h) = &self.hooks {
             h.start();
         }
-        if let (Some(b), Some(hub)) = (&self.board, self.inner.hub()) {
-            if let Some(topic) = &b.topic {
-                b.presence
-                    .publish_changes(hub.clone(), topic.clone(), b.users);
-            }
+    }
+
+    fn applied(&self) {
+        self.inner.applied();
+        if let Some(h) = &self.hooks {
+            h.apply();
+        }
+        if let Some(b) = &self.board {
+            let target = match (&b.topic, self.inner.hub()) {
+                (Some(topic), Some(hub)) => Some(crate::hooks::presence::Target {
+                    hub: hub.clone(),
+                    topic: topic.clone(),
+                    users: b.users,
+                }),
+                _ => None,
+            };
+            b.presence.publish_to(target);
         }
     }
 

@@ -70,6 +70,11 @@ pub trait Route: Send + Sync {
     /// once a runtime is up.
     fn start(&self) {}
 
+    /// The route's config is now the one in force (at start, and after a reload that was
+    /// accepted): settings it shares with the route it replaced (a hook queue, a presence
+    /// board) take its values now, not when it was built.
+    fn applied(&self) {}
+
     /// Whether the route also answers the path `rest` below its own (Mercure's
     /// subscriptions API: `/subscriptions…`).
     fn answers_below(&self, rest: &str) -> bool {
