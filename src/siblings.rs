@@ -266,6 +266,7 @@ mod tests {
         let one = Arc::new(Presence {
             subscriber: "urn:uuid:1".into(),
             topics: vec!["a".into()],
+            match_types: Vec::new(),
             payload: serde_json::Value::Null,
         });
         let answers: Answerer = {

@@ -4,6 +4,8 @@
 //! `jsonwebtoken` crate against one configured algorithm and key (no `alg: none`, no HS/RS
 //! confusion), `exp` and `nbf` enforced. Topic selectors are in [`selector`].
 
+pub mod access;
+pub mod pattern;
 pub mod route;
 pub mod selector;
 
@@ -79,8 +81,12 @@ impl Verifier {
         self
     }
 
-    /// Checks a token's signature, algorithm, `exp` and `nbf`; returns its claims.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    /// Checks a token's length, algorithm and signature; returns its claims as `T` (the dates
+    /// and the audience are the caller's to check).
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<T, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid(format!(
                 "token longer than {MAX_TOKEN_BYTES} bytes"
@@ -94,15 +100,16 @@ impl Verifier {
                 header.alg, self.alg
             )));
         }
-        // Signature and algorithm by jsonwebtoken; the registered claims here, as RFC 7519
-        // says (NumericDates may be fractional; a date that is not a number is an error).
+        // Signature and algorithm by jsonwebtoken; the registered claims by the caller, as
+        // RFC 7519 says (NumericDates may be fractional; a date that is not a number is an
+        // error).
         let mut v = Validation::new(self.alg);
         v.required_spec_claims.clear();
         v.validate_exp = false;
         v.validate_nbf = false;
         v.validate_aud = false;
         v.leeway = 0;
-        let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &v).map_err(|e| {
+        let data = jsonwebtoken::decode::<T>(token, &self.key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             AuthError::Invalid(match e.kind() {
                 K::InvalidSignature => "bad signature".into(),
@@ -111,8 +118,13 @@ impl Verifier {
                 _ => format!("invalid token: {e}"),
             })
         })?;
-        let c = data.claims;
-        let exp = check_dates(&c)?;
+        Ok(data.claims)
+    }
+
+    /// Checks a token's signature, algorithm, `exp` and `nbf`; returns its claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let c: RawClaims = self.decode(token)?;
+        let exp = check_dates(c.exp.as_ref(), c.nbf.as_ref())?;
         if let Some(aud) = &c.aud {
             self.check_audience(aud)?;
         }
@@ -126,8 +138,7 @@ impl Verifier {
                 .map(|v| v.iter().map(|s| Selector::parse(s)).collect()),
             payload: m.payload,
             subject: c.sub.as_ref().and_then(|s| s.as_str()).map(str::to_string),
-            // A date past what a clock can hold never comes: no expiry.
-            expires: exp.and_then(|e| UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(e).ok()?)),
+            expires: expiry(exp),
         })
     }
 
@@ -159,17 +170,26 @@ impl Verifier {
     }
 }
 
+/// When a token whose `exp` is `exp` expires (a date past what a clock can hold never comes:
+/// no expiry).
+pub(crate) fn expiry(exp: Option<f64>) -> Option<SystemTime> {
+    exp.and_then(|e| UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(e).ok()?))
+}
+
 /// `exp` (returned) and `nbf` against the clock, without leeway.
-fn check_dates(c: &RawClaims) -> Result<Option<f64>, AuthError> {
+pub(crate) fn check_dates(
+    exp: Option<&serde_json::Value>,
+    nbf: Option<&serde_json::Value>,
+) -> Result<Option<f64>, AuthError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64();
-    let exp = c.exp.as_ref().map(|v| numeric_date(v, "exp")).transpose()?;
+    let exp = exp.map(|v| numeric_date(v, "exp")).transpose()?;
     if exp.is_some_and(|exp| now >= exp) {
         return Err(AuthError::Invalid("token expired (exp)".into()));
     }
-    if let Some(nbf) = c.nbf.as_ref().map(|v| numeric_date(v, "nbf")).transpose()? {
+    if let Some(nbf) = nbf.map(|v| numeric_date(v, "nbf")).transpose()? {
         if now < nbf {
             return Err(AuthError::Invalid("token not valid yet (nbf)".into()));
         }

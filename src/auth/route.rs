@@ -4,6 +4,7 @@
 //! the web server names in a FastCGI param — `REMOTE_USER` after nginx `auth_request` or Apache
 //! `Require valid-user` — for the `user_topics` templates with `{user}` filled in).
 
+use super::access::{self, Identity, Issuer, Role};
 use super::selector::Selector;
 use super::{origin_of, token_of, AuthError, Claims, TokenFrom, Verifier};
 use crate::request::Request;
@@ -61,6 +62,10 @@ pub struct RouteAuth {
     user_topics: Vec<String>,
     /// The `user_topics` templates, parsed once.
     user_guards: Vec<Selector>,
+    /// Mercure 1.0: the issuers whose access tokens (`typ: at+jwt`) count, and the hub's
+    /// identity their `aud` must name.
+    issuers: Vec<Issuer>,
+    identity: Option<Identity>,
 }
 
 /// A route's authorization settings, as its config gives them.
@@ -98,18 +103,83 @@ impl RouteAuth {
             user_param: s.user_param.map(str::to_string),
             user_topics: s.user_topics.to_vec(),
             user_guards: s.user_topics.iter().map(|t| Selector::parse(t)).collect(),
+            issuers: Vec::new(),
+            identity: None,
         })
+    }
+
+    /// Takes access tokens from `issuers`, naming the hub as `identity` says.
+    pub fn with_issuers(mut self, issuers: Vec<Issuer>, identity: Identity) -> RouteAuth {
+        self.issuers = issuers;
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Whether the request's token is an access token (Mercure 1.0's, `typ: at+jwt`).
+    pub fn access_token_of(&self, req: &Request) -> bool {
+        self.token(req)
+            .is_some_and(|(t, _)| access::is_access_token(&t))
+    }
+
+    /// The request's token: Mercure's order (header, query parameter, `cookie_name`), and on a
+    /// route with issuers Mercure 1.0's cookie last.
+    fn token(&self, req: &Request) -> Option<(String, TokenFrom)> {
+        token_of(req, &self.cookie_name).or_else(|| {
+            if self.issuers.is_empty() {
+                return None;
+            }
+            super::cookie(req, access::COOKIE).map(|c| (c, TokenFrom::Cookie))
+        })
+    }
+
+    /// Whether some key checks tokens for `role` (a 0.x key, or an issuer's).
+    pub fn takes(&self, role: Role) -> bool {
+        let own = match role {
+            Role::Publisher => self.publisher.is_some(),
+            Role::Subscriber => self.subscriber.is_some(),
+        };
+        own || self.issuers.iter().any(|i| match role {
+            Role::Publisher => i.publisher.is_some(),
+            Role::Subscriber => i.subscriber.is_some(),
+        })
+    }
+
+    /// The claims of `token` for `role`: an access token (`typ: at+jwt`) by its issuer, any
+    /// other by the route's own key (Mercure 0.x).
+    fn claims_of(&self, req: &Request, token: &str, role: Role) -> Result<Claims, Refused> {
+        if access::is_access_token(token) {
+            let Some(identity) = self.identity.as_ref().filter(|_| !self.issuers.is_empty()) else {
+                return Err((
+                    401,
+                    "an access token (typ at+jwt) needs a trusted issuer: this route has no [[route.issuer]]".into(),
+                ));
+            };
+            let audience = identity.audience(req)?;
+            return access::verify(token, &self.issuers, role, &audience, &identity.base)
+                .map_err(|e| (401, e.to_string()));
+        }
+        let own = match role {
+            Role::Publisher => &self.publisher,
+            Role::Subscriber => &self.subscriber,
+        };
+        match own {
+            Some(v) => v.verify(token).map_err(|e| (401, e.to_string())),
+            None => Err((
+                401,
+                "this hub takes access tokens (typ at+jwt) from its issuers; a Mercure 0.x token needs the route's publisher_jwt_key or subscriber_jwt_key".into(),
+            )),
+        }
     }
 
     /// The claims of the publisher's token, or why there is none that counts.
     pub fn publisher_claims(&self, req: &Request) -> Result<Claims, Refused> {
-        let Some(verifier) = &self.publisher else {
+        if !self.takes(Role::Publisher) {
             return Err((
                 403,
                 "publishing is off on this hub: it has no publisher_jwt_key".into(),
             ));
-        };
-        let Some((token, from)) = token_of(req, &self.cookie_name) else {
+        }
+        let Some((token, from)) = self.token(req) else {
             return Err((401, AuthError::Missing.to_string()));
         };
         if from == TokenFrom::Cookie {
@@ -129,7 +199,7 @@ impl RouteAuth {
                 ));
             }
         }
-        verifier.verify(&token).map_err(|e| (401, e.to_string()))
+        self.claims_of(req, &token, Role::Publisher)
     }
 
     /// Whether `claims` may publish to every one of `topics`.
@@ -150,10 +220,12 @@ impl RouteAuth {
     }
 
     /// The claims of the subscriber's token: `None` without a token (or with no subscriber key
-    /// on this route), `Err` with the reason for one that does not verify.
-    pub fn subscriber_claims(&self, req: &Request) -> Result<Option<Claims>, String> {
-        match (token_of(req, &self.cookie_name), &self.subscriber) {
-            (Some((token, _)), Some(v)) => v.verify(&token).map(Some).map_err(|e| e.to_string()),
+    /// on this route), `Err` with the refusal for one that does not verify.
+    pub fn subscriber_claims(&self, req: &Request) -> Result<Option<Claims>, Refused> {
+        match self.token(req) {
+            Some((token, _)) if self.takes(Role::Subscriber) => {
+                self.claims_of(req, &token, Role::Subscriber).map(Some)
+            }
             _ => Ok(None),
         }
     }
@@ -197,7 +269,7 @@ impl RouteAuth {
         if guarded.is_empty() {
             return Ok(());
         }
-        let claims = self.subscriber_claims(req).map_err(|why| (401, why))?;
+        let claims = self.subscriber_claims(req)?;
         let user = self.user(req);
         if claims.is_none() && user.is_none() {
             return Err((

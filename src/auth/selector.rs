@@ -24,6 +24,8 @@ pub enum Selector {
     Exact(String),
     /// A URI template.
     Template(Template),
+    /// A WHATWG URL Pattern (Mercure 1.0's `match_urlpattern`).
+    UrlPattern(std::sync::Arc<super::pattern::Pattern>),
 }
 
 /// A parsed URI template.
@@ -59,6 +61,7 @@ impl Selector {
             Selector::Any => true,
             Selector::Exact(s) => s == topic,
             Selector::Template(t) => t.text == topic || t.matches(topic),
+            Selector::UrlPattern(p) => p.matches(topic),
         }
     }
 
@@ -68,6 +71,7 @@ impl Selector {
             Selector::Any => "*",
             Selector::Exact(s) => s,
             Selector::Template(t) => &t.text,
+            Selector::UrlPattern(p) => p.text(),
         }
     }
 

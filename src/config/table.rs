@@ -91,8 +91,62 @@ impl<'a> RouteTable<'a> {
     /// `T` read from this table's keys that are `T`'s fields (the others are left to other
     /// structs of the same kind); a key missing takes `T`'s default.
     pub fn read<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        self.read_from(self.table, field_names::<T>())
+    }
+
+    /// The tables of list `key` (`[[route.issuer]]`, or `issuer = [{…}, …]`), each read as a
+    /// `T`; a key of one that is not `T`'s is refused on its line. No key: an empty list.
+    pub fn read_list<T: DeserializeOwned>(&self, key: &str) -> Result<Vec<T>, ConfigError> {
+        use toml_edit::{Item, Value};
+        let Some(item) = self.table.get(key) else {
+            return Ok(Vec::new());
+        };
+        let not_tables = || {
+            let why = format!(
+                "route {}: {key} is a list of tables ([[route.{key}]])",
+                self.path.get_ref()
+            );
+            self.refuse(key, why)
+        };
+        let tables: Vec<&dyn toml_edit::TableLike> = match item {
+            Item::ArrayOfTables(a) => a.iter().map(|t| t as &dyn toml_edit::TableLike).collect(),
+            Item::Value(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_inline_table().map(|t| t as &dyn toml_edit::TableLike))
+                .collect::<Option<_>>()
+                .ok_or_else(not_tables)?,
+            _ => return Err(not_tables()),
+        };
         let fields = field_names::<T>();
-        let (text, spans) = self.masked(fields);
+        let mut out = Vec::with_capacity(tables.len());
+        for t in tables {
+            if let Some((k, _)) = t.iter().find(|(k, _)| !fields.contains(k)) {
+                let line = t
+                    .get_key_value(k)
+                    .and_then(|(k, _)| k.span())
+                    .map(|s| line_of(self.text, s.start));
+                return Err(ConfigError {
+                    file: self.file.to_string(),
+                    line,
+                    key: Some(format!("{key}.{k}")),
+                    message: format!(
+                        "route {}: a {key} table does not take `{k}` (it takes: {})",
+                        self.path.get_ref(),
+                        fields.join(", ")
+                    ),
+                });
+            }
+            out.push(self.read_from(t, fields)?);
+        }
+        Ok(out)
+    }
+
+    fn read_from<T: DeserializeOwned>(
+        &self,
+        table: &dyn toml_edit::TableLike,
+        fields: &[&str],
+    ) -> Result<T, ConfigError> {
+        let (text, spans) = masked(self.text, table, fields);
         toml::from_str(&text).map_err(|e| {
             let at = e.span().map(|s| s.start);
             let key = at
@@ -110,36 +164,54 @@ impl<'a> RouteTable<'a> {
         })
     }
 
-    /// The config text with only the `key = value` pairs of `keys` in this table left, each on
-    /// a line of its own, at their offsets; and the span of each pair left.
-    fn masked(&self, keys: &[&str]) -> (String, Vec<(String, std::ops::Range<usize>)>) {
-        let mut out: Vec<u8> = self
-            .text
-            .bytes()
-            .map(|b| if b == b'\n' { b'\n' } else { b' ' })
-            .collect();
-        let mut spans = Vec::new();
-        for (name, _) in self.table.iter() {
-            if !keys.contains(&name) {
-                continue;
-            }
-            let Some((k, item)) = self.table.get_key_value(name) else {
-                continue;
-            };
-            let (Some(ks), Some(vs)) = (k.span(), item.span()) else {
-                continue;
-            };
-            let pair = ks.start..vs.end;
-            out[pair.clone()].copy_from_slice(&self.text.as_bytes()[pair.clone()]);
-            // Pairs of an inline table share a line: each gets its own.
-            if pair.start > 0 && out[pair.start - 1] == b' ' {
-                out[pair.start - 1] = b'\n';
-            }
-            spans.push((name.to_string(), pair));
+    /// A refusal on the line `span` starts on (a value read with its span).
+    pub fn refuse_at(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: String,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            line: Some(line_of(self.text, span.start)),
+            key: Some(key.to_string()),
+            message,
         }
-        // Only whole pairs were copied, so the text is valid UTF-8 at the same offsets.
-        (String::from_utf8(out).unwrap_or_default(), spans)
     }
+}
+
+/// `text` with only the `key = value` pairs of `keys` in `table` left, each on a line of its
+/// own, at their offsets; and the span of each pair left.
+fn masked(
+    text: &str,
+    table: &dyn toml_edit::TableLike,
+    keys: &[&str],
+) -> (String, Vec<(String, std::ops::Range<usize>)>) {
+    let mut out: Vec<u8> = text
+        .bytes()
+        .map(|b| if b == b'\n' { b'\n' } else { b' ' })
+        .collect();
+    let mut spans = Vec::new();
+    for (name, _) in table.iter() {
+        if !keys.contains(&name) {
+            continue;
+        }
+        let Some((k, item)) = table.get_key_value(name) else {
+            continue;
+        };
+        let (Some(ks), Some(vs)) = (k.span(), item.span()) else {
+            continue;
+        };
+        let pair = ks.start..vs.end;
+        out[pair.clone()].copy_from_slice(&text.as_bytes()[pair.clone()]);
+        // Pairs of an inline table share a line: each gets its own.
+        if pair.start > 0 && out[pair.start - 1] == b' ' {
+            out[pair.start - 1] = b'\n';
+        }
+        spans.push((name.to_string(), pair));
+    }
+    // Only whole pairs were copied, so the text is valid UTF-8 at the same offsets.
+    (String::from_utf8(out).unwrap_or_default(), spans)
 }
 
 /// The field names of `T` as its `Deserialize` asks for them (a struct; `[]` otherwise).

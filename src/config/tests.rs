@@ -379,3 +379,40 @@ fn presence_keys_are_checked_where_they_cannot_work() {
         assert!(e.message.contains(says), "{e}");
     }
 }
+
+#[test]
+fn mercure_issuers_are_tables_checked_where_they_are_written() {
+    let route = "[[route]]\npath = \"/hub\"\ntype = \"mercure\"\n\
+                 resource_identifier = \"https://hub.example.com/hub\"\n\
+                 public_urls = [\"https://hub.example.com\"]\n";
+    let key = "k".repeat(40);
+    let ok = format!(
+        "{route}\n[[route.issuer]]\nid = \"https://a\"\npublisher_jwt_key = \"{key}\"\n\n\
+         [[route.issuer]]\nid = \"https://b\"\nsubscriber_jwt_key = \"{key}\"\nsubscriber_jwt_alg = \"HS512\"\n"
+    );
+    parse(&ok, "t").unwrap();
+    // The inline form too.
+    parse(
+        &format!("{route}issuer = [{{id = \"https://a\", subscriber_jwt_key = \"{key}\"}}]\n"),
+        "t",
+    )
+    .unwrap();
+    for (extra, line, says) in [
+        (format!("[[route.issuer]]\nid = \"a\"\npublisher_key = \"{key}\"\n"), 8, "does not take `publisher_key`"),
+        (format!("[[route.issuer]]\npublisher_jwt_key = \"{key}\"\n"), 6, "needs an id"),
+        ("[[route.issuer]]\nid = \"a\"\n".to_string(), 7, "neither publisher_jwt_key"),
+        ("[[route.issuer]]\nid = \"a\"\npublisher_jwt_key = \"short\"\n".to_string(), 7, "can be guessed"),
+        (
+            format!("[[route.issuer]]\nid = \"a\"\npublisher_jwt_key = \"{key}\"\n[[route.issuer]]\nid = \"a\"\nsubscriber_jwt_key = \"{key}\"\n"),
+            10,
+            "listed twice",
+        ),
+        ("issuer = \"a\"\n".to_string(), 6, "list of tables"),
+    ] {
+        let e = error_of(&format!("{route}{extra}"));
+        assert!(e.message.contains(says), "{extra}: {e}");
+        assert_eq!(e.line, Some(line), "{extra}: {e}");
+    }
+    let e = error_of(&route.replace("https://hub.example.com/hub", "hub.example.com"));
+    assert_eq!(e.key.as_deref(), Some("resource_identifier"), "{e}");
+}

@@ -31,6 +31,9 @@ pub struct Presence {
     pub subscriber: String,
     /// The selectors it subscribed with.
     pub topics: Vec<String>,
+    /// Mercure 1.0: the type of each (`exact`, `urlpattern`); empty for a 0.x subscription.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_types: Vec<String>,
     /// Its token's `mercure.payload` (JSON null when none).
     pub payload: serde_json::Value,
 }
@@ -56,6 +59,26 @@ impl Interest {
         let mut patterns = Vec::new();
         for s in selectors {
             match Selector::parse(s) {
+                Selector::Exact(t) => i.exact.push(t),
+                other if !patterns.contains(&other) => patterns.push(other),
+                _ => {}
+            }
+        }
+        i.exact.sort();
+        i.exact.dedup();
+        i.patterns = patterns.into();
+        i
+    }
+
+    /// From parsed selectors (Mercure 1.0's matchers), with those of a token's grants.
+    pub fn matchers(selectors: Vec<Selector>, authorized: Vec<Selector>) -> Interest {
+        let mut i = Interest {
+            authorized,
+            ..Interest::default()
+        };
+        let mut patterns = Vec::new();
+        for s in selectors {
+            match s {
                 Selector::Exact(t) => i.exact.push(t),
                 other if !patterns.contains(&other) => patterns.push(other),
                 _ => {}

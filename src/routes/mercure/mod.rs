@@ -26,7 +26,10 @@ use crate::source::Source;
 /// Longest publisher-chosen id.
 const MAX_ID_BYTES: usize = 1024;
 
+mod issuers;
+mod matchers;
 mod subscriptions;
+mod subscriptions_v1;
 
 /// The keys only a mercure route takes.
 #[derive(Clone, Debug, Deserialize)]
@@ -59,6 +62,7 @@ impl Default for MercureKeys {
 #[derive(Debug)]
 struct MercureSettings {
     keys: MercureKeys,
+    v1: issuers::V1Settings,
     hub: HubConfig,
     auth: AuthConfig,
     hooks: crate::config::HookConfig,
@@ -70,7 +74,8 @@ impl RouteSettings for MercureSettings {
     }
 
     fn check(&self, t: &RouteTable, _: &crate::config::Config) -> Result<(), ConfigError> {
-        self.auth.check(t)
+        self.auth.check(t)?;
+        self.v1.check(t)
     }
 
     fn hub(&self) -> Option<&HubConfig> {
@@ -98,6 +103,8 @@ impl RouteKind for MercureKind {
     fn keys(&self) -> Vec<&'static str> {
         [
             field_names::<MercureKeys>(),
+            field_names::<issuers::V1Keys>(),
+            &["issuer"],
             field_names::<HubConfig>(),
             field_names::<AuthConfig>(),
             field_names::<crate::config::HookConfig>(),
@@ -108,6 +115,7 @@ impl RouteKind for MercureKind {
     fn read(&self, t: &RouteTable) -> Result<Arc<dyn RouteSettings>, ConfigError> {
         Ok(Arc::new(MercureSettings {
             keys: t.read()?,
+            v1: issuers::V1Settings::read(t)?,
             hub: t.read()?,
             auth: t.read()?,
             hooks: t.read()?,
@@ -127,11 +135,14 @@ impl Kind for MercureKind {
             .subscriptions
             .then(|| format!("{path}/subscriptions/"));
         let hub = journaled::hub(b, r, unretained)?;
+        let (issuers, identity) = s.v1.build(path).map_err(BuildError::Invalid)?;
+        let base = identity.base.clone();
         Ok(Arc::new(Mercure {
             path: path.clone(),
-            auth: s.auth.rules()?,
+            auth: s.auth.rules()?.with_issuers(issuers, identity),
             conf: s.keys.clone(),
             hub,
+            base,
         }))
     }
 }
@@ -142,6 +153,8 @@ struct Mercure {
     conf: MercureKeys,
     auth: RouteAuth,
     hub: Arc<Hub>,
+    /// What `match_urlpattern` patterns and topics resolve against.
+    base: url::Url,
 }
 
 impl Route for Mercure {
@@ -176,7 +189,11 @@ impl Route for Mercure {
     }
 
     fn who(&self, req: &Request) -> super::Who {
-        super::topics::who(&self.auth, req, req.query_values("topic"))
+        let asked = match matchers::from_query(&req.query, &self.base, self.conf.max_topics) {
+            Ok(Some(m)) => m.texts,
+            _ => req.query_values("topic"),
+        };
+        super::topics::who(&self.auth, req, asked)
     }
 
     /// The subscriptions API: `{hub}/subscriptions[/{topic}[/{subscriber}]]`.
@@ -208,13 +225,20 @@ impl Mercure {
     }
 }
 
+/// A refusal; a 401 says how to authenticate (RFC 6750): a bare `Bearer` challenge when no
+/// token came, `error="invalid_token"` when one did and does not verify.
 fn refuse(status: u16, why: impl Into<String>) -> FullResponse {
-    let r = FullResponse::text(status, why);
-    if status == 401 {
-        r.with_header("WWW-Authenticate", "Bearer")
-    } else {
-        r
+    let why = why.into();
+    if status != 401 {
+        return FullResponse::text(status, why);
     }
+    let missing = why.starts_with("no token") || why.starts_with("this hub needs a token");
+    let challenge = if missing {
+        "Bearer"
+    } else {
+        "Bearer error=\"invalid_token\""
+    };
+    FullResponse::text(status, why).with_header("WWW-Authenticate", challenge)
 }
 
 impl Mercure {
@@ -239,7 +263,8 @@ impl Mercure {
             Err(why) => return refused(400, why),
         };
         if let Err((status, why)) = RouteAuth::may_publish(&claims, &publication.topics) {
-            return refused(status, why);
+            return refused(status, why)
+                .with_header("WWW-Authenticate", "Bearer error=\"insufficient_scope\"");
         }
         let public_id = publication.public_id.clone();
         match self.hub.publish(publication).await {
@@ -249,16 +274,28 @@ impl Mercure {
         }
     }
 
-    /// `GET` (or `HEAD`) `?topic=`: a subscription with selectors.
+    /// `GET` (or `HEAD`) `?topic=` (0.x selectors) or `?match=` / `?match_urlpattern=` (1.0
+    /// matchers): a subscription.
     fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
         let (m, hub) = (self, &self.hub);
         let path = &m.path;
-        let topics = req.query_values("topic");
+        let (topics, selectors, match_types) =
+            match matchers::from_query(&req.query, &self.base, m.conf.max_topics) {
+                Ok(Some(m)) => (m.texts, Some(m.selectors), m.types),
+                Ok(None) => (req.query_values("topic"), None, Vec::new()),
+                Err(why) => return refuse(400, why).into(),
+            };
         if topics.is_empty() {
-            return refuse(400, "missing topic parameter (?topic=<selector>)").into();
+            return refuse(
+                400,
+                "missing topic parameter (?topic=<selector>, or Mercure 1.0's ?match=<topic> / ?match_urlpattern=<pattern>)",
+            )
+            .into();
         }
-        if let Err(r) = validate_topics(&topics, m.conf.max_topics) {
-            return refuse(400, r.reason).into();
+        if selectors.is_none() {
+            if let Err(r) = validate_topics(&topics, m.conf.max_topics) {
+                return refuse(400, r.reason).into();
+            }
         }
         let user = m.auth.user(req);
         let claims = match self.subscriber(req, user.is_some()) {
@@ -273,6 +310,7 @@ impl Mercure {
         };
         let asked = req
             .last_event_id()
+            .or_else(|| req.query_values("last_event_id").into_iter().next())
             .or_else(|| req.query_values("lastEventID").into_iter().next())
             .or_else(|| req.query_values("Last-Event-ID").into_iter().next());
         let resume = resume_from(asked.as_deref());
@@ -280,11 +318,15 @@ impl Mercure {
         if let Some(u) = &user {
             authorized.extend(m.auth.user_selectors(u));
         }
-        let mut interest = Interest::selectors(&topics, authorized);
+        let mut interest = match selectors {
+            Some(selectors) => Interest::matchers(selectors, authorized),
+            None => Interest::selectors(&topics, authorized),
+        };
         let presence = m.conf.subscriptions.then(|| {
             Arc::new(Presence {
                 subscriber: subscriptions::new_subscriber_id(),
                 topics: topics.clone(),
+                match_types,
                 payload: claims.payload.clone().unwrap_or_default(),
             })
         });
@@ -314,7 +356,7 @@ impl Mercure {
     fn subscriber(&self, req: &Request, has_user: bool) -> Result<Claims, FullResponse> {
         match self.auth.subscriber_claims(req) {
             Ok(Some(c)) => Ok(c),
-            Err(why) => Err(refuse(401, why)),
+            Err((status, why)) => Err(refuse(status, why)),
             Ok(None) if self.conf.anonymous || has_user => Ok(Claims::default()),
             Ok(None) if self.auth.subscriber.is_some() => Err(refuse(
                 401,
@@ -425,6 +467,10 @@ fn parse_update(req: &Request, max_topics: usize) -> Result<Publication, String>
     }
     validate_topics(&p.topics, max_topics).map_err(|r| r.reason)?;
     check_event_name(p.event.as_deref()).map_err(|r| r.reason)?;
+    if p.event.as_deref() == Some("mercure") {
+        // Mercure 1.0 sends its subscription events as `event: mercure`.
+        return Err("\"type\" field uses the reserved value \"mercure\"".into());
+    }
     if let Some(id) = &p.public_id {
         if id.starts_with('#') {
             return Err("an id must not start with # (reserved)".into());

@@ -47,13 +47,20 @@ pub(super) fn announce(hub: Arc<Hub>, hub_path: String, p: Arc<Presence>, active
         return;
     };
     rt.spawn(async move {
-        for t in &p.topics {
-            let publication = Publication {
-                topics: vec![subscription_topic(&hub_path, t, &p.subscriber)],
-                data: document(&hub_path, &p, t, active).to_string(),
-                private: true,
-                ..Publication::default()
-            };
+        let updates: Vec<Publication> = if p.match_types.is_empty() {
+            p.topics
+                .iter()
+                .map(|t| Publication {
+                    topics: vec![subscription_topic(&hub_path, t, &p.subscriber)],
+                    data: document(&hub_path, &p, t, active).to_string(),
+                    private: true,
+                    ..Publication::default()
+                })
+                .collect()
+        } else {
+            super::subscriptions_v1::updates(&hub_path, &p, active)
+        };
+        for publication in updates {
             if let Err(e) = hub.publish(publication).await {
                 log::warn!(
                     "route {hub_path}: subscription update for {} not stored: {e}",
@@ -117,7 +124,8 @@ impl Mercure {
         all
     }
 
-    /// `GET {hub}/subscriptions[/{topic}[/{subscriber}]]`.
+    /// `GET {hub}/subscriptions[/{topic}[/{subscriber}]]` (0.x), or with an access token
+    /// `…/subscriptions[/{match_type}[/{match}[/{subscriber}]]]` (1.0).
     pub(super) async fn subscriptions(&self, cx: &Cx, req: &Request) -> FullResponse {
         let (m, hub) = (self, &self.hub);
         let hub_path = &m.path;
@@ -130,10 +138,8 @@ impl Mercure {
         }
         let claims = match m.auth.subscriber_claims(req) {
             Ok(Some(c)) => c,
-            Ok(None) => {
-                return FullResponse::text(401, crate::auth::AuthError::Missing.to_string())
-            }
-            Err(why) => return FullResponse::text(401, why),
+            Ok(None) => return super::refuse(401, crate::auth::AuthError::Missing.to_string()),
+            Err((status, why)) => return super::refuse(status, why),
         };
         let allowed = claims.subscribe.unwrap_or_default();
         // Segments are matched encoded (a topic holds slashes): from the raw request URI.
@@ -146,6 +152,16 @@ impl Mercure {
             .filter(|s| !s.is_empty())
             .map(percent_decode)
             .collect();
+        if m.auth.access_token_of(req) {
+            let presences = self.box_presences(cx).await;
+            return super::subscriptions_v1::listing(
+                hub_path,
+                &parts,
+                &presences,
+                &allowed,
+                hub.newest_event_id(),
+            );
+        }
         if parts.len() > 2 {
             return FullResponse::text(404, "no such subscription resource");
         }
