@@ -369,9 +369,10 @@ fn hooks_over_http_carry_json_the_secret_and_the_tokens_user() {
     let Some((_daemon, nginx)) = daemon_behind_nginx(&config) else {
         return;
     };
-    let token = pyjwt_hs256(
-        r#"{"sub": "alice", "mercure": {"subscribe": ["*"]}}"#,
+    let token = jwt_token(
+        "HS256",
         secret,
+        serde_json::json!({"sub": "alice", "mercure": {"subscribe": ["*"]}}),
     );
     let bearer = format!("Bearer {token}");
     let s = HttpStream::open(
@@ -417,24 +418,6 @@ impl Drop for Reaped {
 }
 
 /// An HS256 token made by PyJWT.
-fn pyjwt_hs256(claims: &str, secret: &str) -> String {
-    let out = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import jwt, json, sys\nprint(jwt.encode(json.loads(sys.argv[1]), sys.argv[2], algorithm='HS256'))",
-            claims,
-            secret,
-        ])
-        .output()
-        .expect("python3 with PyJWT");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// Reads `s` until an event satisfies `want` (10 s per event at most).
 fn event_where(s: &mut HttpStream, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     loop {
@@ -463,8 +446,8 @@ fn presence_is_counted_shown_and_published_as_it_changes() {
         return;
     };
     let open = |user: &str, query: &str| {
-        let claims = format!(r#"{{"sub": "{user}", "mercure": {{"subscribe": ["*"]}}}}"#);
-        let token = pyjwt_hs256(&claims, secret);
+        let claims = serde_json::json!({"sub": user, "mercure": {"subscribe": ["*"]}});
+        let token = jwt_token("HS256", secret, claims);
         let auth = format!("Bearer {token}");
         let s = HttpStream::open(
             nginx.port,

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
@@ -21,27 +20,13 @@ const ISS_A: &str = "https://auth.example.com";
 const ISS_B: &str = "https://sso.example.org/realms/app";
 /// What the route derives from nginx's fastcgi_params for `Host: localhost` over http.
 const AUD: &str = "http://localhost/.well-known/mercure";
+/// The origin the tests reach the hub at (a route with issuers names its origins or its URL).
+const LOCAL: &str = "public_urls = [\"http://localhost\"]\n";
 const DETAIL: &str = "https://mercure.rocks/authorization-detail";
 
 /// An access token as an OAuth server would issue it: PyJWT with `typ: at+jwt`.
 fn access_token(key: &str, claims: serde_json::Value) -> String {
-    let out = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import jwt, json, sys\n\
-             t = jwt.encode(json.loads(sys.argv[1]), sys.argv[2], algorithm='HS256', headers={'typ': 'at+jwt'})\n\
-             print(t.decode() if isinstance(t, bytes) else t)",
-        ])
-        .arg(claims.to_string())
-        .arg(key)
-        .output()
-        .expect("python3 with PyJWT (Debian: python3-jwt)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    jwt_token_typed("HS256", key, claims, Some("at+jwt"))
 }
 
 fn in_an_hour() -> u64 {
@@ -111,7 +96,7 @@ fn next_data(s: &mut HttpStream) -> String {
 
 #[test]
 fn access_tokens_and_matchers_beside_0x_tokens_and_templates() {
-    let Some((_d, n)) = daemon_behind_nginx(&config("")) else {
+    let Some((_d, n)) = daemon_behind_nginx(&config(LOCAL)) else {
         return;
     };
     let port = n.port;
@@ -180,7 +165,7 @@ fn access_tokens_and_matchers_beside_0x_tokens_and_templates() {
 
 #[test]
 fn refusals_are_the_hubs() {
-    let Some((_d, n)) = daemon_behind_nginx(&config("")) else {
+    let Some((_d, n)) = daemon_behind_nginx(&config(LOCAL)) else {
         return;
     };
     let port = n.port;
@@ -321,7 +306,8 @@ fn a_pinned_identity_and_public_urls() {
 
 #[test]
 fn subscriptions_are_announced_and_listed_as_1_0_documents() {
-    let Some((_d, n)) = daemon_behind_nginx(&config("subscriptions = true\n")) else {
+    let Some((_d, n)) = daemon_behind_nginx(&config(&format!("subscriptions = true\n{LOCAL}")))
+    else {
         return;
     };
     let port = n.port;

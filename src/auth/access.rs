@@ -89,7 +89,8 @@ pub fn verify(
     // then, so a token cannot pick a key by naming another issuer).
     let iss = unverified_iss(token)?;
     let Some(issuer) = issuers.iter().find(|i| i.id == iss) else {
-        return Err(invalid(format!("untrusted issuer {iss:?}")));
+        let shown: String = iss.chars().take(200).collect();
+        return Err(invalid(format!("untrusted issuer {shown:?}")));
     };
     let verifier = match role {
         Role::Publisher => issuer.publisher.as_ref(),
@@ -258,10 +259,8 @@ fn matcher(t: &Value, base: &url::Url) -> Result<Selector, String> {
     else {
         return Err("each topic needs a non-empty match".into());
     };
-    if m == "*" {
-        return Ok(Selector::Any);
-    }
     match t.get("match_type").map(|v| v.as_str()) {
+        None | Some(Some("exact" | "urlpattern")) if m == "*" => Ok(Selector::Any),
         None | Some(Some("exact")) => Ok(Selector::Exact(m.to_string())),
         Some(Some("urlpattern")) => Pattern::parse(m, base).map(Selector::UrlPattern),
         Some(other) => Err(format!(
@@ -290,13 +289,11 @@ impl Identity {
     /// The resource identifier for `req`, or the refusal: 421 when the request came to an
     /// origin not in `public_urls`, 401 when there is nothing to derive one from.
     pub fn audience(&self, req: &crate::request::Request) -> Result<String, (u16, String)> {
-        if let Some(r) = &self.pinned {
-            return Ok(r.clone());
-        }
-        let Some(host) = req.var("HTTP_HOST").filter(|h| !h.is_empty()) else {
+        let host = req.var("HTTP_HOST").filter(|h| !h.is_empty());
+        let Some(host) = host.or(self.pinned.as_ref().map(|_| "")) else {
             return Err((
-                401,
-                "the request names no host to derive this hub's resource identifier from: set resource_identifier".into(),
+                400,
+                "the request names no host to derive this hub's resource identifier from".into(),
             ));
         };
         let https = req
@@ -307,8 +304,12 @@ impl Identity {
             Some("https") => "https",
             _ => "http",
         };
-        let origin = format!("{scheme}://{}", host.to_ascii_lowercase());
-        if !self.public_origins.is_empty() && !self.public_origins.contains(&origin) {
+        // As the URL parser writes it: lowercase, a default port left out.
+        let origin = url::Url::parse(&format!("{scheme}://{host}"))
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| format!("{scheme}://{host}"));
+        let listed = self.public_origins.contains(&origin);
+        if !host.is_empty() && !self.public_origins.is_empty() && !listed {
             return Err((
                 421,
                 format!(
@@ -317,7 +318,10 @@ impl Identity {
                 ),
             ));
         }
-        Ok(format!("{origin}{}", self.path))
+        match &self.pinned {
+            Some(r) => Ok(r.clone()),
+            None => Ok(format!("{origin}{}", self.path)),
+        }
     }
 }
 

@@ -7,7 +7,42 @@
 
 use std::sync::Arc;
 
-use urlpattern::{UrlPattern, UrlPatternInit, UrlPatternMatchInput, UrlPatternOptions};
+use urlpattern::regexp::RegExp;
+use urlpattern::{
+    RegexSyntax, UrlPattern, UrlPatternInit, UrlPatternMatchInput, UrlPatternOptions,
+};
+
+/// Most bytes one compiled regexp of a pattern may take (the regex crate's `size_limit`, and
+/// its lazy DFA's): a pattern is 8 of them, and a client's `(\w{400})` group would otherwise
+/// compile to megabytes.
+const REGEX_BYTES: usize = 16 * 1024;
+
+/// The regex crate under a size bound, as the URL Pattern's regexp engine.
+pub struct Bounded(regex::Regex);
+
+impl RegExp for Bounded {
+    fn syntax() -> RegexSyntax {
+        RegexSyntax::Rust
+    }
+
+    fn parse(pattern: &str, _flags: &str, _force_eval: bool) -> Result<Self, ()> {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_BYTES)
+            .dfa_size_limit(REGEX_BYTES)
+            .build()
+            .map(Bounded)
+            .map_err(|_| ())
+    }
+
+    fn matches<'a>(&self, text: &'a str) -> Option<Vec<Option<&'a str>>> {
+        let c = self.0.captures(text)?;
+        Some(c.iter().skip(1).map(|m| m.map(|m| m.as_str())).collect())
+    }
+
+    fn pattern_string(&self) -> &str {
+        self.0.as_str()
+    }
+}
 
 /// Longest pattern accepted (bytes), as Mercure's hub.
 pub const MAX_PATTERN_BYTES: usize = 4096;
@@ -19,7 +54,7 @@ pub const DEFAULT_BASE: &str = "http://mercure.invalid/";
 pub struct Pattern {
     text: String,
     base: url::Url,
-    compiled: UrlPattern,
+    compiled: UrlPattern<Bounded>,
 }
 
 impl std::fmt::Debug for Pattern {
@@ -50,10 +85,9 @@ impl Pattern {
         if text.len() > MAX_PATTERN_BYTES {
             return Err(format!("pattern too long (max {MAX_PATTERN_BYTES} bytes)"));
         }
-        let init =
-            UrlPatternInit::parse_constructor_string::<regex::Regex>(text, Some(base.clone()))
-                .map_err(|e| format!("invalid URL pattern `{text}`: {e}"))?;
-        let compiled = <UrlPattern>::parse(init, UrlPatternOptions::default())
+        let init = UrlPatternInit::parse_constructor_string::<Bounded>(text, Some(base.clone()))
+            .map_err(|e| format!("invalid URL pattern `{text}`: {e}"))?;
+        let compiled = UrlPattern::<Bounded>::parse(init, UrlPatternOptions::default())
             .map_err(|e| format!("invalid URL pattern `{text}`: {e}"))?;
         Ok(Arc::new(Pattern {
             text: text.to_string(),
@@ -141,6 +175,8 @@ mod tests {
     fn bad_patterns_are_refused_with_the_reason() {
         let base = base_for(None);
         assert!(Pattern::parse("https://example.com/(", &base).is_err());
+        // A group that would compile to megabytes is refused.
+        assert!(Pattern::parse("https://x/:a(\\w{400})", &base).is_err());
         let long = format!("/{}", "a".repeat(MAX_PATTERN_BYTES));
         assert!(Pattern::parse(&long, &base)
             .unwrap_err()

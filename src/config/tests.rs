@@ -413,6 +413,12 @@ fn mercure_issuers_are_tables_checked_where_they_are_written() {
         assert!(e.message.contains(says), "{extra}: {e}");
         assert_eq!(e.line, Some(line), "{extra}: {e}");
     }
+    // Issuers without a pinned identity or public_urls: the Host header would pick the aud.
+    let bare = "[[route]]\npath = \"/hub\"\ntype = \"mercure\"\n";
+    let e = error_of(&format!(
+        "{bare}[[route.issuer]]\nid = \"a\"\npublisher_jwt_key = \"{key}\"\n"
+    ));
+    assert!(e.message.contains("set resource_identifier"), "{e}");
     let e = error_of(&route.replace("https://hub.example.com/hub", "hub.example.com"));
     assert_eq!(e.key.as_deref(), Some("resource_identifier"), "{e}");
 }

@@ -108,37 +108,34 @@ impl Config {
 
     /// Two routes whose journals (or hook journals) would be one folder.
     fn check_shared_journals(&self, r: &Refusals) -> Result<(), ConfigError> {
-        let hooked: Vec<&RouteConfig> = self
-            .routes
-            .iter()
-            .filter(|r| {
-                r.settings
-                    .hooks()
-                    .is_some_and(|h| h.hook_url.is_some() || h.hook_fastcgi.is_some())
-            })
-            .collect();
-        for (i, a) in hooked.iter().enumerate() {
-            if let Some(b) = hooked[..i]
+        let hooked = |c: &&RouteConfig| {
+            c.settings
+                .hooks()
+                .is_some_and(|h| h.hook_url.is_some() || h.hook_fastcgi.is_some())
+        };
+        self.no_shared_folder(r, hooked, "routes", ".hooks", "hook journal folder")?;
+        let journaled = |c: &&RouteConfig| c.has_journal();
+        self.no_shared_folder(r, journaled, "topics routes", "", "journal folder")
+    }
+
+    /// Among the routes `which` selects, two whose `journal_name` + `suffix` would be one
+    /// folder (`what`).
+    fn no_shared_folder(
+        &self,
+        r: &Refusals,
+        which: impl Fn(&&RouteConfig) -> bool,
+        kind: &str,
+        suffix: &str,
+        what: &str,
+    ) -> Result<(), ConfigError> {
+        let routes: Vec<&RouteConfig> = self.routes.iter().filter(which).collect();
+        for (i, a) in routes.iter().enumerate() {
+            if let Some(b) = routes[..i]
                 .iter()
                 .find(|b| b.journal_name() == a.journal_name())
             {
                 let why = format!(
-                    "routes {} and {} would share the hook journal folder `{}.hooks`",
-                    b.path.get_ref(),
-                    a.path.get_ref(),
-                    a.journal_name()
-                );
-                return Err(r.at(a.path.span(), "path", why));
-            }
-        }
-        let journaled: Vec<&RouteConfig> = self.routes.iter().filter(|r| r.has_journal()).collect();
-        for (i, a) in journaled.iter().enumerate() {
-            if let Some(b) = journaled[..i]
-                .iter()
-                .find(|b| b.journal_name() == a.journal_name())
-            {
-                let why = format!(
-                    "topics routes {} and {} would share the journal folder `{}`",
+                    "{kind} {} and {} would share the {what} `{}{suffix}`",
                     b.path.get_ref(),
                     a.path.get_ref(),
                     a.journal_name()

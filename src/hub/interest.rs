@@ -52,22 +52,10 @@ impl Interest {
 
     /// From Mercure selectors, with the selectors of a token's subscribe claim.
     pub fn selectors(selectors: &[String], authorized: Vec<Selector>) -> Interest {
-        let mut i = Interest {
+        Interest::matchers(
+            selectors.iter().map(|s| Selector::parse(s)).collect(),
             authorized,
-            ..Interest::default()
-        };
-        let mut patterns = Vec::new();
-        for s in selectors {
-            match Selector::parse(s) {
-                Selector::Exact(t) => i.exact.push(t),
-                other if !patterns.contains(&other) => patterns.push(other),
-                _ => {}
-            }
-        }
-        i.exact.sort();
-        i.exact.dedup();
-        i.patterns = patterns.into();
-        i
+        )
     }
 
     /// From parsed selectors (Mercure 1.0's matchers), with those of a token's grants.

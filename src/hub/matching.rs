@@ -58,7 +58,8 @@ impl Accepted {
             budget = budget.saturating_sub(1);
             let mut wanted = false;
             for s in selectors.iter() {
-                let key = self.hasher.hash_one(s.text());
+                // By kind and text: a URI template and a URL Pattern may be written alike.
+                let key = self.hasher.hash_one((std::mem::discriminant(s), s.text()));
                 let hit = *self.seen.entry(key).or_insert_with(|| {
                     budget = budget.saturating_sub(16);
                     self.ev.topics.iter().any(|t| s.matches(t))

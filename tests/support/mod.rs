@@ -902,18 +902,30 @@ pub fn shipped_tls_server(daemon: &Daemon, certs: &TestCerts) -> (String, u16) {
 
 /// A token signed by PyJWT: `key` is a secret, or the path of a PEM private key.
 pub fn jwt_token(alg: &str, key: &str, claims: serde_json::Value) -> String {
+    jwt_token_typed(alg, key, claims, None)
+}
+
+/// [`jwt_token`] with the header's `typ` set (`at+jwt`: an RFC 9068 access token).
+pub fn jwt_token_typed(
+    alg: &str,
+    key: &str,
+    claims: serde_json::Value,
+    typ: Option<&str>,
+) -> String {
     let out = Command::new("/usr/bin/python3")
         .args([
             "-c",
             "import jwt, json, os, sys\n\
-             claims, alg, key = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]\n\
+             claims, alg, key, typ = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]\n\
              key = open(key).read() if os.path.isfile(key) else key\n\
-             t = jwt.encode(claims, None if alg == 'none' else key, algorithm=alg)\n\
+             headers = {'typ': typ} if typ else None\n\
+             t = jwt.encode(claims, None if alg == 'none' else key, algorithm=alg, headers=headers)\n\
              print(t.decode() if isinstance(t, bytes) else t)",
         ])
         .arg(claims.to_string())
         .arg(alg)
         .arg(key)
+        .arg(typ.unwrap_or(""))
         .output()
         .expect("python3 with PyJWT (Debian: python3-jwt)");
     assert!(

@@ -115,6 +115,15 @@ impl V1Settings {
                 }
             }
         }
+        if !self.issuers.is_empty()
+            && self.keys.resource_identifier.is_none()
+            && self.keys.public_urls.is_empty()
+        {
+            let why = format!(
+                "route {path}: with issuers, set resource_identifier (the hub's URL, which tokens' aud names) or public_urls: else the Host header a client sends would say which audience counts"
+            );
+            return Err(t.refuse("issuer", why));
+        }
         if let Some(r) = &self.keys.resource_identifier {
             if let Err(why) = origin_of_url(r) {
                 return Err(t.refuse("resource_identifier", format!("route {path}: {why}")));

@@ -279,6 +279,12 @@ impl Mercure {
     fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
         let (m, hub) = (self, &self.hub);
         let path = &m.path;
+        // Who first: a client's patterns are compiled only for a subscriber the hub takes.
+        let user = m.auth.user(req);
+        let claims = match self.subscriber(req, user.is_some()) {
+            Ok(c) => c,
+            Err(refusal) => return refusal.into(),
+        };
         let (topics, selectors, match_types) =
             match matchers::from_query(&req.query, &self.base, m.conf.max_topics) {
                 Ok(Some(m)) => (m.texts, Some(m.selectors), m.types),
@@ -297,11 +303,6 @@ impl Mercure {
                 return refuse(400, r.reason).into();
             }
         }
-        let user = m.auth.user(req);
-        let claims = match self.subscriber(req, user.is_some()) {
-            Ok(c) => c,
-            Err(refusal) => return refusal.into(),
-        };
         if req.is_head() {
             return crate::streams::head_only();
         }
@@ -358,7 +359,7 @@ impl Mercure {
             Ok(Some(c)) => Ok(c),
             Err((status, why)) => Err(refuse(status, why)),
             Ok(None) if self.conf.anonymous || has_user => Ok(Claims::default()),
-            Ok(None) if self.auth.subscriber.is_some() => Err(refuse(
+            Ok(None) if self.auth.takes(crate::auth::access::Role::Subscriber) => Err(refuse(
                 401,
                 "this hub needs a token to subscribe (anonymous = false)",
             )),

@@ -166,7 +166,11 @@ impl Mercure {
             return FullResponse::text(404, "no such subscription resource");
         }
         let mut docs = Vec::new();
+        // 0.x subscriptions only: a 1.0 one is announced and listed as 1.0's.
         for p in self.box_presences(cx).await {
+            if !p.match_types.is_empty() {
+                continue;
+            }
             for t in &p.topics {
                 let id = subscription_topic(hub_path, t, &p.subscriber);
                 let selected = parts.first().is_none_or(|want| want == t)
