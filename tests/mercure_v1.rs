@@ -18,10 +18,10 @@ const KEY_A: &str = "issuer-a-key-0123456789abcdef0123456789";
 const KEY_B: &str = "issuer-b-key-0123456789abcdef0123456789";
 const ISS_A: &str = "https://auth.example.com";
 const ISS_B: &str = "https://sso.example.org/realms/app";
-/// What the route derives from nginx's fastcgi_params for `Host: localhost` over http.
+/// The `aud` the tests' tokens name (pinned by [`LOCAL`]).
 const AUD: &str = "http://localhost/.well-known/mercure";
-/// The origin the tests reach the hub at (a route with issuers names its origins or its URL).
-const LOCAL: &str = "public_urls = [\"http://localhost\"]\n";
+/// The hub's identity in most tests (a route with issuers pins it or lists its origins).
+const LOCAL: &str = "resource_identifier = \"http://localhost/.well-known/mercure\"\n";
 const DETAIL: &str = "https://mercure.rocks/authorization-detail";
 
 /// An access token as an OAuth server would issue it: PyJWT with `typ: at+jwt`.
@@ -284,7 +284,7 @@ fn a_pinned_identity_and_public_urls() {
     assert_eq!(status, 421, "{body}");
     drop(n);
     let extra = format!("resource_identifier = \"{pinned}\"\n");
-    let Some((_d, n)) = daemon_behind_nginx(&config(&extra)) else {
+    let Some((d, n)) = daemon_behind_nginx(&config(&extra)) else {
         return;
     };
     let mut c = grant(ISS_A, &["publish"], &[("*", "exact")]);
@@ -302,6 +302,23 @@ fn a_pinned_identity_and_public_urls() {
         &[("topic", "a"), ("data", "x")],
     ));
     assert_eq!(status, 401, "{body}");
+    // Derived from the request: Debian's fastcgi_params passes HTTP_HOST without the port
+    // ($host); the port is nginx's SERVER_PORT.
+    let path = d.dir.path("fastsse.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &extra,
+        &format!("public_urls = [\"http://LOCALHOST:{}\"]\n", n.port),
+    );
+    std::fs::write(&path, text).unwrap();
+    d.signal("HUP");
+    wait_for("the reload", std::time::Duration::from_secs(5), || {
+        d.log().contains("SIGHUP: reloaded")
+    });
+    let mut c = grant(ISS_A, &["publish"], &[("*", "exact")]);
+    c["aud"] = json!(format!("http://localhost:{}/.well-known/mercure", n.port));
+    let ok = access_token(KEY_A, c);
+    let (status, body) = answer(publish(n.port, &ok, &[("topic", "a"), ("data", "x")]));
+    assert_eq!(status, 200, "{body}");
 }
 
 #[test]

@@ -304,6 +304,16 @@ impl Identity {
             Some("https") => "https",
             _ => "http",
         };
+        // Debian's fastcgi_params passes `HTTP_HOST` as nginx's `$host`, without the port:
+        // the port the request came to is `SERVER_PORT` then.
+        let port = req
+            .var("SERVER_PORT")
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let has_port = host.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
+        let host = match port {
+            Some(p) if !has_port && !host.is_empty() => format!("{host}:{p}"),
+            _ => host.to_string(),
+        };
         // As the URL parser writes it: lowercase, a default port left out.
         let origin = url::Url::parse(&format!("{scheme}://{host}"))
             .map(|u| u.origin().ascii_serialization())

@@ -213,7 +213,7 @@ impl RouteAuth {
         {
             Some(t) => Err((
                 403,
-                format!("topic {t} is not among the token's mercure.publish selectors"),
+                format!("topic {t} is not among the token's publish grants (mercure.publish, or its authorization_details)"),
             )),
             None => Ok(()),
         }

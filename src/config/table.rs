@@ -130,7 +130,7 @@ impl<'a> RouteTable<'a> {
                     line,
                     key: Some(format!("{key}.{k}")),
                     message: format!(
-                        "route {}: a {key} table does not take `{k}` (it takes: {})",
+                        "route {}: the {key} table does not take `{k}` (it takes: {})",
                         self.path.get_ref(),
                         fields.join(", ")
                     ),

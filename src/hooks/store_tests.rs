@@ -124,8 +124,9 @@ fn a_compaction_with_calls_out_replays_to_what_is_left() {
     let c = connect("c");
     let sc = s.connect(c.clone(), false).unwrap();
     s.lock().compact_at = 0;
-    s.done(sc); // compacts: a and c open, b's connect pending
-    // The snapshot's mark is the last call's, written already: wait for the file itself.
+    // Compacts: a and c open, b's connect pending. The snapshot's mark is the last call's,
+    // written already: wait for the file itself.
+    s.done(sc);
     let until = std::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = std::fs::read(&s.log.path).unwrap();
