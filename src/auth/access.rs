@@ -27,9 +27,32 @@ pub struct Issuer {
     /// The `iss` its tokens carry.
     pub id: String,
     /// Checks its publishers' tokens (`None`: its tokens may not publish).
-    pub publisher: Option<Verifier>,
+    pub publisher: Option<Keys>,
     /// Checks its subscribers' tokens (`None`: its tokens may not subscribe).
-    pub subscriber: Option<Verifier>,
+    pub subscriber: Option<Keys>,
+}
+
+/// An issuer's keys for one role: one configured key, or its JWK Set.
+#[derive(Debug)]
+pub enum Keys {
+    /// `*_jwt_key` with `*_jwt_alg`.
+    Key(Verifier),
+    /// `*_jwks_uri`: the key the token's `kid` names.
+    Set(std::sync::Arc<super::jwks::KeySet>),
+}
+
+impl Keys {
+    /// What checks `token`'s signature.
+    fn verifier(&self, token: &str) -> Result<std::borrow::Cow<'_, Verifier>, AuthError> {
+        match self {
+            Keys::Key(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            Keys::Set(set) => {
+                let header = jsonwebtoken::decode_header(token)
+                    .map_err(|e| AuthError::Invalid(format!("malformed token: {e}")))?;
+                set.verifier(&header).map(std::borrow::Cow::Owned)
+            }
+        }
+    }
 }
 
 /// What a token is presented for.
@@ -98,12 +121,16 @@ pub fn verify(
     };
     let Some(verifier) = verifier else {
         let what = match role {
-            Role::Publisher => "publisher_jwt_key: its tokens may not publish",
-            Role::Subscriber => "subscriber_jwt_key: its tokens may not subscribe",
+            Role::Publisher => {
+                "publisher_jwt_key (or publisher_jwks_uri): its tokens may not publish"
+            }
+            Role::Subscriber => {
+                "subscriber_jwt_key (or subscriber_jwks_uri): its tokens may not subscribe"
+            }
         };
         return Err(invalid(format!("issuer {iss:?} has no {what}")));
     };
-    let c: AccessClaims = verifier.decode(token)?;
+    let c: AccessClaims = verifier.verifier(token)?.decode(token)?;
     if c.iss.as_ref().and_then(Value::as_str) != Some(iss.as_str()) {
         return Err(invalid("iss changed under the signature".into()));
     }
@@ -119,6 +146,7 @@ pub fn verify(
         payload: grants.payload,
         subject: c.sub.as_ref().and_then(Value::as_str).map(str::to_string),
         expires: expiry(exp),
+        access: true,
     })
 }
 

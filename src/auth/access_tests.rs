@@ -9,7 +9,7 @@ const KEY_B: &str = "issuer-b-secret-0123456789abcdef0123";
 const HUB: &str = "https://hub.example.com/.well-known/mercure";
 
 fn issuers() -> Vec<Issuer> {
-    let v = |k: &str| Some(Verifier::from_config("HS256", k).unwrap());
+    let v = |k: &str| Some(Keys::Key(Verifier::from_config("HS256", k).unwrap()));
     vec![
         Issuer {
             id: "https://a.example".into(),

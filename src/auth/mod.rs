@@ -5,6 +5,7 @@
 //! confusion), `exp` and `nbf` enforced. Topic selectors are in [`selector`].
 
 pub mod access;
+pub mod jwks;
 pub mod pattern;
 pub mod route;
 pub mod selector;
@@ -139,6 +140,7 @@ impl Verifier {
             payload: m.payload,
             subject: c.sub.as_ref().and_then(|s| s.as_str()).map(str::to_string),
             expires: expiry(exp),
+            access: false,
         })
     }
 
@@ -274,6 +276,9 @@ pub struct Claims {
     pub expires: Option<SystemTime>,
     /// `sub`, when it is a string: who the token is for (hooks name the user by it).
     pub subject: Option<String>,
+    /// Whether they come from a Mercure 1.0 access token (`typ: at+jwt`): its client is
+    /// answered in 1.0's forms (the subscriptions API).
+    pub access: bool,
 }
 
 impl Claims {
@@ -292,13 +297,26 @@ pub enum AuthError {
     Missing,
     /// A token that does not verify.
     Invalid(String),
+    /// The keys to check it with are not at hand (an issuer's JWK Set not fetched): the
+    /// server's failure, not the client's (503).
+    Unavailable(String),
+}
+
+impl AuthError {
+    /// The status a refusal for this answers with: 401, or 503 when the keys are missing.
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::Unavailable(_) => 503,
+            _ => 401,
+        }
+    }
 }
 
 impl std::fmt::Display for AuthError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AuthError::Missing => f.write_str("no token (Authorization: Bearer, the authorization query parameter, or the cookie)"),
-            AuthError::Invalid(why) => f.write_str(why),
+            AuthError::Invalid(why) | AuthError::Unavailable(why) => f.write_str(why),
         }
     }
 }

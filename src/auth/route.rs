@@ -115,21 +115,49 @@ impl RouteAuth {
         self
     }
 
-    /// Whether the request's token is an access token (Mercure 1.0's, `typ: at+jwt`).
-    pub fn access_token_of(&self, req: &Request) -> bool {
-        self.token(req)
-            .is_some_and(|(t, _)| access::is_access_token(&t))
+    /// The request's tokens, in Mercure's order: the `Authorization` header, else the
+    /// `authorization` parameter, else the cookies: `cookie_name` and, on a route with
+    /// issuers, Mercure 1.0's `__Secure-mercure_access_token`. A browser moving to 1.0 may
+    /// hold both cookies, one of them stale: each is tried (see [`RouteAuth::first_verified`]).
+    fn tokens(&self, req: &Request) -> Vec<(String, TokenFrom)> {
+        if let Some(t) = token_of(req, "").filter(|(_, from)| *from != TokenFrom::Cookie) {
+            return vec![t];
+        }
+        let mut cookies = vec![self.cookie_name.as_str()];
+        if !self.issuers.is_empty() && self.cookie_name != access::COOKIE {
+            cookies.push(access::COOKIE);
+        }
+        cookies
+            .into_iter()
+            .filter_map(|name| super::cookie(req, name))
+            .map(|c| (c, TokenFrom::Cookie))
+            .collect()
     }
 
-    /// The request's token: Mercure's order (header, query parameter, `cookie_name`), and on a
-    /// route with issuers Mercure 1.0's cookie last.
-    fn token(&self, req: &Request) -> Option<(String, TokenFrom)> {
-        token_of(req, &self.cookie_name).or_else(|| {
-            if self.issuers.is_empty() {
-                return None;
+    /// The claims of the first of the request's tokens that verifies for `role`, else the
+    /// first one's refusal; `None` without a token.
+    fn first_verified(&self, req: &Request, role: Role) -> Option<Result<Claims, Refused>> {
+        let mut first_refusal = None;
+        for (token, _) in self.tokens(req) {
+            match self.claims_of(req, &token, role) {
+                Ok(c) => return Some(Ok(c)),
+                Err(r) => {
+                    first_refusal.get_or_insert(r);
+                }
             }
-            super::cookie(req, access::COOKIE).map(|c| (c, TokenFrom::Cookie))
-        })
+        }
+        first_refusal.map(Err)
+    }
+
+    /// The JWK Sets the route's issuers fetch their keys from.
+    pub fn key_sets(&self) -> impl Iterator<Item = &std::sync::Arc<super::jwks::KeySet>> {
+        self.issuers
+            .iter()
+            .flat_map(|i| [&i.publisher, &i.subscriber])
+            .filter_map(|k| match k {
+                Some(access::Keys::Set(s)) => Some(s),
+                _ => None,
+            })
     }
 
     /// Whether some key checks tokens for `role` (a 0.x key, or an issuer's).
@@ -156,7 +184,7 @@ impl RouteAuth {
             };
             let audience = identity.audience(req)?;
             return access::verify(token, &self.issuers, role, &audience, &identity.base)
-                .map_err(|e| (401, e.to_string()));
+                .map_err(|e| (e.status(), e.to_string()));
         }
         let own = match role {
             Role::Publisher => &self.publisher,
@@ -179,10 +207,11 @@ impl RouteAuth {
                 "publishing is off on this hub: it has no publisher_jwt_key".into(),
             ));
         }
-        let Some((token, from)) = self.token(req) else {
+        let tokens = self.tokens(req);
+        let Some((_, from)) = tokens.first() else {
             return Err((401, AuthError::Missing.to_string()));
         };
-        if from == TokenFrom::Cookie {
+        if *from == TokenFrom::Cookie {
             // A browser sends the cookie on its own, from any page: only listed origins.
             let origin = origin_of(req);
             let listed = origin
@@ -199,7 +228,8 @@ impl RouteAuth {
                 ));
             }
         }
-        self.claims_of(req, &token, Role::Publisher)
+        self.first_verified(req, Role::Publisher)
+            .unwrap_or_else(|| Err((401, AuthError::Missing.to_string())))
     }
 
     /// Whether `claims` may publish to every one of `topics`.
@@ -222,12 +252,10 @@ impl RouteAuth {
     /// The claims of the subscriber's token: `None` without a token (or with no subscriber key
     /// on this route), `Err` with the refusal for one that does not verify.
     pub fn subscriber_claims(&self, req: &Request) -> Result<Option<Claims>, Refused> {
-        match self.token(req) {
-            Some((token, _)) if self.takes(Role::Subscriber) => {
-                self.claims_of(req, &token, Role::Subscriber).map(Some)
-            }
-            _ => Ok(None),
+        if !self.takes(Role::Subscriber) {
+            return Ok(None);
         }
+        self.first_verified(req, Role::Subscriber).transpose()
     }
 
     /// The user the web server vouches for (`user_param`), if it names one.

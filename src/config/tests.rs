@@ -391,6 +391,12 @@ fn mercure_issuers_are_tables_checked_where_they_are_written() {
          [[route.issuer]]\nid = \"https://b\"\nsubscriber_jwt_key = \"{key}\"\nsubscriber_jwt_alg = \"HS512\"\n"
     );
     parse(&ok, "t").unwrap();
+    // Keys from a JWK Set (checked, not fetched, by check-config).
+    parse(
+        &format!("{route}\n[[route.issuer]]\nid = \"https://a\"\nsubscriber_jwks_uri = \"https://a/certs\"\nsubscriber_jwt_alg = \"RS256\"\njwks_refresh = \"1m\"\n"),
+        "t",
+    )
+    .unwrap();
     // The inline form too.
     parse(
         &format!("{route}issuer = [{{id = \"https://a\", subscriber_jwt_key = \"{key}\"}}]\n"),
@@ -400,7 +406,18 @@ fn mercure_issuers_are_tables_checked_where_they_are_written() {
     for (extra, line, says) in [
         (format!("[[route.issuer]]\nid = \"a\"\npublisher_key = \"{key}\"\n"), 8, "does not take `publisher_key`"),
         (format!("[[route.issuer]]\npublisher_jwt_key = \"{key}\"\n"), 6, "needs an id"),
-        ("[[route.issuer]]\nid = \"a\"\n".to_string(), 7, "neither publisher_jwt_key"),
+        ("[[route.issuer]]\nid = \"a\"\n".to_string(), 7, "has no keys"),
+        (
+            format!("[[route.issuer]]\nid = \"a\"\npublisher_jwt_key = \"{key}\"\npublisher_jwks_uri = \"https://x/c\"\n"),
+            7,
+            "two sources of keys",
+        ),
+        ("[[route.issuer]]\nid = \"a\"\nsubscriber_jwks_uri = \"ftp://x/c\"\n".to_string(), 7, "not an http(s) URL"),
+        (
+            "[[route.issuer]]\nid = \"a\"\nsubscriber_jwks_uri = \"https://x/c\"\nsubscriber_jwt_alg = \"HS256\"\n".to_string(),
+            7,
+            "HMAC algorithm",
+        ),
         ("[[route.issuer]]\nid = \"a\"\npublisher_jwt_key = \"short\"\n".to_string(), 7, "can be guessed"),
         (
             format!("[[route.issuer]]\nid = \"a\"\npublisher_jwt_key = \"{key}\"\n[[route.issuer]]\nid = \"a\"\nsubscriber_jwt_key = \"{key}\"\n"),

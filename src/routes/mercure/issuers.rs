@@ -1,15 +1,20 @@
 //! A mercure route's Mercure 1.0 keys, with Mercure's own names: `[[route.issuer]]` tables
-//! (`id`, `publisher_jwt_key` / `publisher_jwt_alg`, `subscriber_jwt_key` /
-//! `subscriber_jwt_alg`) for the issuers whose access tokens count, `resource_identifier` (the
+//! (`id`, `publisher_jwt_key` or `publisher_jwks_uri`, `publisher_jwt_alg`, the same for
+//! subscribers, `jwks_refresh`) for the issuers whose access tokens count, `resource_identifier` (the
 //! `aud` those tokens must name; derived from each request when unset) and `public_urls` (the
 //! origins the hub answers for). The route-level keys stay the 0.x hub's single implicit
 //! issuer.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde::Deserialize;
 
-use crate::auth::access::{origin_of_url, Identity, Issuer};
+use crate::auth::access::{origin_of_url, Identity, Issuer, Keys};
+use crate::auth::jwks::KeySet;
 use crate::auth::pattern::base_for;
 use crate::auth::Verifier;
+use crate::config::de::de_positive_duration;
 use crate::config::{ConfigError, RouteTable};
 
 /// One `[[route.issuer]]` table.
@@ -20,12 +25,109 @@ pub(super) struct IssuerConfig {
     id: toml::Spanned<String>,
     /// The key its publishers' tokens are checked with (none: they may not publish).
     publisher_jwt_key: Option<String>,
-    /// Its publishers' algorithm.
-    publisher_jwt_alg: String,
+    /// Its publishers' algorithm (HS256 with a key; with a JWK Set, pinned when set).
+    publisher_jwt_alg: Option<String>,
+    /// The JWK Set its publishers' keys come from, instead of `publisher_jwt_key`.
+    publisher_jwks_uri: Option<String>,
     /// The key its subscribers' tokens are checked with (none: they may not subscribe).
     subscriber_jwt_key: Option<String>,
     /// Its subscribers' algorithm.
-    subscriber_jwt_alg: String,
+    subscriber_jwt_alg: Option<String>,
+    /// The JWK Set its subscribers' keys come from, instead of `subscriber_jwt_key`.
+    subscriber_jwks_uri: Option<String>,
+    /// How often its JWK Sets are fetched again.
+    #[serde(deserialize_with = "de_positive_duration")]
+    jwks_refresh: Duration,
+}
+
+/// One role's key settings of an issuer, as written.
+struct RoleKeys<'a> {
+    key: &'a Option<String>,
+    alg: &'a Option<String>,
+    jwks: &'a Option<String>,
+    /// `publisher` or `subscriber`.
+    role: &'static str,
+}
+
+impl IssuerConfig {
+    fn roles(&self) -> [RoleKeys<'_>; 2] {
+        [
+            RoleKeys {
+                key: &self.publisher_jwt_key,
+                alg: &self.publisher_jwt_alg,
+                jwks: &self.publisher_jwks_uri,
+                role: "publisher",
+            },
+            RoleKeys {
+                key: &self.subscriber_jwt_key,
+                alg: &self.subscriber_jwt_alg,
+                jwks: &self.subscriber_jwks_uri,
+                role: "subscriber",
+            },
+        ]
+    }
+
+    /// The keys of one role (reads PEM files, fetches JWK Sets: config time only); `None`
+    /// when it has none, `Err` with the key's name and why.
+    /// A set the other role already fetched is shared (`held`).
+    fn keys(
+        &self,
+        r: &RoleKeys<'_>,
+        fetch: bool,
+        held: &mut Vec<Arc<KeySet>>,
+    ) -> Result<Option<Keys>, (String, String)> {
+        let role = r.role;
+        match (r.key, r.jwks) {
+            (Some(_), Some(_)) => Err((
+                format!("{role}_jwks_uri"),
+                format!("{role}_jwt_key and {role}_jwks_uri are two sources of keys: keep one"),
+            )),
+            (Some(k), None) => {
+                let alg = r.alg.as_deref().unwrap_or("HS256");
+                Verifier::from_config(alg, k)
+                    .map(|v| Some(Keys::Key(v)))
+                    .map_err(|why| {
+                        (
+                            format!("{role}_jwt_key"),
+                            format!("{why} (algorithm {alg})"),
+                        )
+                    })
+            }
+            (None, Some(uri)) => {
+                let name = format!("{role}_jwks_uri");
+                check_jwks_uri(uri).map_err(|why| (name.clone(), why))?;
+                let set = KeySet::new(uri, r.alg.as_deref(), self.jwks_refresh)
+                    .map_err(|why| (format!("{role}_jwt_alg"), why))?;
+                if let Some(same) = held.iter().find(|h| h.same_source(&set)) {
+                    return Ok(Some(Keys::Set(same.clone())));
+                }
+                let set = Arc::new(set);
+                if fetch {
+                    #[cfg(feature = "client")]
+                    crate::auth::jwks::fetch_now(&set);
+                }
+                held.push(set.clone());
+                Ok(Some(Keys::Set(set)))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// A `jwks_uri` is an http(s) URL, and this build can fetch it.
+fn check_jwks_uri(uri: &str) -> Result<(), String> {
+    if !cfg!(feature = "client") {
+        return Err(
+            "this build has no HTTP client (built without the client feature): give the key itself (*_jwt_key)".into(),
+        );
+    }
+    match url::Url::parse(uri) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(format!(
+            "{:?} is not an http(s) URL of a JWK Set",
+            uri.chars().take(200).collect::<String>()
+        )),
+    }
 }
 
 impl Default for IssuerConfig {
@@ -33,9 +135,12 @@ impl Default for IssuerConfig {
         IssuerConfig {
             id: toml::Spanned::new(0..0, String::new()),
             publisher_jwt_key: None,
-            publisher_jwt_alg: "HS256".into(),
+            publisher_jwt_alg: None,
+            publisher_jwks_uri: None,
             subscriber_jwt_key: None,
-            subscriber_jwt_alg: "HS256".into(),
+            subscriber_jwt_alg: None,
+            subscriber_jwks_uri: None,
+            jwks_refresh: Duration::from_secs(600),
         }
     }
 }
@@ -90,28 +195,18 @@ impl V1Settings {
                 return Err(at("id", format!("issuer {id:?} is listed twice")));
             }
             seen.push(id);
-            if i.publisher_jwt_key.is_none() && i.subscriber_jwt_key.is_none() {
+            if i.roles()
+                .iter()
+                .all(|r| r.key.is_none() && r.jwks.is_none())
+            {
                 return Err(at(
                     "id",
-                    format!("issuer {id:?} has neither publisher_jwt_key nor subscriber_jwt_key"),
+                    format!("issuer {id:?} has no keys: set publisher_jwt_key or publisher_jwks_uri, subscriber_jwt_key or subscriber_jwks_uri"),
                 ));
             }
-            for (key, alg, name) in [
-                (
-                    &i.publisher_jwt_key,
-                    &i.publisher_jwt_alg,
-                    "publisher_jwt_key",
-                ),
-                (
-                    &i.subscriber_jwt_key,
-                    &i.subscriber_jwt_alg,
-                    "subscriber_jwt_key",
-                ),
-            ] {
-                if let Some(k) = key {
-                    if let Err(why) = Verifier::from_config(alg, k) {
-                        return Err(at(name, format!("issuer {id:?}: {why} (algorithm {alg})")));
-                    }
+            for r in i.roles() {
+                if let Err((name, why)) = i.keys(&r, false, &mut Vec::new()) {
+                    return Err(at(&name, format!("issuer {id:?}: {why}")));
                 }
             }
         }
@@ -137,19 +232,19 @@ impl V1Settings {
         Ok(())
     }
 
-    /// The issuers and the hub's identity (reads PEM key files: config time only).
+    /// The issuers and the hub's identity (reads PEM key files and fetches JWK Sets, each
+    /// within a deadline: config time only).
     pub(super) fn build(&self, path: &str) -> Result<(Vec<Issuer>, Identity), String> {
-        let verifier = |key: &Option<String>, alg: &str| {
-            key.as_ref()
-                .map(|k| Verifier::from_config(alg, k))
-                .transpose()
-        };
         let mut issuers = Vec::with_capacity(self.issuers.len());
         for i in &self.issuers {
+            let [p, s] = i.roles();
+            let mut held = Vec::new();
+            let mut keys = |r| i.keys(&r, true, &mut held).map_err(|(_, why)| why);
+            let publisher = keys(p)?;
             issuers.push(Issuer {
                 id: i.id.get_ref().clone(),
-                publisher: verifier(&i.publisher_jwt_key, &i.publisher_jwt_alg)?,
-                subscriber: verifier(&i.subscriber_jwt_key, &i.subscriber_jwt_alg)?,
+                publisher,
+                subscriber: keys(s)?,
             });
         }
         let public_origins = self

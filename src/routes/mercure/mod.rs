@@ -1,8 +1,9 @@
-//! The `mercure` route: a Mercure hub (the protocol as hub v0.24 and `symfony/mercure` speak
-//! it) on a topics hub. `POST` publishes a form (`topic`…, `data`, `private`, `id`, `type`,
-//! `retry`) with a publisher token; `GET ?topic=` subscribes with selectors, resuming from
-//! `Last-Event-ID` (or `lastEventID`, or `earliest`); private updates reach only subscribers
-//! whose token allows one of their topics; `OPTIONS` answers CORS preflights.
+//! The `mercure` route: a Mercure hub speaking 0.x (as hub v0.24 and `symfony/mercure` speak
+//! it) and 1.0 (access tokens from trusted issuers, `match` / `match_urlpattern`) on one topics
+//! hub. This file routes a request and publishes: `POST` a form (`topic`…, `data`, `private`,
+//! `id`, `type`, `retry`) with a publisher token; `OPTIONS` answers CORS preflights. Subscribing
+//! (`GET`, `HEAD`, `QUERY`) is in `subscribe`, the subscriptions API in `subscriptions` (0.x)
+//! and `subscriptions_v1`, the 1.0 settings in `issuers`, its matchers in `matchers`.
 
 use std::sync::Arc;
 
@@ -10,24 +11,28 @@ use serde::Deserialize;
 
 use super::journaled::{self, AuthConfig};
 use super::{ready, settings, Answer, Build, BuildError, Cx, Kind, Route};
-use crate::auth::{Claims, RouteAuth};
+use crate::auth::RouteAuth;
 use crate::config::de::de_positive;
 use crate::config::{
     field_names, ConfigError, HubConfig, RouteConfig, RouteKind, RouteSettings, RouteTable,
 };
 use crate::hub::journal::Publication;
-use crate::hub::{Hub, Interest, Presence, Resume};
+use crate::hub::Hub;
 use crate::publish::{check_event_name, validate_topics};
 use crate::request::{parse_form, Request};
 use crate::response::{FullResponse, Response};
-use crate::source::expiring::Expiring;
-use crate::source::Source;
+
+/// The response headers a cross-origin page may read: where a resumed stream started
+/// (`Mercure-Last-Event-ID`, 0.x's `Last-Event-ID`), the `QUERY` body it takes, and how a
+/// refusal asks for a token.
+const EXPOSED: &str = "Mercure-Last-Event-ID, Last-Event-ID, Accept-Query, Link, WWW-Authenticate";
 
 /// Longest publisher-chosen id.
 const MAX_ID_BYTES: usize = 1024;
 
 mod issuers;
 mod matchers;
+mod subscribe;
 mod subscriptions;
 mod subscriptions_v1;
 
@@ -168,10 +173,10 @@ impl Route for Mercure {
         let answer: Answer<'a> = match req.method.as_str() {
             "OPTIONS" => ready(preflight(req, &cors)),
             "POST" => Box::pin(async move { self.publish(req).await.into() }),
-            "GET" | "HEAD" => ready(self.subscribe(cx, req)),
+            "GET" | "HEAD" | "QUERY" => ready(self.subscribe(cx, req)),
             other => ready(
                 refuse(405, format!("{own} does not accept {other}"))
-                    .with_header("Allow", "GET, HEAD, POST, OPTIONS"),
+                    .with_header("Allow", "GET, HEAD, QUERY, POST, OPTIONS"),
             ),
         };
         Box::pin(async move {
@@ -188,12 +193,16 @@ impl Route for Mercure {
         Some(&self.hub)
     }
 
+    /// Starts refreshing the issuers' JWK Sets (fetched once already, while built).
+    fn applied(&self) {
+        #[cfg(feature = "client")]
+        for set in self.auth.key_sets() {
+            crate::auth::jwks::start(set);
+        }
+    }
+
     fn who(&self, req: &Request) -> super::Who {
-        let asked = match matchers::from_query(&req.query, &self.base, self.conf.max_topics) {
-            Ok(Some(m)) => m.texts,
-            _ => req.query_values("topic"),
-        };
-        super::topics::who(&self.auth, req, asked)
+        super::topics::who(&self.auth, req, self.asked_topics(req))
     }
 
     /// The subscriptions API: `{hub}/subscriptions[/{topic}[/{subscriber}]]`.
@@ -216,9 +225,13 @@ impl Mercure {
                 pair("Access-Control-Allow-Origin", origin),
                 pair("Access-Control-Allow-Credentials", "true"),
                 pair("Vary", "Origin"),
+                pair("Access-Control-Expose-Headers", EXPOSED),
             ]
         } else if origins.iter().any(|o| o == "*") {
-            vec![pair("Access-Control-Allow-Origin", "*")]
+            vec![
+                pair("Access-Control-Allow-Origin", "*"),
+                pair("Access-Control-Expose-Headers", EXPOSED),
+            ]
         } else {
             Vec::new()
         }
@@ -273,143 +286,6 @@ impl Mercure {
             Err(e) => super::topics::not_stored(e, req, path),
         }
     }
-
-    /// `GET` (or `HEAD`) `?topic=` (0.x selectors) or `?match=` / `?match_urlpattern=` (1.0
-    /// matchers): a subscription.
-    fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
-        let (m, hub) = (self, &self.hub);
-        let path = &m.path;
-        // Who first: a client's patterns are compiled only for a subscriber the hub takes.
-        let user = m.auth.user(req);
-        let claims = match self.subscriber(req, user.is_some()) {
-            Ok(c) => c,
-            Err(refusal) => return refusal.into(),
-        };
-        let (topics, selectors, match_types) =
-            match matchers::from_query(&req.query, &self.base, m.conf.max_topics) {
-                Ok(Some(m)) => (m.texts, Some(m.selectors), m.types),
-                Ok(None) => (req.query_values("topic"), None, Vec::new()),
-                Err(why) => return refuse(400, why).into(),
-            };
-        if topics.is_empty() {
-            return refuse(
-                400,
-                "missing topic parameter (?topic=<selector>, or Mercure 1.0's ?match=<topic> / ?match_urlpattern=<pattern>)",
-            )
-            .into();
-        }
-        if selectors.is_none() {
-            if let Err(r) = validate_topics(&topics, m.conf.max_topics) {
-                return refuse(400, r.reason).into();
-            }
-        }
-        if req.is_head() {
-            return crate::streams::head_only();
-        }
-        let Some(permit) = cx.streams.try_acquire(cx.config()) else {
-            return cx.streams.refuse_full(cx.config(), path, req);
-        };
-        let asked = req
-            .last_event_id()
-            .or_else(|| req.query_values("last_event_id").into_iter().next())
-            .or_else(|| req.query_values("lastEventID").into_iter().next())
-            .or_else(|| req.query_values("Last-Event-ID").into_iter().next());
-        let resume = resume_from(asked.as_deref());
-        let mut authorized = claims.subscribe.clone().unwrap_or_default();
-        if let Some(u) = &user {
-            authorized.extend(m.auth.user_selectors(u));
-        }
-        let mut interest = match selectors {
-            Some(selectors) => Interest::matchers(selectors, authorized),
-            None => Interest::selectors(&topics, authorized),
-        };
-        let presence = m.conf.subscriptions.then(|| {
-            Arc::new(Presence {
-                subscriber: subscriptions::new_subscriber_id(),
-                topics: topics.clone(),
-                match_types,
-                payload: claims.payload.clone().unwrap_or_default(),
-            })
-        });
-        interest.presence = presence.clone();
-        let mut source = hub.subscribe(interest, resume);
-        if cx.streams.held(cx.config()) {
-            // Mercure clients resume from the `Last-Event-ID` header too; a held CGI stream
-            // that ends before any event also needs the id in the stream (see `marked`).
-            source = source.marked();
-        }
-        let resumed_after = source.resumed_after.clone();
-        let source = self.wrap(cx, Box::new(source), presence, &claims);
-        let mut response = cx.streams.open(cx.config(), path, source, permit, req);
-        if asked.is_some() {
-            if let Response::Stream(s) = &mut response {
-                s.extra_headers
-                    .push(("Last-Event-ID".into(), resumed_after));
-            }
-        }
-        response
-    }
-}
-
-impl Mercure {
-    /// The subscriber's claims: from its token; none (public updates only) when anonymous
-    /// subscribers or a user the web server authenticated are allowed; else a refusal.
-    fn subscriber(&self, req: &Request, has_user: bool) -> Result<Claims, FullResponse> {
-        match self.auth.subscriber_claims(req) {
-            Ok(Some(c)) => Ok(c),
-            Err((status, why)) => Err(refuse(status, why)),
-            Ok(None) if self.conf.anonymous || has_user => Ok(Claims::default()),
-            Ok(None) if self.auth.takes(crate::auth::access::Role::Subscriber) => Err(refuse(
-                401,
-                "this hub needs a token to subscribe (anonymous = false)",
-            )),
-            Ok(None) => Err(refuse(
-                403,
-                "this hub takes no subscribers: it has no subscriber_jwt_key and anonymous = false",
-            )),
-        }
-    }
-
-    /// The subscription's source as the stream serves it: announced (subscription events)
-    /// while `presence` is set, ended when the token expires.
-    fn wrap(
-        &self,
-        cx: &Cx,
-        mut source: Box<dyn Source>,
-        presence: Option<Arc<Presence>>,
-        claims: &Claims,
-    ) -> Box<dyn Source> {
-        let hub = &self.hub;
-        if let Some(presence) = presence {
-            let hub_path = self.path.clone();
-            subscriptions::announce(hub.clone(), hub_path.clone(), presence.clone(), true);
-            source = Box::new(subscriptions::Announced {
-                inner: source,
-                hub: hub.clone(),
-                hub_path,
-                presence,
-            });
-        }
-        if let Some(left) = claims.remaining() {
-            let retry = cx.config().stream.retry.as_millis() as u64;
-            source = Box::new(Expiring::new(
-                source,
-                tokio::time::Instant::now() + left,
-                retry,
-            ));
-        }
-        source
-    }
-}
-
-/// Where a subscription resumes: the id asked for (`earliest`: the whole history).
-fn resume_from(asked: Option<&str>) -> Resume {
-    match asked {
-        None | Some("") => Resume::Live,
-        Some("earliest") => Resume::Earliest,
-        Some(id) if id.len() > MAX_ID_BYTES || id.contains('\u{FFFD}') => Resume::Invalid,
-        Some(id) => Resume::Named(id.to_string()),
-    }
 }
 
 /// The `OPTIONS` preflight: allowed origins get the methods and headers a subscriber or a
@@ -427,7 +303,7 @@ fn preflight(req: &Request, cors: &[(String, String)]) -> FullResponse {
         headers: vec![
             (
                 "Access-Control-Allow-Methods".into(),
-                "GET, POST, OPTIONS".into(),
+                "GET, HEAD, QUERY, POST, OPTIONS".into(),
             ),
             (
                 "Access-Control-Allow-Headers".into(),

@@ -152,7 +152,7 @@ impl Mercure {
             .filter(|s| !s.is_empty())
             .map(percent_decode)
             .collect();
-        if m.auth.access_token_of(req) {
+        if claims.access {
             let presences = self.box_presences(cx).await;
             return super::subscriptions_v1::listing(
                 hub_path,

@@ -1,0 +1,128 @@
+//! Fetching a JWK Set over HTTP(S) with the client `fastsse bench` and hooks use (hyper,
+//! rustls with the system's roots): once while the route is built, then by a refresher task
+//! per set that lives as long as the route does.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::{KeySet, FETCH_TIMEOUT, MAX_BYTES};
+use crate::bench::http::{parse_url, ClientSettings, HttpClient, HttpVersion};
+
+/// Longest wait between two tries after a failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+fn client() -> Result<HttpClient, String> {
+    HttpClient::new(
+        ClientSettings {
+            version: HttpVersion::Http1,
+            insecure: false,
+            cacert: None,
+            sources: Vec::new(),
+            streams_per_connection: 1,
+        },
+        1,
+    )
+}
+
+/// One GET of the set: its body, or why not (a status other than 200 is a failure).
+async fn get(client: &HttpClient, uri: &str) -> Result<Vec<u8>, String> {
+    let url = parse_url(uri)?;
+    match tokio::time::timeout(FETCH_TIMEOUT, client.fetch(&url, MAX_BYTES)).await {
+        Err(_) => Err(format!("no answer within {FETCH_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok((200, body))) => Ok(body),
+        Ok(Ok((status, _))) => Err(format!("answered {status}")),
+    }
+}
+
+/// Fetches the set now and installs it, blocking the calling thread for at most
+/// [`FETCH_TIMEOUT`] (config time: a thread of its own with a runtime of its own, so it works
+/// on and off a runtime). A failure is logged; the refresher tries again.
+pub fn fetch_now(set: &KeySet) {
+    let uri = set.uri.clone();
+    let body = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        rt.block_on(async { get(&client()?, &uri).await })
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the fetch thread panicked".into()));
+    match set.install(body) {
+        Ok(n) => log::info!("jwks {}: {n} key(s)", set.uri),
+        Err(e) => log::warn!(
+            "jwks {}: cannot fetch the issuer's keys: {e}; its tokens get 503 until a retry succeeds",
+            set.uri
+        ),
+    }
+}
+
+/// Starts the set's refresher on the current runtime (once; none without a runtime, as in a
+/// CGI request, which fetched the set while it was built).
+pub fn start(set: &Arc<KeySet>) {
+    if set.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(refresher(Arc::downgrade(set), set.wake.clone()));
+}
+
+/// Fetches the set every `refresh` (or when woken), retrying a failure after 1 s, 2 s, 4 s …
+/// up to [`MAX_BACKOFF`]; ends once the route that holds the set is gone.
+async fn refresher(set: Weak<KeySet>, wake: Arc<tokio::sync::Notify>) {
+    let client = match client() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("jwks: no HTTP client ({e}): the issuer's keys are not refreshed");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_secs(1);
+    let (uri, mut wait, mut failed) = match set.upgrade() {
+        Some(s) => {
+            let failed = s
+                .held
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .error
+                .is_some();
+            (
+                s.uri.clone(),
+                if failed { backoff } else { s.refresh },
+                failed,
+            )
+        }
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
+        let body = get(&client, &uri).await;
+        let Some(s) = set.upgrade() else {
+            return;
+        };
+        match s.install(body) {
+            Ok(n) => {
+                if failed {
+                    log::info!("jwks {uri}: fetched again, {n} key(s)");
+                }
+                failed = false;
+                backoff = Duration::from_secs(1);
+                wait = s.refresh;
+            }
+            Err(e) => {
+                if !failed {
+                    log::warn!("jwks {uri}: cannot fetch the issuer's keys: {e}; keeping the ones held, retrying");
+                }
+                failed = true;
+                wait = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
