@@ -56,7 +56,7 @@ impl Keys {
 }
 
 /// What a token is presented for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// A publish.
     Publisher,

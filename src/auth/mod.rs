@@ -5,6 +5,7 @@
 //! confusion), `exp` and `nbf` enforced. Topic selectors are in [`selector`].
 
 pub mod access;
+pub mod cache;
 pub mod jwks;
 pub mod pattern;
 pub mod route;

@@ -66,6 +66,8 @@ pub struct RouteAuth {
     /// identity their `aud` must name.
     issuers: Vec<Issuer>,
     identity: Option<Identity>,
+    /// Tokens that verified (`token_cache_bytes`).
+    cache: super::cache::TokenCache,
 }
 
 /// A route's authorization settings, as its config gives them.
@@ -84,6 +86,8 @@ pub struct AuthSettings<'a> {
     pub user_param: Option<&'a str>,
     /// Topic templates private to the user they name.
     pub user_topics: &'a [String],
+    /// Most bytes of verified tokens kept (`token_cache_bytes`; 0: none).
+    pub token_cache_bytes: usize,
 }
 
 impl RouteAuth {
@@ -105,6 +109,7 @@ impl RouteAuth {
             user_guards: s.user_topics.iter().map(|t| Selector::parse(t)).collect(),
             issuers: Vec::new(),
             identity: None,
+            cache: super::cache::TokenCache::new(s.token_cache_bytes),
         })
     }
 
@@ -175,28 +180,40 @@ impl RouteAuth {
     /// The claims of `token` for `role`: an access token (`typ: at+jwt`) by its issuer, any
     /// other by the route's own key (Mercure 0.x).
     fn claims_of(&self, req: &Request, token: &str, role: Role) -> Result<Claims, Refused> {
-        if access::is_access_token(token) {
-            let Some(identity) = self.identity.as_ref().filter(|_| !self.issuers.is_empty()) else {
+        let access = access::is_access_token(token);
+        let (audience, base) = match (&self.identity, access) {
+            (Some(identity), true) if !self.issuers.is_empty() => {
+                (identity.audience(req)?, Some(&identity.base))
+            }
+            (_, true) => {
                 return Err((
                     401,
                     "an access token (typ at+jwt) needs a trusted issuer: this route has no [[route.issuer]]".into(),
-                ));
-            };
-            let audience = identity.audience(req)?;
-            return access::verify(token, &self.issuers, role, &audience, &identity.base)
-                .map_err(|e| (e.status(), e.to_string()));
-        }
-        let own = match role {
-            Role::Publisher => &self.publisher,
-            Role::Subscriber => &self.subscriber,
+                ))
+            }
+            (_, false) => (String::new(), None),
         };
-        match own {
-            Some(v) => v.verify(token).map_err(|e| (401, e.to_string())),
-            None => Err((
-                401,
-                "this hub takes access tokens (typ at+jwt) from its issuers; a Mercure 0.x token needs the route's publisher_jwt_key or subscriber_jwt_key".into(),
-            )),
+        if let Some(c) = self.cache.get(role, &audience, token) {
+            return Ok(c);
         }
+        let claims = if let Some(base) = base {
+            access::verify(token, &self.issuers, role, &audience, base)
+                .map_err(|e| (e.status(), e.to_string()))?
+        } else {
+            let own = match role {
+                Role::Publisher => &self.publisher,
+                Role::Subscriber => &self.subscriber,
+            };
+            match own {
+                Some(v) => v.verify(token).map_err(|e| (401, e.to_string()))?,
+                None => return Err((
+                    401,
+                    "this hub takes access tokens (typ at+jwt) from its issuers; a Mercure 0.x token needs the route's publisher_jwt_key or subscriber_jwt_key".into(),
+                )),
+            }
+        };
+        self.cache.put(role, &audience, token, &claims);
+        Ok(claims)
     }
 
     /// The claims of the publisher's token, or why there is none that counts.

@@ -76,6 +76,10 @@ pub(super) struct AuthConfig {
     /// Topic templates with `{user}` (`user/{user}`) that only that user may read (and, on a
     /// `mercure` route, whose private updates that user receives).
     user_topics: Vec<String>,
+    /// Most bytes of verified tokens kept, so a reconnecting subscriber's token is not checked
+    /// (and its URL Pattern grants compiled) again: each counted as its length plus 16 KiB per
+    /// pattern, kept until its exp or 5 minutes. 0 keeps none.
+    token_cache_bytes: usize,
 }
 
 impl Default for AuthConfig {
@@ -91,6 +95,7 @@ impl Default for AuthConfig {
             publish_origins: Vec::new(),
             user_param: None,
             user_topics: Vec::new(),
+            token_cache_bytes: 16 << 20,
         }
     }
 }
@@ -141,6 +146,7 @@ impl AuthConfig {
             publish_origins: &self.publish_origins,
             user_param: self.user_param.as_deref(),
             user_topics: &self.user_topics,
+            token_cache_bytes: self.token_cache_bytes,
         })
         .map_err(BuildError::Invalid)
     }
