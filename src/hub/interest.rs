@@ -17,8 +17,9 @@ pub struct Interest {
     /// Selectors that are not exact topics (checked for every event, outside the hub's lock:
     /// shared with the hub's list of pattern subscribers).
     pub patterns: std::sync::Arc<[Selector]>,
-    /// Topics whose private events it may receive; empty: public events only.
-    pub authorized: Vec<Selector>,
+    /// Topics whose private events it may receive; empty: public events only. Checked per
+    /// private event outside the hub's lock (shared with the hub's snapshot, as `patterns`).
+    pub authorized: std::sync::Arc<[Selector]>,
     /// Who it is, for hubs that list their subscriptions (Mercure's active subscriptions).
     pub presence: Option<std::sync::Arc<Presence>>,
 }
@@ -61,7 +62,7 @@ impl Interest {
     /// From parsed selectors (Mercure 1.0's matchers), with those of a token's grants.
     pub fn matchers(selectors: Vec<Selector>, authorized: Vec<Selector>) -> Interest {
         let mut i = Interest {
-            authorized,
+            authorized: authorized.into(),
             ..Interest::default()
         };
         let mut patterns = Vec::new();

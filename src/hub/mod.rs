@@ -35,7 +35,6 @@ use local::{LocalJournal, Opened};
 use replay::{ReplayBounds, ReplayBuffer};
 use subscriber::{Offer, Subscriber};
 
-use crate::auth::selector::Selector;
 use matching::{Accepted, MATCH_WORK_PER_SLICE};
 
 pub use backend::Storage;
@@ -85,8 +84,9 @@ struct HubState {
     history: ReplayBuffer,
     last_id: u64,
     by_topic: HashMap<String, Vec<u64>>,
-    /// Subscribers with selectors that are not exact topics (checked for every event).
-    by_pattern: Vec<(u64, Arc<[Selector]>)>,
+    /// Subscribers with selectors that are not exact topics (checked for every event), with
+    /// what they may read of private events.
+    by_pattern: Vec<matching::Watcher>,
     subscribers: HashMap<u64, Subscriber>,
     next_subscriber: u64,
 }
@@ -305,14 +305,25 @@ impl Hub {
             st.history.push(ev.clone(), &self.settings.history);
         }
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-        let targets: Vec<u64> = ev
+        let exact = ev
             .topics
             .iter()
             .filter_map(|t| st.by_topic.get(t))
             .flatten()
-            .copied()
-            .collect();
-        Some(Accepted::new(ev, targets, st.by_pattern.clone()))
+            .copied();
+        // A private event's readers are decided outside the lock: here only their grants are
+        // taken (an Arc each).
+        let (targets, guarded) = if ev.private {
+            let guarded = exact
+                .filter_map(|sid| {
+                    Some((sid, st.subscribers.get(&sid)?.interest.authorized.clone()))
+                })
+                .collect();
+            (Vec::new(), guarded)
+        } else {
+            (exact.collect(), Vec::new())
+        };
+        Some(Accepted::new(ev, targets, guarded, st.by_pattern.clone()))
     }
 
     /// Hands `ev` to those of `sids` still subscribed: straight to the socket when that keeps
@@ -323,9 +334,6 @@ impl Hub {
             let Some(sub) = st.subscribers.get_mut(&sid) else {
                 continue;
             };
-            if ev.private && !sub.interest.may_see_private(&ev.topics) {
-                continue;
-            }
             match sub.offer(ev) {
                 Offer::Written => self.stats.direct_writes.fetch_add(1, Ordering::Relaxed),
                 Offer::Queued => self.stats.queued_writes.fetch_add(1, Ordering::Relaxed),
@@ -398,7 +406,7 @@ impl Hub {
             }
         }
         if !sub.interest.patterns.is_empty() {
-            st.by_pattern.retain(|(s, _)| *s != sid);
+            st.by_pattern.retain(|w| w.sid != sid);
         }
         true
     }

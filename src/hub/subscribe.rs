@@ -153,7 +153,11 @@ impl Hub {
             st.by_topic.entry(t.clone()).or_default().push(sid);
         }
         if !interest.patterns.is_empty() {
-            st.by_pattern.push((sid, interest.patterns.clone()));
+            st.by_pattern.push(super::matching::Watcher {
+                sid,
+                patterns: interest.patterns.clone(),
+                authorized: interest.authorized.clone(),
+            });
         }
         let replay = (!replay.is_empty()).then(|| Box::new(Replay::new(replay, interest.clone())));
         let mut sub = Subscriber::new(interest, tx);
