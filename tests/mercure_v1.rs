@@ -504,57 +504,12 @@ fn query_subscriptions_resume_points_and_two_cookies() {
     assert!(body.contains("expired"), "{body}");
 }
 
-/// An RSA key made by openssl, and its public half as a JWK (PyJWT's `to_jwk`).
-fn rsa_key(dir: &TempDir, kid: &str) -> (String, serde_json::Value) {
-    let pem = dir.path(&format!("{kid}.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&pem)
-        .output()
-        .expect("openssl")
-        .status
-        .success();
-    assert!(ok, "openssl genpkey");
+/// What a Python script printed (Debian's python3 with PyJWT and cryptography), trimmed.
+fn python(script: &str, args: &[&str]) -> String {
     let out = std::process::Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import json, sys\n\
-             from jwt.algorithms import RSAAlgorithm\n\
-             from cryptography.hazmat.primitives import serialization\n\
-             k = serialization.load_pem_private_key(open(sys.argv[1], 'rb').read(), None)\n\
-             print(RSAAlgorithm.to_jwk(k.public_key()))",
-        ])
-        .arg(&pem)
-        .output()
-        .expect("python3 with PyJWT");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut jwk: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    jwk["kid"] = json!(kid);
-    jwk["use"] = json!("sig");
-    (pem.to_string_lossy().into_owned(), jwk)
-}
-
-/// An RS256 access token naming key `kid`, signed by PyJWT with the key in `pem`.
-fn rs256_access_token(pem: &str, kid: &str, claims: serde_json::Value) -> String {
-    let out = std::process::Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import jwt, json, sys\n\
-             print(jwt.encode(json.loads(sys.argv[1]), open(sys.argv[2]).read(), algorithm='RS256', headers={'typ': 'at+jwt', 'kid': sys.argv[3]}))",
-        ])
-        .arg(claims.to_string())
-        .args([pem, kid])
+        .arg("-c")
+        .arg(script)
+        .args(args)
         .output()
         .expect("python3 with PyJWT");
     assert!(
@@ -563,6 +518,50 @@ fn rs256_access_token(pem: &str, kid: &str, claims: serde_json::Value) -> String
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// An RSA key made by openssl, and its public half as a JWK (PyJWT's `to_jwk`).
+fn rsa_key(dir: &TempDir, kid: &str) -> (String, serde_json::Value) {
+    let pem = dir
+        .path(&format!("{kid}.pem"))
+        .to_string_lossy()
+        .into_owned();
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            &pem,
+        ])
+        .output()
+        .expect("openssl")
+        .status
+        .success();
+    assert!(ok, "openssl genpkey");
+    let jwk = python(
+        "import sys\n\
+         from jwt.algorithms import RSAAlgorithm\n\
+         from cryptography.hazmat.primitives import serialization\n\
+         k = serialization.load_pem_private_key(open(sys.argv[1], 'rb').read(), None)\n\
+         print(RSAAlgorithm.to_jwk(k.public_key()))",
+        &[&pem],
+    );
+    let mut jwk: serde_json::Value = serde_json::from_str(&jwk).unwrap();
+    jwk["kid"] = json!(kid);
+    jwk["use"] = json!("sig");
+    (pem, jwk)
+}
+
+/// An RS256 access token naming key `kid`, signed by PyJWT with the key in `pem`.
+fn rs256_access_token(pem: &str, kid: &str, claims: serde_json::Value) -> String {
+    python(
+        "import jwt, json, sys\n\
+         print(jwt.encode(json.loads(sys.argv[1]), open(sys.argv[2]).read(), algorithm='RS256', headers={'typ': 'at+jwt', 'kid': sys.argv[3]}))",
+        &[&claims.to_string(), pem, kid],
+    )
 }
 
 /// Python's http.server serving `dir` on `port` (a stand-in for an authorization server's

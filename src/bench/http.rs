@@ -209,6 +209,21 @@ impl HttpClient {
         })
     }
 
+    /// A client for one request at a time over HTTP/1.1, https checked against the system's
+    /// CAs: what hooks and JWK Set fetches use.
+    pub(crate) fn plain() -> Result<Self, String> {
+        HttpClient::new(
+            ClientSettings {
+                version: HttpVersion::Http1,
+                insecure: false,
+                cacert: None,
+                sources: Vec::new(),
+                streams_per_connection: 1,
+            },
+            1,
+        )
+    }
+
     /// A TCP connection (from the `idx`th source address), then TLS for https.
     async fn transport(&self, url: &Url, idx: usize) -> Result<Box<dyn Io>, String> {
         let addr: SocketAddr = tokio::net::lookup_host((url.host.as_str(), url.port))

@@ -53,17 +53,7 @@ fn delivery(hc: &HookConfig, route: &str) -> Result<Option<Delivery>, String> {
 
 #[cfg(feature = "client")]
 fn http_target(url: &str) -> Result<Target, String> {
-    use crate::bench::http::{ClientSettings, HttpClient, HttpVersion};
-    let client = HttpClient::new(
-        ClientSettings {
-            version: HttpVersion::Http1,
-            insecure: false,
-            cacert: None,
-            sources: Vec::new(),
-            streams_per_connection: 1,
-        },
-        1,
-    )?;
+    let client = crate::bench::http::HttpClient::plain()?;
     Ok(Target::Http {
         parsed: crate::bench::http::parse_url(url)?,
         client,

@@ -6,23 +6,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{KeySet, FETCH_TIMEOUT, MAX_BYTES};
-use crate::bench::http::{parse_url, ClientSettings, HttpClient, HttpVersion};
+use crate::bench::http::{parse_url, HttpClient};
 
 /// Longest wait between two tries after a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-fn client() -> Result<HttpClient, String> {
-    HttpClient::new(
-        ClientSettings {
-            version: HttpVersion::Http1,
-            insecure: false,
-            cacert: None,
-            sources: Vec::new(),
-            streams_per_connection: 1,
-        },
-        1,
-    )
-}
 
 /// One GET of the set: its body, or why not (a status other than 200 is a failure).
 async fn get(client: &HttpClient, uri: &str) -> Result<Vec<u8>, String> {
@@ -45,7 +32,7 @@ pub fn fetch_now(set: &KeySet) {
             .enable_all()
             .build()
             .map_err(|e| format!("runtime: {e}"))?;
-        rt.block_on(async { get(&client()?, &uri).await })
+        rt.block_on(async { get(&HttpClient::plain()?, &uri).await })
     })
     .join()
     .unwrap_or_else(|_| Err("the fetch thread panicked".into()));
@@ -73,7 +60,7 @@ pub fn start(set: &Arc<KeySet>) {
 /// Fetches the set every `refresh` (or when woken), retrying a failure after 1 s, 2 s, 4 s …
 /// up to [`MAX_BACKOFF`]; ends once the route that holds the set is gone.
 async fn refresher(set: Weak<KeySet>, wake: Arc<tokio::sync::Notify>) {
-    let client = match client() {
+    let client = match HttpClient::plain() {
         Ok(c) => c,
         Err(e) => {
             log::error!("jwks: no HTTP client ({e}): the issuer's keys are not refreshed");
