@@ -73,15 +73,22 @@ struct Asked {
 }
 
 impl Mercure {
-    /// The topics (or matchers, as written) a subscription names, for hooks and presence.
+    /// The topics (or matchers, as written) a subscription names, for hooks and presence:
+    /// read, not compiled (the subscription itself compiles and checks them).
     pub(super) fn asked_topics(&self, req: &Request) -> Vec<String> {
         let Ok(q) = params(req) else {
             return Vec::new();
         };
-        match matchers::from_query(&q, &self.base, self.conf.max_topics) {
-            Ok(Some(m)) => m.texts,
-            _ => values(&q, "topic"),
+        let pairs = parse_form(&q);
+        let matchers: Vec<String> = pairs
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "match" | "match_exact" | "match_urlpattern"))
+            .map(|(_, v)| v.clone())
+            .collect();
+        if !matchers.is_empty() {
+            return matchers;
         }
+        values(&q, "topic")
     }
 
     /// What `params` asks for, or the 400 saying why it cannot be served.
