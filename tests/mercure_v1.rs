@@ -681,3 +681,52 @@ fn issuer_keys_from_a_jwks_uri_with_rotation_and_an_outage() {
     let (status, body) = answer(publish(n.port, &hs, &fields));
     assert_eq!(status, 401, "{body}");
 }
+
+#[test]
+fn object_form_mercure_claims_in_hub_key_tokens() {
+    let Some((_d, n)) = daemon_behind_nginx(&config(LOCAL)) else {
+        return;
+    };
+    let port = n.port;
+    // 1.0's object form of the mercure claim, signed with the route's own (0.x) key.
+    let writer = jwt_token(
+        "HS256",
+        OLD_KEY,
+        json!({"mercure": {"publish": [
+            {"match": "https://example.com/books/:id", "match_type": "urlpattern"},
+            "https://example.com/legacy/{id}"
+        ]}}),
+    );
+    let reader = jwt_token(
+        "HS256",
+        OLD_KEY,
+        json!({"mercure": {"subscribe": [
+            {"match": "https://example.com/books/1", "payload": {"user": "alice"}}
+        ]}}),
+    );
+    let topic = "https://example.com/books/1";
+    let mut s = subscribe(port, &format!("match={}", enc(topic)), Some(&reader));
+    assert_eq!(s.status, 200);
+    for (t, want) in [
+        (topic, 200),
+        ("https://example.com/legacy/3", 200),
+        ("https://example.com/authors/1", 403),
+    ] {
+        let (status, body) = answer(publish(
+            port,
+            &writer,
+            &[("topic", t), ("data", "p"), ("private", "on")],
+        ));
+        assert_eq!(status, want, "{t}: {body}");
+    }
+    assert_eq!(next_data(&mut s), "p");
+    // One malformed entry refuses the token.
+    let bad = jwt_token(
+        "HS256",
+        OLD_KEY,
+        json!({"mercure": {"publish": [{"match": "x", "match_type": "regex"}]}}),
+    );
+    let (status, body) = answer(publish(port, &bad, &[("topic", topic), ("data", "p")]));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("match_type"), "{body}");
+}

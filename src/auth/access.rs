@@ -276,7 +276,7 @@ fn actions(v: Option<&Value>) -> Result<(bool, bool), String> {
 
 /// One `{match, match_type}` as a selector: `*` is every topic; `exact` (the default) that
 /// topic alone — never a URI template; `urlpattern` a URL Pattern.
-fn matcher(t: &Value, base: &url::Url) -> Result<Selector, String> {
+pub(crate) fn matcher(t: &Value, base: &url::Url) -> Result<Selector, String> {
     let Value::Object(t) = t else {
         return Err("each topic must be an object {match, match_type}".into());
     };

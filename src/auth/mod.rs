@@ -116,7 +116,7 @@ impl Verifier {
             AuthError::Invalid(match e.kind() {
                 K::InvalidSignature => "bad signature".into(),
                 K::InvalidAlgorithm => "algorithm not accepted".into(),
-                K::Json(_) => "claims are not the expected JSON (mercure.publish and mercure.subscribe are lists of strings)".into(),
+                K::Json(_) => "claims are not the expected JSON (mercure.publish and mercure.subscribe are lists of strings or of {match, match_type} objects)".into(),
                 _ => format!("invalid token: {e}"),
             })
         })?;
@@ -124,21 +124,31 @@ impl Verifier {
     }
 
     /// Checks a token's signature, algorithm, `exp` and `nbf`; returns its claims.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    pub fn verify(&self, token: &str, base: &url::Url) -> Result<Claims, AuthError> {
         let c: RawClaims = self.decode(token)?;
         let exp = check_dates(c.exp.as_ref(), c.nbf.as_ref())?;
         if let Some(aud) = &c.aud {
             self.check_audience(aud)?;
         }
         let m = c.mercure.unwrap_or_default();
+        let list = |v: &Option<Vec<serde_json::Value>>, name: &str| {
+            v.as_ref()
+                .map(|v| claim_selectors(v, base))
+                .transpose()
+                .map_err(|why| AuthError::Invalid(format!("mercure.{name}: {why}")))
+        };
+        // Mercure 1.0's object form may carry a payload per entry: the first stands in for a
+        // missing mercure.payload (a subscription has one payload here).
+        let entry_payload = || {
+            m.subscribe
+                .iter()
+                .flatten()
+                .find_map(|e| e.get("payload").cloned())
+        };
         Ok(Claims {
-            publish: m
-                .publish
-                .map(|v| v.iter().map(|s| Selector::parse(s)).collect()),
-            subscribe: m
-                .subscribe
-                .map(|v| v.iter().map(|s| Selector::parse(s)).collect()),
-            payload: m.payload,
+            publish: list(&m.publish, "publish")?,
+            subscribe: list(&m.subscribe, "subscribe")?,
+            payload: m.payload.clone().or_else(entry_payload),
             subject: c.sub.as_ref().and_then(|s| s.as_str()).map(str::to_string),
             expires: expiry(exp),
             access: false,
@@ -248,6 +258,21 @@ fn check_hmac_secret(key: &str, alg: Algorithm) -> Result<(), String> {
     Ok(())
 }
 
+/// The entries of `mercure.publish` / `mercure.subscribe`: 0.x's strings (`*`, a topic, a URI
+/// template) or Mercure 1.0's objects `{match, match_type}` (exact or a URL Pattern resolved
+/// against `base`). One malformed entry refuses the token.
+fn claim_selectors(list: &[serde_json::Value], base: &url::Url) -> Result<Vec<Selector>, String> {
+    if list.len() > access::MAX_DETAILS {
+        return Err(format!("over {} entries", access::MAX_DETAILS));
+    }
+    list.iter()
+        .map(|e| match e {
+            serde_json::Value::String(s) => Ok(Selector::parse(s)),
+            _ => access::matcher(e, base),
+        })
+        .collect()
+}
+
 #[derive(Deserialize)]
 struct RawClaims {
     exp: Option<serde_json::Value>,
@@ -259,8 +284,8 @@ struct RawClaims {
 
 #[derive(Deserialize, Default)]
 struct MercureClaim {
-    publish: Option<Vec<String>>,
-    subscribe: Option<Vec<String>>,
+    publish: Option<Vec<serde_json::Value>>,
+    subscribe: Option<Vec<serde_json::Value>>,
     payload: Option<serde_json::Value>,
 }
 

@@ -68,6 +68,9 @@ pub struct RouteAuth {
     identity: Option<Identity>,
     /// Tokens that verified (`token_cache_bytes`).
     cache: super::cache::TokenCache,
+    /// What URL Patterns in a token's claims resolve against (the hub's identity's, else
+    /// `http://mercure.invalid/`).
+    base: url::Url,
 }
 
 /// A route's authorization settings, as its config gives them.
@@ -110,12 +113,14 @@ impl RouteAuth {
             issuers: Vec::new(),
             identity: None,
             cache: super::cache::TokenCache::new(s.token_cache_bytes),
+            base: super::pattern::base_for(None),
         })
     }
 
     /// Takes access tokens from `issuers`, naming the hub as `identity` says.
     pub fn with_issuers(mut self, issuers: Vec<Issuer>, identity: Identity) -> RouteAuth {
         self.issuers = issuers;
+        self.base = identity.base.clone();
         self.identity = Some(identity);
         self
     }
@@ -205,7 +210,7 @@ impl RouteAuth {
                 Role::Subscriber => &self.subscriber,
             };
             match own {
-                Some(v) => v.verify(token).map_err(|e| (401, e.to_string()))?,
+                Some(v) => v.verify(token, &self.base).map_err(|e| (401, e.to_string()))?,
                 None => return Err((
                     401,
                     "this hub takes access tokens (typ at+jwt) from its issuers; a Mercure 0.x token needs the route's publisher_jwt_key or subscriber_jwt_key".into(),
