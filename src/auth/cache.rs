@@ -3,8 +3,9 @@
 //! signature check and a compile of every URL Pattern its grants hold (tens of milliseconds for
 //! a token with dozens of patterns). A token is kept until its `exp`, and at most
 //! [`MAX_AGE`] (a key an issuer withdrew stops counting by then); the whole cache is bounded in
-//! bytes (`token_cache_bytes`), each entry counted as its token plus [`PATTERN_BYTES`] per URL
-//! Pattern grant, the oldest entries leaving first. Refusals are never kept.
+//! bytes (`token_cache_bytes`), each entry counted as twice its token plus [`PATTERN_BYTES`] per
+//! URL Pattern grant and ten times its payload's JSON, the oldest entries leaving first.
+//! Refusals are never kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -19,6 +20,8 @@ pub const MAX_AGE: Duration = Duration::from_secs(300);
 pub const PATTERN_BYTES: usize = 16 * 1024;
 /// What an entry costs beyond its token and patterns (its key, map and list slots).
 const ENTRY_BYTES: usize = 256;
+/// What a payload is counted as, per byte of its JSON text (a parsed `serde_json::Value`).
+const PAYLOAD_FACTOR: usize = 10;
 
 /// What a verification depended on besides the token: the role, and for an access token
 /// the audience the request derived.
@@ -86,7 +89,13 @@ impl TokenCache {
             .flatten()
             .filter(|s| matches!(s, Selector::UrlPattern(_)))
             .count();
-        let bytes = ENTRY_BYTES + token.len() + audience.len() + patterns * PATTERN_BYTES;
+        // The key is held twice (map and order list); a JSON payload takes several times its
+        // text in memory.
+        let payload = claims.payload.as_ref().map_or(0, |p| p.to_string().len());
+        let bytes = ENTRY_BYTES
+            + 2 * (token.len() + audience.len())
+            + patterns * PATTERN_BYTES
+            + PAYLOAD_FACTOR * payload;
         if bytes > self.budget {
             return;
         }
@@ -176,7 +185,7 @@ mod tests {
 
     #[test]
     fn the_byte_budget_evicts_the_oldest_and_skips_what_cannot_fit() {
-        let one = ENTRY_BYTES + 2 + 3 + PATTERN_BYTES;
+        let one = ENTRY_BYTES + 2 * (2 + 3) + PATTERN_BYTES;
         let c = TokenCache::new(2 * one);
         for t in ["t1", "t2", "t3"] {
             c.put(Role::Subscriber, "aud", t, &claims(None, 1));

@@ -71,6 +71,8 @@ struct Held {
 pub struct KeySet {
     /// `jwks_uri`.
     pub uri: String,
+    /// It as logs show it: without a user or password.
+    pub shown: String,
     /// `*_jwt_alg` when the config sets it: tokens must be signed with it.
     pinned: Option<Algorithm>,
     /// How often it is fetched again.
@@ -79,6 +81,9 @@ pub struct KeySet {
     /// Wakes the refresher early (an unknown key id).
     wake: Arc<tokio::sync::Notify>,
     last_wake: Mutex<Option<Instant>>,
+    /// Where the last set fetched is kept (the data directory), for a CGI request or a reload
+    /// to start from instead of fetching.
+    cache_file: Option<std::path::PathBuf>,
     /// Whether its refresher runs (a build without the HTTP client has none).
     #[cfg_attr(not(feature = "client"), allow(dead_code))]
     started: std::sync::atomic::AtomicBool,
@@ -86,7 +91,7 @@ pub struct KeySet {
 
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeySet({})", self.uri)
+        write!(f, "KeySet({})", self.shown)
     }
 }
 
@@ -179,15 +184,64 @@ impl KeySet {
                 Ok(alg)
             })
             .transpose()?;
+        let shown = match url::Url::parse(uri) {
+            Ok(mut u) => {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.to_string()
+            }
+            Err(_) => uri.chars().take(200).collect(),
+        };
         Ok(KeySet {
             uri: uri.to_string(),
+            shown,
             pinned,
             refresh,
             held: RwLock::new(Held::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
             last_wake: Mutex::new(None),
             started: Default::default(),
+            cache_file: None,
         })
+    }
+
+    /// Keeps the last set fetched in `dir` (a file named by the URI's v5 UUID).
+    pub fn cached_in(mut self, dir: &std::path::Path) -> KeySet {
+        let name = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, self.uri.as_bytes());
+        self.cache_file = Some(dir.join(".jwks").join(format!("{name}.json")));
+        self
+    }
+
+    /// The set kept on disk, if it was written less than `max_age` ago (blocking: config time
+    /// or a blocking thread).
+    pub fn load_kept(&self, max_age: Duration) -> Option<Vec<u8>> {
+        let path = self.cache_file.as_ref()?;
+        let age = std::fs::metadata(path)
+            .ok()?
+            .modified()
+            .ok()?
+            .elapsed()
+            .ok()?;
+        if age > max_age {
+            return None;
+        }
+        std::fs::read(path).ok().filter(|b| b.len() <= MAX_BYTES)
+    }
+
+    /// Keeps `body`, a set that installed, on disk (blocking; a failure only costs a fetch).
+    pub fn keep(&self, body: &[u8]) {
+        let Some(path) = &self.cache_file else {
+            return;
+        };
+        let tmp = path.with_extension("tmp");
+        let done = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(&tmp, body))
+            .and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = done {
+            log::debug!("jwks {}: not kept on disk: {e}", self.shown);
+        }
     }
 
     /// Whether `other` fetches the same document for the same algorithm as often (one issuer
@@ -205,7 +259,7 @@ impl KeySet {
                 if skipped > 0 {
                     log::info!(
                         "jwks {}: {skipped} key(s) skipped, e.g. {}",
-                        self.uri,
+                        self.shown,
                         why.unwrap_or_default()
                     );
                 }
@@ -244,7 +298,12 @@ impl KeySet {
         }
         let fits = |k: &&SetKey| k.family.suits(alg) && k.alg.is_none_or(|a| a == alg);
         let key = match &header.kid {
-            Some(kid) => match keys.iter().find(|k| k.kid.as_deref() == Some(kid.as_str())) {
+            Some(kid) => match keys
+                .iter()
+                .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
+                .reduce(|first, k| if fits(&first) { first } else { k })
+            {
+                // Of keys sharing the kid, the first that takes the algorithm.
                 Some(k) if fits(&k) => k,
                 Some(_) => {
                     return Err(AuthError::Invalid(format!(
@@ -309,6 +368,9 @@ fn shown(s: &str) -> String {
 mod fetch;
 #[cfg(feature = "client")]
 pub use fetch::{fetch_now, start};
+
+/// How old a set kept on disk may be and still stand in when its server cannot be reached.
+pub const KEPT_FALLBACK: Duration = Duration::from_secs(24 * 3600);
 
 #[cfg(test)]
 #[path = "jwks_tests.rs"]

@@ -115,3 +115,34 @@ fn keys_never_fetched_are_the_server_s_failure() {
         "no address in a body: {e}"
     );
 }
+
+#[test]
+fn of_keys_sharing_a_kid_the_one_that_takes_the_algorithm_is_used() {
+    let ec = json!({"kty": "EC", "kid": "a", "crv": "P-256", "x": "AQAB", "y": "AQAB"});
+    let s = set_of(vec![rsa("a"), ec]);
+    assert!(s.verifier(&header(Algorithm::ES256, Some("a"))).is_ok());
+    assert!(s.verifier(&header(Algorithm::RS256, Some("a"))).is_ok());
+    assert!(s.verifier(&header(Algorithm::EdDSA, Some("a"))).is_err());
+}
+
+#[test]
+fn a_set_is_kept_on_disk_and_read_back_while_young_enough() {
+    let dir = std::env::temp_dir().join(format!("fastsse-jwks-{}", std::process::id()));
+    let s = KeySet::new(
+        "https://user:secret@auth.example/certs",
+        None,
+        Duration::from_secs(60),
+    )
+    .unwrap()
+    .cached_in(&dir);
+    assert!(!s.shown.contains("secret"), "{}", s.shown);
+    assert!(s.load_kept(Duration::from_secs(60)).is_none());
+    let body = serde_json::to_vec(&json!({"keys": [rsa("a")]})).unwrap();
+    s.keep(&body);
+    assert_eq!(
+        s.load_kept(Duration::from_secs(60)).as_deref(),
+        Some(&body[..])
+    );
+    assert!(s.load_kept(Duration::ZERO).is_none(), "too old");
+    let _ = std::fs::remove_dir_all(&dir);
+}

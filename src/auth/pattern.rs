@@ -80,6 +80,11 @@ pub fn base_for(resource_identifier: Option<&str>) -> url::Url {
 }
 
 impl Pattern {
+    /// The base URL it resolves against.
+    pub fn base(&self) -> &str {
+        self.base.as_str()
+    }
+
     /// Compiles `text` against `base`, or says why it is not a pattern.
     pub fn parse(text: &str, base: &url::Url) -> Result<Arc<Pattern>, String> {
         if text.len() > MAX_PATTERN_BYTES {

@@ -75,6 +75,16 @@ impl Selector {
         }
     }
 
+    /// What decides which topics it matches: its kind, its text and, for a URL Pattern, the
+    /// base it resolves against (two alike with different bases match differently).
+    pub fn identity(&self) -> (std::mem::Discriminant<Selector>, &str, &str) {
+        let base = match self {
+            Selector::UrlPattern(p) => p.base(),
+            _ => "",
+        };
+        (std::mem::discriminant(self), self.text(), base)
+    }
+
     /// Whether `topic` is this selector's, or would be for some value of its template's
     /// variables however they were written ([`Template::covers`]).
     pub fn covers(&self, topic: &str) -> bool {

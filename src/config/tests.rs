@@ -412,7 +412,13 @@ fn mercure_issuers_are_tables_checked_where_they_are_written() {
             7,
             "two sources of keys",
         ),
-        ("[[route.issuer]]\nid = \"a\"\nsubscriber_jwks_uri = \"ftp://x/c\"\n".to_string(), 7, "not an http(s) URL"),
+        ("[[route.issuer]]\nid = \"a\"\nsubscriber_jwks_uri = \"ftp://x/c\"\n".to_string(), 7, "not an https URL"),
+        ("[[route.issuer]]\nid = \"a\"\nsubscriber_jwks_uri = \"http://sso.example/c\"\n".to_string(), 7, "use https"),
+        (
+            "[[route.issuer]]\nid = \"a\"\nsubscriber_jwks_uri = \"https://x/c\"\njwks_refresh = \"1s\"\n".to_string(),
+            7,
+            "would hammer",
+        ),
         (
             "[[route.issuer]]\nid = \"a\"\nsubscriber_jwks_uri = \"https://x/c\"\nsubscriber_jwt_alg = \"HS256\"\n".to_string(),
             7,

@@ -12,6 +12,7 @@ use crate::auth::selector::Selector;
 /// A subscriber with selectors that are not exact topics, as the hub lists it.
 #[derive(Clone)]
 pub(super) struct Watcher {
+    /// The subscriber.
     pub(super) sid: u64,
     /// What it asked for.
     pub(super) patterns: Arc<[Selector]>,
@@ -68,8 +69,9 @@ impl Accepted {
     fn any_match(&mut self, selectors: &[Selector], budget: &mut usize) -> bool {
         use std::hash::BuildHasher;
         for s in selectors {
-            // By kind and text: a URI template and a URL Pattern may be written alike.
-            let key = self.hasher.hash_one((std::mem::discriminant(s), s.text()));
+            // By kind, text and base: a URI template and a URL Pattern may be written alike,
+            // and one pattern text compiled against two bases (across a reload) differs.
+            let key = self.hasher.hash_one(s.identity());
             let ev = &self.ev;
             let hit = *self.seen.entry(key).or_insert_with(|| {
                 *budget = budget.saturating_sub(16);

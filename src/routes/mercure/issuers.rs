@@ -17,6 +17,9 @@ use crate::auth::Verifier;
 use crate::config::de::de_positive_duration;
 use crate::config::{ConfigError, RouteTable};
 
+/// The shortest `jwks_refresh`.
+const MIN_REFRESH: Duration = Duration::from_secs(10);
+
 /// One `[[route.issuer]]` table.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
@@ -70,10 +73,11 @@ impl IssuerConfig {
     /// The keys of one role (reads PEM files, fetches JWK Sets: config time only); `None`
     /// when it has none, `Err` with the key's name and why.
     /// A set the other role already fetched is shared (`held`).
+    /// `fetch`: the folder a fetched set is kept in, when the set is to be readied now.
     fn keys(
         &self,
         r: &RoleKeys<'_>,
-        fetch: bool,
+        fetch: Option<&std::path::Path>,
         held: &mut Vec<Arc<KeySet>>,
     ) -> Result<Option<Keys>, (String, String)> {
         let role = r.role;
@@ -101,8 +105,12 @@ impl IssuerConfig {
                 if let Some(same) = held.iter().find(|h| h.same_source(&set)) {
                     return Ok(Some(Keys::Set(same.clone())));
                 }
+                let set = match fetch {
+                    Some(dir) => set.cached_in(dir),
+                    None => set,
+                };
                 let set = Arc::new(set);
-                if fetch {
+                if fetch.is_some() {
                     #[cfg(feature = "client")]
                     crate::auth::jwks::fetch_now(&set);
                 }
@@ -114,19 +122,32 @@ impl IssuerConfig {
     }
 }
 
-/// A `jwks_uri` is an http(s) URL, and this build can fetch it.
+/// A `jwks_uri` is an https URL (http only to this host: over the network, anyone on the path
+/// could swap in a key of their own), and this build can fetch it.
 fn check_jwks_uri(uri: &str) -> Result<(), String> {
     if !cfg!(feature = "client") {
         return Err(
             "this build has no HTTP client (built without the client feature): give the key itself (*_jwt_key)".into(),
         );
     }
-    match url::Url::parse(uri) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        _ => Err(format!(
-            "{:?} is not an http(s) URL of a JWK Set",
-            uri.chars().take(200).collect::<String>()
+    let shown = || format!("{:?}", uri.chars().take(200).collect::<String>());
+    let Ok(u) = url::Url::parse(uri) else {
+        return Err(format!("{} is not an https URL of a JWK Set", shown()));
+    };
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    };
+    match u.scheme() {
+        "https" if u.host().is_some() => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(format!(
+            "{}: a JWK Set over plain http could be swapped by anyone on the path; use https (http is taken to this host only)",
+            shown()
         )),
+        _ => Err(format!("{} is not an https URL of a JWK Set", shown())),
     }
 }
 
@@ -204,8 +225,17 @@ impl V1Settings {
                     format!("issuer {id:?} has no keys: set publisher_jwt_key or publisher_jwks_uri, subscriber_jwt_key or subscriber_jwks_uri"),
                 ));
             }
+            let with_sets = i.roles().iter().any(|r| r.jwks.is_some());
+            if with_sets && i.jwks_refresh < MIN_REFRESH {
+                return Err(at(
+                    "jwks_refresh",
+                    format!(
+                        "issuer {id:?}: jwks_refresh under {MIN_REFRESH:?} would hammer its server"
+                    ),
+                ));
+            }
             for r in i.roles() {
-                if let Err((name, why)) = i.keys(&r, false, &mut Vec::new()) {
+                if let Err((name, why)) = i.keys(&r, None, &mut Vec::new()) {
                     return Err(at(&name, format!("issuer {id:?}: {why}")));
                 }
             }
@@ -234,12 +264,20 @@ impl V1Settings {
 
     /// The issuers and the hub's identity (reads PEM key files and fetches JWK Sets, each
     /// within a deadline: config time only).
-    pub(super) fn build(&self, path: &str) -> Result<(Vec<Issuer>, Identity), String> {
+    /// `data_dir` keeps the JWK Sets fetched.
+    pub(super) fn build(
+        &self,
+        path: &str,
+        data_dir: &std::path::Path,
+    ) -> Result<(Vec<Issuer>, Identity), String> {
         let mut issuers = Vec::with_capacity(self.issuers.len());
         for i in &self.issuers {
             let [p, s] = i.roles();
             let mut held = Vec::new();
-            let mut keys = |r| i.keys(&r, true, &mut held).map_err(|(_, why)| why);
+            let mut keys = |r| {
+                i.keys(&r, Some(data_dir), &mut held)
+                    .map_err(|(_, why)| why)
+            };
             let publisher = keys(p)?;
             issuers.push(Issuer {
                 id: i.id.get_ref().clone(),

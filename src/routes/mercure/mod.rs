@@ -140,7 +140,9 @@ impl Kind for MercureKind {
             .subscriptions
             .then(|| format!("{path}/subscriptions/"));
         let hub = journaled::hub(b, r, unretained)?;
-        let (issuers, identity) = s.v1.build(path).map_err(BuildError::Invalid)?;
+        let (issuers, identity) =
+            s.v1.build(path, &b.config.journal.dir)
+                .map_err(BuildError::Invalid)?;
         let base = identity.base.clone();
         Ok(Arc::new(Mercure {
             path: path.clone(),
