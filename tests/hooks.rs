@@ -590,3 +590,62 @@ fn the_php_of_docs_hooks_md_works_as_written() {
         daemon.log()
     );
 }
+
+/// POSTs a publication of `data` to `topic` through nginx: the status and the body.
+fn post_event(port: u16, topic: &str, data: &str) -> (u16, String) {
+    let body = form_body(&[("topic", topic), ("data", data)]);
+    let h = [("Content-Type", "application/x-www-form-urlencoded")];
+    let mut s = HttpStream::send(port, "POST", "/events", &h, body.as_bytes());
+    let answer = s.rest();
+    (s.status, answer)
+}
+
+#[test]
+fn publish_hooks_reach_php_fpm_at_least_once_and_a_full_queue_refuses_the_publish() {
+    let Some(mut php) = PhpFpm::start() else {
+        return;
+    };
+    let extra = "hook_publish = true\nhook_queue_bytes = 2000\n";
+    let Some((mut daemon, nginx)) = daemon_behind_nginx(&hooked_config(&php, extra)) else {
+        return;
+    };
+    let (status, first) = post_event(nginx.port, "chat/1", "hello");
+    assert_eq!(status, 200, "{first}");
+    let publishes = |php: &PhpFpm| -> Vec<serde_json::Value> {
+        php.calls()
+            .into_iter()
+            .filter(|c| c["hook"] == "publish")
+            .collect()
+    };
+    wait_for("the publish call", Duration::from_secs(10), || {
+        publishes(&php).len() == 1
+    });
+    let call = &publishes(&php)[0];
+    assert_eq!(field(call, "data"), "hello", "{call}");
+    assert_eq!(field(call, "event_id"), first.trim(), "{call}");
+    assert_eq!(call["body"]["topics"][0], "chat/1", "{call}");
+    assert_eq!(field(call, "private"), "0", "{call}");
+    // The application is down: a publication is stored and its call waits; one that would
+    // overflow hook_queue_bytes is refused, not stored.
+    php.stop();
+    let big = "x".repeat(900);
+    let (status, body) = post_event(nginx.port, "chat/1", &big);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post_event(nginx.port, "chat/1", &format!("{big}-refused"));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("hook queue is full"), "{body}");
+    // fastsse is killed before the call is made; the next process makes it.
+    daemon.restart("KILL");
+    php.restart();
+    wait_for(
+        "the waiting call after kill -9",
+        Duration::from_secs(20),
+        || publishes(&php).len() >= 2,
+    );
+    let calls = publishes(&php);
+    let mut ids: Vec<&str> = calls.iter().map(|c| field(c, "id")).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "{calls:?}");
+    assert_eq!(field(&calls[1], "data"), big);
+    assert!(!calls.iter().any(|c| field(c, "data").ends_with("-refused")));
+}

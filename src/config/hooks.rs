@@ -64,6 +64,10 @@ pub struct HookConfig {
     pub hook_concurrency: usize,
     /// Sent as `Authorization: Bearer <secret>` with every call.
     pub hook_secret: Option<String>,
+    /// Also call the application for each publication the route takes (`event=publish`): at
+    /// least once, after it is stored; a publish is refused (503, not stored) while the hook
+    /// queue is full.
+    pub hook_publish: bool,
     /// Count who is on each topic (in `/status` and `/metrics`).
     pub presence: bool,
     /// Publish each change of a topic's presence to this topic, as a `presence` event
@@ -86,6 +90,7 @@ impl Default for HookConfig {
             hook_queue_bytes: 16 << 20,
             hook_concurrency: 4,
             hook_secret: None,
+            hook_publish: false,
             presence: false,
             presence_topic: None,
             presence_users: false,
@@ -143,6 +148,7 @@ impl HookConfig {
                     self.hook_concurrency != d.hook_concurrency,
                 ),
                 ("hook_secret", self.hook_secret.is_some()),
+                ("hook_publish", self.hook_publish),
             ];
             if let Some((key, _)) = set.iter().find(|(_, s)| *s) {
                 return refuse(key, "no hook target: set hook_url or hook_fastcgi");

@@ -299,6 +299,12 @@ fn hook_keys_need_one_target_and_say_which_line_is_wrong() {
             "no hook target",
         ),
         (
+            "\nhook_publish = true\n",
+            5,
+            "hook_publish",
+            "no hook target",
+        ),
+        (
             "hook_url = \"http://x/\"\nhook_secret = \" \"\n",
             5,
             "hook_secret",
@@ -315,6 +321,12 @@ fn hook_keys_need_one_target_and_say_which_line_is_wrong() {
         assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
         assert!(e.message.contains(says), "{e}");
     }
+    // A command route takes no publications.
+    let e = error_of(
+        "[[route]]\npath = \"/c\"\ntype = \"command\"\ncommand = [\"/bin/true\"]\n\
+         hook_url = \"http://x/\"\nhook_publish = true\n",
+    );
+    assert_eq!(e.key.as_deref(), Some("hook_publish"), "{e}");
     // Two hooked routes whose hook journals would be one folder (`a_b.hooks`).
     let e = error_of(
         "[[route]]\npath = \"/a/b\"\ntype = \"topics\"\nhook_url = \"http://x/\"\n\

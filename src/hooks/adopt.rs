@@ -75,7 +75,7 @@ impl Store {
             let mut take = |s: &mut State, call: Call| {
                 s.bytes += call.size();
                 let after = match call.event {
-                    Event::Connect => None,
+                    Event::Connect | Event::Publish => None,
                     Event::Leave => connects.get(&call.subscriber).copied(),
                 };
                 let (sub, event) = (call.subscriber.clone(), call.event);

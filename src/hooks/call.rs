@@ -14,6 +14,8 @@ pub enum Event {
     Connect,
     /// A stream ended (or was found dead after the process that held it died).
     Leave,
+    /// The route took a publication (`hook_publish`).
+    Publish,
 }
 
 impl Event {
@@ -22,6 +24,7 @@ impl Event {
         match self {
             Event::Connect => "connect",
             Event::Leave => "leave",
+            Event::Publish => "publish",
         }
     }
 }
@@ -79,7 +82,8 @@ pub struct Call {
     /// The user: the subscriber token's `sub`, else the web server's `user_param`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// The stream's id (a UUID): a connect and its leave carry the same.
+    /// The stream's id (a UUID): a connect and its leave carry the same (none for a publish).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subscriber: String,
     /// The browser's address (`REMOTE_ADDR`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,6 +97,23 @@ pub struct Call {
     /// When the stream opened (leave only; unix milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected_ms: Option<u64>,
+    /// What was published (publish only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<Published>,
+}
+
+/// A publication as a publish call tells it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// The event's id as subscribers see it.
+    pub event_id: String,
+    /// Its data.
+    pub data: String,
+    /// Its event name (`type`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// Whether it is private.
+    pub private: bool,
 }
 
 /// Unix milliseconds now.
@@ -144,11 +165,19 @@ impl Call {
                 for t in &self.topics {
                     f.append_pair("topics[]", t);
                 }
+                let p = self.published.as_ref();
                 let opt = [
                     ("user", self.user.as_deref()),
-                    ("subscriber", Some(self.subscriber.as_str())),
+                    (
+                        "subscriber",
+                        Some(self.subscriber.as_str()).filter(|s| !s.is_empty()),
+                    ),
                     ("remote_addr", self.remote_addr.as_deref()),
                     ("reason", self.reason.as_deref()),
+                    ("event_id", p.map(|p| p.event_id.as_str())),
+                    ("data", p.map(|p| p.data.as_str())),
+                    ("type", p.and_then(|p| p.event_type.as_deref())),
+                    ("private", p.map(|p| if p.private { "1" } else { "0" })),
                 ];
                 for (k, v) in opt {
                     if let Some(v) = v {
@@ -182,6 +211,9 @@ impl Call {
             + self.user.as_ref().map_or(0, String::len)
             + self.subscriber.len()
             + self.remote_addr.as_ref().map_or(0, String::len)
+            + self.published.as_ref().map_or(0, |p| {
+                64 + p.event_id.len() + p.data.len() + p.event_type.as_ref().map_or(0, String::len)
+            })
     }
 }
 
@@ -207,6 +239,7 @@ mod tests {
             reason: None,
             time_ms: 1_764_806_400_123,
             connected_ms: None,
+            published: None,
         }
     }
 
@@ -242,5 +275,39 @@ mod tests {
         // The journal's form reads back as it was.
         let back: Call = serde_json::from_slice(&serde_json::to_vec(&l).unwrap()).unwrap();
         assert_eq!(back, l);
+    }
+
+    #[test]
+    fn a_publish_call_tells_the_event_and_no_stream() {
+        let p = Call {
+            id: "p1".into(),
+            event: Event::Publish,
+            subscriber: String::new(),
+            remote_addr: None,
+            published: Some(Published {
+                event_id: "7".into(),
+                data: "hi there".into(),
+                event_type: Some("chat".into()),
+                private: true,
+            }),
+            ..connect()
+        };
+        let (body, _) = p.body(BodyFormat::Form);
+        let body = String::from_utf8(body).unwrap();
+        assert!(
+            body.starts_with("id=p1&event=publish&route=%2Fevents&"),
+            "{body}"
+        );
+        assert!(
+            body.contains("&user=42&event_id=7&data=hi+there&type=chat&private=1&"),
+            "{body}"
+        );
+        assert!(!body.contains("subscriber="), "{body}");
+        let (body, _) = p.body(BodyFormat::Json);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["published"]["data"], "hi there");
+        assert!(v.get("subscriber").is_none());
+        let back: Call = serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
     }
 }

@@ -91,6 +91,8 @@ pub fn replay(text: &[u8]) -> Orphan {
                 if call.event == super::call::Event::Connect {
                     open_at.insert(call.subscriber.clone(), open.len());
                     open.push(Some(call.clone()));
+                } else if call.event == super::call::Event::Publish {
+                    // Not a stream's: nothing to open or close.
                 } else if let Some(i) = open_at.remove(&call.subscriber) {
                     open[i] = None;
                 }
@@ -358,6 +360,7 @@ mod tests {
             reason: None,
             time_ms: 1,
             connected_ms: None,
+            published: None,
         }
     }
 

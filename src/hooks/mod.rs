@@ -83,6 +83,39 @@ pub struct Hooks {
     connect_wait: Option<Duration>,
     on_timeout: OnTimeout,
     retry_after_secs: u32,
+    /// `hook_publish`.
+    publish: bool,
+}
+
+impl crate::hub::PublishHook for Hooks {
+    fn has_room(&self, p: &crate::hub::journal::Publication) -> bool {
+        if self.store.has_room(self.publish_call(p, None, "").size()) {
+            return true;
+        }
+        static FULL: crate::flood::Flood =
+            crate::flood::Flood::new("publications refused (hook queue full)");
+        self.store
+            .stats
+            .queue_full
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        FULL.warn(|| {
+            format!(
+                "route {}: hook queue full (hook_queue_bytes); publications refused (not stored) until the application takes its calls",
+                self.route
+            )
+        });
+        false
+    }
+
+    fn published(&self, p: &crate::hub::journal::Publication, by: Option<&str>, id: &str) {
+        self.store.start();
+        if self.store.notify(self.publish_call(p, by, id)).is_err() {
+            log::warn!(
+                "route {}: publication {id} stored while the server stops: its publish call is not made",
+                self.route
+            );
+        }
+    }
 }
 
 impl Hooks {
@@ -132,7 +165,40 @@ impl Hooks {
             connect_wait: hc.hook_connect_wait,
             on_timeout: hc.hook_on_timeout,
             retry_after_secs: config.stream.retry_after_secs,
+            publish: hc.hook_publish,
         })))
+    }
+
+    /// Whether the route's publications are told (`hook_publish`).
+    pub fn on_publish(&self) -> bool {
+        self.publish
+    }
+
+    /// The call telling of publication `p` (stored, seen as `id`) by `by`.
+    fn publish_call(
+        &self,
+        p: &crate::hub::journal::Publication,
+        by: Option<&str>,
+        id: &str,
+    ) -> Call {
+        Call {
+            id: call::new_id(),
+            event: Event::Publish,
+            route: self.route.clone(),
+            topics: p.topics.clone(),
+            user: by.map(str::to_string),
+            subscriber: String::new(),
+            remote_addr: None,
+            reason: None,
+            time_ms: call::now_ms(),
+            connected_ms: None,
+            published: Some(call::Published {
+                event_id: id.to_string(),
+                data: p.data.clone(),
+                event_type: p.event.clone(),
+                private: p.private,
+            }),
+        }
     }
 
     /// This config is in force: the queue takes its delivery settings.
@@ -174,6 +240,7 @@ impl Hooks {
             reason: None,
             time_ms: call::now_ms(),
             connected_ms: None,
+            published: None,
         };
         let seq = match self
             .store

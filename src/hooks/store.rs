@@ -167,6 +167,26 @@ impl Store {
         Ok(seq)
     }
 
+    /// Whether `bytes` more fit in the queue now.
+    pub fn has_room(&self, bytes: usize) -> bool {
+        let max = self.delivery().queue_bytes;
+        !self.closed.load(Relaxed) && self.lock().bytes + bytes <= max
+    }
+
+    /// Journals and queues `call`, which belongs to no stream (a publish). It is taken even
+    /// past the bound: room was looked for ([`Store::has_room`]) before what it tells was done.
+    pub fn notify(&self, call: Call) -> Result<u64, Refused> {
+        let mut s = self.lock();
+        if self.closed.load(Relaxed) {
+            return Err(Refused::Closed);
+        }
+        s.bytes += call.size();
+        let seq = self.push(&mut s, call, None, false);
+        drop(s);
+        self.wake.notify_one();
+        Ok(seq)
+    }
+
     /// Queues the leave of stream `subscriber` for `reason` (nothing if it is not open);
     /// returns its sequence.
     pub fn leave(&self, subscriber: &str, reason: Reason) -> Option<u64> {

@@ -33,6 +33,7 @@ fn connect(topic: &str) -> Call {
         reason: None,
         time_ms: now_ms(),
         connected_ms: None,
+        published: None,
     }
 }
 

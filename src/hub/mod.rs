@@ -14,6 +14,7 @@ pub mod interest;
 pub mod journal;
 pub mod local;
 mod matching;
+mod publish_hook;
 pub mod queue;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -36,6 +37,7 @@ use replay::{ReplayBounds, ReplayBuffer};
 use subscriber::{Offer, Subscriber};
 
 use matching::{Accepted, MATCH_WORK_PER_SLICE};
+pub use publish_hook::PublishHook;
 
 pub use backend::Storage;
 pub use error::HubError;
@@ -135,6 +137,8 @@ pub struct Hub {
     delivery: std::sync::OnceLock<mpsc::UnboundedSender<Vec<JournalRecord>>>,
     /// Counters.
     pub stats: HubStats,
+    /// Told of each publication a client makes (a route's `hook_publish`).
+    publish_hook: std::sync::RwLock<Option<Arc<dyn PublishHook>>>,
 }
 
 /// A backend's threads, started once the hub exists.
@@ -211,6 +215,7 @@ impl Hub {
             backend,
             delivery: std::sync::OnceLock::new(),
             stats: HubStats::default(),
+            publish_hook: std::sync::RwLock::new(None),
         });
         match threads {
             Starter::Local(t) => t.start(&hub)?,

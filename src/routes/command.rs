@@ -121,6 +121,10 @@ impl RouteSettings for CommandSettings {
             let why = "topic is for shared commands (a per-stream program serves one browser)";
             return Err(t.refuse("topic", format!("route {path}: {why}")));
         }
+        if self.hooks.hook_publish {
+            let why = "hook_publish is for topics and mercure routes (a command route takes no publications)";
+            return Err(t.refuse("hook_publish", format!("route {path}: {why}")));
+        }
         self.publishing.check(t)?;
         self.auth.check(t)
     }

@@ -435,7 +435,8 @@ pub(super) const HOOKS: &[Figure<crate::hooks::Store>] = &[
         "queue_full",
         "fastsse_hook_queue_full_total",
         Counter,
-        "Streams refused because the hook queue was at hook_queue_bytes.",
+        "Streams (and, with hook_publish, publications) refused because the hook queue was at \
+         hook_queue_bytes.",
         |s| count(s.stats.queue_full.load(Relaxed)),
     ),
     fig(

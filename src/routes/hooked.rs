@@ -85,6 +85,9 @@ impl Route for Hooked {
         self.inner.applied();
         if let Some(h) = &self.hooks {
             h.apply();
+            if let (true, Some(hub)) = (h.on_publish(), self.inner.hub()) {
+                hub.set_publish_hook(Some(h.clone()));
+            }
         }
         if let Some(b) = &self.board {
             let target = match (&b.topic, self.inner.hub()) {

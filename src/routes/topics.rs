@@ -201,6 +201,11 @@ impl Route for Topics {
         Some(&self.hub)
     }
 
+    /// Clears a publish hook a replaced route set (the hooks wrapper sets this config's).
+    fn applied(&self) {
+        self.hub.set_publish_hook(None);
+    }
+
     fn who(&self, req: &Request) -> super::Who {
         self.rules.who(req, req.query_values("topic"))
     }
@@ -296,7 +301,8 @@ impl Rules {
                 return refused(status, why);
             }
         }
-        match hub.publish(publication).await {
+        let by = jwt.as_ref().and_then(|c| c.subject.as_deref());
+        match hub.publish_from_client(publication, by).await {
             Ok(id) => {
                 FullResponse::text(200, id.to_string()).with_header("Cache-Control", "no-cache")
             }

@@ -195,8 +195,10 @@ impl Route for Mercure {
         Some(&self.hub)
     }
 
-    /// Starts refreshing the issuers' JWK Sets (fetched once already, while built).
+    /// Starts refreshing the issuers' JWK Sets (fetched once already, while built); clears a
+    /// publish hook a replaced route set (the hooks wrapper sets this config's).
     fn applied(&self) {
+        self.hub.set_publish_hook(None);
         #[cfg(feature = "client")]
         for set in self.auth.key_sets() {
             crate::auth::jwks::start(set);
@@ -282,7 +284,8 @@ impl Mercure {
                 .with_header("WWW-Authenticate", "Bearer error=\"insufficient_scope\"");
         }
         let public_id = publication.public_id.clone();
-        match self.hub.publish(publication).await {
+        let by = claims.subject.as_deref();
+        match self.hub.publish_from_client(publication, by).await {
             Ok(seq) => FullResponse::text(200, public_id.unwrap_or_else(|| seq.to_string()))
                 .with_header("Cache-Control", "no-cache"),
             Err(e) => super::topics::not_stored(e, req, path),
