@@ -540,7 +540,7 @@ fn the_php_of_docs_hooks_md_works_as_written() {
     let Some(php) = PhpFpm::start_with(&documented_php()) else {
         return;
     };
-    let config = hooked_config(&php, "hook_secret = \"change-me\"\n");
+    let config = hooked_config(&php, "hook_secret = \"change-me\"\nhook_publish = true\n");
     let Some((mut daemon, nginx)) = daemon_behind_nginx(&config) else {
         return;
     };
@@ -563,12 +563,17 @@ fn the_php_of_docs_hooks_md_works_as_written() {
         Duration::from_secs(20),
         || read().contains("left news, chat (process_died)"),
     );
+    let (status, body) = post_event(nginx.port, "chat", "hi all");
+    assert_eq!(status, 200, "{body}");
+    wait_for("the publication", Duration::from_secs(10), || {
+        read().contains("someone said \"hi all\" on chat")
+    });
     let text = read();
-    assert_eq!(text.lines().count(), 4, "{text}");
+    assert_eq!(text.lines().count(), 5, "{text}");
     assert!(text.contains("someone joined news, chat"), "{text}");
-    // The ids it keeps: four calls, each once.
+    // The ids it keeps: five calls, each once.
     let seen = std::fs::read_to_string(php.dir.path("hooks-seen.txt")).unwrap();
-    assert_eq!(seen.lines().filter(|l| !l.is_empty()).count(), 4, "{seen}");
+    assert_eq!(seen.lines().filter(|l| !l.is_empty()).count(), 5, "{seen}");
     // A wrong secret is refused by the script, so fastsse keeps the call and tries again.
     drop(nginx);
     drop(daemon);
@@ -583,7 +588,7 @@ fn the_php_of_docs_hooks_md_works_as_written() {
     let status = daemon.status();
     assert!(number_after(&status, "pending") >= 1, "{status}");
     assert!(status.contains("\"target\":\"failing\""), "{status}");
-    assert_eq!(read().lines().count(), 4);
+    assert_eq!(read().lines().count(), 5);
     assert!(
         daemon.log().contains("the application answered 401"),
         "{}",
