@@ -105,8 +105,17 @@ impl PhpFpm {
         calls_in(&self.dir.path("calls.log"))
     }
 
+    /// Stops the pool: SIGTERM, which php-fpm's master passes to its workers (a SIGKILL would
+    /// leave them running), then SIGKILL if it is still there after 5 s.
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while c.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
