@@ -146,7 +146,7 @@ impl Kind for MercureKind {
         let base = identity.base.clone();
         Ok(Arc::new(Mercure {
             path: path.clone(),
-            auth: s.auth.rules()?.with_issuers(issuers, identity),
+            auth: Arc::new(s.auth.rules()?.with_issuers(issuers, identity)),
             conf: s.keys.clone(),
             hub,
             base,
@@ -158,7 +158,7 @@ impl Kind for MercureKind {
 struct Mercure {
     path: String,
     conf: MercureKeys,
-    auth: RouteAuth,
+    auth: Arc<RouteAuth>,
     hub: Arc<Hub>,
     /// What `match_urlpattern` patterns and topics resolve against.
     base: url::Url,
@@ -175,7 +175,7 @@ impl Route for Mercure {
         let answer: Answer<'a> = match req.method.as_str() {
             "OPTIONS" => ready(preflight(req, &cors)),
             "POST" => Box::pin(async move { self.publish(req).await.into() }),
-            "GET" | "HEAD" | "QUERY" => ready(self.subscribe(cx, req)),
+            "GET" | "HEAD" | "QUERY" => Box::pin(async move { self.subscribe(cx, req).await }),
             other => ready(
                 refuse(405, format!("{own} does not accept {other}"))
                     .with_header("Allow", "GET, HEAD, QUERY, POST, OPTIONS"),
@@ -271,8 +271,9 @@ impl Mercure {
             );
             refuse(status, why)
         };
-        let claims = match m.auth.publisher_claims(req) {
-            Ok(c) => c,
+        let claims = match m.verified(req, crate::auth::access::Role::Publisher).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return refused(401, crate::auth::AuthError::Missing.to_string()),
             Err((status, why)) => return refused(status, why),
         };
         let publication = match parse_update(req, m.conf.max_topics) {

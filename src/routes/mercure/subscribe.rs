@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::{matchers, refuse, subscriptions, Mercure, MAX_ID_BYTES};
+use crate::auth::access::Role;
 use crate::auth::Claims;
 use crate::hub::{Interest, Presence, Resume};
 use crate::publish::validate_topics;
@@ -119,8 +120,27 @@ impl Mercure {
         Ok(asked)
     }
 
+    /// The claims of the request's token for `role` (`None` without one), checked on a
+    /// blocking thread: a token seen for the first time may hold up to 100 URL Patterns to
+    /// compile (tens of milliseconds), which must not hold up the streams this runtime thread
+    /// serves. A token already verified is a cache lookup there.
+    pub(super) async fn verified(
+        &self,
+        req: &Request,
+        role: Role,
+    ) -> Result<Option<Claims>, crate::auth::route::Refused> {
+        let (auth, req) = (self.auth.clone(), req.clone());
+        let check = move || match role {
+            Role::Subscriber => auth.subscriber_claims(&req),
+            Role::Publisher => auth.publisher_claims(&req).map(Some),
+        };
+        tokio::task::spawn_blocking(check)
+            .await
+            .unwrap_or_else(|_| Err((500, "the token check failed".into())))
+    }
+
     /// `GET`, `HEAD` or `QUERY`: a subscription.
-    pub(super) fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
+    pub(super) async fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
         let path = &self.path;
         let params = match params(req) {
             Ok(p) => p,
@@ -128,7 +148,7 @@ impl Mercure {
         };
         // Who first: a client's patterns are compiled only for a subscriber the hub takes.
         let user = self.auth.user(req);
-        let claims = match self.subscriber(req, user.is_some()) {
+        let claims = match self.subscriber(req, user.is_some()).await {
             Ok(c) => c,
             Err(refusal) => return refusal.into(),
         };
@@ -189,12 +209,12 @@ impl Mercure {
 
     /// The subscriber's claims: from its token; none (public updates only) when anonymous
     /// subscribers or a user the web server authenticated are allowed; else a refusal.
-    fn subscriber(&self, req: &Request, has_user: bool) -> Result<Claims, FullResponse> {
-        match self.auth.subscriber_claims(req) {
+    async fn subscriber(&self, req: &Request, has_user: bool) -> Result<Claims, FullResponse> {
+        match self.verified(req, Role::Subscriber).await {
             Ok(Some(c)) => Ok(c),
             Err((status, why)) => Err(refuse(status, why)),
             Ok(None) if self.conf.anonymous || has_user => Ok(Claims::default()),
-            Ok(None) if self.auth.takes(crate::auth::access::Role::Subscriber) => Err(refuse(
+            Ok(None) if self.auth.takes(Role::Subscriber) => Err(refuse(
                 401,
                 "this hub needs a token to subscribe (anonymous = false)",
             )),
