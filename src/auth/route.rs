@@ -280,6 +280,35 @@ impl RouteAuth {
         self.first_verified(req, Role::Subscriber).transpose()
     }
 
+    /// The subscriber's claims when they take no work: `Ok(None)` without a token (or without
+    /// subscriber keys), the claims of a token verified before; `None` when the token is to be
+    /// verified ([`RouteAuth::subscriber_claims`]).
+    pub fn subscriber_claims_at_hand(
+        &self,
+        req: &Request,
+    ) -> Option<Result<Option<Claims>, Refused>> {
+        if !self.takes(Role::Subscriber) {
+            return Some(Ok(None));
+        }
+        let tokens = self.tokens(req);
+        if tokens.is_empty() {
+            return Some(Ok(None));
+        }
+        for (token, _) in &tokens {
+            let audience = match (&self.identity, access::is_access_token(token)) {
+                (Some(identity), true) if !self.issuers.is_empty() => {
+                    identity.audience(req).ok()?
+                }
+                (_, true) => return None,
+                (_, false) => String::new(),
+            };
+            if let Some(c) = self.cache.get(Role::Subscriber, &audience, token) {
+                return Some(Ok(Some(c)));
+            }
+        }
+        None
+    }
+
     /// The user the web server vouches for (`user_param`), if it names one.
     pub fn user(&self, req: &Request) -> Option<String> {
         let name = self.user_param.as_deref()?;
@@ -376,5 +405,67 @@ mod tests {
         ] {
             assert!(check_user_topics(&[bad.to_string()]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_subscriber_s_claims_are_at_hand_without_a_token_or_once_verified() {
+        let key = "k".repeat(40);
+        let auth = |cache| {
+            RouteAuth::new(AuthSettings {
+                publisher_key: None,
+                subscriber_key: Some((&key, "HS256")),
+                jwt_audience: &[],
+                cookie_name: "mercureAuthorization",
+                publish_origins: &[],
+                user_param: None,
+                user_topics: &[],
+                token_cache_bytes: cache,
+            })
+            .unwrap()
+        };
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &serde_json::json!({"mercure": {"subscribe": ["*"]}}),
+            &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap();
+        let req = |auth: Option<&str>| {
+            let mut vars = vec![("REQUEST_METHOD", "GET".to_string())];
+            if let Some(t) = auth {
+                vars.push(("HTTP_AUTHORIZATION", format!("Bearer {t}")));
+            }
+            let vars = vars
+                .into_iter()
+                .map(|(k, v)| (bytes::Bytes::from(k), bytes::Bytes::from(v)))
+                .collect();
+            Request::from_vars(
+                vars,
+                bytes::Bytes::new(),
+                crate::request::PathFrom::RequestUri,
+            )
+        };
+        let a = auth(1 << 20);
+        assert!(matches!(
+            a.subscriber_claims_at_hand(&req(None)),
+            Some(Ok(None))
+        ));
+        let with = req(Some(&token));
+        assert!(
+            a.subscriber_claims_at_hand(&with).is_none(),
+            "not verified yet"
+        );
+        assert!(a.subscriber_claims(&with).unwrap().is_some());
+        assert!(matches!(
+            a.subscriber_claims_at_hand(&with),
+            Some(Ok(Some(_)))
+        ));
+        // A bad token is never at hand: it is checked (and refused) every time.
+        let bad = req(Some("not.a.token"));
+        assert!(a.subscriber_claims(&bad).is_err());
+        assert!(a.subscriber_claims_at_hand(&bad).is_none());
+        // Without a cache, every token is checked.
+        let none = auth(0);
+        assert!(none.subscriber_claims(&with).unwrap().is_some());
+        assert!(none.subscriber_claims_at_hand(&with).is_none());
     }
 }
