@@ -278,8 +278,11 @@ impl SseParser {
             let b = input[i];
             if b == b'\n' || b == b'\r' {
                 self.line.extend_from_slice(&input[start..i]);
-                let line = std::mem::take(&mut self.line);
+                // The line's buffer is kept for the next line (no allocation per line).
+                let mut line = std::mem::take(&mut self.line);
                 self.process_line(&line, &mut out);
+                line.clear();
+                self.line = line;
                 if b == b'\r' {
                     if i + 1 == input.len() {
                         self.after_cr = true;
@@ -335,7 +338,10 @@ impl SseParser {
                 self.data.push_str(value);
                 self.data.push('\n');
             }
-            "id" if !value.contains('\0') => self.last_event_id = value.to_string(),
+            "id" if !value.contains('\0') => {
+                self.last_event_id.clear();
+                self.last_event_id.push_str(value);
+            }
             "retry" if !value.is_empty() && value.bytes().all(|c| c.is_ascii_digit()) => {
                 self.retry_ms = value.parse().ok()
             }

@@ -6,6 +6,7 @@
 //! [`HttpClient::post`] publishes.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,6 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::task::AbortHandle;
 
 use super::client::Io;
 use super::tls::tls_config;
@@ -131,16 +131,29 @@ pub(crate) struct HttpClient {
     pub(crate) connections: AtomicU64,
 }
 
-/// The body of an open response: data as it arrives; the connection task ends with it.
+/// An HTTP/1.1 connection: hyper's state machine for one socket, polled by whoever reads its
+/// response (no task of its own: a stream is one task, not two, and an event wakes it once).
+type H1Conn = Pin<Box<http1::Connection<TokioIo<Box<dyn Io>>, Full<Bytes>>>>;
+
+/// The body of an open response: data as it arrives. Over HTTP/1.1 the body drives its own
+/// connection (dropped with it); over HTTP/2 the shared connection has a task.
 pub(crate) struct HttpBody {
     body: Incoming,
-    conn: Option<AbortHandle>,
+    conn: Option<H1Conn>,
 }
 
-impl Drop for HttpBody {
-    fn drop(&mut self) {
-        if let Some(c) = &self.conn {
-            c.abort();
+/// Waits for `fut` while driving `conn` (until the connection ends: then `fut` alone, which
+/// hyper then resolves, with what the connection delivered or with its error).
+async fn driving<F: std::future::Future>(conn: &mut Option<H1Conn>, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    loop {
+        let Some(c) = conn.as_mut() else {
+            return fut.await;
+        };
+        tokio::select! {
+            biased;
+            out = &mut fut => return out,
+            _ = c.as_mut() => *conn = None,
         }
     }
 }
@@ -150,7 +163,7 @@ impl HttpBody {
     /// server closing the connection (an EventSource reconnects after either).
     pub(crate) async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
         loop {
-            match self.body.frame().await {
+            match driving(&mut self.conn, self.body.frame()).await {
                 None => return Ok(None),
                 Some(Err(e)) if cut_off(&e) => return Ok(None),
                 Some(Err(e)) => return Err(format!("read: {}", short(&e))),
@@ -353,18 +366,11 @@ impl HttpClient {
                 let (mut s, conn) = http1::handshake(TokioIo::new(io))
                     .await
                     .map_err(|e| format!("handshake: {}", short(&e)))?;
-                let task = tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                let r = s.send_request(req).await;
-                let r = match r {
-                    Ok(r) => r,
-                    Err(e) => {
-                        task.abort();
-                        return Err(format!("request: {}", short(&e)));
-                    }
-                };
-                (r, Some(task.abort_handle()))
+                let mut conn = Some(Box::pin(conn));
+                let r = driving(&mut conn, s.send_request(req))
+                    .await
+                    .map_err(|e| format!("request: {}", short(&e)))?;
+                (r, conn)
             }
         };
         let (parts, body) = resp.into_parts();

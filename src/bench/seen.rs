@@ -55,12 +55,13 @@ impl Seen {
 /// Extracts `"t":<µs>` and `"seq":<n>` from event data (any JSON-ish text).
 pub(super) fn field(data: &str, name: &str) -> Option<u64> {
     let at = data.find(name)? + name.len();
-    let digits: String = data[at..]
-        .trim_start_matches([':', ' ', '"'])
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
+    let rest = data[at..].trim_start_matches([':', ' ', '"']).as_bytes();
+    let end = rest
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(rest.len());
+    // The digits only (ASCII, so a str); parse() refuses none and overflow.
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 /// What one subscriber task hands back at the end of the run.

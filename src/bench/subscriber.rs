@@ -168,6 +168,11 @@ impl Subscriber {
         };
         handle(&initial, &mut self.seen);
         let mut next_churn = tokio::time::Instant::now() + Duration::from_secs(1);
+        // Registered once for the connection, not once per event: a `cancelled()` made in the
+        // loop would lock the token's waiter list (shared by every subscriber) twice per event.
+        let quit = self.quit.clone();
+        let cancelled = quit.cancelled();
+        tokio::pin!(cancelled);
         let ended = loop {
             tokio::select! {
                 r = body.next_chunk() => match r {
@@ -187,7 +192,7 @@ impl Subscriber {
                         break Ended::Churned;
                     }
                 }
-                _ = self.quit.cancelled() => break Ended::Quit,
+                _ = &mut cancelled => break Ended::Quit,
             }
         };
         c.connected.fetch_sub(1, Ordering::Relaxed);
