@@ -184,7 +184,6 @@ impl<S: FcgiSocket> Conn<S> {
             writer: self.writer.clone(),
             finished: self.finished.clone(),
             abort,
-            conn_cancel: self.cancel.clone(),
             shutdown: self.ctx.shutdown.clone(),
         };
         let input = input.map(|(vars, body)| Request::from_vars(vars, body, PathFrom::RequestUri));

@@ -218,6 +218,12 @@ impl<S: FcgiSocket> RequestOut<S> {
         }
     }
 
+    /// Whether the connection is gone (the peer closed it, a write failed, or its reader
+    /// stopped): nothing more can be written on it.
+    pub(super) fn connection_closed(&self) -> bool {
+        self.conn.cancel.is_cancelled()
+    }
+
     /// Ends the request: an empty STDOUT, then END_REQUEST.
     pub(super) async fn end(&self, protocol_status: u8) -> Result<(), BodyClosed> {
         self.conn
