@@ -16,6 +16,9 @@
 #   N=5000 ROWS="shipped nchan" scripts/stack-memory.sh
 #   EXTRA="fastcgi_buffer_size 2k;" ROWS=shipped scripts/stack-memory.sh  # try a setting
 #   BROWSER=1 scripts/stack-memory.sh     # with a browser's request headers
+#   BIN=dist/fastsse-VERSION-x86_64-linux-musl/fastsse scripts/stack-memory.sh
+#                                         # the released static binary (musl's malloc) instead
+#                                         # of this tree's glibc build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -41,8 +44,12 @@ for p in nginx libnginx-mod-nchan; do
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null
 done
 ulimit -n "$(ulimit -Hn)"
-cargo build --release --quiet --bin fastsse
-bin=$root/target/release/fastsse
+if [ -n "${BIN:-}" ]; then
+  bin=$(realpath "$BIN")
+else
+  cargo build --release --quiet --bin fastsse
+  bin=$root/target/release/fastsse
+fi
 work=$(mktemp -d /tmp/fastsse-mem.XXXXXX)
 chmod 755 "$work"
 pids=()

@@ -4,6 +4,8 @@
 //! the web server names in a FastCGI param — `REMOTE_USER` after nginx `auth_request` or Apache
 //! `Require valid-user` — for the `user_topics` templates with `{user}` filled in).
 
+use std::sync::Arc;
+
 use super::access::{self, Identity, Issuer, Role};
 use super::selector::Selector;
 use super::{origin_of, token_of, AuthError, Claims, TokenFrom, Verifier};
@@ -309,6 +311,31 @@ impl RouteAuth {
         None
     }
 
+    /// The claims of the request's token for `role` (`None` without one), checked on a
+    /// blocking thread: a signature check, and for a token seen for the first time perhaps up
+    /// to 100 URL Patterns to compile (tens of milliseconds), must not hold up the streams this
+    /// runtime thread serves. A subscriber without a token, or with one verified before, is
+    /// answered here.
+    pub async fn verified(
+        self: &Arc<Self>,
+        req: &Request,
+        role: Role,
+    ) -> Result<Option<Claims>, Refused> {
+        if role == Role::Subscriber {
+            if let Some(at_hand) = self.subscriber_claims_at_hand(req) {
+                return at_hand;
+            }
+        }
+        let (auth, req) = (self.clone(), req.clone());
+        let check = move || match role {
+            Role::Subscriber => auth.subscriber_claims(&req),
+            Role::Publisher => auth.publisher_claims(&req).map(Some),
+        };
+        tokio::task::spawn_blocking(check)
+            .await
+            .unwrap_or_else(|_| Err((500, "the token check failed".into())))
+    }
+
     /// The user the web server vouches for (`user_param`), if it names one.
     pub fn user(&self, req: &Request) -> Option<String> {
         let name = self.user_param.as_deref()?;
@@ -339,8 +366,13 @@ impl RouteAuth {
     /// For a `topics` route (no private flag: a topic is open or guarded): whether `req` may
     /// subscribe to `topics`. With a subscriber key every topic is guarded; a `user_topics`
     /// topic is guarded always. A guarded topic needs the token's `mercure.subscribe` or the
-    /// web server's user to allow it.
-    pub fn may_subscribe(&self, req: &Request, topics: &[String]) -> Result<(), Refused> {
+    /// web server's user to allow it. The token, when one is needed, is checked as
+    /// [`RouteAuth::verified`] says.
+    pub async fn may_subscribe(
+        self: &Arc<Self>,
+        req: &Request,
+        topics: &[String],
+    ) -> Result<(), Refused> {
         let guarded: Vec<&String> = topics
             .iter()
             .filter(|t| self.subscriber.is_some() || self.is_user_topic(t))
@@ -348,7 +380,7 @@ impl RouteAuth {
         if guarded.is_empty() {
             return Ok(());
         }
-        let claims = self.subscriber_claims(req)?;
+        let claims = self.verified(req, Role::Subscriber).await?;
         let user = self.user(req);
         if claims.is_none() && user.is_none() {
             return Err((
@@ -379,93 +411,5 @@ impl RouteAuth {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_topics_must_fill_in_the_user_exactly() {
-        for ok in [
-            "user/{user}",
-            "u/{+user}/inbox",
-            "u/{user}/{id}",
-            "https://x/{user}{?q}",
-        ] {
-            assert!(check_user_topics(&[ok.to_string()]).is_ok(), "{ok}");
-        }
-        for bad in [
-            "user/{/user}",
-            "user/{user:3}",
-            "user/{#user}",
-            "user/{user,x}",
-            "user/{username}",
-            "user/{user*}",
-            "user/alice",
-            "user/{id}",
-            "user/{user",
-        ] {
-            assert!(check_user_topics(&[bad.to_string()]).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_subscriber_s_claims_are_at_hand_without_a_token_or_once_verified() {
-        let key = "k".repeat(40);
-        let auth = |cache| {
-            RouteAuth::new(AuthSettings {
-                publisher_key: None,
-                subscriber_key: Some((&key, "HS256")),
-                jwt_audience: &[],
-                cookie_name: "mercureAuthorization",
-                publish_origins: &[],
-                user_param: None,
-                user_topics: &[],
-                token_cache_bytes: cache,
-            })
-            .unwrap()
-        };
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &serde_json::json!({"mercure": {"subscribe": ["*"]}}),
-            &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
-        )
-        .unwrap();
-        let req = |auth: Option<&str>| {
-            let mut vars = vec![("REQUEST_METHOD", "GET".to_string())];
-            if let Some(t) = auth {
-                vars.push(("HTTP_AUTHORIZATION", format!("Bearer {t}")));
-            }
-            let vars = vars
-                .into_iter()
-                .map(|(k, v)| (bytes::Bytes::from(k), bytes::Bytes::from(v)))
-                .collect();
-            Request::from_vars(
-                vars,
-                bytes::Bytes::new(),
-                crate::request::PathFrom::RequestUri,
-            )
-        };
-        let a = auth(1 << 20);
-        assert!(matches!(
-            a.subscriber_claims_at_hand(&req(None)),
-            Some(Ok(None))
-        ));
-        let with = req(Some(&token));
-        assert!(
-            a.subscriber_claims_at_hand(&with).is_none(),
-            "not verified yet"
-        );
-        assert!(a.subscriber_claims(&with).unwrap().is_some());
-        assert!(matches!(
-            a.subscriber_claims_at_hand(&with),
-            Some(Ok(Some(_)))
-        ));
-        // A bad token is never at hand: it is checked (and refused) every time.
-        let bad = req(Some("not.a.token"));
-        assert!(a.subscriber_claims(&bad).is_err());
-        assert!(a.subscriber_claims_at_hand(&bad).is_none());
-        // Without a cache, every token is checked.
-        let none = auth(0);
-        assert!(none.subscriber_claims(&with).unwrap().is_some());
-        assert!(none.subscriber_claims_at_hand(&with).is_none());
-    }
-}
+#[path = "route_tests.rs"]
+mod tests;

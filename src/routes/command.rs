@@ -306,12 +306,12 @@ impl Route for CommandRoute {
         }
     }
 
-    fn who(&self, req: &Request) -> super::Who {
+    fn who<'a>(&'a self, req: &'a Request) -> super::WhoAnswer<'a> {
         let topics = match &self.programs {
             Programs::Shared(s) => s.hub().map(|(_, t)| vec![t.clone()]).unwrap_or_default(),
             Programs::PerStream(_) => Vec::new(),
         };
-        self.rules.who(req, topics)
+        Box::pin(self.rules.who(req, topics))
     }
 
     fn start(&self) {

@@ -48,7 +48,7 @@ impl Route for Hooked {
                 Response::Stream(s) => s,
                 other => return other,
             };
-            let who = self.inner.who(req);
+            let who = self.inner.who(req).await;
             let mut watch = None;
             if let Some(hooks) = &self.hooks {
                 let (topics, user) = (who.topics.clone(), who.user.clone());
@@ -122,7 +122,7 @@ impl Route for Hooked {
         self.board.as_ref()
     }
 
-    fn who(&self, req: &Request) -> Who {
+    fn who<'a>(&'a self, req: &'a Request) -> super::WhoAnswer<'a> {
         self.inner.who(req)
     }
 }

@@ -33,6 +33,9 @@ pub(crate) use status::{own_metrics, own_status};
 /// A route's answer, once it is ready.
 pub type Answer<'a> = Pin<Box<dyn Future<Output = Response> + Send + 'a>>;
 
+/// Who a stream is for, once the token (if any) is checked.
+pub type WhoAnswer<'a> = Pin<Box<dyn Future<Output = Who> + Send + 'a>>;
+
 /// An answer that is ready now.
 fn ready<'a>(r: impl Into<Response>) -> Answer<'a> {
     Box::pin(std::future::ready(r.into()))
@@ -104,11 +107,11 @@ pub trait Route: Send + Sync {
 
     /// Who a stream of `req` is for, as its hooks tell the application: the topics asked
     /// for (`?topic=`), and where the route knows them the user and the token's expiry.
-    fn who(&self, req: &Request) -> Who {
-        Who {
+    fn who<'a>(&'a self, req: &'a Request) -> WhoAnswer<'a> {
+        Box::pin(std::future::ready(Who {
             topics: req.query_values("topic"),
             ..Who::default()
-        }
+        }))
     }
 
     /// Whether it was added in code ([`custom::Custom`]): a reload keeps it.

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::journaled::{self, AuthConfig};
 use super::{not_allowed, ready, settings, Answer, Build, BuildError, Cx, Kind, Route};
+use crate::auth::access::Role;
 use crate::auth::RouteAuth;
 use crate::config::de::de_positive;
 use crate::config::{
@@ -140,7 +141,7 @@ pub(super) struct Rules {
     path: String,
     publishing: Publishing,
     origins: Vec<String>,
-    auth: RouteAuth,
+    auth: Arc<RouteAuth>,
 }
 
 impl Rules {
@@ -154,7 +155,7 @@ impl Rules {
             path: path.to_string(),
             publishing: publishing.clone(),
             origins: auth.publish_origins.clone(),
-            auth: auth.rules()?,
+            auth: Arc::new(auth.rules()?),
         })
     }
 
@@ -165,14 +166,15 @@ impl Rules {
 
     /// Who a stream of `req` is for: `topics`, the token's `sub` (else the web server's
     /// user) and the token's expiry.
-    pub(super) fn who(&self, req: &Request, topics: Vec<String>) -> super::Who {
-        who(&self.auth, req, topics)
+    pub(super) async fn who(&self, req: &Request, topics: Vec<String>) -> super::Who {
+        who(&self.auth, req, topics).await
     }
 }
 
-/// Who a stream of `req` is for under `auth` (see [`Rules::who`]).
-pub(super) fn who(auth: &RouteAuth, req: &Request, topics: Vec<String>) -> super::Who {
-    let claims = auth.subscriber_claims(req).ok().flatten();
+/// Who a stream of `req` is for under `auth` (see [`Rules::who`]); the token is checked off the
+/// runtime thread unless it was verified before (the route's own check, a moment ago).
+pub(super) async fn who(auth: &Arc<RouteAuth>, req: &Request, topics: Vec<String>) -> super::Who {
+    let claims = auth.verified(req, Role::Subscriber).await.ok().flatten();
     let expires = claims.as_ref().and_then(|c| c.expires);
     let user = claims.and_then(|c| c.subject).or_else(|| auth.user(req));
     super::Who {
@@ -192,7 +194,7 @@ impl Route for Topics {
     fn handle<'a>(&'a self, cx: &'a Cx, req: &'a Request) -> Answer<'a> {
         match req.method.as_str() {
             "POST" => Box::pin(async move { self.rules.publish(&self.hub, req).await.into() }),
-            "GET" | "HEAD" => ready(self.subscribe(cx, req)),
+            "GET" | "HEAD" => Box::pin(self.subscribe(cx, req)),
             _ => ready(not_allowed(&self.rules.path, req, "GET, HEAD, POST")),
         }
     }
@@ -206,21 +208,21 @@ impl Route for Topics {
         self.hub.set_publish_hook(None);
     }
 
-    fn who(&self, req: &Request) -> super::Who {
-        self.rules.who(req, req.query_values("topic"))
+    fn who<'a>(&'a self, req: &'a Request) -> super::WhoAnswer<'a> {
+        Box::pin(self.rules.who(req, req.query_values("topic")))
     }
 }
 
 impl Topics {
     /// `GET` (or `HEAD`): authorise the topics, then a stream of them from the hub (with the
     /// replay after `Last-Event-ID`).
-    fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
+    async fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
         let path = &self.rules.path;
         let topics = req.query_values("topic");
         if let Err(refusal) = validate_topics(&topics, self.rules.publishing.max_topics) {
             return FullResponse::from(refusal).into();
         }
-        if let Err((status, why)) = self.rules.auth.may_subscribe(req, &topics) {
+        if let Err((status, why)) = self.rules.auth.may_subscribe(req, &topics).await {
             log::info!(
                 "req={} route={path} peer={}: subscription refused ({status}): {why}",
                 req.id,
@@ -280,8 +282,9 @@ impl Rules {
             .is_some_and(|t| token_matches(presented, t));
         // A publisher JWT is needed unless the publish_token was presented.
         let jwt = match (&auth.publisher, &conf.publish_token) {
-            (Some(_), _) if !token_ok => match auth.publisher_claims(req) {
-                Ok(c) => Some(c),
+            (Some(_), _) if !token_ok => match auth.verified(req, Role::Publisher).await {
+                Ok(Some(c)) => Some(c),
+                Ok(None) => return refused(401, crate::auth::AuthError::Missing.to_string()),
                 Err((status, why)) => return refused(status, why),
             },
             (None, Some(_)) if !token_ok => {

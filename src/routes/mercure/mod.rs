@@ -205,8 +205,8 @@ impl Route for Mercure {
         }
     }
 
-    fn who(&self, req: &Request) -> super::Who {
-        super::topics::who(&self.auth, req, self.asked_topics(req))
+    fn who<'a>(&'a self, req: &'a Request) -> super::WhoAnswer<'a> {
+        Box::pin(super::topics::who(&self.auth, req, self.asked_topics(req)))
     }
 
     /// The subscriptions API: `{hub}/subscriptions[/{topic}[/{subscriber}]]`.

@@ -120,28 +120,14 @@ impl Mercure {
         Ok(asked)
     }
 
-    /// The claims of the request's token for `role` (`None` without one), checked on a
-    /// blocking thread: a token seen for the first time may hold up to 100 URL Patterns to
-    /// compile (tens of milliseconds), which must not hold up the streams this runtime thread
-    /// serves. A subscriber without a token, or with one verified before, is answered here.
+    /// The claims of the request's token for `role` (`None` without one), checked off the
+    /// runtime thread ([`RouteAuth::verified`](crate::auth::RouteAuth::verified)).
     pub(super) async fn verified(
         &self,
         req: &Request,
         role: Role,
     ) -> Result<Option<Claims>, crate::auth::route::Refused> {
-        if role == Role::Subscriber {
-            if let Some(at_hand) = self.auth.subscriber_claims_at_hand(req) {
-                return at_hand;
-            }
-        }
-        let (auth, req) = (self.auth.clone(), req.clone());
-        let check = move || match role {
-            Role::Subscriber => auth.subscriber_claims(&req),
-            Role::Publisher => auth.publisher_claims(&req).map(Some),
-        };
-        tokio::task::spawn_blocking(check)
-            .await
-            .unwrap_or_else(|_| Err((500, "the token check failed".into())))
+        self.auth.verified(req, role).await
     }
 
     /// `GET`, `HEAD` or `QUERY`: a subscription.
