@@ -35,14 +35,14 @@ build() {
   case $1 in
     x86_64)
       need_deb musl-tools musl-gcc
-      cargo build --release --locked --target "$target" >&2 ;;
+      cargo build --profile dist --locked --target "$target" >&2 ;;
     aarch64)
       command -v cargo-zigbuild >/dev/null 2>&1 && python3 -c 'import ziglang' 2>/dev/null ||
         python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore cargo-zigbuild ziglang >&2
-      cargo zigbuild --release --locked --target "$target" >&2 ;;
+      cargo zigbuild --profile dist --locked --target "$target" >&2 ;;
     *) echo "release.sh: unknown arch $1 (x86_64 or aarch64)" >&2; exit 2 ;;
   esac
-  echo "${CARGO_TARGET_DIR:-target}/$target/release/fastsse"
+  echo "${CARGO_TARGET_DIR:-target}/$target/dist/fastsse"
 }
 
 sums=()
