@@ -16,6 +16,9 @@
 #   N=20000 DURATION=30s scripts/bench-50k.sh
 #   UPSTREAM=floor scripts/bench-50k.sh
 #   UPSTREAM=nchan scripts/bench-50k.sh
+#   SERVER_BIN=dist/fastsse-VERSION-x86_64-linux-musl/fastsse scripts/bench-50k.sh
+#                                 # serve with the released static binary (musl) instead of this
+#                                 # tree's glibc build; the bench client stays this tree's
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -36,6 +39,8 @@ ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -ge 16000 ] || { echo "bench-50k.sh: ulimit -n is $(ulimit -n); 16,000 or more is needed" >&2; exit 1; }
 cargo build --release --quiet --bin fastsse
 bin=$root/target/release/fastsse
+server_bin=$bin
+[ -z "${SERVER_BIN:-}" ] || server_bin=$(realpath "$SERVER_BIN")
 mkdir -p "$OUT"
 work=$(mktemp -d /tmp/fastsse-50k.XXXXXX)
 chmod 755 "$work"
@@ -69,7 +74,7 @@ case "$UPSTREAM" in
   # The floor starts writing when the ramp is over, as the bench starts publishing then.
   floor) "$bin" bench floor --listen "unix:$work/fastsse.sock" --rate "$RATE" --processes "$PROCESSES" \
            --delay "$(( N / RAMP + 2 ))s" 2> "$work/fastsse.log" & sup=$! ;;
-  fastsse) "$bin" serve --config "$work/fastsse.toml" 2> "$work/fastsse.log" & sup=$! ;;
+  fastsse) "$server_bin" serve --config "$work/fastsse.toml" 2> "$work/fastsse.log" & sup=$! ;;
 esac
 if [ -n "$sup" ]; then
   pids+=("$sup")

@@ -259,19 +259,11 @@ fn a_shared_command_with_a_topic_replays_with_last_event_id() {
 #[test]
 fn a_missing_program_is_a_config_error_with_file_line_and_key() {
     let dir = TempDir::new("cmd-check");
-    let file = dir.path("fastsse.toml");
-    std::fs::write(
-        &file,
+    let (passed, err) = check_config(
+        &dir,
         "[[route]]\npath = \"/x\"\ntype = \"command\"\ncommand = [\"/nonexistent/ticker\"]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(fastsse_bin())
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    assert!(!passed);
     assert!(
         err.contains("fastsse.toml:4: key `command`") && err.contains("/nonexistent/ticker"),
         "{err}"

@@ -278,24 +278,12 @@ fn a_public_key_or_a_path_is_never_an_hmac_secret() {
     assert!(ok, "openssl");
     let pem_text = std::fs::read_to_string(&pem).unwrap();
     let check = |key_line: &str| {
-        let conf = dir.path("fastsse.toml");
-        std::fs::write(
-            &conf,
-            format!(
+        check_config(
+            &dir,
+            &format!(
                 "[server]\nlisten = \"unix:{}\"\n\n[[route]]\npath = \"/hub\"\ntype = \"mercure\"\n{key_line}\n",
                 dir.path("s.sock").display()
             ),
-        )
-        .unwrap();
-        let out = std::process::Command::new(fastsse_bin())
-            .arg("check-config")
-            .arg(&conf)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).to_string()
-                + &String::from_utf8_lossy(&out.stdout),
         )
     };
     let cases = [

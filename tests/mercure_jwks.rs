@@ -225,21 +225,13 @@ fn keys_from_a_jwks_uri_down_at_start_then_rotated_then_kept_across_a_restart() 
 #[test]
 fn a_jwks_uri_over_plain_http_to_another_host_is_refused() {
     let dir = TempDir::new("jwks-http");
-    let conf = dir.path("fastsse.toml");
-    std::fs::write(
-        &conf,
-        format!(
+    let (passed, err) = check_config(
+        &dir,
+        &format!(
             "[[route]]\npath = \"{HUB}\"\ntype = \"mercure\"\nresource_identifier = \"{AUD}\"\n\n\
              [[route.issuer]]\nid = \"{ISS}\"\nsubscriber_jwks_uri = \"http://sso.example.com/certs\"\n"
         ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(fastsse_bin())
-        .arg("check-config")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
+    assert!(!passed);
     assert!(err.contains("use https"), "{err}");
 }

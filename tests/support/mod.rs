@@ -304,6 +304,22 @@ pub fn fastsse_bin() -> &'static str {
     env!("CARGO_BIN_EXE_fastsse")
 }
 
+/// `fastsse check-config` on `config` written to `dir`'s `fastsse.toml`: whether it passed, and
+/// what it printed (stderr, then stdout).
+pub fn check_config(dir: &TempDir, config: &str) -> (bool, String) {
+    let file = dir.path("fastsse.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(fastsse_bin())
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
 /// Whether a peer program is installed; when `FASTSSE_REQUIRE_PEERS` is set (CI), a missing
 /// peer fails the test instead of skipping it.
 pub fn have(program: &str) -> bool {
