@@ -3,7 +3,8 @@
 # `[server] processes = 4`, nginx with conf/nginx-50k.conf, the bench spread over 4 processes
 # and 4 source addresses (each address gives ~28,000 ports towards one server port). Prints the
 # report, the memory of fastsse and nginx per stream, and the CPU of each part; writes
-# report.json, report.html and the charts as SVG files into $OUT (target/bench-50k).
+# report.json, report.html, the charts as SVG files and the servers' logs (fastsse.log,
+# nginx-error.log) into $OUT (target/bench-50k).
 #
 # UPSTREAM=floor puts `fastsse bench floor` (the least possible FastCGI SSE upstream: one
 # pre-encoded record written to every connection per tick, nothing else) in fastsse's place, in
@@ -49,6 +50,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   sleep 1
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  # The servers' logs stay with the report (a run that lost something is read from them).
+  cp "$work/fastsse.log" "$work/nginx-error.log" "$OUT/" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM

@@ -41,6 +41,10 @@ fn allowed_peers(app: &App) -> Vec<IpAddr> {
         .collect()
 }
 
+/// How long a worker near its limits leaves new connections to its siblings before it accepts
+/// one itself (only under `processes > 1`).
+const SIBLINGS_FIRST: Duration = Duration::from_millis(10);
+
 struct Acceptor {
     app: Arc<App>,
     shutdown: CancellationToken,
@@ -83,6 +87,19 @@ impl Acceptor {
         self.tracker.spawn(serve_connection(io, ctx, counted));
     }
 
+    /// Before an accept: a worker near its limits (see [`App::leaves_accepts_to_siblings`])
+    /// waits [`SIBLINGS_FIRST`], so that a sibling with room takes what is waiting; when none
+    /// does, this one accepts after the pause. False when shutting down.
+    async fn siblings_first(&self) -> bool {
+        if !self.app.leaves_accepts_to_siblings() {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SIBLINGS_FIRST) => true,
+            _ = self.shutdown.cancelled() => false,
+        }
+    }
+
     /// Waits a little after an accept error (EMFILE and friends) so the loop does not spin.
     async fn back_off(&self, e: std::io::Error, listener: &str) {
         log::warn!("accept on {listener}: {e}");
@@ -100,7 +117,7 @@ impl Acceptor {
                     Ok(l) => l,
                     Err(e) => return log::error!("cannot register {name}: {e}"),
                 };
-                loop {
+                while self.siblings_first().await {
                     tokio::select! {
                         _ = self.shutdown.cancelled() => break,
                         r = listener.accept() => match r {
@@ -119,7 +136,7 @@ impl Acceptor {
                     Ok(l) => l,
                     Err(e) => return log::error!("cannot register {name}: {e}"),
                 };
-                loop {
+                while self.siblings_first().await {
                     tokio::select! {
                         _ = self.shutdown.cancelled() => break,
                         r = listener.accept() => match r {
