@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -41,9 +42,11 @@ fn allowed_peers(app: &App) -> Vec<IpAddr> {
         .collect()
 }
 
-/// How long a worker near its limits leaves new connections to its siblings before it accepts
-/// one itself (only under `processes > 1`).
+/// How long a worker near its limits leaves new connections to its siblings before it takes
+/// what they left (only under `processes > 1`).
 const SIBLINGS_FIRST: Duration = Duration::from_millis(10);
+/// Most connections a worker near its limits takes after each pause.
+const LEFT_BATCH: usize = 64;
 
 struct Acceptor {
     app: Arc<App>,
@@ -87,25 +90,51 @@ impl Acceptor {
         self.tracker.spawn(serve_connection(io, ctx, counted));
     }
 
-    /// Before an accept: a worker near its limits (see [`App::leaves_accepts_to_siblings`])
-    /// waits [`SIBLINGS_FIRST`], so that a sibling with room takes what is waiting; when none
-    /// does, this one accepts after the pause. False when shutting down.
-    async fn siblings_first(&self) -> bool {
-        if !self.app.leaves_accepts_to_siblings() {
-            return true;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(SIBLINGS_FIRST) => true,
-            _ = self.shutdown.cancelled() => false,
-        }
-    }
-
     /// Waits a little after an accept error (EMFILE and friends) so the loop does not spin.
     async fn back_off(&self, e: std::io::Error, listener: &str) {
         log::warn!("accept on {listener}: {e}");
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = self.shutdown.cancelled() => {}
+        }
+    }
+
+    /// Accepts with `poll_accept` until shutdown, handing each connection to `take`. A worker
+    /// near its limits (see [`App::leaves_accepts_to_siblings`]) does not race its siblings for
+    /// the next connection: it waits [`SIBLINGS_FIRST`], then takes only what they left waiting
+    /// (up to [`LEFT_BATCH`]) and waits again, so a box whose workers are all nearly full still
+    /// accepts at once what arrives.
+    async fn accept_loop<C>(
+        &self,
+        name: &str,
+        poll_accept: impl Fn(&mut Context<'_>) -> Poll<std::io::Result<C>>,
+        mut take: impl FnMut(C),
+    ) {
+        loop {
+            if self.app.leaves_accepts_to_siblings() {
+                tokio::select! {
+                    _ = tokio::time::sleep(SIBLINGS_FIRST) => {}
+                    _ = self.shutdown.cancelled() => break,
+                }
+                for _ in 0..LEFT_BATCH {
+                    match std::future::poll_fn(|cx| Poll::Ready(poll_accept(cx))).await {
+                        Poll::Ready(Ok(c)) => take(c),
+                        Poll::Ready(Err(e)) => {
+                            self.back_off(e, name).await;
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                r = std::future::poll_fn(&poll_accept) => match r {
+                    Ok(c) => take(c),
+                    Err(e) => self.back_off(e, name).await,
+                }
+            }
         }
     }
 
@@ -117,44 +146,32 @@ impl Acceptor {
                     Ok(l) => l,
                     Err(e) => return log::error!("cannot register {name}: {e}"),
                 };
-                while self.siblings_first().await {
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => break,
-                        r = listener.accept() => match r {
-                            Ok((io, _)) => {
-                                if let Some(counted) = self.admit(&name) {
-                                    self.spawn(io, name.clone(), counted);
-                                }
-                            }
-                            Err(e) => self.back_off(e, &name).await,
-                        }
+                let take = |(io, _)| {
+                    if let Some(counted) = self.admit(&name) {
+                        self.spawn(io, name.clone(), counted);
                     }
-                }
+                };
+                self.accept_loop(&name, |cx| listener.poll_accept(cx), take)
+                    .await;
             }
             BoundListener::Tcp(listener) => {
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => return log::error!("cannot register {name}: {e}"),
                 };
-                while self.siblings_first().await {
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => break,
-                        r = listener.accept() => match r {
-                            Ok((io, addr)) => {
-                                let peer = addr.to_string();
-                                if !self.allowed.is_empty() && !self.allowed.contains(&addr.ip()) {
-                                    log::warn!("peer={peer}: not in FCGI_WEB_SERVER_ADDRS, closing");
-                                    continue;
-                                }
-                                if let Some(counted) = self.admit(&peer) {
-                                    let _ = io.set_nodelay(true);
-                                    self.spawn(io, peer, counted);
-                                }
-                            }
-                            Err(e) => self.back_off(e, &name).await,
-                        }
+                let take = |(io, addr): (tokio::net::TcpStream, std::net::SocketAddr)| {
+                    let peer = addr.to_string();
+                    if !self.allowed.is_empty() && !self.allowed.contains(&addr.ip()) {
+                        log::warn!("peer={peer}: not in FCGI_WEB_SERVER_ADDRS, closing");
+                        return;
                     }
-                }
+                    if let Some(counted) = self.admit(&peer) {
+                        let _ = io.set_nodelay(true);
+                        self.spawn(io, peer, counted);
+                    }
+                };
+                self.accept_loop(&name, |cx| listener.poll_accept(cx), take)
+                    .await;
             }
         }
     }
