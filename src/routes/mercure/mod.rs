@@ -271,7 +271,11 @@ impl Mercure {
             );
             refuse(status, why)
         };
-        let claims = match m.verified(req, crate::auth::access::Role::Publisher).await {
+        let claims = match m
+            .auth
+            .verified(req, crate::auth::access::Role::Publisher)
+            .await
+        {
             Ok(Some(c)) => c,
             Ok(None) => return refused(401, crate::auth::AuthError::Missing.to_string()),
             Err((status, why)) => return refused(status, why),

@@ -120,16 +120,6 @@ impl Mercure {
         Ok(asked)
     }
 
-    /// The claims of the request's token for `role` (`None` without one), checked off the
-    /// runtime thread ([`RouteAuth::verified`](crate::auth::RouteAuth::verified)).
-    pub(super) async fn verified(
-        &self,
-        req: &Request,
-        role: Role,
-    ) -> Result<Option<Claims>, crate::auth::route::Refused> {
-        self.auth.verified(req, role).await
-    }
-
     /// `GET`, `HEAD` or `QUERY`: a subscription.
     pub(super) async fn subscribe(&self, cx: &Cx, req: &Request) -> Response {
         let path = &self.path;
@@ -201,7 +191,7 @@ impl Mercure {
     /// The subscriber's claims: from its token; none (public updates only) when anonymous
     /// subscribers or a user the web server authenticated are allowed; else a refusal.
     async fn subscriber(&self, req: &Request, has_user: bool) -> Result<Claims, FullResponse> {
-        match self.verified(req, Role::Subscriber).await {
+        match self.auth.verified(req, Role::Subscriber).await {
             Ok(Some(c)) => Ok(c),
             Err((status, why)) => Err(refuse(status, why)),
             Ok(None) if self.conf.anonymous || has_user => Ok(Claims::default()),

@@ -136,7 +136,11 @@ impl Mercure {
             return FullResponse::text(405, "the subscriptions API is read-only (GET)")
                 .with_header("Allow", "GET");
         }
-        let claims = match m.verified(req, crate::auth::access::Role::Subscriber).await {
+        let claims = match m
+            .auth
+            .verified(req, crate::auth::access::Role::Subscriber)
+            .await
+        {
             Ok(Some(c)) => c,
             Ok(None) => return super::refuse(401, crate::auth::AuthError::Missing.to_string()),
             Err((status, why)) => return super::refuse(status, why),
