@@ -1,6 +1,7 @@
 //! Responses, written the same way by both transports: [`FullResponse`] (status, headers,
 //! body), [`StreamResponse`] (an SSE stream), the CGI header block both transports send, and
-//! [`respond`], the one function that writes a response through a transport's [`BodyWriter`].
+//! [`respond`], the one function that writes a response through a transport's [`BodyWriter`]
+//! (with [`resume`], which goes on with a stream that gave up its task while idle).
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -12,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{AccessLog, StreamLog};
 use crate::publish::Refusal;
-use crate::source::{run_stream, BodyWriter, DirectWriter, Source, StreamEnd, StreamTiming};
+use crate::source::{
+    run_or_park, BodyWriter, DirectWriter, Ran, Source, StreamClock, StreamEnd, StreamTiming,
+};
 use crate::stats::StreamPermit;
 
 /// A complete (non-streaming) response.
@@ -32,8 +35,6 @@ pub struct StreamResponse {
     pub source: Box<dyn Source>,
     /// Heartbeat, retry and lifetime.
     pub timing: StreamTiming,
-    /// The route path, for logs.
-    pub route: String,
     /// The stream's place in `max_streams`, given back when the stream ends.
     pub permit: StreamPermit,
     /// Where its access line goes when it ends (when an access log is configured).
@@ -144,12 +145,49 @@ impl From<Refusal> for FullResponse {
 }
 
 /// How a response went out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Sent {
     /// A full response with this status (or the client left while it was written).
     Full(u16),
     /// A stream, and how it ended.
     Stream(StreamEnd),
+    /// A stream with nothing to write gave up its task (only where the writer allows it,
+    /// [`BodyWriter::can_park`]): the transport keeps it and calls [`resume`] when it is woken
+    /// ([`ParkedStream::poll_wake`]) or due ([`ParkedStream::due`]), or when the client leaves
+    /// or the server stops.
+    Parked(ParkedStream),
+}
+
+/// An open stream without a task: what [`resume`] needs to go on with it.
+pub struct ParkedStream {
+    stream: StreamResponse,
+    clock: StreamClock,
+    /// Events and bytes its task had written (for its access line).
+    counted: (u64, u64),
+}
+
+impl std::fmt::Debug for ParkedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParkedStream")
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+impl ParkedStream {
+    /// `Ready` when the source has something to say; otherwise `cx` is woken then.
+    pub fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.stream.source.poll_wake(cx)
+    }
+
+    /// When it must run again (a heartbeat, its lifetime, its source's own deadline), given
+    /// when bytes last reached the client without its task.
+    pub fn due(&self, written_elsewhere: Option<tokio::time::Instant>) -> tokio::time::Instant {
+        let due = self
+            .clock
+            .due(self.stream.timing.heartbeat, written_elsewhere);
+        self.stream.source.wake_at().map_or(due, |t| t.min(due))
+    }
 }
 
 /// Writes `response` through `body` — the one road for both transports. A stream gets its
@@ -173,7 +211,7 @@ pub fn respond<'a, W: BodyWriter>(
             if let Some(d) = direct {
                 stream.source.attach_direct(d);
             }
-            Either::Right(write_stream(stream, body, abort, shutdown))
+            Either::Right(write_stream(stream, body, abort, shutdown, None))
         }
     }
 }
@@ -194,39 +232,87 @@ fn write_full<'a, W: BodyWriter>(
     }
 }
 
+/// Goes on with a parked stream, exactly where it stopped: the same road as [`respond`]'s.
+pub fn resume<'a, W: BodyWriter>(
+    parked: ParkedStream,
+    body: &'a mut W,
+    abort: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+) -> impl Future<Output = Sent> + Send + 'a {
+    let ParkedStream {
+        stream,
+        clock,
+        counted,
+    } = parked;
+    write_stream(stream, body, abort, shutdown, Some((clock, counted)))
+}
+
+/// How a stream's run came back: ended, or parked with its clock and what its task counted.
+enum Outcome {
+    Ended(StreamEnd),
+    Parked(StreamClock, (u64, u64)),
+}
+
 fn write_stream<'a, W: BodyWriter>(
     mut stream: StreamResponse,
     body: &'a mut W,
     abort: &'a CancellationToken,
     shutdown: &'a CancellationToken,
+    resumed: Option<(StreamClock, (u64, u64))>,
 ) -> impl Future<Output = Sent> + 'a {
     async move {
-        let end = match stream.access.take() {
-            None => head_and_run(&mut stream, body, abort, shutdown).await,
+        let ran = match stream.access.take() {
+            None => {
+                match head_and_run(&mut stream, body, abort, shutdown, resumed.map(|r| r.0)).await {
+                    Ran::Ended(end) => Outcome::Ended(end),
+                    Ran::Parked(clock) => Outcome::Parked(clock, (0, 0)),
+                }
+            }
             // Boxed: only streams that are access-logged carry the counting future.
-            Some(access) => Box::pin(logged(&mut stream, body, access, abort, shutdown)).await,
+            Some(access) => {
+                Box::pin(logged(&mut stream, body, access, abort, shutdown, resumed)).await
+            }
         };
-        if let Some(w) = stream.watch.take() {
-            w.ended(end);
+        match ran {
+            Outcome::Parked(clock, counted) => Sent::Parked(ParkedStream {
+                stream,
+                clock,
+                counted,
+            }),
+            Outcome::Ended(end) => {
+                if let Some(w) = stream.watch.take() {
+                    w.ended(end);
+                }
+                Sent::Stream(end)
+            }
         }
-        Sent::Stream(end)
     }
 }
 
-/// [`head_and_run`], counting what reaches the client, then the stream's access line.
+/// [`head_and_run`], counting what reaches the client, then the stream's access line (or,
+/// when it parks, the count kept for when it resumes).
 async fn logged<W: BodyWriter>(
     stream: &mut StreamResponse,
     body: &mut W,
     access: Box<(Arc<AccessLog>, StreamLog)>,
     abort: &CancellationToken,
     shutdown: &CancellationToken,
-) -> StreamEnd {
+    resumed: Option<(StreamClock, (u64, u64))>,
+) -> Outcome {
+    let (events, bytes) = resumed.map_or((0, 0), |r| r.1);
     let mut counted = Counting {
         inner: body,
-        events: 0,
-        bytes: 0,
+        events,
+        bytes,
     };
-    let end = head_and_run(stream, &mut counted, abort, shutdown).await;
+    let end = match head_and_run(stream, &mut counted, abort, shutdown, resumed.map(|r| r.0)).await
+    {
+        Ran::Ended(end) => end,
+        Ran::Parked(clock) => {
+            stream.access = Some(access);
+            return Outcome::Parked(clock, (counted.events, counted.bytes));
+        }
+    };
     let (direct_events, direct_bytes) = counted.inner.direct_writes();
     let (log, line) = &*access;
     log.stream_ended(
@@ -235,16 +321,31 @@ async fn logged<W: BodyWriter>(
         counted.events + direct_events,
         counted.bytes + direct_bytes,
     );
-    end
+    Outcome::Ended(end)
 }
 
+/// The stream's header block (unless it is resumed), then its run.
 fn head_and_run<'a, W: BodyWriter>(
     stream: &'a mut StreamResponse,
     body: &'a mut W,
     abort: &'a CancellationToken,
     shutdown: &'a CancellationToken,
-) -> impl Future<Output = StreamEnd> + 'a {
+    resumed: Option<StreamClock>,
+) -> impl Future<Output = Ran> + 'a {
     async move {
+        let run = |stream: &'a mut StreamResponse, body: &'a mut W| {
+            run_or_park(
+                stream.source.as_mut(),
+                body,
+                &stream.timing,
+                abort,
+                shutdown,
+                resumed,
+            )
+        };
+        if resumed.is_some() {
+            return run(stream, body).await;
+        }
         let head = if stream.extra_headers.is_empty() {
             stream_head()
         } else {
@@ -254,10 +355,10 @@ fn head_and_run<'a, W: BodyWriter>(
         };
         tokio::select! {
             r = body.write(head) => match r {
-                Ok(()) => run_stream(stream.source.as_mut(), body, &stream.timing, abort, shutdown).await,
-                Err(_) => StreamEnd::ClientGone,
+                Ok(()) => run(stream, body).await,
+                Err(_) => Ran::Ended(StreamEnd::ClientGone),
             },
-            _ = abort.cancelled() => StreamEnd::ClientGone,
+            _ = abort.cancelled() => Ran::Ended(StreamEnd::ClientGone),
         }
     }
 }
@@ -287,6 +388,10 @@ impl<W: BodyWriter> BodyWriter for Counting<'_, W> {
 
     fn direct_writes(&self) -> (u64, u64) {
         self.inner.direct_writes()
+    }
+
+    fn can_park(&self) -> bool {
+        self.inner.can_park()
     }
 }
 

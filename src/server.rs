@@ -78,7 +78,7 @@ impl Acceptor {
         None
     }
 
-    fn spawn<S: FcgiSocket>(&self, io: S, peer: String, counted: ConnectionGuard) {
+    fn spawn<S: FcgiSocket>(&self, io: S, peer: Arc<str>, counted: ConnectionGuard) {
         let ctx = ConnContext {
             app: self.app.clone(),
             shutdown: self.shutdown.clone(),
@@ -146,9 +146,10 @@ impl Acceptor {
                     Ok(l) => l,
                     Err(e) => return log::error!("cannot register {name}: {e}"),
                 };
+                let peer: Arc<str> = Arc::from(name.as_str());
                 let take = |(io, _)| {
                     if let Some(counted) = self.admit(&name) {
-                        self.spawn(io, name.clone(), counted);
+                        self.spawn(io, peer.clone(), counted);
                     }
                 };
                 self.accept_loop(&name, |cx| listener.poll_accept(cx), take)
@@ -167,7 +168,7 @@ impl Acceptor {
                     }
                     if let Some(counted) = self.admit(&peer) {
                         let _ = io.set_nodelay(true);
-                        self.spawn(io, peer, counted);
+                        self.spawn(io, Arc::from(peer), counted);
                     }
                 };
                 self.accept_loop(&name, |cx| listener.poll_accept(cx), take)

@@ -16,6 +16,25 @@ pub struct Stats {
     pub(crate) refused_connections: AtomicU64,
     pub(crate) evicted_connections: AtomicU64,
     pub(crate) input_bytes: AtomicUsize,
+    pub(crate) parked_streams: AtomicUsize,
+}
+
+/// Counts one stream parked without a task (kept by its connection) while alive.
+#[derive(Debug)]
+pub struct ParkedGuard(Arc<Stats>);
+
+impl ParkedGuard {
+    /// Counts one more parked stream.
+    pub fn new(stats: &Arc<Stats>) -> ParkedGuard {
+        stats.parked_streams.fetch_add(1, Ordering::AcqRel);
+        ParkedGuard(stats.clone())
+    }
+}
+
+impl Drop for ParkedGuard {
+    fn drop(&mut self) {
+        self.0.parked_streams.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Holds one of the `max_streams` slots; dropping it frees the slot.

@@ -169,7 +169,6 @@ impl Streams {
         Response::Stream(StreamResponse {
             source,
             timing: self.timing(config),
-            route: route.to_string(),
             permit,
             access,
             extra_headers: Vec::new(),

@@ -68,7 +68,7 @@ impl App {
         })
     }
 
-    fn current(&self) -> Arc<RouteSet> {
+    pub(crate) fn current(&self) -> Arc<RouteSet> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -1,23 +1,24 @@
 //! The FastCGI connection driver: one reader for the connection's whole life, a request table by
-//! id (multiplexing), KEEP_CONN, GET_VALUES, ABORT_REQUEST, and cancellation of every request the
-//! moment the peer closes the connection.
+//! id (multiplexing), KEEP_CONN, GET_VALUES, ABORT_REQUEST, cancellation of every request the
+//! moment the peer closes the connection, and the streams that parked here while idle (resumed
+//! when woken, due, aborted, or at shutdown).
 //!
 //! Writing is [`super::writer`]'s job, each request's handler [`super::task`]'s; this file
-//! reads records and keeps the request table, deadlines and the idle registry.
+//! (with `input.rs`, `reader.rs` and `parking.rs`) reads records and keeps the request table,
+//! deadlines, the idle registry and the parked streams.
 
 use std::io;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::codec::{CodecError, Record, RecordCodec};
-use super::idle::IdleConnections;
+use super::codec::{CodecError, Record};
+use super::idle::{Close, IdleConnections};
 use super::params::{decode_params, encode_pair, ParamsLimits};
 use super::slots::Slots;
-use super::task::Finished;
+use super::task::ParkedRequest;
 use super::writer::{ConnWriter, Outgoing};
 use super::*;
 use crate::app::App;
@@ -26,9 +27,6 @@ use crate::source::BodyClosed;
 use crate::stats::{ConnectionGuard, InputCharge};
 
 pub use super::writer::FcgiSocket;
-
-/// Read buffer growth step while a request arrives.
-const READ_BUFFER: usize = 2048;
 
 /// Everything a connection needs from the server.
 #[derive(Clone)]
@@ -41,8 +39,9 @@ pub struct ConnContext {
     pub tracker: TaskTracker,
     /// Connections with no request running (closed first when the server is full).
     pub idle: Arc<IdleConnections>,
-    /// The web server's address on this connection, for logs.
-    pub peer: String,
+    /// The web server's address on this connection, for logs (shared by a unix socket's
+    /// connections).
+    pub peer: Arc<str>,
     /// Connection number, for logs.
     pub conn_id: u64,
 }
@@ -53,7 +52,7 @@ enum Flow {
     Close,
 }
 
-enum Phase {
+enum Phase<S> {
     /// Collecting PARAMS; `None` once they exceeded `max_params_bytes`.
     Params(Option<BytesMut>),
     /// Collecting STDIN up to CONTENT_LENGTH.
@@ -64,67 +63,32 @@ enum Phase {
     },
     /// The handler task runs; its token aborts it.
     Running(CancellationToken),
+    /// A stream with nothing to write, without a task until it is resumed.
+    Parked(ParkedRequest<S>),
 }
 
-struct Slot {
+impl<S> Phase<S> {
+    /// Whether the request's handler has started (it runs, or its stream is parked).
+    fn started(&self) -> bool {
+        matches!(self, Phase::Running(_) | Phase::Parked(_))
+    }
+}
+
+struct Slot<S> {
     keep_conn: bool,
-    phase: Phase,
+    phase: Phase<S>,
     /// When BEGIN_REQUEST arrived: the input must be complete by `request_timeout` after it.
     begun: tokio::time::Instant,
     /// The request's input bytes, counted against `max_input_bytes` until the slot goes.
     charge: InputCharge,
 }
 
-/// Reads whole records from the connection, with the codec doing the framing. Holds no buffer
-/// while waiting: thousands of idle streams wait here.
-struct RecordReader<S> {
-    io: Arc<S>,
-    buf: BytesMut,
-    /// The read buffer past its first [`READ_BUFFER`] bytes counts against `max_input_bytes`
-    /// (a partial record of up to 64 KiB may wait here on every connection).
-    charge: InputCharge,
-}
-
-impl<S: FcgiSocket> RecordReader<S> {
-    /// The next record; `Ok(None)` at a clean EOF. Cancel-safe.
-    async fn next(&mut self) -> Result<Option<Record>, CodecError> {
-        loop {
-            if let Some(record) = RecordCodec.decode(&mut self.buf)? {
-                if self.buf.is_empty() {
-                    self.buf = BytesMut::new();
-                    self.charge.set(0);
-                }
-                return Ok(Some(record));
-            }
-            self.io.readable().await?;
-            if self.buf.capacity() == self.buf.len() {
-                self.buf.reserve(READ_BUFFER);
-                if !self
-                    .charge
-                    .set(self.buf.capacity().saturating_sub(READ_BUFFER))
-                {
-                    return Err(io::Error::other(
-                        "max_input_bytes of request input already buffered",
-                    )
-                    .into());
-                }
-            }
-            match self.io.try_read_buf(&mut self.buf) {
-                Ok(0) => return RecordCodec.decode_eof(&mut self.buf),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-}
-
 struct Conn<S> {
     ctx: ConnContext,
-    slots: Slots<Slot>,
+    slots: Slots<Slot<S>>,
+    /// The socket, its write side and the mailbox: ids of requests that ended and streams
+    /// that parked, reported by their tasks.
     writer: Arc<ConnWriter<S>>,
-    /// Ids of requests that ended, reported by their tasks.
-    finished: Arc<Finished>,
     cancel: CancellationToken,
     close_when_idle: bool,
     /// Since when no request has been running (`None` while one runs).
@@ -141,20 +105,18 @@ pub fn serve_connection<S: FcgiSocket>(
     ctx: ConnContext,
     counted: ConnectionGuard,
 ) -> impl std::future::Future<Output = ()> {
-    let io = Arc::new(io);
+    let cancel = CancellationToken::new();
+    let writer = Arc::new(ConnWriter::new(io, cancel.clone()));
     let mut reader = RecordReader {
-        io: io.clone(),
+        conn: writer.clone(),
         buf: BytesMut::new(),
         charge: ctx.app.input_charge(),
     };
-    let cancel = CancellationToken::new();
-    let writer = Arc::new(ConnWriter::new(io, cancel.clone()));
     let shutdown = ctx.shutdown.clone();
     let mut conn = Conn {
         ctx,
         slots: Slots::default(),
         writer,
-        finished: Arc::new(Finished::default()),
         cancel,
         close_when_idle: false,
         idle_since: None,
@@ -167,7 +129,9 @@ pub fn serve_connection<S: FcgiSocket>(
         // Boxed, and only while a deadline exists: a connection whose stream runs has none, and
         // thousands of them wait here.
         let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        loop {
+        // Closed from outside the task (a failed write, an eviction), the connection is
+        // cancelled and its mailbox woken: the loop notices here.
+        while !conn.cancel.is_cancelled() {
             match (conn.deadline(), timer.as_mut()) {
                 (None, _) => timer = None,
                 (Some(d), Some(t)) => t.as_mut().reset(d),
@@ -175,21 +139,19 @@ pub fn serve_connection<S: FcgiSocket>(
             }
             let flow = tokio::select! {
                 biased;
-                _ = conn.cancel.cancelled() => Flow::Close,
                 _ = async { timer.as_mut().expect("guarded").await }, if timer.is_some() => {
                     timer = None;
                     conn.on_deadline()
                 }
-                _ = conn.finished.notify.notified() => {
-                    let mut flow = Flow::Continue;
-                    for id in conn.finished.take() {
-                        flow = conn.finished(id);
-                    }
-                    flow
+                _ = conn.writer.mail.notify.notified() => conn.on_mail(),
+                id = std::future::poll_fn(|cx| poll_parked(&mut conn.slots, cx)) => {
+                    conn.resume(id);
+                    Flow::Continue
                 }
                 _ = shutdown.cancelled(), if !draining => {
                     draining = true;
                     conn.close_when_idle = true;
+                    conn.resume_all();
                     conn.close_if_idle()
                 }
                 // Boxed: handling a record needs a large future for a moment; the connection's
@@ -204,6 +166,12 @@ pub fn serve_connection<S: FcgiSocket>(
         if !conn.slots.is_empty() {
             // Streams still running lose their connection: stop them now.
             conn.cancel.cancel();
+            conn.abort_all();
+        }
+        // Parked streams go on long enough to end (their leave, their access line).
+        conn.resume_all();
+        for p in conn.writer.mail.close() {
+            conn.ctx.tracker.spawn(p.resumed());
         }
         // The socket closes when the last request task lets go of it.
         log::debug!("conn={}: closed", conn.ctx.conn_id);
@@ -211,24 +179,24 @@ pub fn serve_connection<S: FcgiSocket>(
 }
 
 impl<S> Drop for Conn<S> {
-    /// Leaves the idle registry however the connection ends (a panic included).
+    /// Leaves the idle registry however the connection ends (a panic included), and drops
+    /// what is left in the mailbox: a parked stream there holds the mailbox's own connection.
     fn drop(&mut self) {
-        self.ctx.idle.set(self.ctx.conn_id, &self.cancel, false);
+        self.ctx.idle.set(self.ctx.conn_id, None);
+        drop(self.writer.mail.close());
     }
 }
 
 impl<S: FcgiSocket> Conn<S> {
     /// Keeps the idle registry and `idle_since` in step with whether a request runs.
     fn update_idle(&mut self) {
-        let running = self
-            .slots
-            .values()
-            .any(|s| matches!(s.phase, Phase::Running(_)));
+        let running = self.slots.values().any(|s| s.phase.started());
         if running == self.idle_since.is_none() {
             return;
         }
         self.idle_since = (!running).then(tokio::time::Instant::now);
-        self.ctx.idle.set(self.ctx.conn_id, &self.cancel, !running);
+        let close = (!running).then(|| self.writer.clone() as Arc<dyn Close>);
+        self.ctx.idle.set(self.ctx.conn_id, close);
     }
 
     /// When the next request-input deadline falls: an idle connection must deliver a whole
@@ -240,20 +208,32 @@ impl<S: FcgiSocket> Conn<S> {
         }
         self.slots
             .values()
-            .filter(|s| !matches!(s.phase, Phase::Running(_)))
-            .map(|s| s.begun + timeout)
+            .filter_map(|s| match &s.phase {
+                Phase::Running(_) => None,
+                Phase::Parked(p) => Some(p.due()),
+                _ => Some(s.begun + timeout),
+            })
             .min()
     }
 
-    /// A deadline passed: requests whose input is late get 408; a connection idle for too long
-    /// is closed.
+    /// A deadline passed: parked streams that are due run again, requests whose input is late
+    /// get 408; a connection idle for too long is closed.
     fn on_deadline(&mut self) -> Flow {
         let now = tokio::time::Instant::now();
         let timeout = self.ctx.app.config().server.request_timeout;
+        let due: Vec<u16> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| matches!(&s.phase, Phase::Parked(p) if p.due() <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.resume(id);
+        }
         let late: Vec<u16> = self
             .slots
             .iter()
-            .filter(|(_, s)| !matches!(s.phase, Phase::Running(_)) && s.begun + timeout <= now)
+            .filter(|(_, s)| !s.phase.started() && s.begun + timeout <= now)
             .map(|(&id, _)| id)
             .collect();
         for id in late {
@@ -310,6 +290,17 @@ impl<S: FcgiSocket> Conn<S> {
         );
         self.cancel.cancel();
         Flow::Close
+    }
+
+    /// Tells every started request that its client is gone.
+    fn abort_all(&self) {
+        for slot in self.slots.values() {
+            match &slot.phase {
+                Phase::Running(token) => token.cancel(),
+                Phase::Parked(p) => p.handle.abort.cancel(),
+                _ => {}
+            }
+        }
     }
 
     /// Closes the connection (by leaving the loop) when asked to and no request is left.
@@ -427,9 +418,8 @@ impl<S: FcgiSocket> Conn<S> {
         }
         if self.slots.contains_key(&id) {
             // The request may have ended a moment ago, its notice not yet handled.
-            for done in self.finished.take() {
-                self.finished(done);
-            }
+            // Mail the reader has not read yet (the id may be free, a stream parked).
+            let _ = self.on_mail();
         }
         if self.slots.contains_key(&id) {
             return self.protocol_error(&format!("BEGIN_REQUEST for id {id}, which is active"));
@@ -473,6 +463,11 @@ impl<S: FcgiSocket> Conn<S> {
                 token.cancel();
                 Flow::Continue
             }
+            Phase::Parked(p) => {
+                p.handle.abort.cancel();
+                self.resume(id);
+                Flow::Continue
+            }
             _ => {
                 let keep_conn = slot.keep_conn;
                 self.end_unstarted(id, keep_conn, FCGI_REQUEST_COMPLETE)
@@ -484,3 +479,9 @@ impl<S: FcgiSocket> Conn<S> {
 
 #[path = "input.rs"]
 mod input;
+#[path = "reader.rs"]
+mod reader;
+use reader::RecordReader;
+#[path = "parking.rs"]
+mod parking;
+use parking::poll_parked;

@@ -4,6 +4,7 @@
 //! task is started with the request, or with the refusal it gets.
 
 use bytes::{Bytes, BytesMut};
+use tokio_util::sync::CancellationToken;
 
 use super::{Conn, Flow, Phase};
 use crate::fcgi::codec::Record;
@@ -173,7 +174,9 @@ impl<S: FcgiSocket> Conn<S> {
         let Some(slot) = self.slots.get_mut(&id) else {
             return Flow::Continue;
         };
-        let abort = self.cancel.child_token();
+        // Its own token, not a child of the connection's (a child costs the connection a list
+        // of its children): the connection cancels it when it closes (`abort_all`).
+        let abort = CancellationToken::new();
         slot.phase = Phase::Running(abort.clone());
         // The input is decoded into the request now: its buffers no longer count.
         slot.charge = self.ctx.app.input_charge();
@@ -182,7 +185,6 @@ impl<S: FcgiSocket> Conn<S> {
             id,
             conn_id: self.ctx.conn_id,
             writer: self.writer.clone(),
-            finished: self.finished.clone(),
             abort,
             shutdown: self.ctx.shutdown.clone(),
         };

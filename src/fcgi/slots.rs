@@ -40,6 +40,9 @@ impl<T> Slots<T> {
     pub(super) fn iter(&self) -> impl Iterator<Item = (&u16, &T)> {
         self.0.iter().map(|(k, s)| (k, s))
     }
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&u16, &mut T)> {
+        self.0.iter_mut().map(|(k, s)| (&*k, s))
+    }
     pub(super) fn len(&self) -> usize {
         self.0.len()
     }

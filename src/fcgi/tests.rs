@@ -113,8 +113,13 @@ impl Client {
 /// A connection served in-process; the app from `config`.
 fn connect(config: Config) -> (Client, Arc<App>, CancellationToken) {
     let app = Arc::new(App::new(config).unwrap());
-    let (ours, theirs) = UnixStream::pair().unwrap();
     let shutdown = CancellationToken::new();
+    (connect_to(&app, &shutdown), app, shutdown)
+}
+
+/// Another connection to `app`.
+fn connect_to(app: &Arc<App>, shutdown: &CancellationToken) -> Client {
+    let (ours, theirs) = UnixStream::pair().unwrap();
     let ctx = ConnContext {
         app: app.clone(),
         shutdown: shutdown.clone(),
@@ -125,7 +130,45 @@ fn connect(config: Config) -> (Client, Arc<App>, CancellationToken) {
     };
     let counted = app.try_open_connection(false).unwrap();
     tokio::spawn(serve_connection(theirs, ctx, counted));
-    (Client { sock: ours }, app, shutdown)
+    Client { sock: ours }
+}
+
+/// A topics route on `/events` with `heartbeat`, its journal in a fresh directory.
+fn topics(name: &str, heartbeat: &str) -> (Config, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("fastsse-conn-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = Config::parse(
+        &format!(
+            "[stream]\nheartbeat = \"{heartbeat}\"\n[journal]\nfsync = \"never\"\n\
+             [[route]]\npath = \"/events\"\ntype = \"topics\"\n"
+        ),
+        "test.toml",
+        crate::routes::kinds(),
+    )
+    .unwrap();
+    config.journal.dir = dir.clone();
+    (config, dir)
+}
+
+/// Waits up to 5 s for `parked_streams` to read `n`.
+async fn parked(app: &App, n: usize) {
+    let stats = app.stats();
+    for _ in 0..500 {
+        if stats
+            .parked_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == n
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "parked_streams is {}, not {n}",
+        stats
+            .parked_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
 
 fn builtin_only() -> Config {
@@ -220,16 +263,7 @@ async fn abort_ends_one_stream_and_the_other_goes_on() {
 
 #[tokio::test]
 async fn a_busy_stream_does_not_suppress_heartbeats_on_another_stream_of_its_connection() {
-    let dir = std::env::temp_dir().join(format!("fastsse-conn-hb-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut config = Config::parse(
-        "[stream]\nheartbeat = \"300ms\"\n[journal]\nfsync = \"never\"\n\
-         [[route]]\npath = \"/events\"\ntype = \"topics\"\n",
-        "test.toml",
-        crate::routes::kinds(),
-    )
-    .unwrap();
-    config.journal.dir = dir.clone();
+    let (config, dir) = topics("hb", "300ms");
     let (mut c, _app, _) = connect(config);
     let mut bytes = request(1, "GET", "/events?topic=busy", b"", true);
     bytes.extend(request(2, "GET", "/events?topic=quiet", b"", true));
@@ -278,4 +312,93 @@ async fn a_busy_stream_does_not_suppress_heartbeats_on_another_stream_of_its_con
         heartbeats_on_quiet >= 3,
         "the quiet stream got {heartbeats_on_quiet} heartbeats in 2 s at 300 ms"
     );
+}
+
+/// STDOUT text of request `id` read until `until` says it is enough (other ids' records
+/// are skipped); panics at END_REQUEST or EOF.
+async fn read_until(c: &mut Client, id: u16, until: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    while !until(&text) {
+        let (t, rid, content) = c.next().await.expect("a record, not EOF");
+        assert_ne!((t, rid), (END, id), "the stream ended: {text}");
+        if t == STDOUT && rid == id {
+            text.push_str(&String::from_utf8_lossy(&content));
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_parked_stream_is_woken_for_events_that_had_to_wait_and_gets_them_in_order() {
+    // Heartbeats far off: only the queued events can wake the stream within the test.
+    let (config, dir) = topics("park-queue", "60s");
+    let (mut sub, app, shutdown) = connect(config);
+    sub.send(&request(1, "GET", "/events?topic=t", b"", true))
+        .await;
+    read_until(&mut sub, 1, |t| t.contains("retry:")).await;
+    parked(&app, 1).await;
+
+    // Not read for now: 300 events of 2 KB overflow the socket, so some must wait in the
+    // stream's queue and wake it from its connection.
+    let mut publisher = connect_to(&app, &shutdown);
+    let body = "x".repeat(2048);
+    for id in 1..=300u16 {
+        let publish = request(id, "POST", "/events?topic=t", body.as_bytes(), true);
+        publisher.send(&publish).await;
+        let answer = publisher.response(id).await;
+        assert!(answer.starts_with("Status: 200"), "{answer}");
+    }
+    let text = read_until(&mut sub, 1, |t| t.contains("id: 300\n")).await;
+    let ids: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: ")?.parse().ok())
+        .filter(|&i| i > 0)
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=300).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    let routes = app.current();
+    let hub = routes.get("/events").and_then(|r| r.route.hub()).unwrap();
+    let queued = hub
+        .stats
+        .queued_writes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        queued > 0,
+        "no event had to wait: the test did not fill the socket"
+    );
+    parked(&app, 1).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_parked_stream_gets_its_heartbeats_and_ends_on_abort() {
+    let (config, dir) = topics("park-hb", "300ms");
+    let (mut sub, app, _shutdown) = connect(config);
+    sub.send(&request(1, "GET", "/events?topic=t", b"", true))
+        .await;
+    read_until(&mut sub, 1, |t| t.contains("retry:")).await;
+    parked(&app, 1).await;
+    read_until(&mut sub, 1, |t| t.matches(":\n\n").count() >= 2).await;
+    parked(&app, 1).await;
+
+    // An abort ends it: END_REQUEST, and nothing is left open.
+    sub.send(&record(ABORT, 1, b"")).await;
+    loop {
+        let (t, id, _) = sub.next().await.expect("END_REQUEST");
+        if (t, id) == (END, 1) {
+            break;
+        }
+    }
+    parked(&app, 0).await;
+    for _ in 0..100 {
+        if app.stats().active_streams() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.stats().active_streams(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,6 +13,8 @@ use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{padding_for, record_header, CodecError, Record, RecordCodec};
+use super::idle::Close;
+use super::task::Finished;
 use super::*;
 use crate::source::{BodyClosed, BodyWriter, DirectWriter};
 
@@ -91,11 +93,15 @@ pub(super) fn encode(msg: Outgoing, buf: &mut BytesMut) -> Result<(), CodecError
     }
 }
 
-/// The write side of a connection. Bytes are written at once when nothing is queued; otherwise
-/// they queue behind earlier bytes (order is kept) and the caller flushes until the queue is
-/// empty. The lock is never held across an `.await`.
+/// What a connection's tasks share: its socket, its write side and the mailbox its requests
+/// report to the reader through (one allocation per connection). Bytes are written at once when
+/// nothing is queued; otherwise they queue behind earlier bytes (order is kept) and the caller
+/// flushes until the queue is empty. The lock is never held across an `.await`.
 pub(super) struct ConnWriter<S> {
-    io: Arc<S>,
+    pub(super) io: S,
+    /// Requests that ended and streams that parked; its `notify` also wakes the reader when
+    /// the connection is closed from outside its task.
+    pub(super) mail: Finished<S>,
     pending: Mutex<BytesMut>,
     /// Cancelled when a write fails: the peer is gone.
     cancel: CancellationToken,
@@ -107,9 +113,10 @@ pub(super) struct ConnWriter<S> {
 
 impl<S: FcgiSocket> ConnWriter<S> {
     /// A writer for `io`; `cancel` fires when a write fails.
-    pub(super) fn new(io: Arc<S>, cancel: CancellationToken) -> ConnWriter<S> {
+    pub(super) fn new(io: S, cancel: CancellationToken) -> ConnWriter<S> {
         ConnWriter {
             io,
+            mail: Finished::default(),
             pending: Mutex::new(BytesMut::new()),
             cancel,
             closed: AtomicBool::new(false),
@@ -124,7 +131,7 @@ impl<S: FcgiSocket> ConnWriter<S> {
     pub(super) fn broken(&self, e: io::Error) -> BodyClosed {
         log::debug!("write failed, client gone: {e}");
         self.closed.store(true, Ordering::Relaxed);
-        self.cancel.cancel();
+        self.close();
         BodyClosed
     }
 
@@ -189,6 +196,14 @@ impl<S: FcgiSocket> ConnWriter<S> {
     }
 }
 
+impl<S: FcgiSocket> Close for ConnWriter<S> {
+    /// Cancels the connection and wakes its reader, which then ends it.
+    fn close(&self) {
+        self.cancel.cancel();
+        self.mail.notify.notify_one();
+    }
+}
+
 /// One request's output on its connection.
 pub(super) struct RequestOut<S> {
     id: u16,
@@ -216,6 +231,11 @@ impl<S: FcgiSocket> RequestOut<S> {
             direct_events: AtomicU64::new(0),
             direct_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// The connection's mailbox.
+    pub(super) fn mail(&self) -> &Finished<S> {
+        &self.conn.mail
     }
 
     /// Whether the connection is gone (the peer closed it, a write failed, or its reader
@@ -295,6 +315,11 @@ impl<S: FcgiSocket> DirectWriter for RequestOut<S> {
 pub(super) struct FcgiBody<'a, S>(pub(super) &'a RequestOut<S>);
 
 impl<S: FcgiSocket> BodyWriter for FcgiBody<'_, S> {
+    /// The connection keeps a parked stream and resumes it ([`super::task::ParkedRequest`]).
+    fn can_park(&self) -> bool {
+        true
+    }
+
     fn direct_writes(&self) -> (u64, u64) {
         (
             self.0.direct_events.load(Ordering::Relaxed),

@@ -1,20 +1,18 @@
 //! A subscriber's bounded event queue: the fan-out pushes under the hub lock and never waits;
-//! the subscriber's task takes. Lighter than a channel on purpose: every open stream holds
+//! the subscriber's task takes (or, while its stream is parked, its connection is woken). Lighter than a channel on purpose: every open stream holds
 //! one, most of them never use it (their events go straight to the socket), so it is one small
 //! allocation until an event has to wait.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 use super::StoredEvent;
 
 /// The queue both ends hold.
 struct Queue {
     state: Mutex<State>,
-    /// Wakes the taker: a permit is kept when it is not waiting yet.
-    notify: Notify,
     capacity: usize,
 }
 
@@ -22,6 +20,22 @@ struct State {
     events: VecDeque<Arc<StoredEvent>>,
     /// The pushing side is gone: once the queue is empty, no event will come.
     closed: bool,
+    /// Who waits for an event (one taker): woken by a push or the close.
+    waker: Option<Waker>,
+}
+
+impl State {
+    fn wait(&mut self, cx: &Context<'_>) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
 }
 
 impl Queue {
@@ -46,8 +60,8 @@ pub fn queue(capacity: usize) -> (QueueTx, QueueRx) {
         state: Mutex::new(State {
             events: VecDeque::new(),
             closed: false,
+            waker: None,
         }),
-        notify: Notify::new(),
         capacity: capacity.max(1),
     });
     (QueueTx(shared.clone()), QueueRx(shared))
@@ -56,45 +70,58 @@ pub fn queue(capacity: usize) -> (QueueTx, QueueRx) {
 impl QueueTx {
     /// Queues `ev` unless the queue is full; never waits.
     pub fn try_send(&self, ev: Arc<StoredEvent>) -> Result<(), Full> {
-        {
-            let mut st = self.0.lock();
-            if st.events.len() >= self.0.capacity {
-                return Err(Full);
-            }
-            st.events.push_back(ev);
+        let mut st = self.0.lock();
+        if st.events.len() >= self.0.capacity {
+            return Err(Full);
         }
-        self.0.notify.notify_one();
+        st.events.push_back(ev);
+        st.wake();
         Ok(())
     }
 }
 
 impl Drop for QueueTx {
     fn drop(&mut self) {
-        self.0.lock().closed = true;
-        self.0.notify.notify_one();
+        let mut st = self.0.lock();
+        st.closed = true;
+        st.wake();
     }
 }
 
 impl QueueRx {
     /// The next event; `None` once the queue is closed and empty. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Arc<StoredEvent>> {
-        loop {
-            let notified = self.0.notify.notified();
-            {
-                let mut st = self.0.lock();
-                if let Some(ev) = st.events.pop_front() {
-                    if st.events.is_empty() {
-                        // Give the buffer back: most streams queue an event only now and then.
-                        st.events = VecDeque::new();
-                    }
-                    return Some(ev);
+        poll_fn(|cx| {
+            let mut st = self.0.lock();
+            if let Some(ev) = st.events.pop_front() {
+                if st.events.is_empty() {
+                    // Give the buffer back: most streams queue an event only now and then.
+                    st.events = VecDeque::new();
                 }
-                if st.closed {
-                    return None;
-                }
+                return Poll::Ready(Some(ev));
             }
-            notified.await;
+            if st.closed {
+                return Poll::Ready(None);
+            }
+            st.wait(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// `Ready` when an event waits or the queue is closed; otherwise `cx` is woken then.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.0.lock();
+        if !st.events.is_empty() || st.closed {
+            return Poll::Ready(());
         }
+        st.wait(cx);
+        Poll::Pending
+    }
+
+    /// Whether the pushing side is gone.
+    pub fn is_closed(&self) -> bool {
+        self.0.lock().closed
     }
 
     /// The next event if one waits.

@@ -131,6 +131,32 @@ impl Source for TopicSource {
             .map(|ev| EncodedEvent::from_shared(ev.wire.clone()))
     }
 
+    /// Parks once the preamble, the replay and a pending resume id are done and nothing
+    /// waits in the queue: live events then go straight to the socket (the hub is told so,
+    /// as `next` would tell it before waiting), and a queued one wakes the connection.
+    fn park(&mut self) -> bool {
+        if !self.direct
+            || self.finished
+            || self.preamble.is_some()
+            || self.replay.is_some()
+            || self.unverified.is_some()
+        {
+            return false;
+        }
+        let mut st = self.hub.lock();
+        match st.subscribers.get_mut(&self.sid) {
+            Some(sub) if self.rx.is_empty() => {
+                sub.drained(true);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.rx.poll_ready(cx)
+    }
+
     fn next(&mut self) -> NextEvent<'_> {
         Box::pin(async move {
             if let Some(p) = self.preamble.take() {

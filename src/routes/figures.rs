@@ -124,6 +124,13 @@ pub(super) const PROCESS: &[Figure<Cx>] = &[
         |a| count(a.streams.stats.active_streams()),
     ),
     fig(
+        "parked_streams",
+        "fastsse_streams_parked",
+        Gauge,
+        "Open SSE streams with nothing to write, kept by their connection without a task of their own (their events go straight to the socket).",
+        |a| count(a.streams.stats.parked_streams.load(Relaxed)),
+    ),
+    fig(
         "tasks",
         "fastsse_tasks",
         Gauge,

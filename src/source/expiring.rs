@@ -47,6 +47,22 @@ impl Source for Expiring {
         self.inner.attach_direct(writer);
     }
 
+    fn park(&mut self) -> bool {
+        !self.expired && Instant::now() < self.deadline && self.inner.park()
+    }
+
+    fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.inner.poll_wake(cx)
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        Some(
+            self.inner
+                .wake_at()
+                .map_or(self.deadline, |t| t.min(self.deadline)),
+        )
+    }
+
     // No `try_next`: every event goes through `next`, which checks the deadline first.
     fn backlog(&self) -> bool {
         !self.expired && self.inner.backlog()

@@ -87,6 +87,26 @@ pub trait Source: Send + 'static {
     fn backlog(&self) -> bool {
         false
     }
+
+    /// Asked when the stream has nothing to write: true lets the stream give up its task
+    /// until [`Source::poll_wake`] says an event waits (or [`Source::wake_at`] passes). Only
+    /// a source whose events otherwise reach the socket without its task (the hub's
+    /// subscribers) says yes; an idle stream then costs its connection, not a task.
+    fn park(&mut self) -> bool {
+        false
+    }
+
+    /// While parked: `Ready` once [`Source::next`] has something to say (an event queued,
+    /// the subscription ended); otherwise `cx` is woken when that happens.
+    fn poll_wake(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Ready(())
+    }
+
+    /// While parked: when [`Source::next`] must be asked even if nothing woke it (a token's
+    /// expiry).
+    fn wake_at(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// How long a stream whose time is up may take to send its backlog.
@@ -124,6 +144,39 @@ pub trait BodyWriter: Send {
     fn direct_writes(&self) -> (u64, u64) {
         (0, 0)
     }
+
+    /// Whether a stream on this writer may give up its task while idle ([`Ran::Parked`]):
+    /// true where the transport keeps the stream and resumes it (FastCGI's connection).
+    fn can_park(&self) -> bool {
+        false
+    }
+}
+
+/// Where a parked stream's clock stood: when it last wrote, and when its lifetime ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamClock {
+    /// When the stream's own task last wrote (direct writes are asked of the writer).
+    pub last_write: Instant,
+    /// When the lifetime ends (far in the future without one).
+    pub end_at: Instant,
+}
+
+impl StreamClock {
+    /// When a parked stream must run again, for a heartbeat or its lifetime's end, given when
+    /// bytes last reached the client another way.
+    pub fn due(&self, heartbeat: Duration, written_elsewhere: Option<Instant>) -> Instant {
+        let last = written_elsewhere.map_or(self.last_write, |t| t.max(self.last_write));
+        (last + heartbeat).min(self.end_at)
+    }
+}
+
+/// How [`run_or_park`] left a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ran {
+    /// It ended.
+    Ended(StreamEnd),
+    /// It is idle and gave up its task: resume it with this clock.
+    Parked(StreamClock),
 }
 
 impl StreamEnd {
@@ -210,7 +263,7 @@ fn coalesce(first: Bytes, source: &mut dyn Source) -> Bytes {
 /// Runs a stream after its header block has been written: a `retry:` hint, then each event the
 /// source yields, a heartbeat whenever the stream was idle for `timing.heartbeat`, until the
 /// source ends, `abort` fires (client gone: nothing more is written) or `shutdown` fires / the
-/// lifetime passes (a final `retry:` hint is written).
+/// lifetime passes (a final `retry:` hint is written). Never parks.
 pub fn run_stream<'a, W: BodyWriter>(
     source: &'a mut dyn Source,
     w: &'a mut W,
@@ -218,37 +271,74 @@ pub fn run_stream<'a, W: BodyWriter>(
     abort: &'a CancellationToken,
     shutdown: &'a CancellationToken,
 ) -> impl Future<Output = StreamEnd> + 'a {
+    let run = drive(source, w, timing, abort, shutdown, None, false);
     async move {
-        // Made again where it is needed: a stream's future keeps no room for it meanwhile.
-        let retry_hint = || EncodedEvent::retry_hint(timing.retry.as_millis() as u64).into_bytes();
-        if Box::pin(write_or_abort(w, retry_hint(), abort))
-            .await
-            .is_err()
-        {
-            return StreamEnd::ClientGone;
+        match run.await {
+            Ran::Ended(end) => end,
+            Ran::Parked(_) => unreachable!("run_stream never parks"),
         }
-        let far_future = Instant::now() + Duration::from_secs(86400 * 365);
-        let end_at = timing
-            .max_lifetime
-            .map_or(far_future, |l| Instant::now() + l);
+    }
+}
+
+/// [`run_stream`], except that a stream with nothing to write gives up its task
+/// ([`Ran::Parked`]) when its writer and source allow it ([`BodyWriter::can_park`],
+/// [`Source::park`]); `resumed` continues a parked stream from its clock (no `retry:` hint
+/// again).
+pub fn run_or_park<'a, W: BodyWriter>(
+    source: &'a mut dyn Source,
+    w: &'a mut W,
+    timing: &'a StreamTiming,
+    abort: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+    resumed: Option<StreamClock>,
+) -> impl Future<Output = Ran> + 'a {
+    drive(source, w, timing, abort, shutdown, resumed, true)
+}
+
+/// The loop of [`run_stream`] and [`run_or_park`].
+fn drive<'a, W: BodyWriter>(
+    source: &'a mut dyn Source,
+    w: &'a mut W,
+    timing: &'a StreamTiming,
+    abort: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+    resumed: Option<StreamClock>,
+    may_park: bool,
+) -> impl Future<Output = Ran> + 'a {
+    async move {
+        use Ran::Ended;
+        let clock = match resumed {
+            Some(clock) => clock,
+            None => match Box::pin(begin(w, timing, abort)).await {
+                Some(clock) => clock,
+                None => return Ended(StreamEnd::ClientGone),
+            },
+        };
+        let StreamClock {
+            mut last_write,
+            end_at,
+        } = clock;
         // One timer for both the heartbeat and the lifetime. It is not moved on every event: when
         // it fires early (events were written meanwhile) it is pushed to the real heartbeat time.
-        let mut last_write = Instant::now();
         let timer = sleep_until((last_write + timing.heartbeat).min(end_at));
         tokio::pin!(timer);
         loop {
+            let clock = StreamClock { last_write, end_at };
+            if may_park && parks_now(source, w, timing, clock, abort, shutdown) {
+                return Ran::Parked(clock);
+            }
             let chunk = tokio::select! {
                 biased;
-                _ = abort.cancelled() => return StreamEnd::ClientGone,
+                _ = abort.cancelled() => return Ended(StreamEnd::ClientGone),
                 _ = shutdown.cancelled() => {
                     let spread = (timing.retry + spread(timing.drain)).as_millis() as u64;
                     let _ = Box::pin(write_or_abort(w, EncodedEvent::retry_hint(spread).into_bytes(), abort)).await;
-                    return StreamEnd::Shutdown;
+                    return Ended(StreamEnd::Shutdown);
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
                     if now >= end_at {
-                        return Box::pin(end_of_life(source, w, timing, abort, shutdown)).await;
+                        return Ended(Box::pin(end_of_life(source, w, timing, abort, shutdown)).await);
                     }
                     if let Some(t) = w.written_elsewhere_at() {
                         last_write = last_write.max(t);
@@ -263,12 +353,12 @@ pub fn run_stream<'a, W: BodyWriter>(
                 }
                 ev = source.next() => match ev {
                     Some(ev) => Some(coalesce(ev.into_bytes(), source)),
-                    None => return StreamEnd::SourceDone,
+                    None => return Ended(StreamEnd::SourceDone),
                 },
             };
             let Some(chunk) = chunk else { continue };
             if Box::pin(write_or_abort(w, chunk, abort)).await.is_err() {
-                return StreamEnd::ClientGone;
+                return Ended(StreamEnd::ClientGone);
             }
             last_write = Instant::now();
             if timer.is_elapsed() {
@@ -278,6 +368,41 @@ pub fn run_stream<'a, W: BodyWriter>(
             }
         }
     }
+}
+
+/// A new stream's `retry:` hint, then its clock; `None` when the client is gone.
+async fn begin<W: BodyWriter>(
+    w: &mut W,
+    timing: &StreamTiming,
+    abort: &CancellationToken,
+) -> Option<StreamClock> {
+    let hint = EncodedEvent::retry_hint(timing.retry.as_millis() as u64).into_bytes();
+    write_or_abort(w, hint, abort).await.ok()?;
+    let now = Instant::now();
+    let far_future = now + Duration::from_secs(86400 * 365);
+    Some(StreamClock {
+        last_write: now,
+        end_at: timing.max_lifetime.map_or(far_future, |l| now + l),
+    })
+}
+
+/// Whether an idle stream gives up its task now: its writer allows it, nothing is due (the
+/// connection resumes it at `due`, and a stream resumed then must find its heartbeat or end
+/// due, not park again), it is not ending, and its source has nothing waiting and agrees.
+fn parks_now<W: BodyWriter>(
+    source: &mut dyn Source,
+    w: &W,
+    timing: &StreamTiming,
+    clock: StreamClock,
+    abort: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> bool {
+    w.can_park()
+        && Instant::now() < clock.due(timing.heartbeat, w.written_elsewhere_at())
+        && !abort.is_cancelled()
+        && !shutdown.is_cancelled()
+        && !source.backlog()
+        && source.park()
 }
 
 /// A stream whose lifetime is up: what was already due (the source's backlog) is sent, within

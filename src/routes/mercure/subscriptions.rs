@@ -95,6 +95,18 @@ impl Source for Announced {
     fn backlog(&self) -> bool {
         self.inner.backlog()
     }
+
+    fn park(&mut self) -> bool {
+        self.inner.park()
+    }
+
+    fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.inner.poll_wake(cx)
+    }
+
+    fn wake_at(&self) -> Option<tokio::time::Instant> {
+        self.inner.wake_at()
+    }
 }
 
 impl Drop for Announced {
