@@ -33,8 +33,8 @@ pub struct FullResponse {
 pub struct StreamResponse {
     /// Where events come from.
     pub source: Box<dyn Source>,
-    /// Heartbeat, retry and lifetime.
-    pub timing: StreamTiming,
+    /// Heartbeat, retry and lifetime (shared by the streams opened with the same).
+    pub timing: Arc<StreamTiming>,
     /// The stream's place in `max_streams`, given back when the stream ends.
     pub permit: StreamPermit,
     /// Where its access line goes when it ends (when an access log is configured).

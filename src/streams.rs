@@ -26,6 +26,9 @@ pub struct Streams {
     pub started: Instant,
     /// Serving one CGI request: `[cgi] hold` applies.
     pub cgi: bool,
+    /// The timing the last stream was opened with, shared by the streams opened with the same
+    /// (every open stream would otherwise keep its own 80 bytes of it).
+    pub(crate) shared_timing: std::sync::Mutex<Option<Arc<StreamTiming>>>,
 }
 
 impl Streams {
@@ -49,6 +52,16 @@ impl Streams {
             // Held CGI streams end all the time: their browsers come back spread over a
             // quarter of `retry`, not in step.
             end_jitter: hold.map_or(Duration::ZERO, |_| config.stream.retry / 4),
+        }
+    }
+
+    /// [`Streams::timing`], shared with the streams opened before under the same settings.
+    fn shared_timing(&self, config: &Config) -> Arc<StreamTiming> {
+        let timing = self.timing(config);
+        let mut last = self.shared_timing.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some(t) if **t == timing => t.clone(),
+            _ => last.insert(Arc::new(timing)).clone(),
         }
     }
 
@@ -168,7 +181,7 @@ impl Streams {
         });
         Response::Stream(StreamResponse {
             source,
-            timing: self.timing(config),
+            timing: self.shared_timing(config),
             permit,
             access,
             extra_headers: Vec::new(),

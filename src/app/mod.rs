@@ -64,6 +64,7 @@ impl App {
                 access_log,
                 started: Instant::now(),
                 cgi,
+                shared_timing: Default::default(),
             }),
         })
     }

@@ -89,7 +89,6 @@ struct Conn<S> {
     /// The socket, its write side and the mailbox: ids of requests that ended and streams
     /// that parked, reported by their tasks.
     writer: Arc<ConnWriter<S>>,
-    cancel: CancellationToken,
     close_when_idle: bool,
     /// Since when no request has been running (`None` while one runs).
     idle_since: Option<tokio::time::Instant>,
@@ -105,8 +104,7 @@ pub fn serve_connection<S: FcgiSocket>(
     ctx: ConnContext,
     counted: ConnectionGuard,
 ) -> impl std::future::Future<Output = ()> {
-    let cancel = CancellationToken::new();
-    let writer = Arc::new(ConnWriter::new(io, cancel.clone()));
+    let writer = Arc::new(ConnWriter::new(io));
     let mut reader = RecordReader {
         conn: writer.clone(),
         buf: BytesMut::new(),
@@ -117,7 +115,6 @@ pub fn serve_connection<S: FcgiSocket>(
         ctx,
         slots: Slots::default(),
         writer,
-        cancel,
         close_when_idle: false,
         idle_since: None,
     };
@@ -130,8 +127,8 @@ pub fn serve_connection<S: FcgiSocket>(
         // thousands of them wait here.
         let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         // Closed from outside the task (a failed write, an eviction), the connection is
-        // cancelled and its mailbox woken: the loop notices here.
-        while !conn.cancel.is_cancelled() {
+        // closed and its mailbox woken: the loop notices here.
+        while !conn.writer.is_closed() {
             match (conn.deadline(), timer.as_mut()) {
                 (None, _) => timer = None,
                 (Some(d), Some(t)) => t.as_mut().reset(d),
@@ -165,7 +162,7 @@ pub fn serve_connection<S: FcgiSocket>(
         }
         if !conn.slots.is_empty() {
             // Streams still running lose their connection: stop them now.
-            conn.cancel.cancel();
+            conn.writer.close();
             conn.abort_all();
         }
         // Parked streams go on long enough to end (their leave, their access line).
@@ -255,7 +252,7 @@ impl<S: FcgiSocket> Conn<S> {
                     self.ctx.conn_id,
                     self.ctx.peer
                 );
-                self.cancel.cancel();
+                self.writer.close();
                 Flow::Close
             }
             _ => Flow::Continue,
@@ -276,7 +273,7 @@ impl<S: FcgiSocket> Conn<S> {
                     self.ctx.conn_id,
                     self.ctx.peer
                 );
-                self.cancel.cancel();
+                self.writer.close();
                 Flow::Close
             }
         }
@@ -288,7 +285,7 @@ impl<S: FcgiSocket> Conn<S> {
             self.ctx.conn_id,
             self.ctx.peer
         );
-        self.cancel.cancel();
+        self.writer.close();
         Flow::Close
     }
 
@@ -352,7 +349,7 @@ impl<S: FcgiSocket> Conn<S> {
             }
             Err(e) => log::warn!("conn={conn_id} peer={peer}: closing: {e}"),
         }
-        self.cancel.cancel();
+        self.writer.close();
         Flow::Close
     }
 

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::Notify;
 use tokio_util::codec::Encoder;
-use tokio_util::sync::CancellationToken;
 
 use super::codec::{padding_for, record_header, CodecError, Record, RecordCodec};
 use super::idle::Close;
@@ -103,23 +103,24 @@ pub(super) struct ConnWriter<S> {
     /// the connection is closed from outside its task.
     pub(super) mail: Finished<S>,
     pending: Mutex<BytesMut>,
-    /// Cancelled when a write fails: the peer is gone.
-    cancel: CancellationToken,
-    /// Set with `cancel` on a failed write: a lock-free check for the fan-out's hot path.
+    /// Set when the connection closes (a failed write, its reader's end, an eviction): a
+    /// lock-free check for the fan-out's hot path.
     closed: AtomicBool,
+    /// Wakes the writers waiting for room ([`ConnWriter::flush`]) when it closes.
+    closing: Notify,
     /// Runs the flush of a direct write the socket took only part of.
     runtime: tokio::runtime::Handle,
 }
 
 impl<S: FcgiSocket> ConnWriter<S> {
-    /// A writer for `io`; `cancel` fires when a write fails.
-    pub(super) fn new(io: S, cancel: CancellationToken) -> ConnWriter<S> {
+    /// The shared state of a connection on `io`.
+    pub(super) fn new(io: S) -> ConnWriter<S> {
         ConnWriter {
             io,
             mail: Finished::default(),
             pending: Mutex::new(BytesMut::new()),
-            cancel,
             closed: AtomicBool::new(false),
+            closing: Notify::new(),
             runtime: tokio::runtime::Handle::current(),
         }
     }
@@ -130,7 +131,6 @@ impl<S: FcgiSocket> ConnWriter<S> {
 
     pub(super) fn broken(&self, e: io::Error) -> BodyClosed {
         log::debug!("write failed, client gone: {e}");
-        self.closed.store(true, Ordering::Relaxed);
         self.close();
         BodyClosed
     }
@@ -142,7 +142,7 @@ impl<S: FcgiSocket> ConnWriter<S> {
         msg: Outgoing,
     ) -> impl std::future::Future<Output = Result<(), BodyClosed>> + '_ {
         async move {
-            if self.cancel.is_cancelled() {
+            if self.is_closed() {
                 return Err(BodyClosed);
             }
             let mut bytes = BytesMut::new();
@@ -190,16 +190,40 @@ impl<S: FcgiSocket> ConnWriter<S> {
             }
             tokio::select! {
                 r = self.io.writable() => r.map_err(|e| self.broken(e))?,
-                _ = self.cancel.cancelled() => return Err(BodyClosed),
+                _ = self.closed() => return Err(BodyClosed),
             }
         }
     }
 }
 
+impl<S> ConnWriter<S> {
+    /// Whether the connection is closed: nothing more is written on it.
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Returns once the connection is closed.
+    async fn closed(&self) {
+        loop {
+            let notified = self.closing.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a close between the two still wakes it.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 impl<S: FcgiSocket> Close for ConnWriter<S> {
-    /// Cancels the connection and wakes its reader, which then ends it.
+    /// Closes the connection: writers waiting for room give up, and the reader is woken
+    /// and ends it.
     fn close(&self) {
-        self.cancel.cancel();
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.closing.notify_waiters();
+        }
         self.mail.notify.notify_one();
     }
 }
@@ -241,7 +265,7 @@ impl<S: FcgiSocket> RequestOut<S> {
     /// Whether the connection is gone (the peer closed it, a write failed, or its reader
     /// stopped): nothing more can be written on it.
     pub(super) fn connection_closed(&self) -> bool {
-        self.conn.cancel.is_cancelled()
+        self.conn.is_closed()
     }
 
     /// Ends the request: an empty STDOUT, then END_REQUEST.
@@ -259,10 +283,7 @@ impl<S: FcgiSocket> RequestOut<S> {
 impl<S: FcgiSocket> DirectWriter for RequestOut<S> {
     fn try_write_now(&self, event: &[u8]) -> bool {
         let w = &self.conn;
-        if event.is_empty()
-            || event.len() > FCGI_MAX_CONTENT_LEN
-            || w.closed.load(Ordering::Relaxed)
-        {
+        if event.is_empty() || event.len() > FCGI_MAX_CONTENT_LEN || w.is_closed() {
             return false;
         }
         let header = record_header(FCGI_STDOUT, self.id, event.len());

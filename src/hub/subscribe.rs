@@ -172,7 +172,7 @@ impl Hub {
             rx,
             finished: false,
             direct: false,
-            unverified,
+            unverified: unverified.map(Box::new),
             resumed_after,
             live: false,
         }

@@ -68,9 +68,11 @@ pub struct TopicSource {
     pub(super) finished: bool,
     pub(super) direct: bool,
     /// A resume id above the newest this instance had seen, and when to stop waiting for it.
-    pub(super) unverified: Option<(u64, tokio::time::Instant)>,
+    /// Boxed: rare (a shared backend), and every open stream holds the field.
+    pub(super) unverified: Option<Box<(u64, tokio::time::Instant)>>,
     /// The id this stream resumes after, as Mercure's `Last-Event-ID` response header says it:
     /// the event before the first one sent, `earliest`, or the newest when nothing is replayed.
+    /// For the route's answer: emptied when the stream starts ([`Source::attach_direct`]).
     pub resumed_after: String,
     /// The subscription asked for live events only (no `Last-Event-ID`).
     pub(super) live: bool,
@@ -97,6 +99,9 @@ impl TopicSource {
 
 impl Source for TopicSource {
     fn attach_direct(&mut self, writer: Arc<dyn DirectWriter>) {
+        // The stream starts: the route has read where it resumed (its response headers), and
+        // the preamble says it; no need to keep it for the stream's life.
+        self.resumed_after = String::new();
         let mut st = self.hub.lock();
         if let Some(sub) = st.subscribers.get_mut(&self.sid) {
             sub.attach(writer);
@@ -181,7 +186,7 @@ impl Source for TopicSource {
                     sub.drained(self.rx.is_empty());
                 }
             }
-            let received = match self.unverified {
+            let received = match self.unverified.as_deref().copied() {
                 None => self.rx.recv().await,
                 Some((id, deadline)) => tokio::select! {
                     ev = self.rx.recv() => {

@@ -205,7 +205,7 @@ pub enum StreamEnd {
 }
 
 /// Timing of one stream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamTiming {
     /// Idle interval after which a heartbeat comment is sent.
     pub heartbeat: Duration,
