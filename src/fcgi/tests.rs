@@ -150,10 +150,10 @@ fn topics(name: &str, heartbeat: &str) -> (Config, std::path::PathBuf) {
     (config, dir)
 }
 
-/// Waits up to 5 s for `parked_streams` to read `n`.
+/// Waits up to 15 s for `parked_streams` to read `n`.
 async fn parked(app: &App, n: usize) {
     let stats = app.stats();
-    for _ in 0..500 {
+    for _ in 0..1500 {
         if stats
             .parked_streams
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -330,8 +330,9 @@ async fn read_until(c: &mut Client, id: u16, until: impl Fn(&str) -> bool) -> St
 
 #[tokio::test]
 async fn a_parked_stream_is_woken_for_events_that_had_to_wait_and_gets_them_in_order() {
-    // Heartbeats far off: only the queued events can wake the stream within the test.
-    let (config, dir) = topics("park-queue", "60s");
+    // Heartbeats 10 s apart: only the queued events can wake the stream before a record is
+    // 5 s late (`Client::next`).
+    let (config, dir) = topics("park-queue", "10s");
     let (mut sub, app, shutdown) = connect(config);
     sub.send(&request(1, "GET", "/events?topic=t", b"", true))
         .await;
@@ -369,6 +370,8 @@ async fn a_parked_stream_is_woken_for_events_that_had_to_wait_and_gets_them_in_o
         queued > 0,
         "no event had to wait: the test did not fill the socket"
     );
+    // It keeps its task while events come through its queue, and parks again by its next
+    // heartbeat.
     parked(&app, 1).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -175,6 +175,7 @@ impl Hub {
             unverified: unverified.map(Box::new),
             resumed_after,
             live: false,
+            busy: false,
         }
     }
 

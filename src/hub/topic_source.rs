@@ -76,6 +76,10 @@ pub struct TopicSource {
     pub resumed_after: String,
     /// The subscription asked for live events only (no `Last-Event-ID`).
     pub(super) live: bool,
+    /// An event came through the queue (its socket was full) since `park` last asked: the
+    /// stream keeps its task until its next wake-up, so a stream that keeps up with a busy
+    /// socket is not parked and resumed for every event.
+    pub(super) busy: bool,
 }
 
 impl TopicSource {
@@ -140,6 +144,9 @@ impl Source for TopicSource {
     /// waits in the queue: live events then go straight to the socket (the hub is told so,
     /// as `next` would tell it before waiting), and a queued one wakes the connection.
     fn park(&mut self) -> bool {
+        if std::mem::take(&mut self.busy) {
+            return false;
+        }
         if !self.direct
             || self.finished
             || self.preamble.is_some()
@@ -204,7 +211,10 @@ impl Source for TopicSource {
                 },
             };
             match received {
-                Some(ev) => Some(EncodedEvent::from_shared(ev.wire.clone())),
+                Some(ev) => {
+                    self.busy = true;
+                    Some(EncodedEvent::from_shared(ev.wire.clone()))
+                }
                 // The hub dropped this subscriber for falling behind: tell the browser to come
                 // back (it resumes from history with Last-Event-ID), then end.
                 None if !self.finished => {
