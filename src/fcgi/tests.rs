@@ -328,16 +328,25 @@ async fn read_until(c: &mut Client, id: u16, until: impl Fn(&str) -> bool) -> St
     text
 }
 
-#[tokio::test]
-async fn a_parked_stream_is_woken_for_events_that_had_to_wait_and_gets_them_in_order() {
-    // Heartbeats 10 s apart: only the queued events can wake the stream before a record is
-    // 5 s late (`Client::next`).
-    let (config, dir) = topics("park-queue", "10s");
+/// A topics route with `heartbeat`, and stream 1 on topic `t` opened on it and parked.
+async fn parked_stream(
+    name: &str,
+    heartbeat: &str,
+) -> (Client, Arc<App>, CancellationToken, std::path::PathBuf) {
+    let (config, dir) = topics(name, heartbeat);
     let (mut sub, app, shutdown) = connect(config);
     sub.send(&request(1, "GET", "/events?topic=t", b"", true))
         .await;
     read_until(&mut sub, 1, |t| t.contains("retry:")).await;
     parked(&app, 1).await;
+    (sub, app, shutdown, dir)
+}
+
+#[tokio::test]
+async fn a_parked_stream_is_woken_for_events_that_had_to_wait_and_gets_them_in_order() {
+    // Heartbeats 10 s apart: only the queued events can wake the stream before a record is
+    // 5 s late (`Client::next`).
+    let (mut sub, app, shutdown, dir) = parked_stream("park-queue", "10s").await;
 
     // Not read for now: 300 events of 2 KB overflow the socket, so some must wait in the
     // stream's queue and wake it from its connection.
@@ -378,12 +387,7 @@ async fn a_parked_stream_is_woken_for_events_that_had_to_wait_and_gets_them_in_o
 
 #[tokio::test]
 async fn a_parked_stream_gets_its_heartbeats_and_ends_on_abort() {
-    let (config, dir) = topics("park-hb", "300ms");
-    let (mut sub, app, _shutdown) = connect(config);
-    sub.send(&request(1, "GET", "/events?topic=t", b"", true))
-        .await;
-    read_until(&mut sub, 1, |t| t.contains("retry:")).await;
-    parked(&app, 1).await;
+    let (mut sub, app, _shutdown, dir) = parked_stream("park-hb", "300ms").await;
     read_until(&mut sub, 1, |t| t.matches(":\n\n").count() >= 2).await;
     parked(&app, 1).await;
 
