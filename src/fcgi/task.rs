@@ -234,11 +234,10 @@ impl<S: FcgiSocket> RequestTask<S> {
                         // Logged now: nothing of the request is kept across the stream (thousands wait).
                         match &response {
                             Response::Stream(_) => log::debug!(
-                                "conn={} id={} peer={} path={}: stream open",
+                                "conn={} id={} peer={}: stream open",
                                 conn_id,
                                 id,
-                                req.peer,
-                                req.path
+                                req.peer
                             ),
                             Response::Full(f) => log::debug!(
                                 "conn={} id={} peer={}: {}",
